@@ -1,0 +1,94 @@
+"""The ``Backbone`` protocol: what a pretrained interatomic potential must offer to be featurised.
+
+Layer numbering is shared by every backbone: layer 0 is the output of the network's embedding (or
+encoder), layer ``i`` the output of its ``i``-th message-passing / interaction block. ``layer_widths[i]``
+is the width of the invariant (scalar) per-atom features at layer ``i``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+
+if TYPE_CHECKING:
+    import numpy as np
+    from ase import Atoms
+
+
+@runtime_checkable
+class Backbone(Protocol):
+    name: str
+    """Registered name, e.g. ``"chgnet"`` or ``"sevennet:7net-l3i5"``."""
+    cutoff: float
+    """Graph cutoff radius in Å."""
+    layer_widths: tuple[int, ...]
+    """Width of the invariant per-atom features of each layer; ``len`` is the number of layers."""
+    needs_supercell: bool
+    """True when the graph does not see every periodic image by itself (e.g. a capped neighbour list),
+    so that periodic cells must be expanded to cutoff-sized supercells before featurising."""
+    supported_elements: frozenset[int] | None
+    """Atomic numbers the model knows; ``None`` when it accepts any."""
+
+    def identity(self) -> dict[str, Any]:
+        """JSON-serialisable description of everything that changes the features: name, library and version,
+        checkpoint hash, graph settings, dtype. Two backbones with equal identity give equal features."""
+
+    def per_atom_features(self, structures: Sequence[Atoms], layers: Sequence[int]) -> list[dict[int, np.ndarray]]:
+        """Per-atom invariant features of every requested layer, from ONE batched forward pass.
+
+        Returns one dict per structure mapping layer -> array of shape ``(len(atoms), layer_widths[layer])``.
+        """
+
+
+@dataclass(frozen=True)
+class BackboneSpec:
+    """What a plugin registers: enough to list a backbone without importing its library.
+
+    ``factory`` is a ``"module:callable"`` path; the callable takes ``checkpoint`` (a local path or ``None``
+    for the spec's own weights) and keyword options, and returns a :class:`Backbone`.
+    """
+
+    name: str
+    factory: str
+    cutoff: float
+    layer_widths: tuple[int, ...]
+    needs_supercell: bool
+    description: str = ""
+    library: str = ""
+    verified: bool = True
+    """False when the loading path has not been checked against real weights in this release."""
+    package: str = field(default="", compare=False)
+    package_version: str = field(default="", compare=False)
+
+    def load(self, checkpoint: str | None = None, **options: Any) -> Backbone:
+        module_name, _, attr = self.factory.partition(":")
+        factory = getattr(importlib.import_module(module_name), attr)
+        return factory(checkpoint=checkpoint, **options)
+
+
+def identity_key(identity: dict[str, Any]) -> str:
+    """A short stable hash of a backbone identity, used to name its folder in the feature store."""
+    canonical = json.dumps(identity, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(canonical.encode()).hexdigest()[:16]
+
+
+def file_sha256(path: str | Path, chunk: int = 1 << 20) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while block := handle.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def check_layers(backbone: Backbone, layers: Sequence[int]) -> list[int]:
+    """Validate requested layer numbers against a backbone and return them sorted and unique."""
+    n = len(backbone.layer_widths)
+    bad = [layer for layer in layers if not 0 <= layer < n]
+    if bad:
+        raise ValueError(f"{backbone.name} has layers 0..{n - 1}; asked for {bad}")
+    return sorted(set(layers))

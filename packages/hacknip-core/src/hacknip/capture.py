@@ -1,0 +1,54 @@
+"""Collect the outputs of several layers from one forward pass, and stop as soon as the deepest is reached.
+
+Backbone plugins use this instead of re-running a network once per layer: forward hooks copy each requested
+module's output, and the hook on the deepest requested layer aborts the pass, so nothing past it is computed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+
+class _ReachedDeepestLayer(Exception):
+    pass
+
+
+def forward_capturing(
+    run: Callable[[], Any],
+    modules: Mapping[int, Any],
+    layers: Sequence[int],
+    extract: Callable[[int, Any], Any] = lambda layer, output: output,
+) -> dict[int, Any]:
+    """Call ``run()`` (which runs the network forward) with hooks on ``modules[layer]`` for each requested layer.
+
+    ``extract(layer, output)`` turns a module output into the per-atom tensor to keep (e.g. the scalar part).
+    Returns ``{layer: tensor}`` (detached). Each hooked module must run exactly once per forward pass.
+    """
+    wanted = sorted(set(layers))
+    deepest = wanted[-1]
+    captured: dict[int, Any] = {}
+    handles = []
+
+    def make_hook(layer: int):
+        def hook(module, inputs, output):
+            captured[layer] = extract(layer, output).detach()
+            if layer == deepest:
+                raise _ReachedDeepestLayer
+
+        return hook
+
+    try:
+        for layer in wanted:
+            handles.append(modules[layer].register_forward_hook(make_hook(layer)))
+        try:
+            run()
+        except _ReachedDeepestLayer:
+            pass
+    finally:
+        for handle in handles:
+            handle.remove()
+    missing = [layer for layer in wanted if layer not in captured]
+    if missing:
+        raise RuntimeError(f"layers {missing} were not reached by the forward pass")
+    return captured

@@ -1,0 +1,47 @@
+"""The ``Head`` protocol: a shallow model trained on structure embeddings, scikit-learn style.
+
+Heads receive standardised features (hacknip fits a scaler on each training fold) and must not keep state
+between ``fit`` calls. ``predict_proba`` is required for heads serving classification.
+"""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+
+if TYPE_CHECKING:
+    import numpy as np
+
+REGRESSION = "regression"
+CLASSIFICATION = "classification"
+
+
+@runtime_checkable
+class Head(Protocol):
+    task_kinds: frozenset[str]
+
+    def fit(self, X: np.ndarray, y: np.ndarray) -> Head: ...
+
+    def predict(self, X: np.ndarray) -> np.ndarray: ...
+
+    def get_params(self, deep: bool = True) -> dict[str, Any]: ...
+
+    def set_params(self, **params: Any) -> Head: ...
+
+
+@dataclass(frozen=True)
+class HeadSpec:
+    """What a plugin registers for a head. ``factory`` is a ``"module:callable"`` path; the callable takes
+    the head's hyperparameters as keyword arguments and returns an unfitted :class:`Head`."""
+
+    name: str
+    factory: str
+    task_kinds: frozenset[str]
+    description: str = ""
+    package: str = field(default="", compare=False)
+    package_version: str = field(default="", compare=False)
+
+    def create(self, **params: Any) -> Head:
+        module_name, _, attr = self.factory.partition(":")
+        return getattr(importlib.import_module(module_name), attr)(**params)

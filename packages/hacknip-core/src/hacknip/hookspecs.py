@@ -1,0 +1,22 @@
+"""The hooks a hacknip plugin can implement.
+
+A plugin is a module, found through the ``hacknip`` entry-point group, holding functions decorated with
+``hacknip.hookimpl``. Each hook receives a ``register`` callback: call it once per thing you provide.
+Keep plugin modules light: register *specs* (metadata plus a ``"module:callable"`` factory path), so that
+``hacknip list`` never imports torch or the backbone's library.
+"""
+
+import pluggy
+
+hookspec = pluggy.HookspecMarker("hacknip")
+hookimpl = pluggy.HookimplMarker("hacknip")
+
+
+@hookspec
+def register_backbones(register):
+    """Register backbones: call ``register(BackboneSpec(...))`` once for each."""
+
+
+@hookspec
+def register_heads(register):
+    """Register heads (shallow models): call ``register(HeadSpec(...))`` once for each."""

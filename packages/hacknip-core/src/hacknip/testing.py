@@ -1,0 +1,122 @@
+"""A conformance suite that any backbone plugin runs against itself.
+
+Use it from your plugin's tests by subclassing and providing a ``backbone`` fixture::
+
+    import pytest
+    from hacknip.testing import BackboneConformance
+
+    class TestMyBackbone(BackboneConformance):
+        @pytest.fixture(scope="class")
+        def backbone(self):
+            return MyBackbone(checkpoint="tests/data/tiny.pt")
+
+Override the ``structures`` fixture to test on elements your model knows. Each check is a separate test, so a
+failure names exactly which promise of the :class:`hacknip.backbone.Backbone` protocol is broken.
+"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from ase import Atoms
+from ase.build import bulk
+
+from hacknip.backbone import Backbone, identity_key
+
+RTOL = 1e-4
+ATOL = 1e-5
+
+
+def reference_structures() -> list[Atoms]:
+    """Small periodic crystals of common elements, one of them a skewed triclinic cell."""
+    rattled = bulk("NaCl", "rocksalt", a=5.64, cubic=True)
+    rattled.rattle(stdev=0.05, seed=0)
+    triclinic = Atoms(
+        "LiO2",
+        cell=[[3.1, 0.0, 0.0], [1.2, 3.3, 0.0], [0.7, 0.9, 3.6]],
+        scaled_positions=[[0.0, 0.0, 0.0], [0.31, 0.27, 0.44], [0.68, 0.71, 0.58]],
+        pbc=True,
+    )
+    return [bulk("Si", "diamond", a=5.43), bulk("Cu", "fcc", a=3.61), rattled, triclinic]
+
+
+def assert_features_close(actual: np.ndarray, expected: np.ndarray, what: str) -> None:
+    np.testing.assert_allclose(actual, expected, rtol=RTOL, atol=ATOL, err_msg=what)
+
+
+class BackboneConformance:
+    """Checks every promise of the Backbone protocol. Subclass it and provide a ``backbone`` fixture."""
+
+    @pytest.fixture(scope="class")
+    def structures(self) -> list[Atoms]:
+        return reference_structures()
+
+    @pytest.fixture(scope="class")
+    def all_layers(self, backbone) -> list[int]:
+        return list(range(len(backbone.layer_widths)))
+
+    @pytest.fixture(scope="class")
+    def one_pass(self, backbone, structures, all_layers):
+        return backbone.per_atom_features(structures, all_layers)
+
+    def test_satisfies_protocol(self, backbone):
+        assert isinstance(backbone, Backbone)
+        assert isinstance(backbone.name, str) and backbone.name
+        assert backbone.cutoff > 0
+        assert len(backbone.layer_widths) >= 1 and all(w > 0 for w in backbone.layer_widths)
+        assert isinstance(backbone.needs_supercell, bool)
+        if backbone.supported_elements is not None:
+            assert all(1 <= z <= 118 for z in backbone.supported_elements)
+
+    def test_identity_is_json_and_stable(self, backbone):
+        identity = backbone.identity()
+        assert json.loads(json.dumps(identity)) == identity
+        assert identity_key(identity) == identity_key(backbone.identity())
+
+    def test_layer_widths_match_features(self, backbone, structures, one_pass, all_layers):
+        assert len(one_pass) == len(structures)
+        for atoms, features in zip(structures, one_pass):
+            assert sorted(features) == all_layers
+            for layer in all_layers:
+                assert features[layer].shape == (len(atoms), backbone.layer_widths[layer])
+                assert np.isfinite(features[layer]).all()
+
+    def test_one_pass_equals_truncated_runs(self, backbone, structures, one_pass, all_layers):
+        for layer in all_layers:
+            truncated = backbone.per_atom_features(structures, [layer])
+            for index, features in enumerate(truncated):
+                assert list(features) == [layer]
+                assert_features_close(features[layer], one_pass[index][layer], f"layer {layer}, structure {index}")
+
+    def test_deterministic(self, backbone, structures, one_pass, all_layers):
+        again = backbone.per_atom_features(structures, all_layers)
+        for first, second in zip(one_pass, again):
+            for layer in all_layers:
+                np.testing.assert_array_equal(first[layer], second[layer])
+
+    def test_batch_equals_one_by_one(self, backbone, structures, one_pass, all_layers):
+        for index, atoms in enumerate(structures):
+            (single,) = backbone.per_atom_features([atoms], all_layers)
+            for layer in all_layers:
+                assert_features_close(single[layer], one_pass[index][layer], f"layer {layer}, structure {index}")
+
+    def test_supercell_claim(self, backbone, structures, one_pass, all_layers):
+        """A backbone that says it needs no supercell must give the same mean embedding for a 2x2x2 supercell."""
+        if backbone.needs_supercell:
+            pytest.skip(f"{backbone.name} declares that it needs cutoff-sized supercells")
+        supercells = [atoms.repeat((2, 2, 2)) for atoms in structures]
+        for index, features in enumerate(backbone.per_atom_features(supercells, all_layers)):
+            for layer in all_layers:
+                assert_features_close(
+                    features[layer].mean(axis=0), one_pass[index][layer].mean(axis=0),
+                    f"supercell invariance, layer {layer}, structure {index}",
+                )
+
+    def test_empty_batch(self, backbone, all_layers):
+        assert backbone.per_atom_features([], all_layers) == []
+
+    def test_rejects_unknown_layer(self, backbone, structures):
+        with pytest.raises(ValueError, match="layer"):
+            backbone.per_atom_features(structures[:1], [len(backbone.layer_widths)])
