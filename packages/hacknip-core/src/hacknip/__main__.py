@@ -1,0 +1,3 @@
+from hacknip.cli import main
+
+main()

@@ -1,0 +1,225 @@
+"""The ``hacknip`` command line. Heavy libraries load inside commands, so ``hacknip list`` stays fast."""
+
+from __future__ import annotations
+
+import functools
+import json
+import re
+import time
+from contextlib import contextmanager
+from pathlib import Path
+
+import click
+
+from hacknip import __version__
+
+ERRORS_FOR_PEOPLE = (ValueError, LookupError, FileNotFoundError)
+
+
+def friendly_errors(command):
+    """Turn input and lookup errors into one clear line and exit status 2, instead of a traceback."""
+
+    @functools.wraps(command)
+    def wrapper(*args, **kwargs):
+        try:
+            return command(*args, **kwargs)
+        except ERRORS_FOR_PEOPLE as error:
+            message = error.args[0] if isinstance(error, KeyError) and error.args else str(error)
+            raise click.ClickException(message) from error
+
+    return wrapper
+
+
+@click.group()
+@click.version_option(__version__, prog_name="hacknip")
+def cli():
+    """Structure embeddings from pretrained interatomic potentials, and shallow models on top."""
+
+
+@cli.command(name="list")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def list_command(as_json):
+    """Installed backbones and heads (without loading any model)."""
+    from hacknip.registry import backbone_specs, head_specs
+
+    backbones, heads = backbone_specs(), head_specs()
+    if as_json:
+        click.echo(json.dumps({
+            "backbones": [_backbone_row(spec) for spec in backbones.values()],
+            "heads": [{"name": s.name, "package": s.package, "version": s.package_version,
+                       "task_kinds": sorted(s.task_kinds), "description": s.description} for s in heads.values()],
+        }, indent=2))
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title="Backbones")
+    for column in ("name", "package", "cutoff Å", "layers", "widths", "supercells", "verified"):
+        table.add_column(column)
+    for spec in backbones.values():
+        row = _backbone_row(spec)
+        table.add_row(spec.name, f"{spec.package} {spec.package_version}", f"{spec.cutoff:g}", str(row["n_layers"]),
+                      _widths_text(spec.layer_widths), "needed" if spec.needs_supercell else "not needed",
+                      "yes" if spec.verified else "[yellow]no[/]")
+    heads_table = Table(title="Heads")
+    for column in ("name", "package", "tasks", "description"):
+        heads_table.add_column(column)
+    for spec in heads.values():
+        heads_table.add_row(spec.name, f"{spec.package} {spec.package_version}", ", ".join(sorted(spec.task_kinds)),
+                            spec.description)
+    console = Console()
+    console.print(table)
+    console.print(heads_table)
+    if not backbones:
+        console.print("No backbone plugins installed: pip install hacknip-chgnet (or hacknip-sevennet, ...)")
+
+
+def _backbone_row(spec) -> dict:
+    return {"name": spec.name, "package": spec.package, "version": spec.package_version, "library": spec.library,
+            "cutoff": spec.cutoff, "n_layers": len(spec.layer_widths), "layer_widths": list(spec.layer_widths),
+            "needs_supercell": spec.needs_supercell, "verified": spec.verified, "description": spec.description}
+
+
+def _widths_text(widths) -> str:
+    return f"{len(widths)} × {widths[0]}" if len(set(widths)) == 1 else " ".join(map(str, widths))
+
+
+@cli.command()
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def plugins(as_json):
+    """Installed plugin packages and the hooks each implements."""
+    from hacknip.plugins import get_plugins, pm
+
+    rows = []
+    for info in get_plugins():
+        plugin = pm.get_plugin(info.name)
+        hooks = sorted(caller.name for caller in pm.get_hookcallers(plugin) or [])
+        rows.append({"name": info.name, "package": info.package, "version": info.version, "hooks": hooks})
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+    else:
+        for row in rows:
+            click.echo(f"{row['name']}  ({row['package']} {row['version']}): {', '.join(row['hooks'])}")
+
+
+def data_options(command):
+    """Options shared by every command that reads a dataset."""
+    options = [
+        click.option("--data", "data", required=True, type=click.Path(exists=True, path_type=Path),
+                     help="matbench_*.json.gz, CSV/parquet with a CIF column, extxyz/ASE db, or a folder of CIF/POSCAR."),
+        click.option("--backbone", "-b", required=True,
+                     help="Backbone(s): 'chgnet', 'chgnet@4', 'chgnet@1-4', 'sevennet+chgnet', 'sevennet:/path/model.pth'."),
+        click.option("--target", help="Target column / info key (default: the only numeric one, or Matbench's)."),
+        click.option("--structure-column", default="cif", show_default=True, help="Column holding CIF text (tables)."),
+        click.option("--id-column", help="Column holding sample ids (tables) or file names (folders)."),
+        click.option("--targets", type=click.Path(exists=True, path_type=Path), help="Targets CSV for a folder input."),
+        click.option("--on-error", type=click.Choice(["raise", "skip"]), default="raise", show_default=True,
+                     help="On a bad row: stop with an error naming it, or skip it and list it in the results."),
+        click.option("--limit", type=int, help="Use only the first N structures (quick tries)."),
+        click.option("--batch-size", default=16, show_default=True, help="Structures per forward pass."),
+        click.option("--device", default="cpu", show_default=True, help="torch device for the backbone."),
+        click.option("--store", type=click.Path(path_type=Path), envvar="HACKNIP_STORE",
+                     help="Feature store folder (default: $HACKNIP_HOME/features)."),
+    ]
+    for option in reversed(options):
+        command = option(command)
+    return command
+
+
+@contextmanager
+def progress_bars():
+    """A rich progress display; yields ``start(description, total) -> advance(n)``."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+               TextColumn("eta"), TimeRemainingColumn())
+    with Progress(*columns, transient=False) as progress:
+        def start(description: str, total: int):
+            task = progress.add_task(description, total=total)
+            return lambda n=1: progress.advance(task, n)
+
+        yield start
+
+
+def _run_config(**options):
+    from hacknip.pipeline import RunConfig
+
+    return RunConfig(**options)
+
+
+@cli.command()
+@data_options
+@friendly_errors
+def featurize(data, backbone, target, structure_column, id_column, targets, on_error, limit, batch_size, device, store):
+    """Featurise a dataset into the feature store (every layer, resumable, nothing computed twice)."""
+    from rich.console import Console
+
+    from hacknip.pipeline import featurize_members, load_data, parse_backbones
+    from hacknip.store import FeatureStore
+
+    config = _run_config(data=data, backbone=backbone, target=target, structure_column=structure_column,
+                         id_column=id_column, targets=targets, on_error=on_error, limit=limit, batch_size=batch_size,
+                         device=device, store=store)
+    dataset = load_data(config)
+    with progress_bars() as start:
+        dataset, members = featurize_members(dataset, parse_backbones(backbone), config, FeatureStore(store), start)
+    console = Console()
+    for item in members:
+        console.print(f"{item.member.name}: {item.computed} computed, {item.reused} already stored "
+                      f"({item.featurize_seconds:.1f} s) → {item.features.path}")
+    for entry in dataset.skipped:
+        console.print(f"[yellow]skipped[/] {entry.row} ({entry.id}): {entry.reason}")
+
+
+def _parse_head_params(values) -> dict:
+    params = {}
+    for text in values:
+        key, sep, value = text.partition("=")
+        if not sep or not key:
+            raise click.BadParameter(f"{text!r}: write KEY=VALUE, e.g. n_estimators=500", param_hint="--head-param")
+        try:
+            params[key] = json.loads(value)
+        except json.JSONDecodeError:
+            params[key] = value
+    return params
+
+
+@cli.command()
+@data_options
+@click.option("--head", default="lightgbm", show_default=True, help="Shallow model (see hacknip list).")
+@click.option("--head-param", "head_params", multiple=True, help="Head hyperparameter KEY=VALUE (repeatable).")
+@click.option("--pooling", default="mean", show_default=True, help="mean, sum, max, std, or several joined by '+'.")
+@click.option("--folds", "folds_file", type=click.Path(exists=True, path_type=Path),
+              help="Matbench validation file (default: matbench_v0.1_validation.json.gz beside --data).")
+@click.option("--leaderboard", "leaderboard_file", type=click.Path(exists=True, path_type=Path),
+              help="Matbench leaderboard summary CSV (default: leaderboard/ beside --data).")
+@click.option("--out", type=click.Path(path_type=Path), help="Output folder (default: runs/<data>-<backbone>-<head>-<time>).")
+@friendly_errors
+def run(data, backbone, target, structure_column, id_column, targets, on_error, limit, batch_size, device, store,
+        head, head_params, pooling, folds_file, leaderboard_file, out):
+    """Featurise, sweep the layers, cross-validate a head, and report (results.json, parity.png, layers.png)."""
+    from rich.console import Console
+
+    from hacknip.pipeline import run as run_pipeline
+    from hacknip.report import print_summary, write_results
+
+    config = _run_config(data=data, backbone=backbone, target=target, structure_column=structure_column,
+                         id_column=id_column, targets=targets, on_error=on_error, limit=limit, batch_size=batch_size,
+                         device=device, store=store, head=head, head_params=_parse_head_params(head_params),
+                         pooling=pooling, folds_file=folds_file, leaderboard_file=leaderboard_file)
+    with progress_bars() as start:
+        results = run_pipeline(config, start)
+    out = out or Path("runs") / _run_name(data, backbone, head)
+    written = write_results(results, out)
+    console = Console()
+    print_summary(results, console)
+    console.print("wrote " + ", ".join(str(path) for path in written))
+
+
+def _run_name(data: Path, backbone: str, head: str) -> str:
+    stem = data.name.split(".")[0]
+    return re.sub(r"[^A-Za-z0-9._@+-]+", "_", f"{stem}-{backbone}-{head}-{time.strftime('%Y%m%d-%H%M%S')}")
+
+
+def main():
+    cli()

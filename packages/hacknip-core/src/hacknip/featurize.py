@@ -1,0 +1,128 @@
+"""Featurising a dataset with a backbone into the feature store: batched, one forward pass for every layer,
+resumable, and never repeated for a structure the store already holds."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+from ase.data import chemical_symbols
+
+from hacknip.backbone import Backbone, check_layers
+from hacknip.pooling import atom_statistics, pool
+from hacknip.store import BackboneFeatures, FeatureStore, Record, structure_hash
+from hacknip.structures import BadInputError, Dataset, Sample, SkippedRow
+from hacknip.supercell import cutoff_supercell
+
+FLUSH_SECONDS = 5.0
+
+
+@dataclass
+class FeaturizeReport:
+    features: BackboneFeatures
+    keys: list[str]
+    """Store key of every sample of the dataset, in order."""
+    computed: int
+    reused: int
+    rejected: list[SkippedRow]
+    seconds: float
+
+
+def unsupported_elements(sample: Sample, backbone: Backbone) -> list[str]:
+    if backbone.supported_elements is None:
+        return []
+    return sorted({chemical_symbols[z] for z in sample.atoms.numbers if z not in backbone.supported_elements})
+
+
+def _reject(dataset: Dataset, sample: Sample, reason: str, on_error: str, rejected: list[SkippedRow]) -> None:
+    if on_error == "raise":
+        raise BadInputError(dataset.source, sample.row, sample.id, reason)
+    rejected.append(SkippedRow(sample.row, sample.id, reason))
+
+
+def _records(backbone: Backbone, samples: Sequence[Sample], keys: Sequence[str], layers: list[int]) -> list[Record]:
+    inputs = [cutoff_supercell(s.atoms, backbone.cutoff) if backbone.needs_supercell else s.atoms for s in samples]
+    per_atom = backbone.per_atom_features(inputs, layers)
+    return [
+        Record(key, len(sample.atoms), {layer: atom_statistics(features[layer]) for layer in layers})
+        for key, sample, features in zip(keys, samples, per_atom)
+    ]
+
+
+def featurize(
+    dataset: Dataset,
+    backbone: Backbone,
+    store: FeatureStore,
+    layers: Sequence[int] | None = None,
+    batch_size: int = 16,
+    on_error: str = "raise",
+    on_progress: Callable[[int], None] | None = None,
+) -> FeaturizeReport:
+    """Make sure the store holds ``layers`` (default: all) of every sample; compute only what is missing.
+
+    Samples the backbone cannot featurise (unknown element, a failure inside the model) raise a
+    :class:`BadInputError` naming the row, or with ``on_error="skip"`` are returned in ``rejected``.
+    """
+    started = time.perf_counter()
+    layers = check_layers(backbone, range(len(backbone.layer_widths)) if layers is None else layers)
+    features = store.open(backbone.identity())
+    keys = [structure_hash(sample.atoms) for sample in dataset.samples]
+    rejected: list[SkippedRow] = []
+    todo = []
+    for index in features.missing(keys, layers):
+        sample = dataset.samples[index]
+        if unknown := unsupported_elements(sample, backbone):
+            _reject(dataset, sample, f"{backbone.name} does not know element(s) {', '.join(unknown)}", on_error, rejected)
+        else:
+            todo.append(index)
+    if on_progress:
+        on_progress(len(dataset.samples) - len(todo))
+
+    pending: list[Record] = []
+    computed = 0
+    last_flush = time.monotonic()
+    try:
+        for start in range(0, len(todo), batch_size):
+            batch = todo[start:start + batch_size]
+            records = _featurize_batch(dataset, backbone, keys, batch, layers, on_error, rejected)
+            pending += records
+            computed += len(records)
+            if time.monotonic() - last_flush > FLUSH_SECONDS:
+                features.write(pending)
+                pending, last_flush = [], time.monotonic()
+            if on_progress:
+                on_progress(len(batch))
+    finally:
+        features.write(pending)
+    reused = len(keys) - len(features.missing(keys, layers)) - computed
+    return FeaturizeReport(features, keys, computed, reused, rejected, time.perf_counter() - started)
+
+
+def _featurize_batch(dataset, backbone, keys, batch, layers, on_error, rejected) -> list[Record]:
+    samples = [dataset.samples[i] for i in batch]
+    batch_keys = [keys[i] for i in batch]
+    if len(batch) > 1:
+        try:
+            return _records(backbone, samples, batch_keys, layers)
+        except Exception:
+            pass  # one structure broke the batch: redo it one by one to name the culprit and keep the rest
+    records = []
+    for sample, key in zip(samples, batch_keys):
+        try:
+            records += _records(backbone, [sample], [key], layers)
+        except Exception as error:
+            _reject(dataset, sample, f"featurising failed in {backbone.name}: {type(error).__name__}: {error}",
+                    on_error, rejected)
+    return records
+
+
+def layer_matrix(features: BackboneFeatures, keys: Sequence[str], layers: Sequence[int],
+                 pooling: tuple[str, ...]) -> np.ndarray:
+    """Pooled features of ``layers`` (concatenated in that order) for the structures ``keys``."""
+    blocks = []
+    for layer in layers:
+        stats, n_atoms = features.read(keys, layer)
+        blocks.append(pool(stats, n_atoms, pooling))
+    return np.concatenate(blocks, axis=1)

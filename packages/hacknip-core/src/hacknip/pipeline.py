@@ -1,0 +1,209 @@
+"""``hacknip run`` as a function: read → featurise (through the store) → layer sweep → final CV → results."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from hacknip import __version__
+from hacknip.compose import Member, parse_backbones
+from hacknip.evaluation import CVResult, best_layer, cross_validate, dummy_cv, matbench_folds, random_folds
+from hacknip.featurize import featurize, layer_matrix
+from hacknip.leaderboard import SUMMARY_FILE, find_matbench_file, leaderboard_rank
+from hacknip.pooling import parse_pooling
+from hacknip.registry import UnknownNameError, create_head, get_head_spec, load_backbone
+from hacknip.store import BackboneFeatures, FeatureStore, structure_hash
+from hacknip.structures import Dataset, read_dataset
+
+VALIDATION_FILE = "matbench_v0.1_validation.json.gz"
+Progress = Callable[[str, int], Callable[[int], None]]
+"""Makes a progress task: ``start(description, total)`` returns ``advance(n)``."""
+
+
+def no_progress(description: str, total: int) -> Callable[[int], None]:
+    return lambda n=1: None
+
+
+@dataclass
+class RunConfig:
+    data: Path
+    backbone: str
+    head: str = "lightgbm"
+    head_params: dict[str, Any] = field(default_factory=dict)
+    pooling: str = "mean"
+    target: str | None = None
+    structure_column: str = "cif"
+    id_column: str | None = None
+    targets: Path | None = None
+    on_error: str = "raise"
+    batch_size: int = 16
+    device: str = "cpu"
+    folds_file: Path | None = None
+    leaderboard_file: Path | None = None
+    limit: int | None = None
+    store: Path | None = None
+
+
+@dataclass
+class MemberFeatures:
+    member: Member
+    features: BackboneFeatures
+    n_layers: int
+    featurize_seconds: float
+    computed: int
+    reused: int
+
+
+def load_data(config: RunConfig) -> Dataset:
+    dataset = read_dataset(config.data, target=config.target, structure_column=config.structure_column,
+                           id_column=config.id_column, targets=config.targets, on_error=config.on_error)
+    return dataset.head(config.limit) if config.limit else dataset
+
+
+def featurize_members(dataset: Dataset, members: list[Member], config: RunConfig, store: FeatureStore,
+                      progress: Progress) -> tuple[Dataset, list[MemberFeatures]]:
+    """Featurise with every backbone; rows any backbone rejects are dropped for all (and listed)."""
+    results = []
+    for member in members:
+        try:
+            backbone = load_backbone(member.name, device=config.device)
+        except UnknownNameError:
+            results.append(_stored_only(member, dataset, store))
+            continue
+        advance = progress(f"featurising with {member.name}", len(dataset.samples))
+        report = featurize(dataset, backbone, store, batch_size=config.batch_size, on_error=config.on_error,
+                           on_progress=advance)
+        dataset = dataset.drop(report.rejected)
+        results.append(MemberFeatures(member, report.features, len(backbone.layer_widths),
+                                      report.seconds, report.computed, report.reused))
+    return dataset, results
+
+
+def _stored_only(member: Member, dataset: Dataset, store: FeatureStore) -> MemberFeatures:
+    """Use features another environment made, when this one lacks the backbone's plugin."""
+    keys = dataset_keys(dataset)
+    candidates = [store.open(identity) for identity in store.find(member.name)]
+    complete = [c for c in candidates if c.stored_layers() and not c.missing(keys, c.stored_layers())]
+    if not complete:
+        where = f"{len(candidates)} stored feature sets for it miss some of these structures" if candidates else \
+            "and the feature store has none of its features"
+        raise UnknownNameError(f"backbone {member.name!r}: no plugin installed here, {where}. Install its plugin, or "
+                               f"run `hacknip featurize --backbone {member.name}` on this data where it is installed "
+                               f"(with the same HACKNIP_HOME)")
+    chosen = complete[-1]
+    n_layers = max(chosen.stored_layers()) + 1
+    return MemberFeatures(member, chosen, n_layers, 0.0, 0, len(keys))
+
+
+def dataset_keys(dataset: Dataset) -> list[str]:
+    return [structure_hash(sample.atoms) for sample in dataset.samples]
+
+
+def make_folds(dataset: Dataset, config: RunConfig) -> tuple[list, str]:
+    """Official Matbench folds when the data carry Matbench ids and the folds file is found, else KFold."""
+    if dataset.matbench_task:
+        folds_file = config.folds_file or find_matbench_file(Path(config.data), VALIDATION_FILE)
+        if folds_file:
+            return matbench_folds(dataset.ids, dataset.matbench_task, folds_file), f"official Matbench v0.1 folds ({folds_file})"
+    return random_folds(len(dataset.samples)), "KFold(5, shuffle=True, random_state=18012019)"
+
+
+def run(config: RunConfig, progress: Progress = no_progress) -> dict[str, Any]:
+    """Run the whole pipeline and return the results dictionary (see :mod:`hacknip.report` for the files)."""
+    started = time.perf_counter()
+    members = parse_backbones(config.backbone)
+    pooling = parse_pooling(config.pooling)
+    head_spec = get_head_spec(config.head)
+    store = FeatureStore(config.store)
+
+    dataset = load_data(config)
+    read_seconds = time.perf_counter() - started
+    dataset, member_features = featurize_members(dataset, members, config, store, progress)
+    keys = dataset_keys(dataset)
+    y = dataset.targets
+    folds, folds_source = make_folds(dataset, config)
+
+    def make_head():
+        return create_head(config.head, **config.head_params)
+
+    sweep_started = time.perf_counter()
+    per_layer, chosen = [], {}
+    for item in member_features:
+        fixed = item.member.resolve(item.n_layers)
+        if fixed is not None:
+            chosen[item.member.name] = list(fixed)
+            continue
+        advance = progress(f"layer sweep {item.member.name} ({config.head})", item.n_layers * len(folds))
+        sweep = []
+        for layer in range(item.n_layers):
+            X = layer_matrix(item.features, keys, [layer], pooling)
+            result = cross_validate(X, y, folds, make_head, on_fold=advance)
+            sweep.append({"backbone": item.member.name, "layer": layer,
+                          "mae_mean": result.mae_mean, "mae_std": result.mae_std})
+        per_layer += sweep
+        chosen[item.member.name] = [best_layer(sweep)]
+    sweep_seconds = time.perf_counter() - sweep_started
+
+    final_started = time.perf_counter()
+    X = np.concatenate([layer_matrix(i.features, keys, chosen[i.member.name], pooling) for i in member_features], axis=1)
+    advance = progress(f"final cross-validation ({config.head})", len(folds))
+    final = cross_validate(X, y, folds, make_head, on_fold=advance)
+    dummy = dummy_cv(y, folds)
+    final_seconds = time.perf_counter() - final_started
+
+    results = _results(config, dataset, member_features, head_spec, pooling, folds_source, per_layer, chosen,
+                       final, dummy, X.shape[1])
+    results["timings_s"] = {
+        "read": round(read_seconds, 3),
+        "featurize": {i.member.name: round(i.featurize_seconds, 3) for i in member_features},
+        "layer_sweep": round(sweep_seconds, 3),
+        "final_cv": round(final_seconds, 3),
+        "total": round(time.perf_counter() - started, 3),
+    }
+    return results
+
+
+def _results(config, dataset, member_features, head_spec, pooling, folds_source, per_layer, chosen,
+             final: CVResult, dummy: CVResult, n_features: int) -> dict[str, Any]:
+    single = len(member_features) == 1 and len(chosen[member_features[0].member.name]) == 1
+    best = chosen[member_features[0].member.name][0] if single else chosen
+    results: dict[str, Any] = {
+        "hacknip_version": __version__,
+        "data": str(config.data),
+        "task": dataset.matbench_task,
+        "target": dataset.target_name,
+        "backbone": config.backbone,
+        "backbones": [{"name": i.member.name, "identity": i.features.identity, "layers": chosen[i.member.name],
+                       "computed": i.computed, "reused_from_store": i.reused} for i in member_features],
+        "head": config.head,
+        "head_package": head_spec.package,
+        "head_params": config.head_params,
+        "pooling": "+".join(pooling),
+        "n_features": n_features,
+        "n_samples": len(dataset.samples),
+        "folds_source": folds_source,
+        "per_layer": per_layer,
+        "best_layer": best,
+        "folds": final.folds,
+        "mae_mean": final.mae_mean,
+        "mae_std": final.mae_std,
+        "rmse_mean": float(np.mean([f["rmse"] for f in final.folds])),
+        "r2_mean": float(np.mean([f["r2"] for f in final.folds])),
+        "dummy_mae_mean": dummy.mae_mean,
+        "relative_mae": final.mae_mean / dummy.mae_mean,
+        "skipped": [entry.as_dict() for entry in dataset.skipped],
+        "predictions": {"id": dataset.ids, "true": dataset.targets.tolist(), "predicted": final.predictions.tolist()},
+        "leaderboard": None,
+    }
+    if dataset.matbench_task:
+        summary = config.leaderboard_file or find_matbench_file(Path(config.data), SUMMARY_FILE)
+        if summary:
+            rank = leaderboard_rank(dataset.matbench_task, final.mae_mean, summary)
+            results["leaderboard"] = rank.as_dict() if rank else None
+    return results
+

@@ -1,0 +1,106 @@
+"""What a run leaves behind: ``results.json``, a parity plot, a layer-sweep plot, and the printed summary."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+
+def write_results(results: dict[str, Any], out: Path) -> list[Path]:
+    out.mkdir(parents=True, exist_ok=True)
+    written = [out / "results.json"]
+    written[0].write_text(json.dumps(results, indent=2, allow_nan=True))
+    written.append(parity_plot(results, out / "parity.png"))
+    if results["per_layer"]:
+        written.append(layer_plot(results, out / "layers.png"))
+    return written
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def parity_plot(results: dict[str, Any], path: Path) -> Path:
+    plt = _pyplot()
+    true = np.array(results["predictions"]["true"])
+    predicted = np.array(results["predictions"]["predicted"])
+    low, high = float(min(true.min(), predicted.min())), float(max(true.max(), predicted.max()))
+    figure, axes = plt.subplots(figsize=(5, 5), dpi=120)
+    axes.scatter(true, predicted, s=8, alpha=0.5, edgecolors="none")
+    axes.plot([low, high], [low, high], color="black", linewidth=0.8)
+    axes.set_xlabel(f"true {results['target']}")
+    axes.set_ylabel(f"predicted {results['target']} (out of fold)")
+    axes.set_title(f"{results['backbone']} @ {_layers_text(results['best_layer'])} + {results['head']}\n"
+                   f"MAE {results['mae_mean']:.4g} ± {results['mae_std']:.2g}, R² {results['r2_mean']:.3f}", fontsize=9)
+    axes.set_aspect("equal")
+    figure.tight_layout()
+    figure.savefig(path)
+    plt.close(figure)
+    return path
+
+
+def layer_plot(results: dict[str, Any], path: Path) -> Path:
+    plt = _pyplot()
+    figure, axes = plt.subplots(figsize=(6, 4), dpi=120)
+    for name in dict.fromkeys(entry["backbone"] for entry in results["per_layer"]):
+        entries = [e for e in results["per_layer"] if e["backbone"] == name]
+        axes.errorbar([e["layer"] for e in entries], [e["mae_mean"] for e in entries],
+                      yerr=[e["mae_std"] for e in entries], marker="o", capsize=3, label=name)
+    axes.axhline(results["dummy_mae_mean"], color="grey", linestyle="--", linewidth=0.8, label="dummy (mean)")
+    axes.set_xlabel("layer")
+    axes.set_ylabel("MAE (5-fold mean ± std)")
+    axes.set_title(f"layer sweep, {results['head']} head, {results['pooling']} pooling", fontsize=9)
+    axes.legend(fontsize=8)
+    figure.tight_layout()
+    figure.savefig(path)
+    plt.close(figure)
+    return path
+
+
+def _layers_text(best: Any) -> str:
+    if isinstance(best, dict):
+        return ", ".join(f"{name} {','.join(map(str, layers))}" for name, layers in best.items())
+    return f"layer {best}"
+
+
+def print_summary(results: dict[str, Any], console) -> None:
+    from rich.table import Table
+
+    if results["per_layer"]:
+        table = Table(title=f"Layer sweep ({results['head']}, {results['pooling']} pooling, {len(results['folds'])} folds)")
+        for column in ("backbone", "layer", "MAE", "± std"):
+            table.add_column(column, justify="right" if column != "backbone" else "left")
+        best = results["best_layer"]
+        for entry in results["per_layer"]:
+            is_best = entry["layer"] == best if not isinstance(best, dict) else [entry["layer"]] == best.get(entry["backbone"])
+            style = "bold green" if is_best else None
+            table.add_row(entry["backbone"], str(entry["layer"]), f"{entry['mae_mean']:.4g}", f"{entry['mae_std']:.3g}",
+                          style=style)
+        console.print(table)
+    summary = Table(title=f"{results['backbone']} → {results['head']} on {results['task'] or results['data']}",
+                    show_header=False)
+    summary.add_column(style="bold")
+    summary.add_column()
+    summary.add_row("samples", f"{results['n_samples']} ({len(results['skipped'])} skipped)")
+    summary.add_row("folds", results["folds_source"])
+    summary.add_row("best layer", _layers_text(results["best_layer"]))
+    summary.add_row("MAE", f"{results['mae_mean']:.4g} ± {results['mae_std']:.3g}")
+    summary.add_row("RMSE / R²", f"{results['rmse_mean']:.4g} / {results['r2_mean']:.3f}")
+    summary.add_row("dummy MAE", f"{results['dummy_mae_mean']:.4g}")
+    summary.add_row("relative MAE", f"{results['relative_mae']:.3f}")
+    if results.get("leaderboard"):
+        board = results["leaderboard"]
+        ahead = ", ".join(f"{e['algorithm']} {e['mae_mean']:.4g}" for e in board["ahead"][:3])
+        summary.add_row("leaderboard", f"rank {board['rank']} of {board['out_of']}" + (f" (best: {ahead})" if ahead else ""))
+    summary.add_row("time", f"{results['timings_s']['total']:.1f} s")
+    console.print(summary)
+    for entry in results["skipped"]:
+        console.print(f"[yellow]skipped[/] {entry['row']} ({entry['id']}): {entry['reason']}")

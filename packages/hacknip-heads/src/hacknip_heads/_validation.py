@@ -1,0 +1,75 @@
+"""Input checks shared by every head, with error messages that say exactly what is wrong and where."""
+
+from __future__ import annotations
+
+import numpy as np
+from hacknip.head import CLASSIFICATION, REGRESSION
+
+TASKS = (REGRESSION, CLASSIFICATION)
+_MAX_LABELS_SHOWN = 10
+
+
+def check_task(task: str) -> None:
+    if task not in TASKS:
+        raise ValueError(f"task must be one of {TASKS}, got {task!r}")
+
+
+def as_features(X, expected_width: int | None = None) -> np.ndarray:
+    """``X`` as a finite 2-D float array; ``expected_width`` is the feature count seen in ``fit``."""
+    X = np.asarray(X)
+    if X.dtype != np.float32:
+        X = X.astype(np.float64, copy=False)
+    if X.ndim != 2:
+        raise ValueError(f"X must be 2-D (n_samples, n_features), got shape {X.shape}")
+    if X.shape[0] == 0:
+        raise ValueError("X has no rows")
+    if expected_width is not None and X.shape[1] != expected_width:
+        raise ValueError(f"X has {X.shape[1]} features, but the head was fitted with {expected_width}")
+    _check_finite(X, "X")
+    return X
+
+
+def as_targets(y, task: str, n_rows: int) -> np.ndarray:
+    """``y`` as a finite 1-D array: float for regression, int 0/1 for classification."""
+    y = np.asarray(y)
+    if y.ndim == 2 and y.shape[1] == 1:
+        y = y[:, 0]
+    if y.ndim != 1:
+        raise ValueError(f"y must be 1-D (n_samples,), got shape {y.shape}")
+    if len(y) != n_rows:
+        raise ValueError(f"X has {n_rows} rows but y has {len(y)}")
+    if np.issubdtype(y.dtype, np.number) or y.dtype == bool:
+        _check_finite(y.astype(np.float64), "y")
+    if task == CLASSIFICATION:
+        return _as_binary_labels(y)
+    return y.astype(np.float64)
+
+
+def _check_finite(values: np.ndarray, name: str) -> None:
+    bad = ~np.isfinite(values)
+    if values.ndim == 2:
+        bad_rows = np.flatnonzero(bad.any(axis=1))
+    else:
+        bad_rows = np.flatnonzero(bad)
+    if len(bad_rows) == 0:
+        return
+    first = bad_rows[0]
+    where = f"row {first}"
+    value = values[first]
+    if values.ndim == 2:
+        column = np.flatnonzero(bad[first])[0]
+        where += f", column {column}"
+        value = value[column]
+    kind = "NaN" if np.isnan(value) else "infinity"
+    raise ValueError(f"{name} contains NaN or infinity in {len(bad_rows)} row(s); the first is {where} ({kind})")
+
+
+def _as_binary_labels(y: np.ndarray) -> np.ndarray:
+    labels = np.unique(y)
+    if not set(labels.tolist()) <= {0, 1}:
+        shown = ", ".join(repr(label) for label in labels[:_MAX_LABELS_SHOWN].tolist())
+        more = f" and {len(labels) - _MAX_LABELS_SHOWN} more" if len(labels) > _MAX_LABELS_SHOWN else ""
+        raise ValueError(f"task='classification' needs binary 0/1 targets; found labels [{shown}]{more}")
+    if len(labels) < 2:
+        raise ValueError(f"task='classification' needs both classes 0 and 1 in y; found only {labels.tolist()[0]!r}")
+    return y.astype(np.int64)

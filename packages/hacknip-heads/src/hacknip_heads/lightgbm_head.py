@@ -1,0 +1,84 @@
+"""LightGBM gradient-boosted trees as a hacknip head."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import lightgbm
+from hacknip.head import CLASSIFICATION, REGRESSION
+
+from hacknip_heads._base import BaseHead
+
+
+class LightGBMHead(BaseHead):
+    """LightGBM trees. The defaults favour many small, shrunken steps with row and column subsampling, which
+    suits 10²–10⁴ samples of correlated embedding features; there is no early stopping, so ``n_estimators``
+    is the number of trees fitted."""
+
+    def __init__(
+        self,
+        *,
+        task: str = REGRESSION,
+        n_estimators: int = 1000,
+        learning_rate: float = 0.03,
+        num_leaves: int = 31,
+        max_depth: int = -1,
+        min_child_samples: int = 10,
+        subsample: float = 0.8,
+        subsample_freq: int = 1,
+        colsample_bytree: float = 0.8,
+        reg_alpha: float = 0.0,
+        reg_lambda: float = 0.0,
+        n_jobs: int | None = None,
+        random_state: int | None = None,
+        verbosity: int = -1,
+    ):
+        self.task = task
+        self.n_estimators = n_estimators
+        self.learning_rate = learning_rate
+        self.num_leaves = num_leaves
+        self.max_depth = max_depth
+        self.min_child_samples = min_child_samples
+        self.subsample = subsample
+        self.subsample_freq = subsample_freq
+        self.colsample_bytree = colsample_bytree
+        self.reg_alpha = reg_alpha
+        self.reg_lambda = reg_lambda
+        self.n_jobs = n_jobs
+        self.random_state = random_state
+        self.verbosity = verbosity
+
+    @classmethod
+    def search_space(cls, trial) -> dict[str, Any]:
+        return {
+            "n_estimators": trial.suggest_int("n_estimators", 200, 2000, log=True),
+            "learning_rate": trial.suggest_float("learning_rate", 0.01, 0.2, log=True),
+            "num_leaves": trial.suggest_int("num_leaves", 7, 127, log=True),
+            "min_child_samples": trial.suggest_int("min_child_samples", 5, 50, log=True),
+            "subsample": trial.suggest_float("subsample", 0.5, 1.0),
+            "colsample_bytree": trial.suggest_float("colsample_bytree", 0.2, 1.0),
+            "reg_lambda": trial.suggest_float("reg_lambda", 1e-3, 10.0, log=True),
+        }
+
+    def _fit(self, X, y) -> None:
+        model_class = lightgbm.LGBMClassifier if self.task == CLASSIFICATION else lightgbm.LGBMRegressor
+        self.model_ = model_class(
+            n_estimators=self.n_estimators,
+            learning_rate=self.learning_rate,
+            num_leaves=self.num_leaves,
+            max_depth=self.max_depth,
+            min_child_samples=self.min_child_samples,
+            subsample=self.subsample,
+            # LightGBM ignores subsample unless bagging is switched on with a positive frequency.
+            subsample_freq=self.subsample_freq,
+            colsample_bytree=self.colsample_bytree,
+            reg_alpha=self.reg_alpha,
+            reg_lambda=self.reg_lambda,
+            n_jobs=self.n_jobs,
+            random_state=self.random_state,
+            verbosity=self.verbosity,
+            # Same inputs and parameters give the same trees, whatever the thread count.
+            deterministic=True,
+            force_col_wise=True,
+        )
+        self.model_.fit(X, y)

@@ -1,0 +1,170 @@
+"""A PyTorch multilayer perceptron as a hacknip head, with early stopping on a held-out split."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+import torch
+from hacknip.head import CLASSIFICATION, REGRESSION
+from sklearn.model_selection import train_test_split
+from sklearn.utils import check_random_state
+from torch import nn
+
+from hacknip_heads._base import BaseHead
+
+PREDICT_CHUNK_ROWS = 8192
+
+
+class MLPHead(BaseHead):
+    """Linear → SiLU → dropout blocks, trained with AdamW on minibatches. ``validation_fraction`` of the
+    training rows (stratified for classification) is held out; training stops once the validation loss has
+    not improved for ``patience`` epochs, and the best epoch's weights are restored. Set
+    ``validation_fraction=0`` to train all ``max_epochs`` on every row. Regression targets are standardised
+    internally; classification uses binary cross-entropy on logits."""
+
+    def __init__(
+        self,
+        *,
+        task: str = REGRESSION,
+        hidden_layer_sizes: tuple[int, ...] = (256, 128),
+        dropout: float = 0.1,
+        learning_rate: float = 1e-3,
+        weight_decay: float = 1e-4,
+        batch_size: int = 64,
+        max_epochs: int = 400,
+        patience: int = 30,
+        validation_fraction: float = 0.1,
+        random_state: int | None = None,
+    ):
+        self.task = task
+        self.hidden_layer_sizes = hidden_layer_sizes
+        self.dropout = dropout
+        self.learning_rate = learning_rate
+        self.weight_decay = weight_decay
+        self.batch_size = batch_size
+        self.max_epochs = max_epochs
+        self.patience = patience
+        self.validation_fraction = validation_fraction
+        self.random_state = random_state
+
+    @classmethod
+    def search_space(cls, trial) -> dict[str, Any]:
+        width = trial.suggest_categorical("hidden_width", [64, 128, 256, 512])
+        depth = trial.suggest_int("hidden_layers", 1, 3)
+        return {
+            # Optuna's categorical choices must be scalars, so the tapering shape is built from two of them.
+            "hidden_layer_sizes": tuple(max(width // 2**layer, 16) for layer in range(depth)),
+            "dropout": trial.suggest_float("dropout", 0.0, 0.5),
+            "learning_rate": trial.suggest_float("learning_rate", 1e-4, 1e-2, log=True),
+            "weight_decay": trial.suggest_float("weight_decay", 1e-6, 1e-2, log=True),
+            "batch_size": trial.suggest_categorical("batch_size", [32, 64, 128]),
+        }
+
+    def _fit(self, X, y) -> None:
+        self._check_hyperparameters()
+        seed = int(check_random_state(self.random_state).randint(np.iinfo(np.int32).max))
+        train_rows, validation_rows = self._split_rows(y, seed)
+        targets = self._scaled_targets(y)
+        # A forked RNG keeps weight initialisation, shuffling and dropout reproducible without touching the
+        # caller's global torch random state.
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            self.network_ = _build_network(X.shape[1], self.hidden_layer_sizes, self.dropout)
+            features = torch.as_tensor(X, dtype=torch.float32)
+            targets = torch.as_tensor(targets, dtype=torch.float32)
+            self._train(features, targets, torch.as_tensor(train_rows), torch.as_tensor(validation_rows))
+
+    def _check_hyperparameters(self) -> None:
+        if not 0.0 <= self.validation_fraction < 1.0:
+            raise ValueError(f"validation_fraction must be in [0, 1), got {self.validation_fraction}")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
+        for name in ("batch_size", "max_epochs", "patience"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
+
+    def _split_rows(self, y: np.ndarray, seed: int) -> tuple[np.ndarray, np.ndarray]:
+        rows = np.arange(len(y))
+        if self.validation_fraction == 0:
+            return rows, rows[:0]
+        if len(y) < 2:
+            raise ValueError("MLPHead needs at least 2 samples to hold out a validation split "
+                             "(or set validation_fraction=0)")
+        n_validation = min(max(1, round(self.validation_fraction * len(y))), len(y) - 1)
+        stratify = None
+        if self.task == CLASSIFICATION and n_validation >= 2 and np.bincount(y).min() >= 2:
+            stratify = y
+        train_rows, validation_rows = train_test_split(rows, test_size=n_validation, random_state=seed,
+                                                       stratify=stratify)
+        return train_rows, validation_rows
+
+    def _scaled_targets(self, y: np.ndarray) -> np.ndarray:
+        if self.task == CLASSIFICATION:
+            return y
+        self.target_mean_ = float(y.mean())
+        self.target_scale_ = float(y.std()) or 1.0
+        return (y - self.target_mean_) / self.target_scale_
+
+    def _train(self, X: torch.Tensor, y: torch.Tensor, train_rows: torch.Tensor,
+               validation_rows: torch.Tensor) -> None:
+        loss_function = nn.BCEWithLogitsLoss() if self.task == CLASSIFICATION else nn.MSELoss()
+        optimizer = torch.optim.AdamW(self.network_.parameters(), lr=self.learning_rate,
+                                      weight_decay=self.weight_decay)
+        X_train, y_train = X[train_rows], y[train_rows]
+        X_validation, y_validation = X[validation_rows], y[validation_rows]
+        best_loss, best_weights, epochs_without_improvement = math.inf, None, 0
+        for epoch in range(1, self.max_epochs + 1):
+            self._train_one_epoch(X_train, y_train, loss_function, optimizer)
+            if len(validation_rows) == 0:
+                continue
+            loss = self._evaluate(X_validation, y_validation, loss_function)
+            if loss < best_loss:
+                best_loss, self.best_epoch_, epochs_without_improvement = loss, epoch, 0
+                best_weights = {name: value.clone() for name, value in self.network_.state_dict().items()}
+            else:
+                epochs_without_improvement += 1
+                if epochs_without_improvement >= self.patience:
+                    break
+        self.n_epochs_ = epoch
+        self.best_validation_loss_ = best_loss
+        if best_weights is None:  # no validation split, or the validation loss was never finite
+            self.best_epoch_ = epoch
+        else:
+            self.network_.load_state_dict(best_weights)
+        self.network_.eval()
+
+    def _train_one_epoch(self, X: torch.Tensor, y: torch.Tensor, loss_function, optimizer) -> None:
+        self.network_.train()
+        for batch in torch.randperm(len(X)).split(self.batch_size):
+            optimizer.zero_grad()
+            loss_function(self.network_(X[batch]), y[batch]).backward()
+            optimizer.step()
+
+    def _evaluate(self, X: torch.Tensor, y: torch.Tensor, loss_function) -> float:
+        self.network_.eval()
+        with torch.no_grad():
+            return float(loss_function(self.network_(X), y))
+
+    def _network_output(self, X: np.ndarray) -> torch.Tensor:
+        self.network_.eval()
+        with torch.no_grad():
+            chunks = torch.as_tensor(X, dtype=torch.float32).split(PREDICT_CHUNK_ROWS)
+            return torch.cat([self.network_(chunk) for chunk in chunks])
+
+    def _predict_values(self, X: np.ndarray) -> np.ndarray:
+        return self._network_output(X).double().numpy() * self.target_scale_ + self.target_mean_
+
+    def _predict_positive_probability(self, X: np.ndarray) -> np.ndarray:
+        return torch.sigmoid(self._network_output(X).double()).numpy()
+
+
+def _build_network(n_features: int, hidden_layer_sizes: tuple[int, ...], dropout: float) -> nn.Sequential:
+    layers: list[nn.Module] = []
+    width = n_features
+    for hidden_width in hidden_layer_sizes:
+        layers += [nn.Linear(width, hidden_width), nn.SiLU(), nn.Dropout(dropout)]
+        width = hidden_width
+    layers += [nn.Linear(width, 1), nn.Flatten(start_dim=0)]
+    return nn.Sequential(*layers)

@@ -1,0 +1,70 @@
+"""A linear baseline head: ridge regression or L2-penalised logistic regression, strength chosen by CV."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+from hacknip.head import CLASSIFICATION, REGRESSION
+from sklearn.linear_model import LogisticRegressionCV, RidgeCV
+from sklearn.model_selection import StratifiedKFold
+
+from hacknip_heads._base import BaseHead
+
+DEFAULT_ALPHAS = np.logspace(-3, 3, 13)
+
+
+class RidgeHead(BaseHead):
+    """Regression: :class:`~sklearn.linear_model.RidgeCV` choosing ``alpha`` by efficient leave-one-out.
+    Classification: :class:`~sklearn.linear_model.LogisticRegressionCV` over ``C = 1 / alpha`` with stratified
+    ``cv``-fold cross-validation scored by log-loss. ``alphas=None`` means ``np.logspace(-3, 3, 13)``."""
+
+    def __init__(
+        self,
+        *,
+        task: str = REGRESSION,
+        alphas=None,
+        fit_intercept: bool = True,
+        cv: int = 5,
+        max_iter: int = 1000,
+        n_jobs: int | None = None,
+        random_state: int | None = None,
+    ):
+        self.task = task
+        self.alphas = alphas
+        self.fit_intercept = fit_intercept
+        self.cv = cv
+        self.max_iter = max_iter
+        self.n_jobs = n_jobs
+        self.random_state = random_state
+
+    @classmethod
+    def search_space(cls, trial) -> dict[str, Any]:
+        """Nothing to tune: the regularisation strength is already chosen by internal cross-validation."""
+        return {}
+
+    def _fit(self, X, y) -> None:
+        alphas = DEFAULT_ALPHAS if self.alphas is None else np.asarray(self.alphas, dtype=np.float64)
+        if self.task == CLASSIFICATION:
+            self.model_ = self._logistic_model(alphas, y)
+        else:
+            self.model_ = RidgeCV(alphas=alphas, fit_intercept=self.fit_intercept)
+        self.model_.fit(X, y)
+
+    def _logistic_model(self, alphas: np.ndarray, y: np.ndarray) -> LogisticRegressionCV:
+        smallest_class = int(np.bincount(y).min())
+        if smallest_class < 2:
+            raise ValueError("RidgeHead classification cross-validates, so it needs at least 2 samples of each "
+                             f"class; y has {smallest_class} of one")
+        folds = StratifiedKFold(n_splits=min(self.cv, smallest_class), shuffle=True,
+                                random_state=self.random_state)
+        return LogisticRegressionCV(
+            Cs=1.0 / alphas,
+            l1_ratios=(0.0,),
+            cv=folds,
+            scoring="neg_log_loss",
+            fit_intercept=self.fit_intercept,
+            max_iter=self.max_iter,
+            n_jobs=self.n_jobs,
+            use_legacy_attributes=False,
+        )

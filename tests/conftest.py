@@ -1,0 +1,36 @@
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+TESTS = Path(__file__).parent
+SHARED_DATA = TESTS.parent.parent / "shared" / "data"
+PHONONS = SHARED_DATA / "matbench" / "matbench_phonons.json.gz"
+sys.path.insert(0, str(TESTS))
+
+
+@pytest.fixture(autouse=True)
+def isolated_home(tmp_path, monkeypatch):
+    """Every test gets its own feature store."""
+    monkeypatch.setenv("HACKNIP_HOME", str(tmp_path / "hacknip-home"))
+
+
+@pytest.fixture
+def toy_plugin():
+    from toy_backbone import ToyPlugin
+
+    from hacknip.plugins import pm
+
+    plugin = ToyPlugin()
+    pm.register(plugin, name="toy-test-plugin")
+    yield plugin
+    pm.unregister(name="toy-test-plugin")
+
+
+@pytest.fixture(scope="session")
+def phonons_path() -> Path:
+    if not PHONONS.exists():
+        pytest.fail(f"{PHONONS} is missing: the tests read the real data from ../shared/data beside the repo")
+    return PHONONS

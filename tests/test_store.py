@@ -1,0 +1,145 @@
+"""The feature store and featurisation: nothing computed twice, resumable, readable from another process."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from ase.build import bulk
+from toy_backbone import ToyBackbone
+
+from hacknip.featurize import featurize, layer_matrix
+from hacknip.pooling import atom_statistics
+from hacknip.store import FeatureStore, structure_hash
+from hacknip.structures import BadInputError, Dataset, Sample
+from hacknip.testing import BackboneConformance
+
+
+def _dataset(n=20):
+    samples = []
+    for i in range(n):
+        atoms = bulk("Cu", "fcc", a=3.5 + 0.02 * i) if i % 2 else bulk("NaCl", "rocksalt", a=5.5 + 0.02 * i)
+        samples.append(Sample(f"s{i}", f"row {i}", atoms, float(i)))
+    return Dataset(samples, "y", "test data")
+
+
+class TestToyConformance(BackboneConformance):
+    """The conformance suite itself, run on the toy backbone (the real ones run it in their own test files)."""
+
+    @pytest.fixture(scope="class")
+    def backbone(self):
+        return ToyBackbone()
+
+
+def test_second_run_computes_nothing(tmp_path):
+    store, backbone, dataset = FeatureStore(tmp_path), ToyBackbone(), _dataset()
+    first = featurize(dataset, backbone, store, batch_size=4)
+    assert (first.computed, first.reused, backbone.calls) == (20, 0, 20)
+    second = featurize(dataset, ToyBackbone(), FeatureStore(tmp_path), batch_size=4)
+    assert (second.computed, second.reused) == (0, 20)
+
+
+def test_stored_statistics_equal_direct_computation(tmp_path):
+    store, backbone, dataset = FeatureStore(tmp_path), ToyBackbone(), _dataset(6)
+    report = featurize(dataset, backbone, store)
+    per_atom = backbone.per_atom_features([s.atoms for s in dataset.samples], [2])
+    expected = np.stack([atom_statistics(f[2])["mean"] for f in per_atom])
+    np.testing.assert_allclose(layer_matrix(report.features, report.keys, [2], ("mean",)), expected, rtol=1e-6)
+    both = layer_matrix(report.features, report.keys, [1, 2], ("mean", "sum", "max", "std"))
+    assert both.shape == (6, 4 * (6 + 6))
+    n_atoms = np.array([len(s.atoms) for s in dataset.samples])
+    np.testing.assert_allclose(both[:, 6:12], both[:, :6] * n_atoms[:, None], rtol=1e-6)
+
+
+def test_interrupted_run_resumes_without_recomputing(tmp_path, monkeypatch):
+    import hacknip.featurize
+
+    monkeypatch.setattr(hacknip.featurize, "FLUSH_SECONDS", 0.0)  # write a shard after every batch
+    dataset = _dataset(20)
+    seen = []
+
+    def interrupt_after_three_batches(n):
+        seen.append(n)
+        if len(seen) == 4:  # first call reports what was already stored, then one call per batch
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        featurize(dataset, ToyBackbone(), FeatureStore(tmp_path), batch_size=4, on_progress=interrupt_after_three_batches)
+    resumed_backbone = ToyBackbone()
+    resumed = featurize(dataset, resumed_backbone, FeatureStore(tmp_path), batch_size=4)
+    assert (resumed.reused, resumed.computed, resumed_backbone.calls) == (12, 8, 8)
+    leftovers = [p.name for p in resumed.features.path.iterdir() if p.name.startswith(".tmp-")]
+    assert leftovers == []
+
+
+def test_identity_change_means_new_features(tmp_path):
+    dataset = _dataset(4)
+    featurize(dataset, ToyBackbone(), FeatureStore(tmp_path))
+    other = featurize(dataset, ToyBackbone(checkpoint="other.pt"), FeatureStore(tmp_path))
+    assert other.computed == 4
+    assert len(FeatureStore(tmp_path).identities()) == 2
+
+
+def test_structure_hash_sees_small_changes_and_ignores_float_noise():
+    atoms = bulk("Si")
+    moved = atoms.copy()
+    moved.positions[1, 0] += 1e-4
+    noisy = atoms.copy()
+    noisy.positions += 1e-9
+    assert structure_hash(atoms) != structure_hash(moved)
+    assert structure_hash(atoms) == structure_hash(noisy)
+
+
+def test_unsupported_element_names_the_row(tmp_path):
+    dataset = _dataset(3)
+    dataset.samples[1].atoms = bulk("Po", "sc", a=3.3)  # Z=84, outside the toy model's elements
+    with pytest.raises(BadInputError, match=r"row 1 \(id s1\): toy does not know element\(s\) Po"):
+        featurize(dataset, ToyBackbone(), FeatureStore(tmp_path))
+    report = featurize(dataset, ToyBackbone(), FeatureStore(tmp_path), on_error="skip")
+    assert [(r.id, r.row) for r in report.rejected] == [("s1", "row 1")]
+
+
+def test_a_structure_that_breaks_the_model_is_named_and_the_batch_kept(tmp_path):
+    dataset = _dataset(6)
+    with pytest.raises(BadInputError, match=r"row 1 \(id s1\): featurising failed in toy: RuntimeError"):
+        featurize(dataset, ToyBackbone(fail_on=29), FeatureStore(tmp_path), batch_size=6)
+    report = featurize(dataset, ToyBackbone(fail_on=29), FeatureStore(tmp_path), batch_size=6, on_error="skip")
+    assert [r.id for r in report.rejected] == ["s1", "s3", "s5"]
+    assert report.computed == 3
+
+
+def test_supercell_backbones_get_cutoff_sized_cells(tmp_path):
+    backbone = ToyBackbone(needs_supercell=True)
+    sizes = []
+    original = backbone.per_atom_features
+    backbone.per_atom_features = lambda structures, layers: sizes.extend(map(len, structures)) or original(structures, layers)
+    dataset = Dataset([Sample("si", "row 0", bulk("Si"), 1.0)], "y", "test")
+    report = featurize(dataset, backbone, FeatureStore(tmp_path))
+    assert sizes == [2 * 2 * 2 * 2]  # 2-atom primitive Si (widths 3.1 Å) repeated 2x2x2 for a 4 Å cutoff
+    _, n_atoms = report.features.read(report.keys, 0)
+    assert n_atoms.tolist() == [2]  # sum pooling stays per input cell
+
+
+def test_features_are_readable_from_another_process_without_the_plugin(tmp_path):
+    dataset = _dataset(5)
+    report = featurize(dataset, ToyBackbone(), FeatureStore(tmp_path))
+    expected = layer_matrix(report.features, report.keys, [1], ("mean",))
+    code = (
+        "import json, sys, numpy as np\n"
+        "from hacknip.store import FeatureStore\n"
+        "from hacknip.featurize import layer_matrix\n"
+        f"store = FeatureStore({str(tmp_path)!r})\n"
+        "(identity,) = store.find('toy')\n"
+        "keys = json.loads(sys.argv[1])\n"
+        "print(json.dumps(layer_matrix(store.open(identity), keys, [1], ('mean',)).tolist()))\n"
+        "assert 'toy_backbone' not in sys.modules and 'torch' not in sys.modules\n"
+    )
+    env = {**os.environ, "HACKNIP_LOAD_PLUGINS": ""}
+    result = subprocess.run([sys.executable, "-c", code, json.dumps(report.keys)], capture_output=True, text=True,
+                            env=env, cwd=tmp_path, timeout=60)
+    assert result.returncode == 0, result.stderr
+    np.testing.assert_array_equal(np.array(json.loads(result.stdout)), expected)

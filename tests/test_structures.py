@@ -1,0 +1,116 @@
+"""Readers, and a one-line error naming the row for every kind of bad input."""
+
+from __future__ import annotations
+
+import gzip
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+from ase import Atoms
+from ase.build import bulk
+from ase.io import write
+from pymatgen.core import Lattice, Structure
+
+from hacknip.structures import BadInputError, matbench_ids, read_dataset
+
+GOOD_CIF = Structure(Lattice.cubic(5.43), ["Si", "Si"], [[0, 0, 0], [0.25, 0.25, 0.25]]).to(fmt="cif")
+BROKEN_CIF = "data_broken\n_cell_length_a 5.0\nthis is not a cif\n"
+
+
+def test_matbench_file_keeps_official_ids(phonons_path):
+    dataset = read_dataset(phonons_path)
+    assert dataset.matbench_task == "matbench_phonons"
+    assert len(dataset.samples) == 1265 and dataset.skipped == []
+    assert dataset.samples[0].id == "mb-phonons-0001" and dataset.samples[-1].id == "mb-phonons-1265"
+    assert dataset.target_name == "last phdos peak"
+    assert np.isfinite(dataset.targets).all()
+
+
+def test_matbench_id_width_follows_dataset_size():
+    assert matbench_ids("matbench_jdft2d", 636)[11] == "mb-jdft2d-012"
+    assert matbench_ids("matbench_mp_e_form", 132752)[3] == "mb-mp-e-form-000004"
+
+
+def _matbench_file(tmp_path, rows):
+    path = tmp_path / "matbench_toy.json.gz"
+    with gzip.open(path, "wt") as handle:
+        json.dump({"index": list(range(len(rows))), "columns": ["structure", "y"], "data": rows}, handle)
+    return path
+
+
+def test_matbench_non_finite_target_names_the_entry(tmp_path):
+    structure = Structure(Lattice.cubic(3.0), ["Cu"], [[0, 0, 0]]).as_dict()
+    path = _matbench_file(tmp_path, [[structure, 1.0], [structure, float("nan")]])
+    with pytest.raises(BadInputError, match=r"entry 1 \(id mb-toy-2\): target is nan"):
+        read_dataset(path)
+
+
+def test_cif_table_reads_and_names_a_broken_row(tmp_path):
+    path = tmp_path / "table.csv"
+    pd.DataFrame({"name": ["a", "b", "c"], "cif": [GOOD_CIF, BROKEN_CIF, GOOD_CIF], "y": [1.0, 2.0, 3.0]}).to_csv(path)
+    with pytest.raises(BadInputError) as error:
+        read_dataset(path, id_column="name", target="y")
+    message = str(error.value)
+    assert "row 3 (id b)" in message and "unreadable structure" in message and "--on-error skip" in message
+    assert "\n" not in message
+
+
+def test_skip_lists_every_bad_row_and_keeps_the_rest(tmp_path):
+    path = tmp_path / "table.csv"
+    pd.DataFrame({"cif": [GOOD_CIF, BROKEN_CIF, "", GOOD_CIF], "y": [1.0, 2.0, 3.0, float("inf")]}).to_csv(path, index=False)
+    dataset = read_dataset(path, target="y", on_error="skip")
+    assert [s.id for s in dataset.samples] == ["0"]
+    assert [(s.row, s.id) for s in dataset.skipped] == [("row 3", "1"), ("row 4", "2"), ("row 5", "3")]
+    assert "empty CIF" in dataset.skipped[1].reason and "not finite" in dataset.skipped[2].reason
+
+
+def test_parquet_table(tmp_path):
+    path = tmp_path / "table.parquet"
+    pd.DataFrame({"cif": [GOOD_CIF, GOOD_CIF], "y": [1.0, 2.0]}).to_parquet(path)
+    assert len(read_dataset(path).samples) == 2
+
+
+def test_folder_of_structure_files(tmp_path):
+    write(tmp_path / "si.cif", bulk("Si"))
+    write(tmp_path / "POSCAR_cu", bulk("Cu"), format="vasp")
+    (tmp_path / "empty.cif").write_text("")
+    pd.DataFrame({"file": ["si", "POSCAR_cu", "empty.cif", "absent"], "y": [1, 2, 3, 4]}).to_csv(
+        tmp_path / "targets.csv", index=False)
+    dataset = read_dataset(tmp_path, on_error="skip")
+    assert [s.id for s in dataset.samples] == ["si", "POSCAR_cu"]
+    reasons = {s.id: s.reason for s in dataset.skipped}
+    assert "empty file" in reasons["empty.cif"] and "no structure file named 'absent'" in reasons["absent"]
+
+
+def test_extxyz_with_targets_in_info(tmp_path):
+    frames = [bulk("Si"), bulk("Cu"), Atoms()]
+    frames[0].info["energy_gap"] = 1.1
+    frames[1].info["energy_gap"] = 0.0
+    frames[2].info["energy_gap"] = 2.0
+    write(tmp_path / "data.extxyz", frames)
+    with pytest.raises(BadInputError, match=r"structure 2 .*empty structure"):
+        read_dataset(tmp_path / "data.extxyz")
+    assert len(read_dataset(tmp_path / "data.extxyz", on_error="skip").samples) == 2
+
+
+def test_partially_occupied_structure_is_refused_clearly(tmp_path):
+    disordered = Structure(Lattice.cubic(4.0), [{"Fe": 0.5, "Ni": 0.5}], [[0, 0, 0]])
+    path = _matbench_file(tmp_path, [[disordered.as_dict(), 1.0]])
+    with pytest.raises(BadInputError, match="partially occupied"):
+        read_dataset(path)
+
+
+def test_empty_file_is_an_error(tmp_path):
+    path = tmp_path / "empty.csv"
+    path.write_text("")
+    with pytest.raises(ValueError, match="empty file"):
+        read_dataset(path)
+
+
+def test_everything_rejected_is_an_error(tmp_path):
+    path = tmp_path / "table.csv"
+    pd.DataFrame({"cif": [BROKEN_CIF], "y": [1.0]}).to_csv(path, index=False)
+    with pytest.raises(ValueError, match="no usable structures"):
+        read_dataset(path, on_error="skip")
