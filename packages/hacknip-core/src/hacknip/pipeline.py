@@ -72,8 +72,8 @@ def featurize_members(dataset: Dataset, members: list[Member], config: RunConfig
     for member in members:
         try:
             backbone = load_backbone(member.name, device=config.device)
-        except UnknownNameError:
-            results.append(_stored_only(member, dataset, store))
+        except UnknownNameError as missing_plugin:
+            results.append(_stored_only(member, dataset, store, missing_plugin))
             continue
         advance = progress(f"featurising with {member.name}", len(dataset.samples))
         report = featurize(dataset, backbone, store, batch_size=config.batch_size, on_error=config.on_error,
@@ -84,16 +84,17 @@ def featurize_members(dataset: Dataset, members: list[Member], config: RunConfig
     return dataset, results
 
 
-def _stored_only(member: Member, dataset: Dataset, store: FeatureStore) -> MemberFeatures:
+def _stored_only(member: Member, dataset: Dataset, store: FeatureStore, missing_plugin: UnknownNameError) -> MemberFeatures:
     """Use features another environment made, when this one lacks the backbone's plugin."""
     keys = dataset_keys(dataset)
     candidates = [store.open(identity) for identity in store.find(member.name)]
     complete = [c for c in candidates if c.stored_layers() and not c.missing(keys, c.stored_layers())]
+    if not candidates:
+        raise missing_plugin
     if not complete:
-        where = f"{len(candidates)} stored feature sets for it miss some of these structures" if candidates else \
-            "and the feature store has none of its features"
-        raise UnknownNameError(f"backbone {member.name!r}: no plugin installed here, {where}. Install its plugin, or "
-                               f"run `hacknip featurize --backbone {member.name}` on this data where it is installed "
+        raise UnknownNameError(f"backbone {member.name!r}: no plugin installed here, and the {len(candidates)} stored "
+                               f"feature set(s) for it miss some of these structures. Install its plugin, or run "
+                               f"`hacknip featurize --backbone {member.name}` on this data where it is installed "
                                f"(with the same HACKNIP_HOME)")
     chosen = complete[-1]
     n_layers = max(chosen.stored_layers()) + 1

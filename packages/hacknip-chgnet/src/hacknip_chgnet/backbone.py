@@ -1,0 +1,181 @@
+"""CHGNet (the ``chgnet`` package) as a hacknip backbone.
+
+Layer 0 is the output of ``atom_embedding`` (atom features before the first atom convolution); layer ``i``
+(1..n_conv) is the output of ``atom_conv_layers[i - 1]``. The last layer is taken before CHGNet's readout
+LayerNorm. All requested layers of a batch come from one forward pass that stops after the deepest of them, so no
+energy, force or stress is computed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import chgnet
+import numpy as np
+import torch
+from ase import Atoms
+from chgnet.graph import CrystalGraph
+from chgnet.model import CHGNet
+from pymatgen.io.ase import AseAtomsAdaptor
+
+from hacknip.backbone import check_layers, file_sha256
+from hacknip.capture import forward_capturing
+
+SPEC_NAME = "chgnet"
+DEFAULT_MODEL = "0.3.0"
+PRETRAINED_DIR = Path(chgnet.__file__).parent / "pretrained"
+
+
+def pretrained_models() -> list[str]:
+    """Names ``CHGNet.load(model_name=...)`` accepts: one folder of weights each inside the chgnet package."""
+    return sorted(folder.name for folder in PRETRAINED_DIR.iterdir() if any(folder.glob("*.pth.tar")))
+
+
+def pretrained_checkpoint(model: str) -> Path:
+    """The weights file inside the chgnet package that ``CHGNet.load(model_name=model)`` reads."""
+    files = sorted((PRETRAINED_DIR / model).glob("*.pth.tar"))
+    if len(files) != 1:
+        raise ValueError(f"unknown CHGNet model {model!r}; the chgnet package ships {', '.join(pretrained_models())}")
+    return files[0]
+
+
+def load(
+    checkpoint: str | Path | None = None,
+    device: str = "cpu",
+    model: str = DEFAULT_MODEL,
+    batch_size: int = 16,
+    on_isolated_atoms: str = "warn",
+) -> CHGNetBackbone:
+    """CHGNet with pretrained weights from the chgnet package (``model``), or from a local checkpoint file saved
+    in CHGNet's own format (``torch.save({"model": net.as_dict()}, path)``, as CHGNet's trainer writes).
+
+    ``checkpoint`` may also name a pretrained model (``"r2scan"``), so that ``chgnet:r2scan`` works as a backbone
+    name. ``on_isolated_atoms`` ("ignore" | "warn" | "error") is what CHGNet does with an atom that has no neighbour
+    within the cutoff; its features are still well defined (the embedding passed through the convolutions).
+    """
+    if checkpoint is not None and not Path(checkpoint).is_file() and str(checkpoint) in pretrained_models():
+        model, checkpoint = str(checkpoint), None
+    if checkpoint is None:
+        weights = pretrained_checkpoint(model)
+        network = _quietly(CHGNet.load, model_name=model, use_device=device, verbose=False)
+        name = SPEC_NAME if model == DEFAULT_MODEL else f"{SPEC_NAME}:{model}"
+    else:
+        weights = Path(checkpoint)
+        if not weights.is_file():
+            raise FileNotFoundError(f"CHGNet checkpoint {str(checkpoint)!r} does not exist, and it is not one of the "
+                                    f"pretrained models in the chgnet package ({', '.join(pretrained_models())})")
+        network = _quietly(CHGNet.from_file, str(weights)).to(device)
+        model = None
+        name = f"{SPEC_NAME}:{checkpoint}"
+    network.graph_converter.set_isolated_atom_response(on_isolated_atoms)
+    return CHGNetBackbone(network, name=name, model=model, checkpoint_sha256=file_sha256(weights),
+                          device=device, batch_size=batch_size)
+
+
+class CHGNetBackbone:
+    """Per-atom features of every CHGNet layer (see the module docstring for the layer numbering)."""
+
+    needs_supercell = False
+    """CHGNet's neighbour list (pymatgen) holds every periodic image within the cutoff."""
+
+    def __init__(self, network: CHGNet, *, name: str, model: str | None, checkpoint_sha256: str,
+                 device: str = "cpu", batch_size: int = 16) -> None:
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+        self.network = network.eval()
+        self.name = name
+        self.model = model
+        self.checkpoint_sha256 = checkpoint_sha256
+        self.device = torch.device(device)
+        self.batch_size = batch_size
+        converter = network.graph_converter
+        self.cutoff = float(converter.atom_graph_cutoff)
+        self.bond_graph_cutoff = float(converter.bond_graph_cutoff)
+        self.layer_widths = (network.atom_fea_dim,) * (len(network.atom_conv_layers) + 1)
+        # The embedding row of element Z is Z - 1.
+        self.supported_elements = frozenset(range(1, network.atom_embedding.embedding.num_embeddings + 1))
+        self.dtype = next(network.parameters()).dtype
+        self._layer_modules = {0: network.atom_embedding}
+        self._layer_modules.update({i + 1: conv for i, conv in enumerate(network.atom_conv_layers)})
+
+    def identity(self) -> dict[str, Any]:
+        return {
+            "name": SPEC_NAME,
+            "library": "chgnet",
+            "library_version": chgnet.__version__,
+            "model": self.model,
+            "checkpoint_sha256": self.checkpoint_sha256,
+            "atom_graph_cutoff": self.cutoff,
+            "bond_graph_cutoff": self.bond_graph_cutoff,
+            "dtype": str(self.dtype).removeprefix("torch."),
+        }
+
+    def per_atom_features(self, structures: Sequence[Atoms], layers: Sequence[int]) -> list[dict[int, np.ndarray]]:
+        layers = check_layers(self, layers)
+        structures = list(structures)
+        check_elements(structures, self.supported_elements, self.name)
+        features: list[dict[int, np.ndarray]] = []
+        for start in range(0, len(structures), self.batch_size):
+            batch = structures[start:start + self.batch_size]
+            graphs = [self._graph(atoms, start + offset) for offset, atoms in enumerate(batch)]
+            features.extend(self._one_pass(graphs, [len(atoms) for atoms in batch], layers))
+        return features
+
+    def calculator(self, **options: Any):
+        """CHGNet's own ASE calculator on the same network (energy, forces, stress, magmoms)."""
+        from chgnet.model.dynamics import CHGNetCalculator
+
+        return _quietly(CHGNetCalculator, model=self.network, use_device=str(self.device), **options)
+
+    def _graph(self, atoms: Atoms, index: int) -> CrystalGraph:
+        structure = AseAtomsAdaptor.get_structure(with_full_rank_cell(atoms, vacuum=self.cutoff))
+        return self.network.graph_converter(structure, graph_id=f"structure {index}").to(self.device)
+
+    def _one_pass(self, graphs: list[CrystalGraph], sizes: list[int], layers: list[int]) -> list[dict[int, np.ndarray]]:
+        with torch.no_grad():
+            captured = forward_capturing(lambda: self.network(graphs, task="e"), self._layer_modules, layers)
+        per_layer = {layer: torch.split(captured[layer].to("cpu", torch.float32), sizes) for layer in layers}
+        return [{layer: per_layer[layer][index].numpy() for layer in layers} for index in range(len(graphs))]
+
+
+def check_elements(structures: Sequence[Atoms], supported: frozenset[int], backbone: str) -> None:
+    """Fail before the network sees an element it has no embedding for (it would index out of range)."""
+    for index, atoms in enumerate(structures):
+        unknown = sorted(set(atoms.numbers.tolist()) - supported)
+        if unknown:
+            raise ValueError(f"{backbone} does not support the elements with atomic numbers {unknown} "
+                             f"(structure {index}, {atoms.get_chemical_formula()}); it supports Z = "
+                             f"{describe_numbers(supported)}")
+
+
+def describe_numbers(numbers: frozenset[int]) -> str:
+    """``{1, 2, 3, 5}`` -> ``"1-3, 5"``."""
+    runs: list[list[int]] = []
+    for number in sorted(numbers):
+        if runs and number == runs[-1][-1] + 1:
+            runs[-1].append(number)
+        else:
+            runs.append([number])
+    return ", ".join(f"{run[0]}-{run[-1]}" if len(run) > 1 else str(run[0]) for run in runs)
+
+
+def with_full_rank_cell(atoms: Atoms, vacuum: float) -> Atoms:
+    """pymatgen needs three cell vectors: give non-periodic axes without one a box (they stay non-periodic)."""
+    if atoms.cell.rank == 3:
+        return atoms
+    open_axes = [axis for axis in range(3) if not atoms.pbc[axis]]
+    boxed = atoms.copy()
+    boxed.center(vacuum=vacuum, axis=open_axes)
+    if boxed.cell.rank != 3:
+        raise ValueError(f"{atoms.get_chemical_formula()}: a periodic axis has no cell vector (cell {atoms.cell})")
+    return boxed
+
+
+def _quietly(function: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+    """CHGNet prints on every model construction; keep that out of hacknip's progress output."""
+    with contextlib.redirect_stdout(io.StringIO()):
+        return function(*args, **kwargs)

@@ -1,0 +1,97 @@
+"""The command line end to end: a throwaway plugin in process, and the real CHGNet backbone on real data."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+from click.testing import CliRunner
+
+from hacknip.cli import cli
+
+
+def _run(args):
+    result = CliRunner().invoke(cli, args, catch_exceptions=False)
+    return result
+
+
+def test_run_with_toy_backbone_on_a_phonons_slice(toy_plugin, phonons_path, tmp_path):
+    out = tmp_path / "run"
+    result = _run(["run", "--data", str(phonons_path), "--backbone", "toy", "--head", "ridge", "--limit", "80",
+                   "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    results = json.loads((out / "results.json").read_text())
+    assert results["n_samples"] == 80 and results["task"] == "matbench_phonons"
+    assert results["folds_source"].startswith("official Matbench v0.1 folds")
+    assert [e["layer"] for e in results["per_layer"]] == [0, 1, 2]
+    assert results["best_layer"] == min(results["per_layer"], key=lambda e: e["mae_mean"])["layer"]
+    assert len(results["folds"]) == 5 and {"fold", "mae", "rmse", "r2"} <= set(results["folds"][0])
+    assert results["relative_mae"] == pytest.approx(results["mae_mean"] / results["dummy_mae_mean"])
+    assert results["leaderboard"]["task"] == "matbench_phonons"
+    assert (out / "parity.png").stat().st_size > 10_000 and (out / "layers.png").exists()
+    assert "relative MAE" in result.output and "leaderboard" in result.output
+
+    again = _run(["run", "--data", str(phonons_path), "--backbone", "toy@1,2", "--head", "ridge", "--limit", "80",
+                  "--pooling", "mean+std", "--out", str(tmp_path / "again")])
+    results = json.loads((tmp_path / "again" / "results.json").read_text())
+    assert results["backbones"][0]["computed"] == 0 and results["backbones"][0]["reused_from_store"] == 80
+    assert results["per_layer"] == [] and results["n_features"] == 2 * (6 + 6)
+
+
+def test_bad_row_is_one_line_error_and_skip_lists_it(toy_plugin, tmp_path):
+    import pandas as pd
+    from pymatgen.core import Lattice, Structure
+
+    cif = Structure(Lattice.cubic(4.0), ["Cu"], [[0, 0, 0]]).to(fmt="cif")
+    table = tmp_path / "data.csv"
+    pd.DataFrame({"cif": [cif] * 9 + ["garbage"], "y": list(range(10))}).to_csv(table, index=False)
+    result = CliRunner().invoke(cli, ["run", "--data", str(table), "--backbone", "toy", "--head", "ridge"])
+    assert result.exit_code == 1
+    error_lines = [line for line in result.output.splitlines() if line.startswith("Error")]
+    assert len(error_lines) == 1 and "row 11 (id 9)" in error_lines[0]
+    result = CliRunner().invoke(cli, ["run", "--data", str(table), "--backbone", "toy", "--head", "ridge",
+                                      "--on-error", "skip", "--out", str(tmp_path / "out")])
+    assert result.exit_code == 0, result.output
+    skipped = json.loads((tmp_path / "out" / "results.json").read_text())["skipped"]
+    assert [(s["row"], s["id"]) for s in skipped] == [("row 11", "9")]
+    assert "skipped row 11" in result.output
+
+
+def test_unknown_backbone_is_a_clear_error(phonons_path):
+    result = CliRunner().invoke(cli, ["run", "--data", str(phonons_path), "--backbone", "nosuch"])
+    assert result.exit_code == 1 and "no installed plugin provides the backbone 'nosuch'" in result.output
+
+
+@pytest.mark.slow
+def test_real_chgnet_end_to_end(phonons_path, tmp_path):
+    """The README's main command on a slice: real CHGNet weights, official folds, a real head, in a subprocess."""
+    command = [sys.executable, "-m", "hacknip", "run", "--data", str(phonons_path), "--backbone", "chgnet",
+               "--head", "lightgbm", "--head-param", "n_estimators=200", "--limit", "120", "--out", str(tmp_path / "out")]
+    env = {**os.environ, "HACKNIP_HOME": str(tmp_path / "home")}
+    result = subprocess.run(command, capture_output=True, text=True, env=env, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    results = json.loads((tmp_path / "out" / "results.json").read_text())
+    assert [e["layer"] for e in results["per_layer"]] == [0, 1, 2, 3, 4]
+    assert results["backbones"][0]["identity"]["library"] == "chgnet"
+    assert results["mae_mean"] < results["dummy_mae_mean"]
+
+
+def test_run_combines_features_made_where_the_plugin_was_installed(toy_plugin, phonons_path, tmp_path):
+    """featurize in one environment, run in another that lacks the backbone's plugin: stored features are used."""
+    from hacknip.plugins import pm
+
+    assert _run(["featurize", "--data", str(phonons_path), "--backbone", "toy", "--limit", "60"]).exit_code == 0
+    pm.unregister(name="toy-test-plugin")
+    try:
+        result = _run(["run", "--data", str(phonons_path), "--backbone", "toy", "--head", "ridge", "--limit", "60",
+                       "--out", str(tmp_path / "out")])
+        assert result.exit_code == 0, result.output
+        results = json.loads((tmp_path / "out" / "results.json").read_text())
+        assert results["backbones"][0]["computed"] == 0 and len(results["per_layer"]) == 3
+        missing = CliRunner().invoke(cli, ["run", "--data", str(phonons_path), "--backbone", "toy", "--limit", "70"])
+        assert missing.exit_code == 1 and "miss some of these structures" in missing.output
+    finally:
+        pm.register(toy_plugin, name="toy-test-plugin")
