@@ -1,0 +1,231 @@
+"""SevenNet (the ``sevenn`` package) as a hacknip backbone.
+
+Layer 0 is the node embedding: the output of ``onehot_to_feature_x`` (one-hot element -> linear, all scalars).
+Layer ``i`` (1..n_blocks) is the node feature ``x`` after ``{i-1}_equivariant_gate``, the last module of interaction
+block ``i - 1``, keeping only its scalar (0e) channels; which channels those are is read from the gate's irreps.
+Several structures are batched into one torch_geometric graph; all requested layers come from one forward pass that
+stops after the deepest of them, so no energy, force or stress is computed.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+from unittest import mock
+
+import numpy as np
+import sevenn
+import sevenn._keys as KEY
+import sevenn.util
+import torch
+from ase import Atoms
+from e3nn.o3 import Irreps
+from sevenn.atom_graph_data import AtomGraphData
+from sevenn.nn.sequential import AtomGraphSequential
+from sevenn.train.dataload import unlabeled_atoms_to_graph
+from torch_geometric.data import Batch
+
+from hacknip.backbone import check_layers, file_sha256
+from hacknip.capture import forward_capturing
+
+SPEC_NAME = "sevennet"
+DEFAULT_MODEL = "7net-0"
+EMBEDDING_MODULE = "onehot_to_feature_x"
+GATE_MODULE = re.compile(r"(\d+)_equivariant_gate")
+BLOCK_MODULE = re.compile(r"(\d+)_")
+
+
+def load(
+    checkpoint: str | Path | None = None,
+    device: str = "cpu",
+    model: str = DEFAULT_MODEL,
+    modal: str | None = None,
+    batch_size: int = 16,
+) -> SevenNetBackbone:
+    """A SevenNet model: a pretrained one shipped with sevenn (``model``), or a local checkpoint file (SevenNet's own
+    ``.pth`` format). ``checkpoint`` may also name a pretrained model, so ``sevennet:7net-0_22may2024`` works.
+
+    ``modal`` picks the fidelity of a multi-fidelity model (7net-mf-0: ``"PBE"`` or ``"R2SCAN"``, case-insensitive);
+    left out, the checkpoint's own default modal is used.
+    """
+    if checkpoint is not None and not Path(checkpoint).is_file():
+        model, checkpoint = str(checkpoint), None
+    if checkpoint is None:
+        path = pretrained_checkpoint(model)
+        name = SPEC_NAME if model == DEFAULT_MODEL else f"{SPEC_NAME}:{model}"
+    else:
+        path, model = Path(checkpoint), None
+        name = f"{SPEC_NAME}:{checkpoint}"
+    saved = sevenn.util.load_checkpoint(str(path))
+    network = saved.build_model()
+    return SevenNetBackbone(network, name=name, model=model, checkpoint=path,
+                            modal=resolve_modal(network, saved.config.get("default_modal"), modal),
+                            device=device, batch_size=batch_size)
+
+
+def load_7net_l3i5(checkpoint: str | Path | None = None, **options: Any) -> SevenNetBackbone:
+    return load(checkpoint, model="7net-l3i5", **options)
+
+
+def load_7net_mf_0(checkpoint: str | Path | None = None, **options: Any) -> SevenNetBackbone:
+    return load(checkpoint, model="7net-mf-0", **options)
+
+
+def pretrained_checkpoint(model: str) -> Path:
+    """The checkpoint file sevenn resolves a pretrained name to. Never downloads: a model that is not on this
+    machine (only 7net-0, 7net-0_22may2024, 7net-l3i5 and 7net-mf-0 ship in the wheel) is an error."""
+
+    def refuse_download(path: str, url: str) -> str:
+        raise FileNotFoundError(f"the SevenNet model {model!r} is not on this machine ({path}) and hacknip does not "
+                                f"download weights; fetch {url} yourself and pass the file's path as checkpoint")
+
+    with mock.patch.object(sevenn.util, "download_checkpoint", refuse_download):
+        try:
+            return Path(sevenn.util.pretrained_name_to_path(model))
+        except ValueError:
+            known = ", ".join(sevenn.util.get_available_pretrained_models())
+            raise ValueError(f"{model!r} is neither a SevenNet checkpoint file nor a pretrained SevenNet model "
+                             f"({known})") from None
+
+
+def resolve_modal(network: AtomGraphSequential, default: str | None, modal: str | None) -> str | None:
+    """The modal (fidelity) to run a multi-fidelity model with, spelled as in its modal map."""
+    available = list(network.modal_map or {})
+    if not available:
+        if modal is not None:
+            raise ValueError(f"modal={modal!r} given, but this SevenNet model has a single fidelity")
+        return None
+    wanted = modal if modal is not None else default
+    if wanted is None:
+        raise ValueError(f"this SevenNet model is multi-fidelity and has no default: pass modal= one of {available}")
+    for name in available:
+        if name.lower() == wanted.lower():
+            return name
+    raise ValueError(f"unknown modal {wanted!r} for this SevenNet model; it has {available}")
+
+
+def scalar_channels(irreps: Irreps | str) -> slice | torch.Tensor:
+    """Columns of a feature laid out as ``irreps`` that hold invariant scalars (0e)."""
+    irreps = Irreps(irreps)
+    columns = [column
+               for (_, irrep), span in zip(irreps, irreps.slices())
+               if irrep.l == 0 and irrep.p == 1
+               for column in range(span.start, span.stop)]
+    if not columns:
+        raise ValueError(f"irreps {irreps} have no scalar (0e) channels")
+    if columns == list(range(columns[0], columns[-1] + 1)):
+        return slice(columns[0], columns[-1] + 1)
+    return torch.tensor(columns)
+
+
+def layer_modules(network: AtomGraphSequential) -> tuple[dict[int, torch.nn.Module], dict[int, Irreps]]:
+    """Module whose output is each layer, and the irreps of that output's node features."""
+    children = dict(network.named_children())
+    modules = {0: children[EMBEDDING_MODULE]}
+    irreps = {0: Irreps(children[EMBEDDING_MODULE].irreps_out)}
+    blocks = sorted({int(match.group(1)) for name in children if (match := BLOCK_MODULE.match(name))})
+    gates = {int(match.group(1)): module for name, module in children.items() if (match := GATE_MODULE.fullmatch(name))}
+    if sorted(gates) != blocks:
+        # Every interaction block sevenn builds (interaction type "nequip") ends with a gate.
+        raise ValueError(f"interaction blocks {sorted(set(blocks) - set(gates))} of this SevenNet model have no "
+                         "equivariant gate; hacknip reads each block's features at its gate")
+    for block in blocks:
+        modules[block + 1] = gates[block]
+        irreps[block + 1] = Irreps(gates[block].gate.irreps_out)
+    return modules, irreps
+
+
+class SevenNetBackbone:
+    """Per-atom invariant features of every SevenNet layer (see the module docstring for the layer numbering)."""
+
+    needs_supercell = False
+    """SevenNet's neighbour list (ASE / matscipy) holds every periodic image within the cutoff."""
+
+    def __init__(self, network: AtomGraphSequential, *, name: str, model: str | None, checkpoint: Path,
+                 modal: str | None = None, device: str = "cpu", batch_size: int = 16) -> None:
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+        network.set_is_batch_data(True)
+        self.network = network.to(device).eval()
+        self.name = name
+        self.model = model
+        self.checkpoint = checkpoint
+        self.checkpoint_sha256 = file_sha256(checkpoint)
+        self.modal = modal
+        self.device = torch.device(device)
+        self.batch_size = batch_size
+        self.cutoff = float(network.cutoff)
+        self.supported_elements = frozenset(int(z) for z in network.type_map)
+        self.dtype = next(network.parameters()).dtype
+        self._layer_modules, irreps = layer_modules(network)
+        self._scalars = {layer: scalar_channels(layer_irreps) for layer, layer_irreps in irreps.items()}
+        self.layer_widths = tuple(irreps[layer].count("0e") for layer in sorted(irreps))
+
+    def identity(self) -> dict[str, Any]:
+        return {
+            "name": SPEC_NAME,
+            "library": "sevenn",
+            "library_version": sevenn.__version__,
+            "model": self.model,
+            "checkpoint_sha256": self.checkpoint_sha256,
+            "cutoff": self.cutoff,
+            "modal": self.modal,
+            "dtype": str(self.dtype).removeprefix("torch."),
+        }
+
+    def per_atom_features(self, structures: Sequence[Atoms], layers: Sequence[int]) -> list[dict[int, np.ndarray]]:
+        layers = check_layers(self, layers)
+        structures = list(structures)
+        check_elements(structures, self.supported_elements, self.name)
+        features: list[dict[int, np.ndarray]] = []
+        for start in range(0, len(structures), self.batch_size):
+            features.extend(self._one_pass(structures[start:start + self.batch_size], layers))
+        return features
+
+    def calculator(self, **options: Any):
+        """sevenn's ASE calculator for the same checkpoint and modal (energy, forces, stress).
+
+        It builds its own copy of the network: the calculator switches a network to unbatched mode."""
+        from sevenn.calculator import SevenNetCalculator
+
+        return SevenNetCalculator(model=str(self.checkpoint), device=self.device, modal=self.modal, **options)
+
+    def _graph(self, atoms: Atoms) -> AtomGraphData:
+        graph = AtomGraphData.from_numpy_dict(unlabeled_atoms_to_graph(atoms, self.cutoff))
+        if self.modal is not None:
+            graph[KEY.DATA_MODALITY] = self.modal
+        return graph
+
+    def _scalar_part(self, layer: int, output: dict[str, torch.Tensor]) -> torch.Tensor:
+        return output[KEY.NODE_FEATURE][:, self._scalars[layer]]
+
+    def _one_pass(self, structures: list[Atoms], layers: list[int]) -> list[dict[int, np.ndarray]]:
+        batch = Batch.from_data_list([self._graph(atoms) for atoms in structures]).to(self.device)
+        with torch.no_grad():
+            captured = forward_capturing(lambda: self.network(batch), self._layer_modules, layers, self._scalar_part)
+        sizes = [len(atoms) for atoms in structures]
+        per_layer = {layer: torch.split(captured[layer].to("cpu", torch.float32), sizes) for layer in layers}
+        return [{layer: per_layer[layer][index].numpy() for layer in layers} for index in range(len(structures))]
+
+
+def check_elements(structures: Sequence[Atoms], supported: frozenset[int], backbone: str) -> None:
+    """Fail before the network sees an element outside its type map (sevenn would map it to index -1)."""
+    for index, atoms in enumerate(structures):
+        unknown = sorted(set(atoms.numbers.tolist()) - supported)
+        if unknown:
+            raise ValueError(f"{backbone} does not support the elements with atomic numbers {unknown} "
+                             f"(structure {index}, {atoms.get_chemical_formula()}); it supports Z = "
+                             f"{describe_numbers(supported)}")
+
+
+def describe_numbers(numbers: frozenset[int]) -> str:
+    """``{1, 2, 3, 5}`` -> ``"1-3, 5"``."""
+    runs: list[list[int]] = []
+    for number in sorted(numbers):
+        if runs and number == runs[-1][-1] + 1:
+            runs[-1].append(number)
+        else:
+            runs.append([number])
+    return ", ".join(f"{run[0]}-{run[-1]}" if len(run) > 1 else str(run[0]) for run in runs)
