@@ -15,6 +15,9 @@ from hacknip_heads._validation import as_features, as_targets, check_task
 class BaseHead(BaseEstimator):
     """A scikit-learn estimator that is a regressor or a binary (0/1) classifier, as its ``task`` says.
 
+    Every head defaults to ``random_state=0`` rather than scikit-learn's ``None``: hacknip's pipeline creates
+    heads from user-given hyperparameters only, and its results should be reproducible unless asked otherwise.
+
     Subclasses implement ``_fit``, and either keep a fitted scikit-learn style estimator in ``model_`` or
     override ``_predict_values`` and ``_predict_positive_probability``.
     """
@@ -23,8 +26,8 @@ class BaseHead(BaseEstimator):
 
     def fit(self, X, y) -> BaseHead:
         check_task(self.task)
-        X = as_features(X)
-        y = as_targets(y, self.task, n_rows=len(X))
+        X = as_features(X, type(self).__name__)
+        y = as_targets(y, type(self).__name__, self.task, n_rows=len(X))
         self.n_features_in_ = X.shape[1]
         if self.task == CLASSIFICATION:
             self.classes_ = np.array([0, 1])
@@ -70,7 +73,7 @@ class BaseHead(BaseEstimator):
 
     def _checked_features(self, X) -> np.ndarray:
         check_is_fitted(self)
-        return as_features(X, expected_width=self.n_features_in_)
+        return as_features(X, type(self).__name__, expected_width=self.n_features_in_)
 
     def _fit(self, X: np.ndarray, y: np.ndarray) -> None:
         raise NotImplementedError

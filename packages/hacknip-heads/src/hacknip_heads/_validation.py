@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import scipy.sparse
 from hacknip.head import CLASSIFICATION, REGRESSION
 
 TASKS = (REGRESSION, CLASSIFICATION)
@@ -14,23 +15,32 @@ def check_task(task: str) -> None:
         raise ValueError(f"task must be one of {TASKS}, got {task!r}")
 
 
-def as_features(X, expected_width: int | None = None) -> np.ndarray:
+def as_features(X, head_name: str, expected_width: int | None = None) -> np.ndarray:
     """``X`` as a finite 2-D float array; ``expected_width`` is the feature count seen in ``fit``."""
+    if scipy.sparse.issparse(X):
+        raise TypeError(f"{head_name} does not support sparse input; pass a dense array")
     X = np.asarray(X)
+    if np.iscomplexobj(X):
+        raise ValueError(f"Complex data not supported by {head_name}")
     if X.dtype != np.float32:
         X = X.astype(np.float64, copy=False)
     if X.ndim != 2:
-        raise ValueError(f"X must be 2-D (n_samples, n_features), got shape {X.shape}")
-    if X.shape[0] == 0:
-        raise ValueError("X has no rows")
+        raise ValueError(f"X must be 2-D (n_samples, n_features), got shape {X.shape}. Reshape your data, "
+                         "e.g. with X.reshape(-1, 1) for a single feature")
+    for axis, what in enumerate(("sample", "feature")):
+        if X.shape[axis] == 0:
+            raise ValueError(f"X has 0 {what}(s) (shape={X.shape}) while a minimum of 1 is required")
     if expected_width is not None and X.shape[1] != expected_width:
-        raise ValueError(f"X has {X.shape[1]} features, but the head was fitted with {expected_width}")
+        raise ValueError(f"X has {X.shape[1]} features, but {head_name} is expecting {expected_width} features "
+                         "as input (the number it was fitted with)")
     _check_finite(X, "X")
     return X
 
 
-def as_targets(y, task: str, n_rows: int) -> np.ndarray:
+def as_targets(y, head_name: str, task: str, n_rows: int) -> np.ndarray:
     """``y`` as a finite 1-D array: float for regression, int 0/1 for classification."""
+    if y is None:
+        raise ValueError(f"{head_name} requires y to be passed, but the target y is None")
     y = np.asarray(y)
     if y.ndim == 2 and y.shape[1] == 1:
         y = y[:, 0]
@@ -46,21 +56,15 @@ def as_targets(y, task: str, n_rows: int) -> np.ndarray:
 
 
 def _check_finite(values: np.ndarray, name: str) -> None:
-    bad = ~np.isfinite(values)
-    if values.ndim == 2:
-        bad_rows = np.flatnonzero(bad.any(axis=1))
-    else:
-        bad_rows = np.flatnonzero(bad)
+    table = values.reshape(len(values), -1)  # 1-D targets become a single column
+    bad = ~np.isfinite(table)
+    bad_rows = np.flatnonzero(bad.any(axis=1))
     if len(bad_rows) == 0:
         return
-    first = bad_rows[0]
-    where = f"row {first}"
-    value = values[first]
-    if values.ndim == 2:
-        column = np.flatnonzero(bad[first])[0]
-        where += f", column {column}"
-        value = value[column]
-    kind = "NaN" if np.isnan(value) else "infinity"
+    row = bad_rows[0]
+    column = np.flatnonzero(bad[row])[0]
+    where = f"row {row}, column {column}" if values.ndim == 2 else f"row {row}"
+    kind = "NaN" if np.isnan(table[row, column]) else "infinity"
     raise ValueError(f"{name} contains NaN or infinity in {len(bad_rows)} row(s); the first is {where} ({kind})")
 
 
@@ -71,5 +75,5 @@ def _as_binary_labels(y: np.ndarray) -> np.ndarray:
         more = f" and {len(labels) - _MAX_LABELS_SHOWN} more" if len(labels) > _MAX_LABELS_SHOWN else ""
         raise ValueError(f"task='classification' needs binary 0/1 targets; found labels [{shown}]{more}")
     if len(labels) < 2:
-        raise ValueError(f"task='classification' needs both classes 0 and 1 in y; found only {labels.tolist()[0]!r}")
+        raise ValueError(f"task='classification' needs both classes 0 and 1 in y; found only {labels.tolist()}")
     return y.astype(np.int64)

@@ -15,6 +15,7 @@ from torch import nn
 from hacknip_heads._base import BaseHead
 
 PREDICT_CHUNK_ROWS = 8192
+Split = tuple[torch.Tensor, torch.Tensor]  # (features, targets)
 
 
 class MLPHead(BaseHead):
@@ -36,7 +37,7 @@ class MLPHead(BaseHead):
         max_epochs: int = 400,
         patience: int = 30,
         validation_fraction: float = 0.1,
-        random_state: int | None = None,
+        random_state: int | None = 0,
     ):
         self.task = task
         self.hidden_layer_sizes = hidden_layer_sizes
@@ -65,16 +66,16 @@ class MLPHead(BaseHead):
     def _fit(self, X, y) -> None:
         self._check_hyperparameters()
         seed = int(check_random_state(self.random_state).randint(np.iinfo(np.int32).max))
-        train_rows, validation_rows = self._split_rows(y, seed)
-        targets = self._scaled_targets(y)
+        train_rows, validation_rows = (torch.as_tensor(rows) for rows in self._split_rows(y, seed))
+        features = torch.as_tensor(X, dtype=torch.float32)
+        targets = torch.as_tensor(self._scaled_targets(y), dtype=torch.float32)
         # A forked RNG keeps weight initialisation, shuffling and dropout reproducible without touching the
         # caller's global torch random state.
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
             self.network_ = _build_network(X.shape[1], self.hidden_layer_sizes, self.dropout)
-            features = torch.as_tensor(X, dtype=torch.float32)
-            targets = torch.as_tensor(targets, dtype=torch.float32)
-            self._train(features, targets, torch.as_tensor(train_rows), torch.as_tensor(validation_rows))
+            self._train((features[train_rows], targets[train_rows]),
+                        (features[validation_rows], targets[validation_rows]))
 
     def _check_hyperparameters(self) -> None:
         if not 0.0 <= self.validation_fraction < 1.0:
@@ -90,7 +91,7 @@ class MLPHead(BaseHead):
         if self.validation_fraction == 0:
             return rows, rows[:0]
         if len(y) < 2:
-            raise ValueError("MLPHead needs at least 2 samples to hold out a validation split "
+            raise ValueError("MLPHead got n_samples=1 but needs at least 2 to hold out a validation split "
                              "(or set validation_fraction=0)")
         n_validation = min(max(1, round(self.validation_fraction * len(y))), len(y) - 1)
         stratify = None
@@ -107,33 +108,24 @@ class MLPHead(BaseHead):
         self.target_scale_ = float(y.std()) or 1.0
         return (y - self.target_mean_) / self.target_scale_
 
-    def _train(self, X: torch.Tensor, y: torch.Tensor, train_rows: torch.Tensor,
-               validation_rows: torch.Tensor) -> None:
+    def _train(self, train: Split, validation: Split) -> None:
         loss_function = nn.BCEWithLogitsLoss() if self.task == CLASSIFICATION else nn.MSELoss()
         optimizer = torch.optim.AdamW(self.network_.parameters(), lr=self.learning_rate,
                                       weight_decay=self.weight_decay)
-        X_train, y_train = X[train_rows], y[train_rows]
-        X_validation, y_validation = X[validation_rows], y[validation_rows]
-        best_loss, best_weights, epochs_without_improvement = math.inf, None, 0
+        early_stopping = _EarlyStopping(self.patience)
         for epoch in range(1, self.max_epochs + 1):
-            self._train_one_epoch(X_train, y_train, loss_function, optimizer)
-            if len(validation_rows) == 0:
+            self._train_one_epoch(*train, loss_function, optimizer)
+            if len(validation[0]) == 0:
                 continue
-            loss = self._evaluate(X_validation, y_validation, loss_function)
-            if loss < best_loss:
-                best_loss, self.best_epoch_, epochs_without_improvement = loss, epoch, 0
-                best_weights = {name: value.clone() for name, value in self.network_.state_dict().items()}
-            else:
-                epochs_without_improvement += 1
-                if epochs_without_improvement >= self.patience:
-                    break
-        self.n_epochs_ = epoch
-        self.best_validation_loss_ = best_loss
-        if best_weights is None:  # no validation split, or the validation loss was never finite
-            self.best_epoch_ = epoch
-        else:
-            self.network_.load_state_dict(best_weights)
+            if early_stopping.should_stop(self.network_, self._evaluate(*validation, loss_function), epoch):
+                break
+        if early_stopping.best_weights is not None:
+            self.network_.load_state_dict(early_stopping.best_weights)
         self.network_.eval()
+        self.n_epochs_ = epoch
+        # Without a validation split (or if its loss was never finite) the last epoch's weights are kept.
+        self.best_epoch_ = early_stopping.best_epoch or epoch
+        self.best_validation_loss_ = early_stopping.best_loss
 
     def _train_one_epoch(self, X: torch.Tensor, y: torch.Tensor, loss_function, optimizer) -> None:
         self.network_.train()
@@ -168,3 +160,22 @@ def _build_network(n_features: int, hidden_layer_sizes: tuple[int, ...], dropout
         width = hidden_width
     layers += [nn.Linear(width, 1), nn.Flatten(start_dim=0)]
     return nn.Sequential(*layers)
+
+
+class _EarlyStopping:
+    """Remembers the weights of the epoch with the lowest validation loss, and says when to give up."""
+
+    def __init__(self, patience: int):
+        self.patience = patience
+        self.best_loss = math.inf
+        self.best_epoch: int | None = None
+        self.best_weights: dict[str, torch.Tensor] | None = None
+        self.epochs_without_improvement = 0
+
+    def should_stop(self, network: nn.Module, validation_loss: float, epoch: int) -> bool:
+        if validation_loss < self.best_loss:
+            self.best_loss, self.best_epoch, self.epochs_without_improvement = validation_loss, epoch, 0
+            self.best_weights = {name: value.clone() for name, value in network.state_dict().items()}
+            return False
+        self.epochs_without_improvement += 1
+        return self.epochs_without_improvement >= self.patience

@@ -28,7 +28,7 @@ class RidgeHead(BaseHead):
         cv: int = 5,
         max_iter: int = 1000,
         n_jobs: int | None = None,
-        random_state: int | None = None,
+        random_state: int | None = 0,
     ):
         self.task = task
         self.alphas = alphas
@@ -55,7 +55,7 @@ class RidgeHead(BaseHead):
         smallest_class = int(np.bincount(y).min())
         if smallest_class < 2:
             raise ValueError("RidgeHead classification cross-validates, so it needs at least 2 samples of each "
-                             f"class; y has {smallest_class} of one")
+                             f"class; the rarer class has only {smallest_class}")
         folds = StratifiedKFold(n_splits=min(self.cv, smallest_class), shuffle=True,
                                 random_state=self.random_state)
         return LogisticRegressionCV(

@@ -28,7 +28,7 @@ class XGBoostHead(BaseHead):
         reg_lambda: float = 1.0,
         tree_method: str = "hist",
         n_jobs: int | None = None,
-        random_state: int | None = None,
+        random_state: int | None = 0,
         verbosity: int = 0,
     ):
         self.task = task
