@@ -9,7 +9,6 @@ import sys
 
 import pytest
 from click.testing import CliRunner
-
 from hacknip.cli import cli
 
 
@@ -36,6 +35,7 @@ def test_run_with_toy_backbone_on_a_phonons_slice(toy_plugin, phonons_path, tmp_
 
     again = _run(["run", "--data", str(phonons_path), "--backbone", "toy@1,2", "--head", "ridge", "--limit", "80",
                   "--pooling", "mean+std", "--out", str(tmp_path / "again")])
+    assert again.exit_code == 0, again.output
     results = json.loads((tmp_path / "again" / "results.json").read_text())
     assert results["backbones"][0]["computed"] == 0 and results["backbones"][0]["reused_from_store"] == 80
     assert results["per_layer"] == [] and results["n_features"] == 2 * (6 + 6)
