@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import platform
 import tempfile
 import time
@@ -52,6 +53,7 @@ def timed(function):
 
 
 def main():
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # as hacknip's CLI does; must precede the torch import
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--backbone", default="chgnet")
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA)

@@ -1,7 +1,10 @@
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
+
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # see hacknip.cli.main: spinning OpenMP threads stall shared cores
 
 import pytest
 
@@ -19,9 +22,8 @@ def isolated_home(tmp_path, monkeypatch):
 
 @pytest.fixture
 def toy_plugin():
-    from toy_backbone import ToyPlugin
-
     from hacknip.plugins import pm
+    from toy_backbone import ToyPlugin
 
     plugin = ToyPlugin()
     pm.register(plugin, name="toy-test-plugin")

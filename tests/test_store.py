@@ -30,7 +30,8 @@ class TestToyConformance(BackboneConformance):
     """The conformance suite itself, run on the toy backbone (the real ones run it in their own test files)."""
 
     @pytest.fixture(scope="class")
-    def backbone(self):
+    @classmethod
+    def backbone(cls):
         return ToyBackbone()
 
 

@@ -7,7 +7,8 @@ Use it from your plugin's tests by subclassing and providing a ``backbone`` fixt
 
     class TestMyBackbone(BackboneConformance):
         @pytest.fixture(scope="class")
-        def backbone(self):
+        @classmethod
+        def backbone(cls):
             return MyBackbone(checkpoint="tests/data/tiny.pt")
 
 Override the ``structures`` fixture to test on elements your model knows. Each check is a separate test, so a
@@ -50,15 +51,18 @@ class BackboneConformance:
     """Checks every promise of the Backbone protocol. Subclass it and provide a ``backbone`` fixture."""
 
     @pytest.fixture(scope="class")
-    def structures(self) -> list[Atoms]:
+    @classmethod
+    def structures(cls) -> list[Atoms]:
         return reference_structures()
 
     @pytest.fixture(scope="class")
-    def all_layers(self, backbone) -> list[int]:
+    @classmethod
+    def all_layers(cls, backbone) -> list[int]:
         return list(range(len(backbone.layer_widths)))
 
     @pytest.fixture(scope="class")
-    def one_pass(self, backbone, structures, all_layers):
+    @classmethod
+    def one_pass(cls, backbone, structures, all_layers):
         return backbone.per_atom_features(structures, all_layers)
 
     def test_satisfies_protocol(self, backbone):

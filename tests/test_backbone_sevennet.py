@@ -1,0 +1,146 @@
+"""hacknip-sevennet on the real pretrained SevenNet weights shipped in the sevenn wheel (no downloads)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import sevenn.util
+import torch
+from ase import Atoms
+from ase.build import bulk, molecule
+
+from hacknip.backbone import file_sha256, identity_key
+from hacknip.registry import backbone_specs, load_backbone
+from hacknip.testing import BackboneConformance, reference_structures
+from hacknip_sevennet.backbone import SevenNetBackbone, load, pretrained_checkpoint, scalar_channels
+from hacknip_sevennet.plugin import SHIPPED_MODELS
+
+
+@pytest.fixture(scope="module")
+def sevennet():
+    return load()
+
+
+class TestSevenNetConformance(BackboneConformance):
+    @pytest.fixture(scope="class")
+    @classmethod
+    def backbone(cls, sevennet):
+        return sevennet
+
+
+def test_the_shipped_model(sevennet):
+    assert sevennet.name == "sevennet"
+    assert sevennet.cutoff == 5.0
+    assert sevennet.layer_widths == (128,) * 6
+    assert sevennet.supported_elements == frozenset(range(1, 84)) | frozenset(range(89, 95))
+    identity = sevennet.identity()
+    assert identity["model"] == "7net-0" and identity["modal"] is None and identity["dtype"] == "float32"
+    assert identity["checkpoint_sha256"] == file_sha256(pretrained_checkpoint("7net-0"))
+
+
+def test_scalar_channels_come_from_the_irreps():
+    assert scalar_channels("128x0e+64x1e+32x2e") == slice(0, 128)
+    assert scalar_channels("128x0e") == slice(0, 128)
+    assert scalar_channels("8x1o+4x0e+2x0o+3x0e").tolist() == [24, 25, 26, 27, 30, 31, 32]
+    with pytest.raises(ValueError, match="no scalar"):
+        scalar_channels("4x1e")
+
+
+def test_registered_specs_match_the_loaded_models(sevennet):
+    """The light plugin hard-codes cutoff and widths; here every shipped model is loaded to check them."""
+    specs = backbone_specs()
+    assert set(SHIPPED_MODELS) <= set(specs)
+    for name, shipped in SHIPPED_MODELS.items():
+        spec = specs[name]
+        assert spec.package == "hacknip-sevennet" and spec.library == "sevenn"
+        loaded = sevennet if name == "sevennet" else spec.load()
+        assert loaded.name == name
+        assert (spec.cutoff, spec.layer_widths, spec.needs_supercell) == (
+            loaded.cutoff, loaded.layer_widths, loaded.needs_supercell), name
+        assert (shipped.cutoff, shipped.layer_widths) == (loaded.cutoff, loaded.layer_widths), name
+        if name == "sevennet:7net-mf-0":
+            check_multi_fidelity(loaded)
+
+
+def check_multi_fidelity(mf0: SevenNetBackbone):
+    """7net-mf-0 runs with its default modal (PBE); the modal changes the interaction blocks, not the embedding."""
+    assert mf0.modal == "PBE" and mf0.identity()["modal"] == "PBE"
+    r2scan = SevenNetBackbone(mf0.network, name=mf0.name, model=mf0.model, checkpoint=mf0.checkpoint, modal="r2scan")
+    assert r2scan.modal == "R2SCAN" and identity_key(r2scan.identity()) != identity_key(mf0.identity())
+    with pytest.raises(ValueError, match="unknown modal 'HSE'"):
+        SevenNetBackbone(mf0.network, name=mf0.name, model=mf0.model, checkpoint=mf0.checkpoint, modal="HSE")
+    silicon = [bulk("Si", "diamond", a=5.43)]
+    (pbe,), (scan,) = mf0.per_atom_features(silicon, [0, 2]), r2scan.per_atom_features(silicon, [0, 2])
+    np.testing.assert_array_equal(pbe[0], scan[0])
+    assert np.abs(pbe[2] - scan[2]).max() > 1e-4
+
+
+def test_modal_for_a_single_fidelity_model_is_reported(sevennet):
+    with pytest.raises(ValueError, match="single fidelity"):
+        SevenNetBackbone(sevennet.network, name="x", model=None, checkpoint=sevennet.checkpoint, modal="PBE")
+
+
+def test_missing_checkpoint_is_reported():
+    with pytest.raises(ValueError, match="neither a SevenNet checkpoint file nor a pretrained"):
+        load_backbone("sevennet:/no/such/checkpoint.pth")
+
+
+def test_local_checkpoint_through_the_registry(sevennet, tmp_path):
+    path = tmp_path / "my-sevennet.pth"
+    torch.save(sevenn.util.load_checkpoint(str(sevennet.checkpoint)).get_checkpoint_dict(), path)
+    local = load_backbone(f"sevennet:{path}")
+    assert local.name == f"sevennet:{path}"
+    identity = local.identity()
+    assert identity["checkpoint_sha256"] == file_sha256(path) and identity["model"] is None
+    assert identity_key(identity) != identity_key(sevennet.identity())
+    structures = reference_structures()
+    layers = list(range(len(sevennet.layer_widths)))
+    for ours, theirs in zip(local.per_atom_features(structures, layers),
+                            sevennet.per_atom_features(structures, layers)):
+        for layer in layers:
+            np.testing.assert_array_equal(ours[layer], theirs[layer])
+
+
+def test_unsupported_element_is_reported(sevennet):
+    assert 84 not in sevennet.supported_elements  # polonium: not in 7net-0's type map
+    polonium = Atoms("Po", cell=[3.35, 3.35, 3.35], pbc=True)
+    with pytest.raises(ValueError, match=r"\[84\].*structure 1.*1-83, 89-94"):
+        sevennet.per_atom_features([bulk("Cu", "fcc", a=3.61), polonium], [0])
+
+
+def test_small_batches_give_the_same_features(sevennet, monkeypatch):
+    structures = reference_structures()
+    whole = sevennet.per_atom_features(structures, [0, 2])
+    monkeypatch.setattr(sevennet, "batch_size", 3)
+    for big, small in zip(whole, sevennet.per_atom_features(structures, [0, 2])):
+        for layer in (0, 2):
+            np.testing.assert_allclose(small[layer], big[layer], rtol=1e-4, atol=1e-5)
+
+
+def test_molecule_without_a_cell_equals_the_molecule_in_a_periodic_box(sevennet):
+    water = molecule("H2O")
+    boxed = water.copy()
+    boxed.center(vacuum=sevennet.cutoff)
+    boxed.pbc = True
+    (free,), (periodic,) = (sevennet.per_atom_features([atoms], [2]) for atoms in (water, boxed))
+    np.testing.assert_allclose(free[2], periodic[2], rtol=1e-4, atol=1e-5)
+
+
+def test_calculator_is_the_same_model(sevennet):
+    atoms = bulk("Si", "diamond", a=5.43)
+    atoms.calc = sevennet.calculator()
+    assert np.isfinite(atoms.get_potential_energy())
+    assert np.isfinite(atoms.get_forces()).all()
+    # The calculator works on a copy of the network, so ours stays in batched mode.
+    assert atoms.calc.model is not sevennet.network and sevennet.network.is_batch_data
+
+
+def test_plugin_module_does_not_import_torch_or_sevenn():
+    result = subprocess.run([sys.executable, "-X", "importtime", "-c", "import hacknip_sevennet.plugin"],
+                            capture_output=True, text=True, check=True)
+    imported = {line.rsplit("|", 1)[-1].strip() for line in result.stderr.splitlines() if "|" in line}
+    heavy = sorted(name for name in imported if name.split(".")[0] in {"torch", "sevenn", "e3nn", "numpy"})
+    assert not heavy, f"hacknip_sevennet.plugin imports {heavy}"
