@@ -22,8 +22,9 @@ def isolated_home(tmp_path, monkeypatch):
 
 @pytest.fixture
 def toy_plugin():
-    from hacknip.plugins import pm
     from toy_backbone import ToyPlugin
+
+    from hacknip.plugins import pm
 
     plugin = ToyPlugin()
     pm.register(plugin, name="toy-test-plugin")

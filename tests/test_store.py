@@ -10,12 +10,13 @@ import sys
 import numpy as np
 import pytest
 from ase.build import bulk
+from toy_backbone import ToyBackbone
+
 from hacknip.featurize import featurize, layer_matrix
 from hacknip.pooling import atom_statistics
 from hacknip.store import FeatureStore, structure_hash
 from hacknip.structures import BadInputError, Dataset, Sample
 from hacknip.testing import BackboneConformance
-from toy_backbone import ToyBackbone
 
 
 def _dataset(n=20):

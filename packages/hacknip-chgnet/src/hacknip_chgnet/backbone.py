@@ -22,7 +22,7 @@ from chgnet.graph import CrystalGraph
 from chgnet.model import CHGNet
 from pymatgen.io.ase import AseAtomsAdaptor
 
-from hacknip.backbone import check_layers, file_sha256
+from hacknip.backbone import check_elements, check_layers, file_sha256
 from hacknip.capture import forward_capturing
 
 SPEC_NAME = "chgnet"
@@ -140,27 +140,6 @@ class CHGNetBackbone:
             captured = forward_capturing(lambda: self.network(graphs, task="e"), self._layer_modules, layers)
         per_layer = {layer: torch.split(captured[layer].to("cpu", torch.float32), sizes) for layer in layers}
         return [{layer: per_layer[layer][index].numpy() for layer in layers} for index in range(len(graphs))]
-
-
-def check_elements(structures: Sequence[Atoms], supported: frozenset[int], backbone: str) -> None:
-    """Fail before the network sees an element it has no embedding for (it would index out of range)."""
-    for index, atoms in enumerate(structures):
-        unknown = sorted(set(atoms.numbers.tolist()) - supported)
-        if unknown:
-            raise ValueError(f"{backbone} does not support the elements with atomic numbers {unknown} "
-                             f"(structure {index}, {atoms.get_chemical_formula()}); it supports Z = "
-                             f"{describe_numbers(supported)}")
-
-
-def describe_numbers(numbers: frozenset[int]) -> str:
-    """``{1, 2, 3, 5}`` -> ``"1-3, 5"``."""
-    runs: list[list[int]] = []
-    for number in sorted(numbers):
-        if runs and number == runs[-1][-1] + 1:
-            runs[-1].append(number)
-        else:
-            runs.append([number])
-    return ", ".join(f"{run[0]}-{run[-1]}" if len(run) > 1 else str(run[0]) for run in runs)
 
 
 def with_full_rank_cell(atoms: Atoms, vacuum: float) -> Atoms:

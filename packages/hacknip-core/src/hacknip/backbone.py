@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 import importlib
 import json
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
@@ -62,13 +62,15 @@ class BackboneSpec:
     library: str = ""
     verified: bool = True
     """False when the loading path has not been checked against real weights in this release."""
+    options: dict[str, Any] = field(default_factory=dict)
+    """Keyword arguments the factory gets for this spec, e.g. ``{"model": "7net-l3i5"}`` for a variant."""
     package: str = field(default="", compare=False)
     package_version: str = field(default="", compare=False)
 
     def load(self, checkpoint: str | None = None, **options: Any) -> Backbone:
         module_name, _, attr = self.factory.partition(":")
         factory = getattr(importlib.import_module(module_name), attr)
-        return factory(checkpoint=checkpoint, **options)
+        return factory(checkpoint=checkpoint, **{**self.options, **options})
 
 
 def identity_key(identity: dict[str, Any]) -> str:
@@ -83,6 +85,28 @@ def file_sha256(path: str | Path, chunk: int = 1 << 20) -> str:
         while block := handle.read(chunk):
             digest.update(block)
     return digest.hexdigest()
+
+
+def describe_numbers(numbers: Iterable[int]) -> str:
+    """``{1, 2, 3, 5}`` -> ``"1-3, 5"``."""
+    runs: list[list[int]] = []
+    for number in sorted(numbers):
+        if runs and number == runs[-1][-1] + 1:
+            runs[-1].append(number)
+        else:
+            runs.append([number])
+    return ", ".join(f"{run[0]}-{run[-1]}" if len(run) > 1 else str(run[0]) for run in runs)
+
+
+def check_elements(structures: Sequence[Atoms], supported: frozenset[int], backbone: str) -> None:
+    """Fail before a network sees an element it has no embedding for (it would index out of range, or worse,
+    silently use a wrong one)."""
+    for index, atoms in enumerate(structures):
+        unknown = sorted(set(atoms.numbers.tolist()) - supported)
+        if unknown:
+            raise ValueError(f"{backbone} does not support the elements with atomic numbers {unknown} "
+                             f"(structure {index}, {atoms.get_chemical_formula()}); it supports Z = "
+                             f"{describe_numbers(supported)}")
 
 
 def check_layers(backbone: Backbone, layers: Sequence[int]) -> list[int]:

@@ -133,7 +133,7 @@ def run(config: RunConfig, progress: Progress = no_progress) -> dict[str, Any]:
         return create_head(config.head, **config.head_params)
 
     sweep_started = time.perf_counter()
-    per_layer, chosen = [], {}
+    per_layer, chosen, sweep_results = [], {}, {}
     for item in member_features:
         fixed = item.member.resolve(item.n_layers)
         if fixed is not None:
@@ -143,7 +143,7 @@ def run(config: RunConfig, progress: Progress = no_progress) -> dict[str, Any]:
         sweep = []
         for layer in range(item.n_layers):
             X = layer_matrix(item.features, keys, [layer], pooling)
-            result = cross_validate(X, y, folds, make_head, on_fold=advance)
+            sweep_results[(item.member.name, layer)] = result = cross_validate(X, y, folds, make_head, on_fold=advance)
             sweep.append({"backbone": item.member.name, "layer": layer,
                           "mae_mean": result.mae_mean, "mae_std": result.mae_std})
         per_layer += sweep
@@ -152,8 +152,10 @@ def run(config: RunConfig, progress: Progress = no_progress) -> dict[str, Any]:
 
     final_started = time.perf_counter()
     X = np.concatenate([layer_matrix(i.features, keys, chosen[i.member.name], pooling) for i in member_features], axis=1)
-    advance = progress(f"final cross-validation ({config.head})", len(folds))
-    final = cross_validate(X, y, folds, make_head, on_fold=advance)
+    final = _already_scored(member_features, chosen, sweep_results)
+    if final is None:
+        advance = progress(f"final cross-validation ({config.head})", len(folds))
+        final = cross_validate(X, y, folds, make_head, on_fold=advance)
     dummy = dummy_cv(y, folds)
     final_seconds = time.perf_counter() - final_started
 
@@ -167,6 +169,14 @@ def run(config: RunConfig, progress: Progress = no_progress) -> dict[str, Any]:
         "total": round(time.perf_counter() - started, 3),
     }
     return results
+
+
+def _already_scored(member_features, chosen, sweep_results) -> CVResult | None:
+    """A single swept backbone's final features are those its sweep already scored at L*: no need to fit again."""
+    if len(member_features) == 1:
+        name = member_features[0].member.name
+        return sweep_results.get((name, chosen[name][0])) if len(chosen[name]) == 1 else None
+    return None
 
 
 def _results(config, dataset, member_features, head_spec, pooling, folds_source, per_layer, chosen,

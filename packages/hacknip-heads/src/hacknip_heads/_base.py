@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import numpy as np
-from hacknip.head import CLASSIFICATION, REGRESSION
 from sklearn.base import BaseEstimator
 from sklearn.metrics import accuracy_score, r2_score
 from sklearn.utils import ClassifierTags, RegressorTags
 from sklearn.utils.validation import check_is_fitted
 
+from hacknip.head import CLASSIFICATION, REGRESSION
 from hacknip_heads._validation import as_features, as_targets, check_task
 
 

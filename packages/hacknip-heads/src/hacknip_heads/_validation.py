@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import scipy.sparse
+
 from hacknip.head import CLASSIFICATION, REGRESSION
 
 TASKS = (REGRESSION, CLASSIFICATION)

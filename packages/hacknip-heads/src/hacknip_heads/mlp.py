@@ -7,11 +7,11 @@ from typing import Any
 
 import numpy as np
 import torch
-from hacknip.head import CLASSIFICATION, REGRESSION
 from sklearn.model_selection import train_test_split
 from sklearn.utils import check_random_state
 from torch import nn
 
+from hacknip.head import CLASSIFICATION, REGRESSION
 from hacknip_heads._base import BaseHead
 
 PREDICT_CHUNK_ROWS = 8192

@@ -5,10 +5,10 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-from hacknip.head import CLASSIFICATION, REGRESSION
 from sklearn.linear_model import LogisticRegressionCV, RidgeCV
 from sklearn.model_selection import StratifiedKFold
 
+from hacknip.head import CLASSIFICATION, REGRESSION
 from hacknip_heads._base import BaseHead
 
 DEFAULT_ALPHAS = np.logspace(-3, 3, 13)

@@ -5,8 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 import xgboost
-from hacknip.head import CLASSIFICATION, REGRESSION
 
+from hacknip.head import CLASSIFICATION, REGRESSION
 from hacknip_heads._base import BaseHead
 
 

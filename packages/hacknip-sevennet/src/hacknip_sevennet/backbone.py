@@ -28,7 +28,7 @@ from sevenn.nn.sequential import AtomGraphSequential
 from sevenn.train.dataload import unlabeled_atoms_to_graph
 from torch_geometric.data import Batch
 
-from hacknip.backbone import check_layers, file_sha256
+from hacknip.backbone import check_elements, check_layers, file_sha256
 from hacknip.capture import forward_capturing
 
 SPEC_NAME = "sevennet"
@@ -62,14 +62,6 @@ def load(
     saved = sevenn.util.load_checkpoint(str(path))
     return SevenNetBackbone(saved.build_model(), name=name, model=model, checkpoint=path, modal=modal,
                             default_modal=saved.config.get("default_modal"), device=device, batch_size=batch_size)
-
-
-def load_7net_l3i5(checkpoint: str | Path | None = None, **options: Any) -> SevenNetBackbone:
-    return load(checkpoint, model="7net-l3i5", **options)
-
-
-def load_7net_mf_0(checkpoint: str | Path | None = None, **options: Any) -> SevenNetBackbone:
-    return load(checkpoint, model="7net-mf-0", **options)
 
 
 def pretrained_checkpoint(model: str) -> Path:
@@ -209,24 +201,3 @@ class SevenNetBackbone:
         sizes = [len(atoms) for atoms in structures]
         per_layer = {layer: torch.split(captured[layer].to("cpu", torch.float32), sizes) for layer in layers}
         return [{layer: per_layer[layer][index].numpy() for layer in layers} for index in range(len(structures))]
-
-
-def check_elements(structures: Sequence[Atoms], supported: frozenset[int], backbone: str) -> None:
-    """Fail before the network sees an element outside its type map (sevenn would map it to index -1)."""
-    for index, atoms in enumerate(structures):
-        unknown = sorted(set(atoms.numbers.tolist()) - supported)
-        if unknown:
-            raise ValueError(f"{backbone} does not support the elements with atomic numbers {unknown} "
-                             f"(structure {index}, {atoms.get_chemical_formula()}); it supports Z = "
-                             f"{describe_numbers(supported)}")
-
-
-def describe_numbers(numbers: frozenset[int]) -> str:
-    """``{1, 2, 3, 5}`` -> ``"1-3, 5"``."""
-    runs: list[list[int]] = []
-    for number in sorted(numbers):
-        if runs and number == runs[-1][-1] + 1:
-            runs[-1].append(number)
-        else:
-            runs.append([number])
-    return ", ".join(f"{run[0]}-{run[-1]}" if len(run) > 1 else str(run[0]) for run in runs)

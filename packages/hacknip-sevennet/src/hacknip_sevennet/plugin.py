@@ -10,7 +10,7 @@ from hacknip.backbone import BackboneSpec
 
 
 class ShippedModel(NamedTuple):
-    factory: str
+    model: str
     cutoff: float
     layer_widths: tuple[int, ...]
     description: str
@@ -22,13 +22,13 @@ _LAYERS = "layer 0 = node embedding, 1-5 = scalar (0e) part of each interaction 
 # 5 Å cutoff, a 128x0e node embedding and 5 interaction blocks whose gates output 128 scalar (0e) channels.
 SHIPPED_MODELS = {
     "sevennet": ShippedModel(
-        "hacknip_sevennet.backbone:load", 5.0, (128,) * 6,
+        "7net-0", 5.0, (128,) * 6,
         f"SevenNet-0 (7net-0, 11Jul2024; MPtrj; lmax 2): {_LAYERS}"),
     "sevennet:7net-l3i5": ShippedModel(
-        "hacknip_sevennet.backbone:load_7net_l3i5", 5.0, (128,) * 6,
+        "7net-l3i5", 5.0, (128,) * 6,
         f"SevenNet-l3i5 (MPtrj; lmax 3): {_LAYERS}"),
     "sevennet:7net-mf-0": ShippedModel(
-        "hacknip_sevennet.backbone:load_7net_mf_0", 5.0, (128,) * 6,
+        "7net-mf-0", 5.0, (128,) * 6,
         f"SevenNet-MF-0 (multi-fidelity, modal= PBE (default) or R2SCAN): {_LAYERS}"),
 }
 
@@ -38,7 +38,8 @@ def register_backbones(register):
     for name, model in SHIPPED_MODELS.items():
         register(BackboneSpec(
             name=name,
-            factory=model.factory,
+            factory="hacknip_sevennet.backbone:load",
+            options={"model": model.model},
             cutoff=model.cutoff,
             layer_widths=model.layer_widths,
             needs_supercell=False,
