@@ -1,7 +1,8 @@
 """The ``Head`` protocol: a shallow model trained on structure embeddings, scikit-learn style.
 
 Heads receive standardised features (hacknip fits a scaler on each training fold) and must not keep state
-between ``fit`` calls. ``predict_proba`` is required for heads serving classification.
+between ``fit`` calls. ``predict_proba`` is required for heads serving classification. A head class may offer a
+``search_space(trial)`` classmethod returning hyperparameters drawn from an Optuna trial (used by tuning).
 """
 
 from __future__ import annotations
