@@ -14,7 +14,7 @@ import click
 
 from hacknip import __version__
 
-ERRORS_FOR_PEOPLE = (ValueError, LookupError, FileNotFoundError)
+ERRORS_FOR_PEOPLE = (ValueError, LookupError, FileNotFoundError, ImportError)
 
 
 def friendly_errors(command):
@@ -119,6 +119,8 @@ def data_options(command):
         click.option("--limit", type=int, help="Use only the first N structures (quick tries)."),
         click.option("--batch-size", default=16, show_default=True, help="Structures per forward pass."),
         click.option("--device", default="cpu", show_default=True, help="torch device for the backbone."),
+        click.option("--backbone-option", "backbone_options", multiple=True,
+                     help="Backbone loader option KEY=VALUE (repeatable), e.g. default_dtype=float64, modal=R2SCAN."),
         click.option("--store", type=click.Path(path_type=Path), envvar="HACKNIP_STORE",
                      help="Feature store folder (default: $HACKNIP_HOME/features)."),
     ]
@@ -158,7 +160,8 @@ def _run_config(**options):
 @cli.command()
 @data_options
 @friendly_errors
-def featurize(data, backbone, target, structure_column, id_column, targets, on_error, limit, batch_size, device, store):
+def featurize(data, backbone, target, structure_column, id_column, targets, on_error, limit, batch_size, device,
+              backbone_options, store):
     """Featurise a dataset into the feature store (every layer, resumable, nothing computed twice)."""
     from rich.console import Console
 
@@ -167,7 +170,8 @@ def featurize(data, backbone, target, structure_column, id_column, targets, on_e
 
     config = _run_config(data=data, backbone=backbone, target=target, structure_column=structure_column,
                          id_column=id_column, targets=targets, on_error=on_error, limit=limit, batch_size=batch_size,
-                         device=device, store=store)
+                         device=device, backbone_options=_parse_key_values(backbone_options, "--backbone-option"),
+                         store=store)
     dataset = load_data(config)
     with progress_bars() as start:
         dataset, members = featurize_members(dataset, parse_backbones(backbone), config, FeatureStore(store), start)
@@ -179,12 +183,12 @@ def featurize(data, backbone, target, structure_column, id_column, targets, on_e
         console.print(f"[yellow]skipped[/] {entry.row} ({entry.id}): {entry.reason}")
 
 
-def _parse_head_params(values) -> dict:
+def _parse_key_values(values, option: str) -> dict:
     params = {}
     for text in values:
         key, sep, value = text.partition("=")
         if not sep or not key:
-            raise click.BadParameter(f"{text!r}: write KEY=VALUE, e.g. n_estimators=500", param_hint="--head-param")
+            raise click.BadParameter(f"{text!r}: write KEY=VALUE, e.g. n_estimators=500", param_hint=option)
         try:
             params[key] = json.loads(value)
         except json.JSONDecodeError:
@@ -203,8 +207,8 @@ def _parse_head_params(values) -> dict:
               help="Matbench leaderboard summary CSV (default: leaderboard/ beside --data).")
 @click.option("--out", type=click.Path(path_type=Path), help="Output folder (default: runs/<data>-<backbone>-<head>-<time>).")
 @friendly_errors
-def run(data, backbone, target, structure_column, id_column, targets, on_error, limit, batch_size, device, store,
-        head, head_params, pooling, folds_file, leaderboard_file, out):
+def run(data, backbone, target, structure_column, id_column, targets, on_error, limit, batch_size, device,
+        backbone_options, store, head, head_params, pooling, folds_file, leaderboard_file, out):
     """Featurise, sweep the layers, cross-validate a head, and report (results.json, parity.png, layers.png)."""
     from rich.console import Console
 
@@ -213,7 +217,8 @@ def run(data, backbone, target, structure_column, id_column, targets, on_error, 
 
     config = _run_config(data=data, backbone=backbone, target=target, structure_column=structure_column,
                          id_column=id_column, targets=targets, on_error=on_error, limit=limit, batch_size=batch_size,
-                         device=device, store=store, head=head, head_params=_parse_head_params(head_params),
+                         device=device, backbone_options=_parse_key_values(backbone_options, "--backbone-option"),
+                         store=store, head=head, head_params=_parse_key_values(head_params, "--head-param"),
                          pooling=pooling, folds_file=folds_file, leaderboard_file=leaderboard_file)
     with progress_bars() as start:
         results = run_pipeline(config, start)

@@ -43,6 +43,7 @@ class RunConfig:
     on_error: str = "raise"
     batch_size: int = 16
     device: str = "cpu"
+    backbone_options: dict[str, Any] = field(default_factory=dict)
     folds_file: Path | None = None
     leaderboard_file: Path | None = None
     limit: int | None = None
@@ -71,7 +72,7 @@ def featurize_members(dataset: Dataset, members: list[Member], config: RunConfig
     results = []
     for member in members:
         try:
-            backbone = load_backbone(member.name, device=config.device)
+            backbone = load_backbone(member.name, device=config.device, **config.backbone_options)
         except UnknownNameError as missing_plugin:
             results.append(_stored_only(member, dataset, store, missing_plugin))
             continue

@@ -1,0 +1,308 @@
+"""MACE (the ``mace-torch`` package) as a hacknip backbone.
+
+Layer 0 is the node embedding: the node features entering the first interaction, i.e. the output of
+``node_embedding`` (one-hot element -> linear, all scalars; plus the joint embedding of graph-level inputs for models
+that have one). Layer ``i`` (1..num_interactions) is the output of ``products[i - 1]``, the product-basis block that
+ends interaction ``i - 1``, keeping only its scalar (0e) channels, found from the block's irreps. In MACE-MP models
+products[0] outputs the hidden irreps (e.g. 128x0e+128x1o for medium) and the last product outputs scalars only
+(128x0e). With ``equivariant=True`` every channel is kept instead (e3nn layout), and the widths are the irreps'
+dimensions.
+
+Graphs are built the way mace's own ASE calculator builds them (``config_from_atoms`` -> ``AtomicData.from_config``
+-> ``Batch.from_data_list``); several structures go into one batch, and all requested layers come from one forward
+pass that stops after the deepest of them, so no readout, energy, force or stress is computed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import io
+import re
+import sys
+import warnings
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import e3nn
+import numpy as np
+import torch
+from ase import Atoms
+from e3nn.o3 import Irreps
+
+with contextlib.redirect_stdout(io.StringIO()):  # mace prints a notice about cuequivariance when imported
+    import mace
+    from mace import data as mace_data
+    from mace.calculators.foundations_models import download_mace_mp_checkpoint, mace_mp_urls
+    from mace.tools import torch_geometric
+    from mace.tools.utils import AtomicNumberTable
+
+from hacknip.backbone import check_elements, check_layers, file_sha256
+from hacknip.capture import forward_capturing
+from hacknip_mace.plugin import (
+    DEFAULT_MODEL,
+    MACE_MP_CUTOFF,
+    MACE_MP_LAYER_WIDTHS,
+    PRETRAINED_MODELS,
+    factory_name,
+)
+
+SPEC_NAME = "mace"
+SUPPORTED_E3NN = ((0, 5, 0), (0, 5, 1))
+DTYPES = {"float32": torch.float32, "float64": torch.float64}
+_NAME_OF_KEY = {model.mace_key: name for name, model in PRETRAINED_MODELS.items()}
+
+
+class IncompatibleE3nnError(ImportError):
+    """The installed e3nn cannot read pickled MACE models."""
+
+
+class MACEDownloadError(FileNotFoundError):
+    """The weights of a pretrained model are not on this machine and mace-torch could not download them (typically:
+    no network). A FileNotFoundError, so hacknip's command line shows it as one line."""
+
+
+def check_e3nn(version: str | None = None) -> None:
+    """Pickled MACE ``.model`` files hold e3nn objects; they load on e3nn 0.5.0-0.5.1 and fail on >= 0.5.2."""
+    version = e3nn.__version__ if version is None else version
+    match = re.match(r"(\d+)\.(\d+)\.(\d+)", version)
+    if match is None or tuple(int(part) for part in match.groups()) not in SUPPORTED_E3NN:
+        raise IncompatibleE3nnError(
+            f"hacknip-mace needs e3nn 0.5.0 or 0.5.1 to load MACE models, but e3nn {version} is installed (pickled "
+            "MACE models fail to load on e3nn >= 0.5.2). Fix: pip install e3nn==0.5.1 (mace-torch itself pins 0.4.4: "
+            "install it with pip install --no-deps mace-torch==0.3.16)")
+
+
+def mace_key(model: str) -> str:
+    """The key mace-torch knows a pretrained model by: ``"mace-mp-0a-medium"`` -> ``"medium"``; keys pass through."""
+    if model in PRETRAINED_MODELS:
+        return PRETRAINED_MODELS[model].mace_key
+    if model in mace_mp_urls:
+        return model
+    raise ValueError(f"{model!r} is neither a MACE model file nor a pretrained MACE model; hacknip-mace knows "
+                     f"{', '.join(PRETRAINED_MODELS)}, and mace-torch also {', '.join(sorted(mace_mp_urls))}")
+
+
+def pretrained_checkpoint(model: str) -> Path:
+    """The local file of a pretrained model, through mace-torch's own downloader and cache (``~/.cache/mace``)."""
+    key = mace_key(model)
+    try:
+        with contextlib.redirect_stdout(sys.stderr):  # mace prints download progress; keep stdout for hacknip
+            return Path(download_mace_mp_checkpoint(key))
+    except Exception as error:
+        raise MACEDownloadError(
+            f"could not get the MACE model {model!r}: mace-torch downloads it from {mace_mp_urls[key]} and that "
+            f"failed ({type(error).__name__}: {error}). Without network, download the file on another machine and "
+            "pass its local path instead, e.g. --backbone mace:/path/to/mace.model") from error
+
+
+def read_model(path: str | Path, device: str = "cpu") -> torch.nn.Module:
+    """A MACE model from a ``.model`` file."""
+    check_e3nn()
+    # MACE saves and ships its models as whole pickled torch.nn.Module objects (torch.save(model)), not as state
+    # dicts, so they can only be read with weights_only=False, i.e. by unpickling: load only model files you trust.
+    network = torch.load(path, map_location=device, weights_only=False)
+    missing = [part for part in ("node_embedding", "interactions", "products", "atomic_numbers", "r_max")
+               if not hasattr(network, part)]
+    if not isinstance(network, torch.nn.Module) or missing:
+        raise ValueError(f"{path} does not hold a MACE model (a pickled mace.modules network, as MACE saves them); "
+                         f"it holds a {type(network).__name__}"
+                         + (f" without {', '.join(missing)}" if isinstance(network, torch.nn.Module) else ""))
+    return network
+
+
+def load(
+    checkpoint: str | Path | None = None,
+    model: str = DEFAULT_MODEL,
+    device: str = "cpu",
+    default_dtype: str = "float32",
+    equivariant: bool = False,
+    batch_size: int = 16,
+) -> MACEBackbone:
+    """A MACE model: a pretrained one by name (``model``; downloaded once by mace-torch into its cache), or a local
+    ``.model`` file (``checkpoint``). ``checkpoint`` may also name a pretrained model, so ``mace:mace-mp-0b3-medium``
+    and ``mace:medium-mpa-0`` (a mace-torch key) work as backbone names.
+
+    ``default_dtype`` ("float32" | "float64") is the precision the network is converted to and run in.
+    ``equivariant=True`` returns every channel of each layer (scalars and the l > 0 irreps) instead of the invariant
+    scalars only; those features are not rotation-invariant.
+    """
+    check_e3nn()
+    if default_dtype not in DTYPES:
+        raise ValueError(f"default_dtype must be one of {', '.join(DTYPES)}, got {default_dtype!r}")
+    if checkpoint is not None and not Path(checkpoint).is_file():
+        key = str(checkpoint)
+        if key not in PRETRAINED_MODELS and key not in mace_mp_urls:
+            raise FileNotFoundError(
+                f"MACE model file {key!r} does not exist, and it is not the name of a pretrained MACE model "
+                f"({', '.join(PRETRAINED_MODELS)}; or a mace-torch key: {', '.join(sorted(mace_mp_urls))})")
+        model, checkpoint = key, None
+    if checkpoint is None:
+        model = _NAME_OF_KEY.get(model, model)  # "medium" and "mace-mp-0a-medium" are the same weights
+        path = pretrained_checkpoint(model)
+        name = model if model in PRETRAINED_MODELS else f"{SPEC_NAME}:{model}"
+    else:
+        path, model = Path(checkpoint), None
+        name = f"{SPEC_NAME}:{checkpoint}"
+    network = read_model(path, device)
+    network = network.to(DTYPES[default_dtype])
+    backbone = MACEBackbone(network, name=name, model=model, checkpoint_sha256=file_sha256(path), device=device,
+                            equivariant=equivariant, batch_size=batch_size)
+    if model in PRETRAINED_MODELS and not equivariant:
+        listed = (MACE_MP_CUTOFF, MACE_MP_LAYER_WIDTHS)
+        if (backbone.cutoff, backbone.layer_widths) != listed:
+            warnings.warn(f"{name}: the model has cutoff {backbone.cutoff:g} Å and layer widths "
+                          f"{backbone.layer_widths}, hacknip-mace lists {listed[0]:g} Å and {listed[1]}; the "
+                          "model's own are used", stacklevel=2)
+    return backbone
+
+
+def _pretrained_loader(model: str):
+    def load_pretrained(checkpoint: str | Path | None = None, **options: Any) -> MACEBackbone:
+        return load(checkpoint, model=model, **options)
+
+    load_pretrained.__name__ = load_pretrained.__qualname__ = factory_name(model)
+    load_pretrained.__doc__ = f"{PRETRAINED_MODELS[model].description}. Options as for :func:`load`."
+    return load_pretrained
+
+
+# One factory per registered pretrained model (``load_mace_mp_0a_medium`` ...): the specs in plugin.py name them.
+for _model in PRETRAINED_MODELS:
+    globals()[factory_name(_model)] = _pretrained_loader(_model)
+del _model
+
+
+def scalar_channels(irreps: Irreps | str) -> slice | torch.Tensor:
+    """Columns of a feature laid out as ``irreps`` that hold invariant scalars (0e)."""
+    irreps = Irreps(irreps)
+    columns = [column
+               for (_, irrep), span in zip(irreps, irreps.slices())
+               if irrep.l == 0 and irrep.p == 1
+               for column in range(span.start, span.stop)]
+    if not columns:
+        raise ValueError(f"irreps {irreps} have no scalar (0e) channels")
+    if columns == list(range(columns[0], columns[-1] + 1)):
+        return slice(columns[0], columns[-1] + 1)
+    return torch.tensor(columns)
+
+
+class _NodeFeaturesInto:
+    """Stands in for a module in :func:`forward_capturing`: its "output" is the ``node_feats`` the module receives.
+
+    Layer 0 is read where the first interaction takes it, so that it is what the network really propagates (for
+    models with a joint embedding, MACE adds it to the node embedding's output in place before the first interaction).
+    """
+
+    def __init__(self, module: torch.nn.Module) -> None:
+        self.module = module
+
+    def register_forward_hook(self, hook):
+        def pre_hook(module, args, kwargs):
+            hook(module, args, kwargs["node_feats"] if "node_feats" in kwargs else args[1])
+
+        return self.module.register_forward_pre_hook(pre_hook, with_kwargs=True)
+
+
+def layer_irreps(network: torch.nn.Module) -> dict[int, Irreps]:
+    """Irreps of the node features of each layer (see the module docstring for the numbering)."""
+    irreps = {0: Irreps(str(network.node_embedding.linear.irreps_out))}
+    for index, product in enumerate(network.products):
+        irreps[index + 1] = Irreps(str(product.linear.irreps_out))
+    return irreps
+
+
+@contextlib.contextmanager
+def _default_dtype(dtype: torch.dtype) -> Iterator[None]:
+    """mace's data classes create tensors in torch's default dtype (mace's own context manager does not restore it
+    when an exception passes through)."""
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(dtype)
+    try:
+        yield
+    finally:
+        torch.set_default_dtype(previous)
+
+
+class MACEBackbone:
+    """Per-atom features of every MACE layer (see the module docstring for the layer numbering)."""
+
+    needs_supercell = False
+    """MACE's neighbour list (matscipy) holds every periodic image within the cutoff."""
+
+    def __init__(self, network: torch.nn.Module, *, name: str, model: str | None, checkpoint_sha256: str,
+                 device: str = "cpu", equivariant: bool = False, batch_size: int = 16) -> None:
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+        self.device = torch.device(device)
+        self.network = network.to(self.device).eval()
+        self.name = name
+        self.model = model
+        self.checkpoint_sha256 = checkpoint_sha256
+        self.equivariant = bool(equivariant)
+        self.batch_size = batch_size
+        self.dtype = next(network.parameters()).dtype
+        self.cutoff = float(network.r_max)
+        atomic_numbers = [int(z) for z in network.atomic_numbers]
+        self.supported_elements = frozenset(atomic_numbers)
+        self._z_table = AtomicNumberTable(atomic_numbers)
+        self._heads = list(getattr(network, "heads", None) or ["Default"])
+        self.layer_irreps = layer_irreps(network)
+        """Irreps of each layer's full node features; ``layer_widths`` counts their 0e channels (all of them with
+        ``equivariant=True``)."""
+        self._layer_modules: dict[int, Any] = {0: _NodeFeaturesInto(network.interactions[0])}
+        self._layer_modules.update({index + 1: product for index, product in enumerate(network.products)})
+        if self.equivariant:
+            self._columns = {layer: slice(None) for layer in self.layer_irreps}
+            self.layer_widths = tuple(self.layer_irreps[layer].dim for layer in sorted(self.layer_irreps))
+        else:
+            self._columns = {layer: scalar_channels(irreps) for layer, irreps in self.layer_irreps.items()}
+            self.layer_widths = tuple(self.layer_irreps[layer].count("0e") for layer in sorted(self.layer_irreps))
+
+    def identity(self) -> dict[str, Any]:
+        return {
+            "name": SPEC_NAME,
+            "library": "mace-torch",
+            "library_version": mace.__version__,
+            "model": self.model,
+            "checkpoint_sha256": self.checkpoint_sha256,
+            "cutoff": self.cutoff,
+            "dtype": str(self.dtype).removeprefix("torch."),
+            "features": "equivariant" if self.equivariant else "invariant",
+        }
+
+    def per_atom_features(self, structures: Sequence[Atoms], layers: Sequence[int]) -> list[dict[int, np.ndarray]]:
+        layers = check_layers(self, layers)
+        structures = list(structures)
+        check_elements(structures, self.supported_elements, self.name)
+        features: list[dict[int, np.ndarray]] = []
+        for start in range(0, len(structures), self.batch_size):
+            features.extend(self._one_pass(structures[start:start + self.batch_size], layers))
+        return features
+
+    def calculator(self, **options: Any):
+        """mace's ASE calculator on the same network (energy, forces, stress)."""
+        from mace.calculators import MACECalculator
+
+        return MACECalculator(models=self.network, device=str(self.device),
+                              default_dtype=str(self.dtype).removeprefix("torch."), **options)
+
+    def _graph(self, atoms: Atoms):
+        config = mace_data.config_from_atoms(atoms, key_specification=mace_data.KeySpecification(),
+                                             head_name=self._heads[-1])
+        return mace_data.AtomicData.from_config(config, z_table=self._z_table, cutoff=self.cutoff, heads=self._heads)
+
+    def _extract(self, layer: int, output: torch.Tensor) -> torch.Tensor:
+        return output[:, self._columns[layer]].clone()
+
+    def _one_pass(self, structures: list[Atoms], layers: list[int]) -> list[dict[int, np.ndarray]]:
+        with _default_dtype(self.dtype):
+            graphs = [self._graph(atoms) for atoms in structures]
+        batch = torch_geometric.Batch.from_data_list(graphs).to(self.device).to_dict()
+        run = functools.partial(self.network, batch, training=False, compute_force=False, compute_virials=False,
+                                compute_stress=False)
+        with torch.no_grad():
+            captured = forward_capturing(run, self._layer_modules, layers, self._extract)
+        sizes = [len(atoms) for atoms in structures]
+        per_layer = {layer: torch.split(captured[layer].cpu(), sizes) for layer in layers}
+        return [{layer: per_layer[layer][index].numpy() for layer in layers} for index in range(len(structures))]
