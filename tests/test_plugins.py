@@ -123,3 +123,16 @@ def test_listing_is_fast_and_imports_no_heavy_library():
     assert result.returncode == 0, result.stderr
     assert result.stdout.startswith("[]"), f"listing imported {result.stdout}"
     assert elapsed < 2.0, f"hacknip list took {elapsed:.2f} s"
+
+
+def test_a_broken_plugin_is_skipped_with_a_warning(tmp_path):
+    """A plugin whose module fails to import must not hide the others."""
+    dist = tmp_path / "broken_plugin-1.0.dist-info"
+    dist.mkdir()
+    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: broken-plugin\nVersion: 1.0\n")
+    (dist / "entry_points.txt").write_text("[hacknip]\nbroken = module_that_does_not_exist\n")
+    env = {"PYTHONPATH": os.pathsep.join([str(tmp_path), os.environ.get("PYTHONPATH", "")])}
+    result = _hacknip("list", "--json", env=env)
+    assert result.returncode == 0, result.stderr
+    assert "'broken' (broken-plugin) could not be loaded" in result.stderr
+    assert "chgnet" in {b["name"] for b in json.loads(result.stdout)["backbones"]}

@@ -7,6 +7,7 @@ set it to an empty string to load none. Plugin modules are imported, but they re
 from __future__ import annotations
 
 import os
+import warnings
 from dataclasses import dataclass
 from importlib import metadata
 
@@ -52,7 +53,13 @@ def load_plugins() -> pluggy.PluginManager:
             continue
         if pm.has_plugin(entry_point.name):
             continue
-        pm.register(entry_point.load(), name=entry_point.name)
+        try:
+            module = entry_point.load()
+        except Exception as error:  # one broken plugin must not take the others down with it
+            warnings.warn(f"hacknip plugin {entry_point.name!r} ({dist_name}) could not be loaded and is skipped: "
+                          f"{type(error).__name__}: {error}", stacklevel=2)
+            continue
+        pm.register(module, name=entry_point.name)
         _distributions[entry_point.name] = PluginInfo(entry_point.name, dist_name, dist.version if dist else "")
     return pm
 
