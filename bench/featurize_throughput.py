@@ -21,6 +21,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+
 from hacknip.featurize import featurize, layer_matrix
 from hacknip.registry import load_backbone
 from hacknip.store import FeatureStore

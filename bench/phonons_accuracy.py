@@ -44,7 +44,7 @@ def main():
                      "seconds": results["timings_s"]["total"]})
         print(json.dumps(rows[-1]), flush=True)
     (args.out / "summary.json").write_text(json.dumps(rows, indent=2))
-    print(f"\n| backbone | pooling | layer(s) | features | MAE (cm⁻¹) | relative MAE | leaderboard rank |")
+    print("\n| backbone | pooling | layer(s) | features | MAE (cm⁻¹) | relative MAE | leaderboard rank |")
     print("|---|---|---|---|---|---|---|")
     for row in rows:
         print(f"| `{row['backbone']}` | {row['pooling']} | {row['best_layer']} | {row['n_features']} | "

@@ -9,6 +9,7 @@ import sys
 import time
 
 import pytest
+
 from hacknip import hookimpl
 from hacknip.backbone import BackboneSpec
 from hacknip.head import HeadSpec
