@@ -5,6 +5,7 @@ import json
 
 import numpy as np
 import pytest
+
 from hacknip.compose import parse_backbones
 from hacknip.evaluation import dummy_cv, matbench_folds, random_folds, regression_metrics
 from hacknip.leaderboard import leaderboard_rank
