@@ -85,6 +85,8 @@ def test_run_combines_features_made_where_the_plugin_was_installed(toy_plugin, p
     from hacknip.plugins import pm
 
     assert _run(["featurize", "--data", str(phonons_path), "--backbone", "toy", "--limit", "60"]).exit_code == 0
+    # a checkpoint variant: its identity is named "toy", but users find it again by the name they typed
+    assert _run(["featurize", "--data", str(phonons_path), "--backbone", "toy:my.ckpt", "--limit", "60"]).exit_code == 0
     pm.unregister(name="toy-test-plugin")
     try:
         result = _run(["run", "--data", str(phonons_path), "--backbone", "toy", "--head", "ridge", "--limit", "60",
@@ -92,6 +94,11 @@ def test_run_combines_features_made_where_the_plugin_was_installed(toy_plugin, p
         assert result.exit_code == 0, result.output
         results = json.loads((tmp_path / "out" / "results.json").read_text())
         assert results["backbones"][0]["computed"] == 0 and len(results["per_layer"]) == 3
+        variant = _run(["run", "--data", str(phonons_path), "--backbone", "toy:my.ckpt@2", "--head", "ridge",
+                        "--limit", "60", "--out", str(tmp_path / "variant")])
+        assert variant.exit_code == 0, variant.output
+        identity = json.loads((tmp_path / "variant" / "results.json").read_text())["backbones"][0]["identity"]
+        assert identity["checkpoint"] == "my.ckpt"
         missing = CliRunner().invoke(cli, ["run", "--data", str(phonons_path), "--backbone", "toy", "--limit", "70"])
         assert missing.exit_code == 1 and "miss some of these structures" in missing.output
     finally:

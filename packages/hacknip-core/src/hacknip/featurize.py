@@ -59,15 +59,17 @@ def featurize(
     batch_size: int = 16,
     on_error: str = "raise",
     on_progress: Callable[[int], None] | None = None,
+    name: str | None = None,
 ) -> FeaturizeReport:
     """Make sure the store holds ``layers`` (default: all) of every sample; compute only what is missing.
 
     Samples the backbone cannot featurise (unknown element, a failure inside the model) raise a
-    :class:`BadInputError` naming the row, or with ``on_error="skip"`` are returned in ``rejected``.
+    :class:`BadInputError` naming the row, or with ``on_error="skip"`` are returned in ``rejected``. ``name`` is
+    the backbone name as the user typed it, recorded in the store beside the backbone's own.
     """
     started = time.perf_counter()
     layers = check_layers(backbone, range(len(backbone.layer_widths)) if layers is None else layers)
-    features = store.open(backbone.identity())
+    features = store.open(backbone.identity(), names=[n for n in (backbone.name, name) if n])
     keys = [structure_hash(sample.atoms) for sample in dataset.samples]
     rejected: list[SkippedRow] = []
     todo = []

@@ -78,7 +78,7 @@ def featurize_members(dataset: Dataset, members: list[Member], config: RunConfig
             continue
         advance = progress(f"featurising with {member.name}", len(dataset.samples))
         report = featurize(dataset, backbone, store, batch_size=config.batch_size, on_error=config.on_error,
-                           on_progress=advance)
+                           on_progress=advance, name=member.name)
         dataset = dataset.drop(report.rejected)
         results.append(MemberFeatures(member, report.features, len(backbone.layer_widths),
                                       report.seconds, report.computed, report.reused))

@@ -152,22 +152,35 @@ class FeatureStore:
     def __init__(self, root: str | Path | None = None):
         self.root = Path(root) if root else hacknip_home() / "features"
 
-    def open(self, identity: dict[str, Any]) -> BackboneFeatures:
+    def open(self, identity: dict[str, Any], names: Iterable[str] = ()) -> BackboneFeatures:
+        """The features of ``identity``; ``names`` are the backbone names users typed for it (``orb-v2-paper``,
+        ``chgnet:/path/x.pth``), recorded so that another environment can find these features by the same name."""
         path = self.root / f"{_slug(identity['name'])}-{identity_key(identity)}"
         path.mkdir(parents=True, exist_ok=True)
         identity_file = path / "identity.json"
         if not identity_file.exists():
             text = json.dumps(identity, indent=2, sort_keys=True).encode()
             _atomic_write(identity_file, lambda stream: stream.write(text))
+        known = _read_names(path)
+        if not set(names) <= known:
+            text = json.dumps(sorted(known | set(names))).encode()
+            _atomic_write(path / "names.json", lambda stream: stream.write(text))
         return BackboneFeatures(path, identity)
 
     def identities(self) -> list[dict[str, Any]]:
         """Every backbone identity with stored features."""
-        found = []
-        for identity_file in sorted(self.root.glob("*/identity.json")):
-            found.append(json.loads(identity_file.read_text()))
-        return found
+        return [json.loads(file.read_text()) for file in sorted(self.root.glob("*/identity.json"))]
 
     def find(self, name: str) -> list[dict[str, Any]]:
-        """Stored identities registered under ``name`` (used when the backbone's plugin is not installed here)."""
-        return [identity for identity in self.identities() if identity.get("name") == name]
+        """Stored identities known under ``name`` (used when the backbone's plugin is not installed here)."""
+        found = []
+        for file in sorted(self.root.glob("*/identity.json")):
+            identity = json.loads(file.read_text())
+            if name == identity.get("name") or name in _read_names(file.parent):
+                found.append(identity)
+        return found
+
+
+def _read_names(folder: Path) -> set[str]:
+    file = folder / "names.json"
+    return set(json.loads(file.read_text())) if file.exists() else set()
