@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 import importlib
 import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
@@ -107,6 +107,25 @@ def check_elements(structures: Sequence[Atoms], supported: frozenset[int], backb
             raise ValueError(f"{backbone} does not support the elements with atomic numbers {unknown} "
                              f"(structure {index}, {atoms.get_chemical_formula()}); it supports Z = "
                              f"{describe_numbers(supported)}")
+
+
+def per_atom_features_in_batches(
+    backbone: Backbone,
+    structures: Sequence[Atoms],
+    layers: Sequence[int],
+    batch_size: int,
+    one_pass: Callable[[list[Atoms], list[int]], list[dict[int, np.ndarray]]],
+) -> list[dict[int, np.ndarray]]:
+    """The body of a plugin's ``per_atom_features``: validate layers and elements, then run ``one_pass(batch,
+    layers)`` (one forward pass for every requested layer) over consecutive batches."""
+    layers = check_layers(backbone, layers)
+    structures = list(structures)
+    if backbone.supported_elements is not None:
+        check_elements(structures, backbone.supported_elements, backbone.name)
+    features: list[dict[int, np.ndarray]] = []
+    for start in range(0, len(structures), batch_size):
+        features.extend(one_pass(structures[start:start + batch_size], layers))
+    return features
 
 
 def check_layers(backbone: Backbone, layers: Sequence[int]) -> list[int]:

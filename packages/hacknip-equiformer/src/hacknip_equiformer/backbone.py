@@ -49,7 +49,7 @@ from fairchem.core.datasets.atomic_data import AtomicData, atomicdata_list_to_ba
 from fairchem.core.units.mlip_unit import load_predict_unit  # noqa: E402
 from fairchem.core.units.mlip_unit.api.inference import InferenceSettings  # noqa: E402
 
-from hacknip.backbone import check_elements, check_layers, file_sha256  # noqa: E402
+from hacknip.backbone import file_sha256, per_atom_features_in_batches  # noqa: E402
 from hacknip.capture import forward_capturing  # noqa: E402
 from hacknip_equiformer._common import InputOf, fixed_rng, split_checkpoint  # noqa: E402
 
@@ -210,13 +210,7 @@ class FairchemBackbone:
         }
 
     def per_atom_features(self, structures: Sequence[Atoms], layers: Sequence[int]) -> list[dict[int, np.ndarray]]:
-        layers = check_layers(self, layers)
-        structures = list(structures)
-        check_elements(structures, self.supported_elements, self.name)
-        features: list[dict[int, np.ndarray]] = []
-        for start in range(0, len(structures), self.batch_size):
-            features.extend(self._one_pass(structures[start:start + self.batch_size], layers))
-        return features
+        return per_atom_features_in_batches(self, structures, layers, self.batch_size, self._one_pass)
 
     def calculator(self, **options: Any):
         """fairchem's ASE calculator on the same predict unit and task (energy, forces, stress)."""

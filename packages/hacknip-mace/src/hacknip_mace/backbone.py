@@ -38,7 +38,7 @@ with contextlib.redirect_stdout(io.StringIO()):  # mace prints a notice about cu
     from mace.tools import torch_geometric
     from mace.tools.utils import AtomicNumberTable
 
-from hacknip.backbone import check_elements, check_layers, file_sha256
+from hacknip.backbone import file_sha256, per_atom_features_in_batches
 from hacknip.capture import forward_capturing
 from hacknip_mace.plugin import (
     DEFAULT_MODEL,
@@ -272,13 +272,7 @@ class MACEBackbone:
         }
 
     def per_atom_features(self, structures: Sequence[Atoms], layers: Sequence[int]) -> list[dict[int, np.ndarray]]:
-        layers = check_layers(self, layers)
-        structures = list(structures)
-        check_elements(structures, self.supported_elements, self.name)
-        features: list[dict[int, np.ndarray]] = []
-        for start in range(0, len(structures), self.batch_size):
-            features.extend(self._one_pass(structures[start:start + self.batch_size], layers))
-        return features
+        return per_atom_features_in_batches(self, structures, layers, self.batch_size, self._one_pass)
 
     def calculator(self, **options: Any):
         """mace's ASE calculator on the same network (energy, forces, stress)."""

@@ -28,7 +28,7 @@ from sevenn.nn.sequential import AtomGraphSequential
 from sevenn.train.dataload import unlabeled_atoms_to_graph
 from torch_geometric.data import Batch
 
-from hacknip.backbone import check_elements, check_layers, file_sha256
+from hacknip.backbone import file_sha256, per_atom_features_in_batches
 from hacknip.capture import forward_capturing
 
 SPEC_NAME = "sevennet"
@@ -168,13 +168,7 @@ class SevenNetBackbone:
         }
 
     def per_atom_features(self, structures: Sequence[Atoms], layers: Sequence[int]) -> list[dict[int, np.ndarray]]:
-        layers = check_layers(self, layers)
-        structures = list(structures)
-        check_elements(structures, self.supported_elements, self.name)
-        features: list[dict[int, np.ndarray]] = []
-        for start in range(0, len(structures), self.batch_size):
-            features.extend(self._one_pass(structures[start:start + self.batch_size], layers))
-        return features
+        return per_atom_features_in_batches(self, structures, layers, self.batch_size, self._one_pass)
 
     def calculator(self, **options: Any):
         """sevenn's ASE calculator with the same weights and modal (energy, forces, stress)."""
