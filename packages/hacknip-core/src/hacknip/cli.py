@@ -201,6 +201,8 @@ def _parse_key_values(values, option: str) -> dict:
 @click.option("--head", default="lightgbm", show_default=True, help="Shallow model (see hacknip list).")
 @click.option("--head-param", "head_params", multiple=True, help="Head hyperparameter KEY=VALUE (repeatable).")
 @click.option("--pooling", default="mean", show_default=True, help="mean, sum, max, std, or several joined by '+'.")
+@click.option("--task", type=click.Choice(["auto", "regression", "classification"]), default="auto", show_default=True,
+              help="auto: classification when every target is 0 or 1.")
 @click.option("--folds", "folds_file", type=click.Path(exists=True, path_type=Path),
               help="Matbench validation file (default: matbench_v0.1_validation.json.gz beside --data).")
 @click.option("--leaderboard", "leaderboard_file", type=click.Path(exists=True, path_type=Path),
@@ -208,8 +210,8 @@ def _parse_key_values(values, option: str) -> dict:
 @click.option("--out", type=click.Path(path_type=Path), help="Output folder (default: runs/<data>-<backbone>-<head>-<time>).")
 @friendly_errors
 def run(data, backbone, target, structure_column, id_column, targets, on_error, limit, batch_size, device,
-        backbone_options, store, head, head_params, pooling, folds_file, leaderboard_file, out):
-    """Featurise, sweep the layers, cross-validate a head, and report (results.json, parity.png, layers.png)."""
+        backbone_options, store, head, head_params, pooling, task, folds_file, leaderboard_file, out):
+    """Featurise, sweep the layers, cross-validate a head, and report (results.json, parity.png or roc.png, layers.png)."""
     from rich.console import Console
 
     from hacknip.pipeline import run as run_pipeline
@@ -219,7 +221,7 @@ def run(data, backbone, target, structure_column, id_column, targets, on_error, 
                          id_column=id_column, targets=targets, on_error=on_error, limit=limit, batch_size=batch_size,
                          device=device, backbone_options=_parse_key_values(backbone_options, "--backbone-option"),
                          store=store, head=head, head_params=_parse_key_values(head_params, "--head-param"),
-                         pooling=pooling, folds_file=folds_file, leaderboard_file=leaderboard_file)
+                         pooling=pooling, task=task, folds_file=folds_file, leaderboard_file=leaderboard_file)
     with progress_bars() as start:
         results = run_pipeline(config, start)
     out = out or Path("runs") / _run_name(data, backbone, head)

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from hacknip.head import Head
+from hacknip.head import CLASSIFICATION, REGRESSION, Head
 
 MATBENCH_SEED = 18012019
 N_FOLDS = 5
@@ -44,6 +44,30 @@ def random_folds(n: int, n_splits: int = N_FOLDS, seed: int = MATBENCH_SEED) -> 
     return [(train, test) for train, test in KFold(n_splits, shuffle=True, random_state=seed).split(np.arange(n))]
 
 
+def stratified_folds(y: np.ndarray, n_splits: int = N_FOLDS, seed: int = MATBENCH_SEED) -> Folds:
+    """Matbench's folds for classification tasks: StratifiedKFold(5, shuffle=True, random_state=18012019)."""
+    from sklearn.model_selection import StratifiedKFold
+
+    smallest = int(np.bincount(np.asarray(y, dtype=int)).min())
+    if smallest < n_splits:
+        raise ValueError(f"the rarer class has {smallest} samples: too few for {n_splits} stratified folds")
+    splitter = StratifiedKFold(n_splits, shuffle=True, random_state=seed)
+    return [(train, test) for train, test in splitter.split(np.zeros(len(y)), y)]
+
+
+def infer_task(y: np.ndarray) -> str:
+    """Classification when every target is 0 or 1 (both present), regression otherwise."""
+    values = set(np.unique(y).tolist())
+    return CLASSIFICATION if values == {0.0, 1.0} else REGRESSION
+
+
+def check_task(task: str, y: np.ndarray) -> None:
+    if task == CLASSIFICATION and not set(np.unique(y).tolist()) <= {0.0, 1.0}:
+        raise ValueError(f"classification needs 0/1 targets; these have values such as {sorted(set(np.unique(y).tolist()))[:5]}")
+    if task not in METRICS:
+        raise ValueError(f"unknown task {task!r}: use {REGRESSION!r} or {CLASSIFICATION!r}")
+
+
 def regression_metrics(y_true: np.ndarray, y_pred: np.ndarray) -> dict[str, float]:
     error = y_pred - y_true
     total = np.sum((y_true - y_true.mean()) ** 2)
@@ -54,24 +78,67 @@ def regression_metrics(y_true: np.ndarray, y_pred: np.ndarray) -> dict[str, floa
     }
 
 
+def classification_metrics(y_true: np.ndarray, p_positive: np.ndarray) -> dict[str, float]:
+    """ROC-AUC (NaN when the fold holds one class only), accuracy at p > 0.5, and log loss."""
+    from sklearn.metrics import log_loss, roc_auc_score
+
+    labels = np.asarray(y_true, dtype=int)
+    both_classes = len(np.unique(labels)) == 2
+    return {
+        "roc_auc": float(roc_auc_score(labels, p_positive)) if both_classes else float("nan"),
+        "accuracy": float(np.mean((p_positive > 0.5) == labels)),
+        "log_loss": float(log_loss(labels, np.clip(p_positive, 1e-7, 1 - 1e-7), labels=[0, 1])),
+    }
+
+
+@dataclass(frozen=True)
+class Metric:
+    name: str
+    greater_is_better: bool
+
+    def best(self, values: Sequence[float]) -> int:
+        """Index of the best value."""
+        return int(np.nanargmax(values) if self.greater_is_better else np.nanargmin(values))
+
+
+PRIMARY_METRIC = {REGRESSION: Metric("mae", greater_is_better=False), CLASSIFICATION: Metric("roc_auc", greater_is_better=True)}
+METRICS = {REGRESSION: regression_metrics, CLASSIFICATION: classification_metrics}
+
+
 @dataclass
 class CVResult:
     folds: list[dict[str, float]]
-    """Per fold: ``fold``, ``mae``, ``rmse``, ``r2``."""
+    """Per fold: ``fold`` and the task's metrics (``mae``, ``rmse``, ``r2`` or ``roc_auc``, ``accuracy``, ``log_loss``)."""
     predictions: np.ndarray
-    """Out-of-fold prediction of every sample."""
+    """Out-of-fold prediction of every sample: the value (regression) or P(y=1) (classification)."""
+    task: str = REGRESSION
+
+    @property
+    def metric(self) -> Metric:
+        return PRIMARY_METRIC[self.task]
+
+    def mean(self, name: str | None = None) -> float:
+        return float(np.mean([f[name or self.metric.name] for f in self.folds]))
+
+    def std(self, name: str | None = None) -> float:
+        return float(np.std([f[name or self.metric.name] for f in self.folds]))
 
     @property
     def mae_mean(self) -> float:
-        return float(np.mean([f["mae"] for f in self.folds]))
+        return self.mean("mae")
 
     @property
     def mae_std(self) -> float:
-        return float(np.std([f["mae"] for f in self.folds]))
+        return self.std("mae")
+
+    def summary(self) -> dict[str, float]:
+        """``<metric>_mean`` and ``<metric>_std`` for every metric of the task."""
+        names = [key for key in self.folds[0] if key != "fold"]
+        return {f"{name}_{kind}": getattr(self, kind)(name) for name in names for kind in ("mean", "std")}
 
 
 def cross_validate(X: np.ndarray, y: np.ndarray, folds: Folds, make_head: Callable[[], Head],
-                   on_fold: Callable[[], None] | None = None) -> CVResult:
+                   on_fold: Callable[[], None] | None = None, task: str = REGRESSION) -> CVResult:
     """Fit a fresh head on each training fold (features standardised on that fold) and score its test fold."""
     from sklearn.preprocessing import StandardScaler
 
@@ -80,22 +147,28 @@ def cross_validate(X: np.ndarray, y: np.ndarray, folds: Folds, make_head: Callab
     for number, (train, test) in enumerate(folds):
         scaler = StandardScaler().fit(X[train])
         head = make_head().fit(scaler.transform(X[train]), y[train])
-        predictions[test] = head.predict(scaler.transform(X[test]))
-        scores.append({"fold": number, **regression_metrics(y[test], predictions[test])})
+        predictions[test] = predict(head, scaler.transform(X[test]), task)
+        scores.append({"fold": number, **METRICS[task](y[test], predictions[test])})
         if on_fold:
             on_fold()
-    return CVResult(scores, predictions)
+    return CVResult(scores, predictions, task)
 
 
-def dummy_cv(y: np.ndarray, folds: Folds) -> CVResult:
-    """The Matbench dummy model: predict the training-fold mean."""
+def predict(head: Head, X: np.ndarray, task: str) -> np.ndarray:
+    """The value a head predicts for ``task``: its prediction, or P(y=1) for classification."""
+    return head.predict_proba(X)[:, 1] if task == CLASSIFICATION else head.predict(X)
+
+
+def dummy_cv(y: np.ndarray, folds: Folds, task: str = REGRESSION) -> CVResult:
+    """The Matbench dummy model: predict the training-fold mean (for 0/1 targets, the positive fraction)."""
     predictions = np.full(len(y), np.nan)
     scores = []
     for number, (train, test) in enumerate(folds):
         predictions[test] = y[train].mean()
-        scores.append({"fold": number, **regression_metrics(y[test], predictions[test])})
-    return CVResult(scores, predictions)
+        scores.append({"fold": number, **METRICS[task](y[test], predictions[test])})
+    return CVResult(scores, predictions, task)
 
 
-def best_layer(per_layer: Sequence[dict]) -> int:
-    return min(per_layer, key=lambda entry: entry["mae_mean"])["layer"]
+def best_layer(per_layer: Sequence[dict], metric: Metric = PRIMARY_METRIC[REGRESSION]) -> int:
+    """The layer whose ``<metric>_mean`` is best."""
+    return per_layer[metric.best([entry[f"{metric.name}_mean"] for entry in per_layer])]["layer"]

@@ -12,8 +12,20 @@ import numpy as np
 
 from hacknip import __version__
 from hacknip.compose import Member, parse_backbones
-from hacknip.evaluation import CVResult, best_layer, cross_validate, dummy_cv, matbench_folds, random_folds
+from hacknip.evaluation import (
+    PRIMARY_METRIC,
+    CVResult,
+    best_layer,
+    check_task,
+    cross_validate,
+    dummy_cv,
+    infer_task,
+    matbench_folds,
+    random_folds,
+    stratified_folds,
+)
 from hacknip.featurize import featurize, layer_matrix
+from hacknip.head import CLASSIFICATION, REGRESSION
 from hacknip.leaderboard import SUMMARY_FILE, find_matbench_file, leaderboard_rank
 from hacknip.pooling import parse_pooling
 from hacknip.registry import UnknownNameError, create_head, get_head_spec, load_backbone
@@ -35,6 +47,8 @@ class RunConfig:
     backbone: str
     head: str = "lightgbm"
     head_params: dict[str, Any] = field(default_factory=dict)
+    task: str = "auto"
+    """``regression``, ``classification``, or ``auto`` (classification when every target is 0 or 1)."""
     pooling: str = "mean"
     target: str | None = None
     structure_column: str = "cif"
@@ -106,13 +120,31 @@ def dataset_keys(dataset: Dataset) -> list[str]:
     return [structure_hash(sample.atoms) for sample in dataset.samples]
 
 
-def make_folds(dataset: Dataset, config: RunConfig) -> tuple[list, str]:
-    """Official Matbench folds when the data carry Matbench ids and the folds file is found, else KFold."""
+def make_folds(dataset: Dataset, config: RunConfig, task: str = REGRESSION) -> tuple[list, str]:
+    """Official Matbench folds when the data carry Matbench ids and the folds file is found, else Matbench's
+    seeded (Stratified)KFold."""
     if dataset.matbench_task:
         folds_file = config.folds_file or find_matbench_file(Path(config.data), VALIDATION_FILE)
         if folds_file:
             return matbench_folds(dataset.ids, dataset.matbench_task, folds_file), f"official Matbench v0.1 folds ({folds_file})"
+    if task == CLASSIFICATION:
+        return stratified_folds(dataset.targets), "StratifiedKFold(5, shuffle=True, random_state=18012019)"
     return random_folds(len(dataset.samples)), "KFold(5, shuffle=True, random_state=18012019)"
+
+
+def choose_task(config: RunConfig, y: np.ndarray, head_spec) -> str:
+    task = infer_task(y) if config.task == "auto" else config.task
+    check_task(task, y)
+    if task not in head_spec.task_kinds:
+        raise ValueError(f"head {head_spec.name!r} does not do {task} (it does {', '.join(sorted(head_spec.task_kinds))}); "
+                         f"pick another with --head (see hacknip list)")
+    return task
+
+
+def head_factory(config: RunConfig, task: str) -> Callable[[], Any]:
+    """Heads that serve classification take ``task="classification"``; regression is every head's default."""
+    params = {**config.head_params, **({"task": task} if task == CLASSIFICATION else {})}
+    return lambda: create_head(config.head, **params)
 
 
 def run(config: RunConfig, progress: Progress = no_progress) -> dict[str, Any]:
@@ -128,10 +160,10 @@ def run(config: RunConfig, progress: Progress = no_progress) -> dict[str, Any]:
     dataset, member_features = featurize_members(dataset, members, config, store, progress)
     keys = dataset_keys(dataset)
     y = dataset.targets
-    folds, folds_source = make_folds(dataset, config)
-
-    def make_head():
-        return create_head(config.head, **config.head_params)
+    task = choose_task(config, y, head_spec)
+    metric = PRIMARY_METRIC[task]
+    folds, folds_source = make_folds(dataset, config, task)
+    make_head = head_factory(config, task)
 
     sweep_started = time.perf_counter()
     per_layer, chosen, sweep_results = [], {}, {}
@@ -144,11 +176,11 @@ def run(config: RunConfig, progress: Progress = no_progress) -> dict[str, Any]:
         sweep = []
         for layer in range(item.n_layers):
             X = layer_matrix(item.features, keys, [layer], pooling)
-            sweep_results[(item.member.name, layer)] = result = cross_validate(X, y, folds, make_head, on_fold=advance)
-            sweep.append({"backbone": item.member.name, "layer": layer,
-                          "mae_mean": result.mae_mean, "mae_std": result.mae_std})
+            result = cross_validate(X, y, folds, make_head, on_fold=advance, task=task)
+            sweep_results[(item.member.name, layer)] = result
+            sweep.append({"backbone": item.member.name, "layer": layer, **result.summary()})
         per_layer += sweep
-        chosen[item.member.name] = [best_layer(sweep)]
+        chosen[item.member.name] = [best_layer(sweep, metric)]
     sweep_seconds = time.perf_counter() - sweep_started
 
     final_started = time.perf_counter()
@@ -156,11 +188,11 @@ def run(config: RunConfig, progress: Progress = no_progress) -> dict[str, Any]:
     final = _already_scored(member_features, chosen, sweep_results)
     if final is None:
         advance = progress(f"final cross-validation ({config.head})", len(folds))
-        final = cross_validate(X, y, folds, make_head, on_fold=advance)
-    dummy = dummy_cv(y, folds)
+        final = cross_validate(X, y, folds, make_head, on_fold=advance, task=task)
+    dummy = dummy_cv(y, folds, task)
     final_seconds = time.perf_counter() - final_started
 
-    results = _results(config, dataset, member_features, head_spec, pooling, folds_source, per_layer, chosen,
+    results = _results(config, dataset, member_features, head_spec, pooling, folds, folds_source, per_layer, chosen,
                        final, dummy, X.shape[1])
     results["timings_s"] = {
         "read": round(read_seconds, 3),
@@ -180,7 +212,19 @@ def _already_scored(member_features, chosen, sweep_results) -> CVResult | None:
     return None
 
 
-def _results(config, dataset, member_features, head_spec, pooling, folds_source, per_layer, chosen,
+def out_of_fold_predictions(dataset: Dataset, final: CVResult, folds) -> dict[str, list]:
+    """Each sample's id, true value, test fold and prediction (for classification: P(y=1) and the 0/1 label)."""
+    fold_of = np.full(len(dataset.samples), -1)
+    for number, (_, test) in enumerate(folds):
+        fold_of[test] = number
+    predictions = {"id": dataset.ids, "true": dataset.targets.tolist(), "fold": fold_of.tolist()}
+    if final.task == CLASSIFICATION:
+        return {**predictions, "probability": final.predictions.tolist(),
+                "predicted": (final.predictions > 0.5).astype(int).tolist()}
+    return {**predictions, "predicted": final.predictions.tolist()}
+
+
+def _results(config, dataset, member_features, head_spec, pooling, folds, folds_source, per_layer, chosen,
              final: CVResult, dummy: CVResult, n_features: int) -> dict[str, Any]:
     single = len(member_features) == 1 and len(chosen[member_features[0].member.name]) == 1
     best = chosen[member_features[0].member.name][0] if single else chosen
@@ -201,18 +245,18 @@ def _results(config, dataset, member_features, head_spec, pooling, folds_source,
         "folds_source": folds_source,
         "per_layer": per_layer,
         "best_layer": best,
+        "task_kind": final.task,
+        "metric": final.metric.name,
         "folds": final.folds,
-        "mae_mean": final.mae_mean,
-        "mae_std": final.mae_std,
-        "rmse_mean": float(np.mean([f["rmse"] for f in final.folds])),
-        "r2_mean": float(np.mean([f["r2"] for f in final.folds])),
-        "dummy_mae_mean": dummy.mae_mean,
-        "relative_mae": final.mae_mean / dummy.mae_mean,
+        **final.summary(),
+        **{f"dummy_{name}": value for name, value in dummy.summary().items()},
         "skipped": [entry.as_dict() for entry in dataset.skipped],
-        "predictions": {"id": dataset.ids, "true": dataset.targets.tolist(), "predicted": final.predictions.tolist()},
+        "predictions": out_of_fold_predictions(dataset, final, folds),
         "leaderboard": None,
     }
-    if dataset.matbench_task:
+    if final.task == REGRESSION:
+        results["relative_mae"] = final.mae_mean / dummy.mae_mean
+    if dataset.matbench_task and final.task == REGRESSION:
         summary = config.leaderboard_file or find_matbench_file(Path(config.data), SUMMARY_FILE)
         if summary:
             rank = leaderboard_rank(dataset.matbench_task, final.mae_mean, summary)

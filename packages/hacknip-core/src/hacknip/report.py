@@ -1,4 +1,5 @@
-"""What a run leaves behind: ``results.json``, a parity plot, a layer-sweep plot, and the printed summary."""
+"""What a run leaves behind: ``results.json``, a parity plot (regression) or ROC curves (classification), a
+layer-sweep plot, and the printed summary."""
 
 from __future__ import annotations
 
@@ -13,7 +14,10 @@ def write_results(results: dict[str, Any], out: Path) -> list[Path]:
     out.mkdir(parents=True, exist_ok=True)
     written = [out / "results.json"]
     written[0].write_text(json.dumps(results, indent=2, allow_nan=True))
-    written.append(parity_plot(results, out / "parity.png"))
+    if _is_classification(results):
+        written.append(roc_plot(results, out / "roc.png"))
+    else:
+        written.append(parity_plot(results, out / "parity.png"))
     if results["per_layer"]:
         written.append(layer_plot(results, out / "layers.png"))
     return written
@@ -47,21 +51,59 @@ def parity_plot(results: dict[str, Any], path: Path) -> Path:
     return path
 
 
+def roc_plot(results: dict[str, Any], path: Path) -> Path:
+    """One out-of-fold ROC curve per fold, and the diagonal of a model that guesses."""
+    from sklearn.metrics import roc_curve
+
+    plt = _pyplot()
+    true = np.array(results["predictions"]["true"])
+    probability = np.array(results["predictions"]["probability"])
+    figure, axes = plt.subplots(figsize=(5, 5), dpi=120)
+    test_fold = np.array(results["predictions"]["fold"])
+    for fold in results["folds"]:
+        if np.isnan(fold["roc_auc"]):
+            continue
+        test = test_fold == fold["fold"]
+        false_positive, true_positive, _ = roc_curve(true[test], probability[test])
+        axes.plot(false_positive, true_positive, linewidth=1, label=f"fold {fold['fold']} (AUC {fold['roc_auc']:.3f})")
+    axes.plot([0, 1], [0, 1], color="black", linewidth=0.8, linestyle="--")
+    axes.set_xlabel("false positive rate")
+    axes.set_ylabel("true positive rate")
+    axes.set_title(f"{results['backbone']} @ {_layers_text(results['best_layer'])} + {results['head']}: {results['target']}\n"
+                   f"ROC-AUC {results['roc_auc_mean']:.3f} ± {results['roc_auc_std']:.3f}, "
+                   f"accuracy {results['accuracy_mean']:.3f}", fontsize=9)
+    axes.legend(fontsize=7, loc="lower right")
+    axes.set_aspect("equal")
+    figure.tight_layout()
+    figure.savefig(path)
+    plt.close(figure)
+    return path
+
+
+def _is_classification(results: dict[str, Any]) -> bool:
+    return results.get("task_kind") == "classification"
+
+
+METRIC_LABELS = {"mae": "MAE", "roc_auc": "ROC-AUC", "accuracy": "accuracy", "rmse": "RMSE"}
+
+
 def layer_plot(results: dict[str, Any], path: Path) -> Path:
     plt = _pyplot()
+    metric = results["metric"]
     figure, axes = plt.subplots(figsize=(6, 4), dpi=120)
     for name in dict.fromkeys(entry["backbone"] for entry in results["per_layer"]):
         entries = [e for e in results["per_layer"] if e["backbone"] == name]
-        axes.errorbar([e["layer"] for e in entries], [e["mae_mean"] for e in entries],
-                      yerr=[e["mae_std"] for e in entries], marker="o", capsize=3, label=name)
+        axes.errorbar([e["layer"] for e in entries], [e[f"{metric}_mean"] for e in entries],
+                      yerr=[e[f"{metric}_std"] for e in entries], marker="o", capsize=3, label=name)
     from matplotlib.ticker import MaxNLocator
 
     axes.xaxis.set_major_locator(MaxNLocator(integer=True))
     axes.set_xlabel("layer (0 = embedding)")
-    axes.set_ylabel("MAE (5-fold mean ± std)")
+    label = METRIC_LABELS.get(metric, metric)
+    axes.set_ylabel(f"{label} ({len(results['folds'])}-fold mean ± std)")
     # the dummy is named, not drawn: its MAE is usually several times larger and would flatten the curves
     axes.set_title(f"layer sweep, {results['head']} head, {results['pooling']} pooling "
-                   f"(dummy MAE {results['dummy_mae_mean']:.4g})", fontsize=9)
+                   f"(dummy {label} {results[f'dummy_{metric}_mean']:.4g})", fontsize=9)
     axes.legend(fontsize=8)
     figure.tight_layout()
     figure.savefig(path)
@@ -75,19 +117,31 @@ def _layers_text(best: Any) -> str:
     return f"layer {best}"
 
 
+def _score_rows(results: dict[str, Any]) -> list[tuple[str, str]]:
+    if _is_classification(results):
+        return [("ROC-AUC", f"{results['roc_auc_mean']:.3f} ± {results['roc_auc_std']:.3f}"),
+                ("accuracy", f"{results['accuracy_mean']:.3f} ± {results['accuracy_std']:.3f}"),
+                ("dummy ROC-AUC / accuracy", f"{results['dummy_roc_auc_mean']:.3f} / {results['dummy_accuracy_mean']:.3f}")]
+    return [("MAE", f"{results['mae_mean']:.4g} ± {results['mae_std']:.3g}"),
+            ("RMSE / R²", f"{results['rmse_mean']:.4g} / {results['r2_mean']:.3f}"),
+            ("dummy MAE", f"{results['dummy_mae_mean']:.4g}"),
+            ("relative MAE", f"{results['relative_mae']:.3f}")]
+
+
 def print_summary(results: dict[str, Any], console) -> None:
     from rich.table import Table
 
     if results["per_layer"]:
         table = Table(title=f"Layer sweep ({results['head']}, {results['pooling']} pooling, {len(results['folds'])} folds)")
-        for column in ("backbone", "layer", "MAE", "± std"):
+        metric = results["metric"]
+        for column in ("backbone", "layer", METRIC_LABELS.get(metric, metric), "± std"):
             table.add_column(column, justify="right" if column != "backbone" else "left")
         best = results["best_layer"]
         for entry in results["per_layer"]:
             is_best = entry["layer"] == best if not isinstance(best, dict) else [entry["layer"]] == best.get(entry["backbone"])
             style = "bold green" if is_best else None
-            table.add_row(entry["backbone"], str(entry["layer"]), f"{entry['mae_mean']:.4g}", f"{entry['mae_std']:.3g}",
-                          style=style)
+            table.add_row(entry["backbone"], str(entry["layer"]), f"{entry[f'{metric}_mean']:.4g}",
+                          f"{entry[f'{metric}_std']:.3g}", style=style)
         console.print(table)
     summary = Table(title=f"{results['backbone']} → {results['head']} on {results['task'] or results['data']}",
                     show_header=False)
@@ -96,10 +150,8 @@ def print_summary(results: dict[str, Any], console) -> None:
     summary.add_row("samples", f"{results['n_samples']} ({len(results['skipped'])} skipped)")
     summary.add_row("folds", results["folds_source"])
     summary.add_row("best layer", _layers_text(results["best_layer"]))
-    summary.add_row("MAE", f"{results['mae_mean']:.4g} ± {results['mae_std']:.3g}")
-    summary.add_row("RMSE / R²", f"{results['rmse_mean']:.4g} / {results['r2_mean']:.3f}")
-    summary.add_row("dummy MAE", f"{results['dummy_mae_mean']:.4g}")
-    summary.add_row("relative MAE", f"{results['relative_mae']:.3f}")
+    for row in _score_rows(results):
+        summary.add_row(*row)
     if results.get("leaderboard"):
         board = results["leaderboard"]
         ahead = ", ".join(f"{e['algorithm']} {e['mae_mean']:.4g}" for e in board["ahead"][:3])
