@@ -2,19 +2,17 @@
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import numpy as np
 import torch
 from sklearn.model_selection import train_test_split
-from sklearn.utils import check_random_state
 from torch import nn
 
 from hacknip.head import CLASSIFICATION, REGRESSION
 from hacknip_heads._base import BaseHead
+from hacknip_heads._torch_training import EarlyStopping, evaluate_loss, predict_in_chunks, torch_seed, train_one_epoch
 
-PREDICT_CHUNK_ROWS = 8192
 Split = tuple[torch.Tensor, torch.Tensor]  # (features, targets)
 
 
@@ -65,7 +63,7 @@ class MLPHead(BaseHead):
 
     def _fit(self, X, y) -> None:
         self._check_hyperparameters()
-        seed = int(check_random_state(self.random_state).randint(np.iinfo(np.int32).max))
+        seed = torch_seed(self.random_state)
         train_rows, validation_rows = (torch.as_tensor(rows) for rows in self._split_rows(y, seed))
         features = torch.as_tensor(X, dtype=torch.float32)
         targets = torch.as_tensor(self._scaled_targets(y), dtype=torch.float32)
@@ -112,12 +110,13 @@ class MLPHead(BaseHead):
         loss_function = nn.BCEWithLogitsLoss() if self.task == CLASSIFICATION else nn.MSELoss()
         optimizer = torch.optim.AdamW(self.network_.parameters(), lr=self.learning_rate,
                                       weight_decay=self.weight_decay)
-        early_stopping = _EarlyStopping(self.patience)
+        early_stopping = EarlyStopping(self.patience)
         for epoch in range(1, self.max_epochs + 1):
-            self._train_one_epoch(*train, loss_function, optimizer)
+            train_one_epoch(self.network_, *train, loss_function, optimizer, self.batch_size)
             if len(validation[0]) == 0:
                 continue
-            if early_stopping.should_stop(self.network_, self._evaluate(*validation, loss_function), epoch):
+            validation_loss = evaluate_loss(self.network_, *validation, loss_function)
+            if early_stopping.should_stop(self.network_, validation_loss, epoch):
                 break
         if early_stopping.best_weights is not None:
             self.network_.load_state_dict(early_stopping.best_weights)
@@ -127,23 +126,8 @@ class MLPHead(BaseHead):
         self.best_epoch_ = early_stopping.best_epoch or epoch
         self.best_validation_loss_ = early_stopping.best_loss
 
-    def _train_one_epoch(self, X: torch.Tensor, y: torch.Tensor, loss_function, optimizer) -> None:
-        self.network_.train()
-        for batch in torch.randperm(len(X)).split(self.batch_size):
-            optimizer.zero_grad()
-            loss_function(self.network_(X[batch]), y[batch]).backward()
-            optimizer.step()
-
-    def _evaluate(self, X: torch.Tensor, y: torch.Tensor, loss_function) -> float:
-        self.network_.eval()
-        with torch.no_grad():
-            return float(loss_function(self.network_(X), y))
-
     def _network_output(self, X: np.ndarray) -> torch.Tensor:
-        self.network_.eval()
-        with torch.no_grad():
-            chunks = torch.as_tensor(X, dtype=torch.float32).split(PREDICT_CHUNK_ROWS)
-            return torch.cat([self.network_(chunk) for chunk in chunks])
+        return predict_in_chunks(self.network_, X)
 
     def _predict_values(self, X: np.ndarray) -> np.ndarray:
         return self._network_output(X).double().numpy() * self.target_scale_ + self.target_mean_
@@ -161,21 +145,3 @@ def _build_network(n_features: int, hidden_layer_sizes: tuple[int, ...], dropout
     layers += [nn.Linear(width, 1), nn.Flatten(start_dim=0)]
     return nn.Sequential(*layers)
 
-
-class _EarlyStopping:
-    """Remembers the weights of the epoch with the lowest validation loss, and says when to give up."""
-
-    def __init__(self, patience: int):
-        self.patience = patience
-        self.best_loss = math.inf
-        self.best_epoch: int | None = None
-        self.best_weights: dict[str, torch.Tensor] | None = None
-        self.epochs_without_improvement = 0
-
-    def should_stop(self, network: nn.Module, validation_loss: float, epoch: int) -> bool:
-        if validation_loss < self.best_loss:
-            self.best_loss, self.best_epoch, self.epochs_without_improvement = validation_loss, epoch, 0
-            self.best_weights = {name: value.clone() for name, value in network.state_dict().items()}
-            return False
-        self.epochs_without_improvement += 1
-        return self.epochs_without_improvement >= self.patience
