@@ -9,6 +9,7 @@ import sys
 
 import numpy as np
 import pytest
+from ase import Atoms
 from ase.build import bulk
 from toy_backbone import ToyBackbone
 
@@ -123,6 +124,17 @@ def test_supercell_backbones_get_cutoff_sized_cells(tmp_path):
     assert sizes == [2 * 2 * 2 * 2]  # 2-atom primitive Si (widths 3.1 Å) repeated 2x2x2 for a 4 Å cutoff
     _, n_atoms = report.features.read(report.keys, 0)
     assert n_atoms.tolist() == [2]  # sum pooling stays per input cell
+
+
+def test_featurize_uses_the_backbones_supercell_rule(tmp_path):
+    backbone = ToyBackbone(needs_supercell=True)
+    backbone.supercell_rule = "lattice-lengths"
+    sizes = []
+    original = backbone.per_atom_features
+    backbone.per_atom_features = lambda structures, layers: sizes.extend(map(len, structures)) or original(structures, layers)
+    skewed = Atoms("Si", cell=[[4.0, 0.0, 0.0], [3.2, 1.1, 0.0], [2.1, 0.6, 2.4]], pbc=True)
+    featurize(Dataset([Sample("skewed", "row 0", skewed, 1.0)], "y", "test"), backbone, FeatureStore(tmp_path))
+    assert sizes == [1 * 2 * 2]  # lattice vectors 4.0, 3.4, 3.2 Å, 4 Å cutoff (the default rule would repeat 4x4x2)
 
 
 def test_features_are_readable_from_another_process_without_the_plugin(tmp_path):

@@ -67,3 +67,20 @@ def test_large_cell_needs_no_supercell():
     atoms = Atoms("Si", cell=np.eye(3) * 12.0, pbc=True)
     assert cutoff_supercell(atoms, 10.0) is atoms
     assert all(r == 1 for r in itertools.chain(supercell_repeats(atoms, 12.0)))
+
+
+def test_lattice_lengths_rule_is_the_papers_and_smaller_for_skewed_cells():
+    atoms = Atoms("Si", cell=SKEWED, pbc=True)
+    cutoff = 6.0
+    lengths = np.linalg.norm(SKEWED, axis=1)
+    repeats = supercell_repeats(atoms, cutoff, "lattice-lengths")
+    assert repeats == tuple(int(np.ceil(cutoff / length)) for length in lengths) == (2, 2, 2)
+    assert (lengths * repeats >= cutoff).all()
+    # the same cell needs more repeats for its faces to be a cutoff apart
+    assert np.prod(supercell_repeats(atoms, cutoff, "perpendicular-width")) > np.prod(repeats)
+    assert len(cutoff_supercell(atoms, cutoff, "lattice-lengths")) == 8
+
+
+def test_unknown_rule_is_refused():
+    with pytest.raises(ValueError, match="perpendicular-width, lattice-lengths"):
+        supercell_repeats(Atoms("Si", cell=SKEWED, pbc=True), 6.0, "volume")

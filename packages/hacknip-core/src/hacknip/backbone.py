@@ -19,6 +19,12 @@ if TYPE_CHECKING:
     import numpy as np
     from ase import Atoms
 
+PERPENDICULAR_WIDTH = "perpendicular-width"
+"""Supercell rule: repeat until the distance between opposite faces is at least the cutoff (see hacknip.supercell)."""
+LATTICE_LENGTHS = "lattice-lengths"
+"""Supercell rule: repeat until every lattice vector is at least as long as the cutoff (the HackNIP paper's rule)."""
+SUPERCELL_RULES = (PERPENDICULAR_WIDTH, LATTICE_LENGTHS)
+
 
 @runtime_checkable
 class Backbone(Protocol):
@@ -30,7 +36,9 @@ class Backbone(Protocol):
     """Width of the invariant per-atom features of each layer; ``len`` is the number of layers."""
     needs_supercell: bool
     """True when the graph does not see every periodic image by itself (e.g. a capped neighbour list),
-    so that periodic cells must be expanded to cutoff-sized supercells before featurising."""
+    so that periodic cells must be expanded to cutoff-sized supercells before featurising. Such a backbone may also set
+    ``supercell_rule`` (one of ``SUPERCELL_RULES``; read with :func:`supercell_rule`, default ``"perpendicular-width"``)
+    and should record it in ``identity()``, since the supercell changes the features."""
     supported_elements: frozenset[int] | None
     """Atomic numbers the model knows; ``None`` when it accepts any."""
 
@@ -62,6 +70,8 @@ class BackboneSpec:
     library: str = ""
     verified: bool = True
     """False when the loading path has not been checked against real weights in this release."""
+    supercell_rule: str = PERPENDICULAR_WIDTH
+    """How far cells are repeated when ``needs_supercell`` (see :mod:`hacknip.supercell`)."""
     options: dict[str, Any] = field(default_factory=dict)
     """Keyword arguments the factory gets for this spec, e.g. ``{"model": "7net-l3i5"}`` for a variant."""
     package: str = field(default="", compare=False)
@@ -71,6 +81,15 @@ class BackboneSpec:
         module_name, _, attr = self.factory.partition(":")
         factory = getattr(importlib.import_module(module_name), attr)
         return factory(checkpoint=checkpoint, **{**self.options, **options})
+
+
+def supercell_rule(backbone: Backbone) -> str:
+    """The supercell rule of a backbone that needs supercells: its ``supercell_rule`` attribute, which is optional
+    (default ``"perpendicular-width"``)."""
+    rule = getattr(backbone, "supercell_rule", PERPENDICULAR_WIDTH)
+    if rule not in SUPERCELL_RULES:
+        raise ValueError(f"{backbone.name}: unknown supercell rule {rule!r}; expected one of {', '.join(SUPERCELL_RULES)}")
+    return rule
 
 
 def identity_key(identity: dict[str, Any]) -> str:

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 import numpy as np
 from ase.data import chemical_symbols
 
-from hacknip.backbone import Backbone, check_layers
+from hacknip.backbone import Backbone, check_layers, supercell_rule
 from hacknip.pooling import atom_statistics, pool
 from hacknip.store import BackboneFeatures, FeatureStore, Record, structure_hash
 from hacknip.structures import BadInputError, Dataset, Sample, SkippedRow
@@ -43,7 +43,9 @@ def _reject(dataset: Dataset, sample: Sample, reason: str, on_error: str, reject
 
 
 def _records(backbone: Backbone, samples: Sequence[Sample], keys: Sequence[str], layers: list[int]) -> list[Record]:
-    inputs = [cutoff_supercell(s.atoms, backbone.cutoff) if backbone.needs_supercell else s.atoms for s in samples]
+    inputs = [s.atoms for s in samples]
+    if backbone.needs_supercell:
+        inputs = [cutoff_supercell(atoms, backbone.cutoff, supercell_rule(backbone)) for atoms in inputs]
     per_atom = backbone.per_atom_features(inputs, layers)
     return [
         Record(key, len(sample.atoms), {layer: atom_statistics(features[layer]) for layer in layers})

@@ -1,4 +1,13 @@
-"""Cutoff-sized supercells for backbones whose graph does not see every periodic image by itself."""
+"""Cutoff-sized supercells for backbones whose graph does not see every periodic image by itself.
+
+Two rules decide how far a cell is repeated (a backbone names its rule in ``supercell_rule``):
+
+- ``"perpendicular-width"`` (default): until the distance between opposite faces is at least the cutoff along each
+  periodic axis, the smallest supercell in which every neighbour within the cutoff is a distinct atom.
+- ``"lattice-lengths"``: until every lattice vector is at least as long as the cutoff, as the HackNIP paper built its
+  supercells. For skewed cells this is smaller than the first rule; a capped neighbour graph is not supercell-invariant,
+  so replaying the paper's features needs the paper's supercells.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +15,8 @@ import math
 
 import numpy as np
 from ase import Atoms
+
+from hacknip.backbone import LATTICE_LENGTHS, PERPENDICULAR_WIDTH, SUPERCELL_RULES
 
 
 def perpendicular_widths(cell: np.ndarray) -> np.ndarray:
@@ -16,19 +27,24 @@ def perpendicular_widths(cell: np.ndarray) -> np.ndarray:
     return np.array([volume / np.linalg.norm(cross) for cross in crosses])
 
 
-def supercell_repeats(atoms: Atoms, cutoff: float) -> tuple[int, int, int]:
-    """Smallest repetition along each periodic axis that makes every perpendicular width >= cutoff."""
-    widths = perpendicular_widths(atoms.cell.array)
+def supercell_repeats(atoms: Atoms, cutoff: float, rule: str = PERPENDICULAR_WIDTH) -> tuple[int, int, int]:
+    """Smallest repetition along each periodic axis that satisfies ``rule`` (see the module docstring)."""
+    if rule == PERPENDICULAR_WIDTH:
+        sizes, slack = perpendicular_widths(atoms.cell.array), 1e-9
+    elif rule == LATTICE_LENGTHS:
+        sizes, slack = atoms.cell.lengths(), 0.0  # the paper's own arithmetic: ceil(cutoff / length)
+    else:
+        raise ValueError(f"unknown supercell rule {rule!r}; expected one of {', '.join(SUPERCELL_RULES)}")
     return tuple(
-        max(1, math.ceil(cutoff / width - 1e-9)) if periodic else 1
-        for width, periodic in zip(widths, atoms.pbc)
+        max(1, math.ceil(cutoff / size - slack)) if periodic else 1
+        for size, periodic in zip(sizes, atoms.pbc)
     )
 
 
-def cutoff_supercell(atoms: Atoms, cutoff: float) -> Atoms:
-    """``atoms`` repeated until the distance between opposite faces is at least ``cutoff`` along each periodic
-    axis. Non-periodic structures are returned unchanged."""
+def cutoff_supercell(atoms: Atoms, cutoff: float, rule: str = PERPENDICULAR_WIDTH) -> Atoms:
+    """``atoms`` repeated along each periodic axis until ``rule`` holds for ``cutoff``. Non-periodic structures are
+    returned unchanged."""
     if not atoms.pbc.any():
         return atoms
-    repeats = supercell_repeats(atoms, cutoff)
+    repeats = supercell_repeats(atoms, cutoff, rule)
     return atoms if repeats == (1, 1, 1) else atoms.repeat(repeats)
