@@ -22,7 +22,11 @@ from orb_models.forcefield import pretrained
 from orb_models.forcefield.atomic_system import SystemConfig, ase_atoms_to_atom_graphs
 
 from hacknip.backbone import file_sha256, identity_key
+from hacknip.featurize import featurize, layer_matrix
 from hacknip.registry import backbone_specs, load_backbone
+from hacknip.store import FeatureStore
+from hacknip.structures import Dataset, Sample
+from hacknip.supercell import supercell_repeats
 from hacknip.testing import BackboneConformance, reference_structures
 from hacknip_orb import backbone as orb_backbone
 from hacknip_orb.plugin import MODELS
@@ -113,6 +117,10 @@ def test_paper_preset_has_the_papers_graph(orb_v2_checkpoint, capped):
     assert identity["model"] == "orb-v2" and identity["checkpoint_sha256"] == capped.identity()["checkpoint_sha256"]
     assert paper.cutoff == 10.0 and paper.needs_supercell and paper.layer_widths == capped.layer_widths
     assert identity_key(identity) != identity_key(capped.identity())
+    assert identity["supercell_rule"] == paper.supercell_rule == "lattice-lengths"
+    assert capped.identity()["supercell_rule"] == "perpendicular-width"
+    rule_changed = load_backbone(f"orb-v2-paper:{orb_v2_checkpoint}", supercell_rule="perpendicular-width")
+    assert identity_key(rule_changed.identity()) != identity_key(identity)
     # orb-models 0.5 refuses periodic graphs beyond 6 Å; hacknip builds them over every image that can hold a neighbour.
     silicon = bulk("Si", "diamond", a=5.43)
     graph = paper.graph(silicon)
@@ -149,8 +157,24 @@ def test_registered_specs_match_the_loaded_backbones(orb_v2_checkpoint, capped):
     for name in ("orb-v2", "orb-v2-paper"):
         loaded = capped if name == "orb-v2" else load_backbone(f"{name}:{orb_v2_checkpoint}")
         spec = orb_specs[name]
-        assert (spec.cutoff, spec.layer_widths, spec.needs_supercell) == (
-            loaded.cutoff, loaded.layer_widths, loaded.needs_supercell)
+        assert (spec.cutoff, spec.layer_widths, spec.needs_supercell, spec.supercell_rule) == (
+            loaded.cutoff, loaded.layer_widths, loaded.needs_supercell, loaded.supercell_rule)
+
+
+def test_featurize_replays_the_papers_supercells(orb_v2_checkpoint, tmp_path):
+    """The paper preset is featurised on the paper's supercells (every lattice vector >= 10 Å), which differ from the
+    perpendicular-width rule (5.6x more atoms here) for a skewed cell."""
+    paper = load_backbone(f"orb-v2-paper:{orb_v2_checkpoint}")
+    skewed = Atoms("LiO", cell=[[4.0, 0.0, 0.0], [3.2, 1.1, 0.0], [2.1, 0.6, 2.4]],
+                   scaled_positions=[[0, 0, 0], [0.4, 0.5, 0.6]], pbc=True)
+    lattice_lengths, perpendicular = ((3, 3, 4), (8, 10, 5))
+    assert supercell_repeats(skewed, 10.0, "lattice-lengths") == lattice_lengths
+    assert supercell_repeats(skewed, 10.0, "perpendicular-width") == perpendicular
+    report = featurize(Dataset([Sample("skewed", "row 0", skewed, 0.0)], "y", "test"), paper, FeatureStore(tmp_path),
+                       layers=[15])
+    stored = layer_matrix(report.features, report.keys, [15], ("mean",))[0]
+    (expected,) = paper.per_atom_features([skewed.repeat(lattice_lengths)], [15])
+    np.testing.assert_allclose(stored, expected[15].mean(axis=0), rtol=1e-5, atol=1e-5)
 
 
 def test_model_table_matches_orb_models_own_loaders(monkeypatch):

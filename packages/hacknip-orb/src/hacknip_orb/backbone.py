@@ -35,7 +35,7 @@ from orb_models.forcefield.base import AtomGraphs, batch_graphs
 from orb_models.forcefield.calculator import ORBCalculator
 from orb_models.forcefield.featurization_utilities import EdgeCreationMethod, compute_supercell_neighbors
 
-from hacknip.backbone import check_elements, check_layers, file_sha256
+from hacknip.backbone import SUPERCELL_RULES, check_elements, check_layers, file_sha256
 from hacknip.capture import forward_capturing
 from hacknip.supercell import perpendicular_widths
 from hacknip_orb.plugin import DEFAULT_MODEL, MODELS, UNCAPPED, factory_name, needs_supercell
@@ -67,6 +67,7 @@ def load(
     batch_size: int = 16,
     charge: float | None = None,
     spin: float | None = None,
+    supercell_rule: str | None = None,
 ) -> OrbBackbone:
     """An ORB model: orb-models' pretrained weights for ``model`` (downloaded by orb-models' own loader), or a local
     ``checkpoint`` (a state_dict of the same architecture, as orb-models publishes and as
@@ -79,6 +80,8 @@ def load(
     - ``edge_method``: orb's neighbour search (``"knn_scipy"``, CPU; ``"knn_brute_force"``). With a capped graph it
       decides ties between equidistant neighbours, so it is part of the identity.
     - ``charge``, ``spin``: for the OMol models, used for structures without ``atoms.info["charge"/"spin"]``.
+    - ``supercell_rule``: how far a capped graph's cells are repeated (``hacknip.supercell``); ``None`` means the
+      model's own (``"lattice-lengths"``, the paper's, for ``orb-v2-paper``; ``"perpendicular-width"`` otherwise).
     """
     if model not in MODELS:
         raise ValueError(f"unknown ORB model {model!r}; hacknip-orb knows {', '.join(MODELS)}")
@@ -93,6 +96,9 @@ def load(
     if not radius > 0:
         raise ValueError(f"radius must be positive, got {radius}")
     cap = neighbour_cap(max_num_neighbors, default=spec.max_num_neighbors)
+    supercell_rule = spec.supercell_rule if supercell_rule is None else supercell_rule
+    if supercell_rule not in SUPERCELL_RULES:
+        raise ValueError(f"supercell_rule must be one of {', '.join(SUPERCELL_RULES)}, got {supercell_rule!r}")
     loader = getattr(pretrained, spec.loader)
 
     if checkpoint is None:
@@ -119,7 +125,7 @@ def load(
         name = f"{model}:{checkpoint}"
     return OrbBackbone(network, name=name, model=model, checkpoint_sha256=checkpoint_sha256, radius=radius,
                        max_num_neighbors=cap, precision=precision, edge_method=edge_method, device=device,
-                       batch_size=batch_size, charge=charge, spin=spin)
+                       batch_size=batch_size, charge=charge, spin=spin, supercell_rule=supercell_rule)
 
 
 # One factory per registered name (``hacknip_orb.backbone:load_orb_v2`` ...), as the plugin's specs point to.
@@ -156,7 +162,7 @@ class OrbBackbone:
     def __init__(self, network: torch.nn.Module, *, name: str, model: str, checkpoint_sha256: str, radius: float,
                  max_num_neighbors: float, precision: str = "float32-high", edge_method: str = "knn_scipy",
                  device: str = "cpu", batch_size: int = 16, charge: float | None = None,
-                 spin: float | None = None) -> None:
+                 spin: float | None = None, supercell_rule: str = SUPERCELL_RULES[0]) -> None:
         if batch_size < 1:
             raise ValueError(f"batch_size must be at least 1, got {batch_size}")
         self.network = network.eval()
@@ -166,6 +172,7 @@ class OrbBackbone:
         self.cutoff = float(radius)
         self.max_num_neighbors = max_num_neighbors
         self.needs_supercell = needs_supercell(max_num_neighbors)
+        self.supercell_rule = supercell_rule
         self.precision = precision
         self.edge_method = edge_method
         self.device = torch.device(device)
@@ -193,6 +200,8 @@ class OrbBackbone:
             "dtype": str(self.dtype).removeprefix("torch."),
             "precision": self.precision,
         }
+        if self.needs_supercell:  # the supercell changes a capped graph's features; uncapped graphs get none
+            identity["supercell_rule"] = self.supercell_rule
         if self.charge_spin:
             identity.update(default_charge=self.charge, default_spin=self.spin)
         return identity

@@ -13,7 +13,7 @@ import math
 from typing import NamedTuple
 
 import hacknip
-from hacknip.backbone import BackboneSpec
+from hacknip.backbone import LATTICE_LENGTHS, PERPENDICULAR_WIDTH, BackboneSpec
 
 UNCAPPED = math.inf
 """``max_num_neighbors`` value meaning: every neighbour within the radius (no cap)."""
@@ -36,6 +36,8 @@ class OrbModel(NamedTuple):
     description: str = ""
     weights_of: str = ""
     """For a preset: the orb-models model whose architecture and weights it uses (default: the same name)."""
+    supercell_rule: str = PERPENDICULAR_WIDTH
+    """How far a capped graph's cells are repeated (``hacknip.supercell``); the paper preset replays the paper's."""
 
     @property
     def layer_widths(self) -> tuple[int, ...]:
@@ -71,8 +73,9 @@ MODELS: dict[str, OrbModel] = {
         description=f"ORB v2 (MPtraj + Alexandria, direct), 6 Å / 20 neighbours as in orb-models>=0.5: {_LAYERS}"),
     "orb-v2-paper": OrbModel(
         "orb_v2", 15, 256, 10.0, 20, 20,
-        description="ORB v2 with the HackNIP paper's graph (orb-models<=0.4: 10 Å, 20 neighbours); same weights "
-                    f"as orb-v2: {_LAYERS}", weights_of="orb-v2"),
+        description="ORB v2 with the HackNIP paper's graph (orb-models<=0.4: 10 Å, 20 neighbours) and supercells "
+                    f"(every lattice vector >= 10 Å); same weights as orb-v2: {_LAYERS}", weights_of="orb-v2",
+        supercell_rule=LATTICE_LENGTHS),
     "orb-mptraj-only-v2": OrbModel(
         "orb_mptraj_only_v2", 15, 256, 6.0, 20, 20, description=f"ORB v2 trained on MPtraj only: {_LAYERS}"),
     "orb-d3-v2": OrbModel(
@@ -106,6 +109,7 @@ def register_backbones(register):
             cutoff=model.radius,
             layer_widths=model.layer_widths,
             needs_supercell=model.needs_supercell,
+            supercell_rule=model.supercell_rule,
             library="orb-models",
             description=model.description,
             # Only random weights in orb's own architectures were checked here (no network for the real ones).
