@@ -196,39 +196,147 @@ def _parse_key_values(values, option: str) -> dict:
     return params
 
 
-@cli.command()
-@data_options
-@click.option("--head", default="lightgbm", show_default=True, help="Shallow model (see hacknip list).")
-@click.option("--head-param", "head_params", multiple=True, help="Head hyperparameter KEY=VALUE (repeatable).")
-@click.option("--pooling", default="mean", show_default=True, help="mean, sum, max, std, or several joined by '+'.")
-@click.option("--task", type=click.Choice(["auto", "regression", "classification"]), default="auto", show_default=True,
-              help="auto: classification when every target is 0 or 1.")
-@click.option("--folds", "folds_file", type=click.Path(exists=True, path_type=Path),
-              help="Matbench validation file (default: matbench_v0.1_validation.json.gz beside --data).")
-@click.option("--leaderboard", "leaderboard_file", type=click.Path(exists=True, path_type=Path),
-              help="Matbench leaderboard summary CSV (default: leaderboard/ beside --data).")
-@click.option("--out", type=click.Path(path_type=Path), help="Output folder (default: runs/<data>-<backbone>-<head>-<time>).")
-@friendly_errors
-def run(data, backbone, target, structure_column, id_column, targets, on_error, limit, batch_size, device,
-        backbone_options, store, head, head_params, pooling, task, folds_file, leaderboard_file, out):
-    """Featurise, sweep the layers, cross-validate a head, and report (results.json, parity.png or roc.png, layers.png)."""
+def model_options(command):
+    """Options shared by the commands that train heads (run, tune)."""
+    options = [
+        click.option("--head", help="Shallow model (see hacknip list)  [default: lightgbm]"),
+        click.option("--head-param", "head_params", multiple=True, help="Head hyperparameter KEY=VALUE (repeatable)."),
+        click.option("--pooling", help="mean, sum, max, std, or several joined by '+'  [default: mean]"),
+        click.option("--task", type=click.Choice(["auto", "regression", "classification"]), default="auto",
+                     show_default=True, help="auto: classification when every target is 0 or 1."),
+        click.option("--folds", "folds_file", type=click.Path(exists=True, path_type=Path),
+                     help="Matbench validation file (default: matbench_v0.1_validation.json.gz beside --data)."),
+        click.option("--leaderboard", "leaderboard_file", type=click.Path(exists=True, path_type=Path),
+                     help="Matbench leaderboard summary CSV (default: leaderboard/ beside --data)."),
+        click.option("--out", type=click.Path(path_type=Path),
+                     help="Output folder (default: runs/<data>-<backbone>-<head>-<time>)."),
+    ]
+    for option in reversed(options):
+        command = option(command)
+    return command
+
+
+def _model_config(options: dict, replay: dict | None = None):
+    """A RunConfig from the command's options, with a replayed configuration (--params) filled in."""
+    options = dict(options)
+    options["backbone_options"] = _parse_key_values(options["backbone_options"], "--backbone-option")
+    options["head_params"] = _parse_key_values(options["head_params"], "--head-param")
+    if replay:
+        options.update(_replayed(options, replay))
+    options["head"] = options["head"] or "lightgbm"
+    options["pooling"] = options["pooling"] or "mean"
+    options.pop("out", None)
+    return _run_config(**options)
+
+
+def _replayed(options: dict, replay: dict) -> dict:
+    from hacknip.compose import parse_backbones
+
+    wanted = [m.name for m in parse_backbones(options["backbone"])]
+    given = [m.name for m in parse_backbones(replay["backbone"])]
+    if wanted != given:
+        raise ValueError(f"--params was tuned for --backbone {replay['backbone']!r}, not {options['backbone']!r}")
+    for name in ("head", "pooling"):
+        if options[name] and options[name] != replay[name]:
+            raise ValueError(f"--params was tuned for --{name} {replay[name]}, not {options[name]}; leave --{name} out")
+    return {"backbone": replay["backbone"], "head": replay["head"], "pooling": replay["pooling"],
+            "head_params": {**replay["head_params"], **options["head_params"]}}
+
+
+def _read_params(path: Path | None) -> dict | None:
+    """A tuned configuration: ``params.json`` from ``hacknip tune``, or the ``params`` of its results.json."""
+    if path is None:
+        return None
+    content = json.loads(path.read_text())
+    content = content.get("params", content)
+    missing = {"backbone", "head", "head_params", "pooling"} - set(content)
+    if missing:
+        raise ValueError(f"{path}: not a tuned configuration (no {', '.join(sorted(missing))}); use the params.json "
+                         f"that hacknip tune wrote")
+    return content
+
+
+def _write_and_print(results: dict, out: Path | None, data: Path, extra_files: dict | None = None) -> None:
     from rich.console import Console
 
-    from hacknip.pipeline import run as run_pipeline
     from hacknip.report import print_summary, write_results
 
-    config = _run_config(data=data, backbone=backbone, target=target, structure_column=structure_column,
-                         id_column=id_column, targets=targets, on_error=on_error, limit=limit, batch_size=batch_size,
-                         device=device, backbone_options=_parse_key_values(backbone_options, "--backbone-option"),
-                         store=store, head=head, head_params=_parse_key_values(head_params, "--head-param"),
-                         pooling=pooling, task=task, folds_file=folds_file, leaderboard_file=leaderboard_file)
-    with progress_bars() as start:
-        results = run_pipeline(config, start)
-    out = out or Path("runs") / _run_name(data, backbone, head)
+    out = out or Path("runs") / _run_name(data, results["backbone"], results["head"])
     written = write_results(results, out)
+    for name, content in (extra_files or {}).items():
+        (out / name).write_text(json.dumps(content, indent=2))
+        written.append(out / name)
     console = Console()
     print_summary(results, console)
     console.print("wrote " + ", ".join(str(path) for path in written))
+
+
+@cli.command()
+@data_options
+@model_options
+@click.option("--params", "params_file", type=click.Path(exists=True, path_type=Path),
+              help="Replay a tuned configuration (params.json from hacknip tune): its layers, head, pooling and params.")
+@friendly_errors
+def run(out, params_file, **options):
+    """Featurise, sweep the layers, cross-validate a head, and report (results.json, parity.png or roc.png, layers.png)."""
+    from hacknip.pipeline import run as run_pipeline
+
+    config = _model_config(options, _read_params(params_file))
+    with progress_bars() as start:
+        results = run_pipeline(config, start)
+    _write_and_print(results, out, config.data)
+
+
+@cli.command()
+@data_options
+@model_options
+@click.option("--protocol", type=click.Choice(["nested", "paper"]), default="nested", show_default=True,
+              help="nested: tune inside each outer training fold (honest). paper: score trials on the outer test folds "
+                   "(optimistic, labelled so).")
+@click.option("--trials", "n_trials", default=50, show_default=True, help="Trials per study (per layer, per fold).")
+@click.option("--patience", default=10, show_default=True, help="Stop a study after this many trials without improvement.")
+@click.option("--layers", "layers_text", help="Candidate layers, e.g. 3,4,5 (default: L*-2..L*+2 around the swept best).")
+@click.option("--inner-folds", default=3, show_default=True, help="Validation folds inside each training fold (nested).")
+@click.option("--storage", help="Optuna storage: an SQLite file path or any RDB URL shared by workers "
+                                "[default: $HACKNIP_HOME/studies.db]; rerun the same command to resume.")
+@click.option("--seed", default=0, show_default=True, help="Sampler seed; give each worker sharing a storage its own.")
+@friendly_errors
+def tune(out, protocol, n_trials, patience, layers_text, inner_folds, storage, seed, **options):
+    """Tune the head's hyperparameters and the layer with Optuna; report honest (nested) scores and params.json."""
+    from rich.console import Console
+
+    from hacknip.tuning import TuneSettings
+    from hacknip.tuning import tune as tune_pipeline
+
+    if n_trials < 1 or patience < 1:
+        raise click.BadParameter("--trials and --patience must be at least 1")
+    config = _model_config(options)
+    settings = TuneSettings(n_trials=n_trials, patience=patience, protocol=protocol, inner_folds=inner_folds,
+                            layers=_parse_layer_list(layers_text), storage=_storage_url(storage), seed=seed)
+    with progress_bars() as start:
+        results = tune_pipeline(config, settings, start)
+    _write_and_print(results, out, config.data, {"params.json": results["params"]})
+    Console().print(("[bold red]" if results["tuning"]["optimistic"] else "[green]") + results["tuning"]["note"])
+
+
+def _parse_layer_list(text: str | None) -> list[int] | None:
+    if not text:
+        return None
+    try:
+        return [int(part) for part in text.split(",")]
+    except ValueError:
+        raise click.BadParameter(f"{text!r}: write layers as 3,4,5", param_hint="--layers") from None
+
+
+def _storage_url(storage: str | None) -> str:
+    if storage and "://" in storage:
+        return storage
+    if storage:
+        return f"sqlite:///{Path(storage).resolve()}"
+    from hacknip.store import hacknip_home
+
+    hacknip_home().mkdir(parents=True, exist_ok=True)
+    return f"sqlite:///{hacknip_home() / 'studies.db'}"
 
 
 def _run_name(data: Path, backbone: str, head: str) -> str:

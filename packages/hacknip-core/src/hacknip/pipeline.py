@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -147,56 +148,96 @@ def head_factory(config: RunConfig, task: str) -> Callable[[], Any]:
     return lambda: create_head(config.head, **params)
 
 
-def run(config: RunConfig, progress: Progress = no_progress) -> dict[str, Any]:
-    """Run the whole pipeline and return the results dictionary (see :mod:`hacknip.report` for the files)."""
+@dataclass
+class Prepared:
+    """A dataset featurised by every backbone of the expression, with its task and outer folds."""
+
+    config: RunConfig
+    dataset: Dataset
+    members: list[MemberFeatures]
+    head_spec: Any
+    task: str
+    folds: list
+    folds_source: str
+    read_seconds: float
+
+    @property
+    def y(self) -> np.ndarray:
+        return self.dataset.targets
+
+    @property
+    def metric(self):
+        return PRIMARY_METRIC[self.task]
+
+    @functools.cached_property
+    def keys(self) -> list[str]:
+        return dataset_keys(self.dataset)
+
+    def matrix(self, layers: dict[str, list[int]]) -> np.ndarray:
+        """Pooled features of the given layers of each backbone, concatenated in expression order."""
+        pooling = parse_pooling(self.config.pooling)
+        return np.concatenate([layer_matrix(m.features, self.keys, layers[m.member.name], pooling) for m in self.members],
+                              axis=1)
+
+
+def prepare(config: RunConfig, progress: Progress = no_progress) -> Prepared:
+    """Read the data, featurise it through the store, decide the task and make the outer folds."""
     started = time.perf_counter()
     members = parse_backbones(config.backbone)
-    pooling = parse_pooling(config.pooling)
+    parse_pooling(config.pooling)  # a typo should fail before featurising
     head_spec = get_head_spec(config.head)
-    store = FeatureStore(config.store)
-
     dataset = load_data(config)
     read_seconds = time.perf_counter() - started
-    dataset, member_features = featurize_members(dataset, members, config, store, progress)
-    keys = dataset_keys(dataset)
-    y = dataset.targets
-    task = choose_task(config, y, head_spec)
-    metric = PRIMARY_METRIC[task]
+    dataset, member_features = featurize_members(dataset, members, config, FeatureStore(config.store), progress)
+    task = choose_task(config, dataset.targets, head_spec)
     folds, folds_source = make_folds(dataset, config, task)
-    make_head = head_factory(config, task)
+    return Prepared(config, dataset, member_features, head_spec, task, folds, folds_source, read_seconds)
 
-    sweep_started = time.perf_counter()
-    per_layer, chosen, sweep_results = [], {}, {}
-    for item in member_features:
+
+def sweep_layers(prepared: Prepared, make_head: Callable[[], Any], progress: Progress = no_progress):
+    """Cross-validate every layer of each backbone without fixed layers; keep the best (L*) for each.
+
+    Returns ``(per_layer entries, chosen layers by backbone name, CVResult by (name, layer))``."""
+    per_layer, chosen, results = [], {}, {}
+    for item in prepared.members:
         fixed = item.member.resolve(item.n_layers)
         if fixed is not None:
             chosen[item.member.name] = list(fixed)
             continue
-        advance = progress(f"layer sweep {item.member.name} ({config.head})", item.n_layers * len(folds))
+        advance = progress(f"layer sweep {item.member.name} ({prepared.config.head})", item.n_layers * len(prepared.folds))
         sweep = []
         for layer in range(item.n_layers):
-            X = layer_matrix(item.features, keys, [layer], pooling)
-            result = cross_validate(X, y, folds, make_head, on_fold=advance, task=task)
-            sweep_results[(item.member.name, layer)] = result
+            X = layer_matrix(item.features, prepared.keys, [layer], parse_pooling(prepared.config.pooling))
+            result = cross_validate(X, prepared.y, prepared.folds, make_head, on_fold=advance, task=prepared.task)
+            results[(item.member.name, layer)] = result
             sweep.append({"backbone": item.member.name, "layer": layer, **result.summary()})
         per_layer += sweep
-        chosen[item.member.name] = [best_layer(sweep, metric)]
+        chosen[item.member.name] = [best_layer(sweep, prepared.metric)]
+    return per_layer, chosen, results
+
+
+def run(config: RunConfig, progress: Progress = no_progress) -> dict[str, Any]:
+    """Run the whole pipeline and return the results dictionary (see :mod:`hacknip.report` for the files)."""
+    started = time.perf_counter()
+    prepared = prepare(config, progress)
+    make_head = head_factory(config, prepared.task)
+
+    sweep_started = time.perf_counter()
+    per_layer, chosen, sweep_results = sweep_layers(prepared, make_head, progress)
     sweep_seconds = time.perf_counter() - sweep_started
 
     final_started = time.perf_counter()
-    X = np.concatenate([layer_matrix(i.features, keys, chosen[i.member.name], pooling) for i in member_features], axis=1)
-    final = _already_scored(member_features, chosen, sweep_results)
+    X = prepared.matrix(chosen)
+    final = _already_scored(prepared.members, chosen, sweep_results)
     if final is None:
-        advance = progress(f"final cross-validation ({config.head})", len(folds))
-        final = cross_validate(X, y, folds, make_head, on_fold=advance, task=task)
-    dummy = dummy_cv(y, folds, task)
+        advance = progress(f"final cross-validation ({config.head})", len(prepared.folds))
+        final = cross_validate(X, prepared.y, prepared.folds, make_head, on_fold=advance, task=prepared.task)
     final_seconds = time.perf_counter() - final_started
 
-    results = _results(config, dataset, member_features, head_spec, pooling, folds, folds_source, per_layer, chosen,
-                       final, dummy, X.shape[1])
+    results = results_dict(prepared, per_layer, chosen, final, X.shape[1])
     results["timings_s"] = {
-        "read": round(read_seconds, 3),
-        "featurize": {i.member.name: round(i.featurize_seconds, 3) for i in member_features},
+        "read": round(prepared.read_seconds, 3),
+        "featurize": {i.member.name: round(i.featurize_seconds, 3) for i in prepared.members},
         "layer_sweep": round(sweep_seconds, 3),
         "final_cv": round(final_seconds, 3),
         "total": round(time.perf_counter() - started, 3),
@@ -224,8 +265,11 @@ def out_of_fold_predictions(dataset: Dataset, final: CVResult, folds) -> dict[st
     return {**predictions, "predicted": final.predictions.tolist()}
 
 
-def _results(config, dataset, member_features, head_spec, pooling, folds, folds_source, per_layer, chosen,
-             final: CVResult, dummy: CVResult, n_features: int) -> dict[str, Any]:
+def results_dict(prepared: Prepared, per_layer: list[dict], chosen: dict[str, list[int]], final: CVResult,
+                 n_features: int) -> dict[str, Any]:
+    """The ``results.json`` schema shared by ``hacknip run`` and ``hacknip tune``."""
+    config, dataset, member_features, folds = prepared.config, prepared.dataset, prepared.members, prepared.folds
+    dummy = dummy_cv(prepared.y, folds, prepared.task)
     single = len(member_features) == 1 and len(chosen[member_features[0].member.name]) == 1
     best = chosen[member_features[0].member.name][0] if single else chosen
     results: dict[str, Any] = {
@@ -237,12 +281,12 @@ def _results(config, dataset, member_features, head_spec, pooling, folds, folds_
         "backbones": [{"name": i.member.name, "identity": i.features.identity, "layers": chosen[i.member.name],
                        "computed": i.computed, "reused_from_store": i.reused} for i in member_features],
         "head": config.head,
-        "head_package": head_spec.package,
+        "head_package": prepared.head_spec.package,
         "head_params": config.head_params,
-        "pooling": "+".join(pooling),
+        "pooling": "+".join(parse_pooling(config.pooling)),
         "n_features": n_features,
         "n_samples": len(dataset.samples),
-        "folds_source": folds_source,
+        "folds_source": prepared.folds_source,
         "per_layer": per_layer,
         "best_layer": best,
         "task_kind": final.task,

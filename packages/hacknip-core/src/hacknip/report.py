@@ -100,7 +100,7 @@ def layer_plot(results: dict[str, Any], path: Path) -> Path:
     axes.xaxis.set_major_locator(MaxNLocator(integer=True))
     axes.set_xlabel("layer (0 = embedding)")
     label = METRIC_LABELS.get(metric, metric)
-    axes.set_ylabel(f"{label} ({len(results['folds'])}-fold mean ± std)")
+    axes.set_ylabel(f"{label} ({_sweep_folds(results)}-fold mean ± std)")
     # the dummy is named, not drawn: its MAE is usually several times larger and would flatten the curves
     axes.set_title(f"layer sweep, {results['head']} head, {results['pooling']} pooling "
                    f"(dummy {label} {results[f'dummy_{metric}_mean']:.4g})", fontsize=9)
@@ -115,6 +115,10 @@ def _layers_text(best: Any) -> str:
     if isinstance(best, dict):
         return ", ".join(f"{name} {','.join(map(str, layers))}" for name, layers in best.items())
     return f"layer {best}"
+
+
+def _sweep_folds(results: dict[str, Any]) -> int:
+    return results.get("sweep_folds", len(results["folds"]))
 
 
 def _score_rows(results: dict[str, Any]) -> list[tuple[str, str]]:
@@ -132,7 +136,7 @@ def print_summary(results: dict[str, Any], console) -> None:
     from rich.table import Table
 
     if results["per_layer"]:
-        table = Table(title=f"Layer sweep ({results['head']}, {results['pooling']} pooling, {len(results['folds'])} folds)")
+        table = Table(title=f"Layer sweep ({results['head']}, {results['pooling']} pooling, {_sweep_folds(results)} folds)")
         metric = results["metric"]
         for column in ("backbone", "layer", METRIC_LABELS.get(metric, metric), "± std"):
             table.add_column(column, justify="right" if column != "backbone" else "left")

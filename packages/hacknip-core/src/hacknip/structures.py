@@ -80,6 +80,11 @@ class Dataset:
     def head(self, n: int) -> Dataset:
         return Dataset(self.samples[:n], self.target_name, self.source, self.matbench_task, list(self.skipped))
 
+    def subset(self, rows: Iterable[int]) -> Dataset:
+        """The samples at these positions, in this order."""
+        return Dataset([self.samples[row] for row in rows], self.target_name, self.source, self.matbench_task,
+                       list(self.skipped))
+
 
 class _RowCollector:
     """Builds samples row by row, turning each failure into an error or a skipped entry."""

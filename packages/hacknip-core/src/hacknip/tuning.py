@@ -1,0 +1,303 @@
+"""``hacknip tune``: Optuna over a head's own search space and the layers around L*, nested by default.
+
+A *scope* is a set of rows and validation folds over them. Tuning a scope means: find L* with the head's default
+hyperparameters, run one Optuna study per candidate layer (L*-2..L*+2), and keep the best (layer, params).
+
+- ``nested`` (default, honest): each outer fold is a scope made of its training rows and inner folds inside them;
+  the winner is refitted on those rows and scored on the outer test fold, which tuning never saw. One more scope,
+  all rows with inner folds, chooses the configuration to deploy (``params.json``).
+- ``paper``: one scope, all rows with the outer folds as the validation folds, as the paper did. Its score is the
+  best of many tries on the test folds, so it is optimistic, and labelled so.
+
+Studies live in an Optuna storage (an SQLite file by default): a killed run resumes, and several processes (or
+machines) pointed at the same storage share the trials of each study.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+import json
+import os
+import socket
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from hacknip.evaluation import CVResult, Folds, cross_validate, predict, random_folds, stratified_folds
+from hacknip.head import CLASSIFICATION, HeadSpec
+from hacknip.pipeline import Prepared, Progress, RunConfig, no_progress, prepare, results_dict, sweep_layers
+from hacknip.registry import create_head
+
+PROTOCOLS = ("nested", "paper")
+INNER_SEED = 20191801
+
+
+@dataclass
+class TuneSettings:
+    n_trials: int = 50
+    """Trials per study (one study per candidate layer and scope), as in the paper."""
+    patience: int = 10
+    """Stop a study after this many completed trials without a better one."""
+    layer_window: int = 2
+    layers: list[int] | None = None
+    """Candidate layers of the (single, swept) backbone; default L*-window..L*+window."""
+    protocol: str = "nested"
+    inner_folds: int = 3
+    storage: str = "sqlite:///hacknip-tune.db"
+    seed: int | None = 0
+    """Seeds Optuna's sampler; give each worker sharing a study a different seed (or None)."""
+
+
+@dataclass
+class Scope:
+    name: str
+    rows: np.ndarray
+    folds: Folds
+    """Validation folds, as positions within ``rows``."""
+
+
+@dataclass
+class ScopeWinner:
+    scope: str
+    layers: dict[str, list[int]]
+    head_params: dict[str, Any]
+    validation_score: float
+    candidates: list[dict] = field(default_factory=list)
+    sweep: list[dict] = field(default_factory=list)
+
+
+def tune(config: RunConfig, settings: TuneSettings, progress: Progress = no_progress) -> dict[str, Any]:
+    """Tune, score honestly (or as the paper did), and return ``results.json``'s dictionary."""
+    try:
+        import optuna
+    except ImportError:
+        raise ImportError("hacknip tune needs Optuna: pip install 'hacknip-core[tune]'") from None
+    if settings.protocol not in PROTOCOLS:
+        raise ValueError(f"unknown protocol {settings.protocol!r}: use one of {', '.join(PROTOCOLS)}")
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    started = time.perf_counter()
+    prepared = prepare(config, progress)
+    search_space = head_search_space(prepared.head_spec)
+    tuner = _Tuner(prepared, settings, search_space, progress)
+    everything = Scope("all", np.arange(len(prepared.y)), _inner_folds(prepared.y, prepared.task, settings.inner_folds))
+    if settings.protocol == "paper":
+        deploy = tuner.tune_scope(Scope("outer", everything.rows, prepared.folds))
+        final = tuner.cross_validate(deploy)
+        per_fold = []
+    else:
+        per_fold = [tuner.tune_scope(_outer_scope(prepared, number, train, settings)) for number, (train, _) in
+                    enumerate(prepared.folds)]
+        final = tuner.score_outer_folds(per_fold)
+        deploy = tuner.tune_scope(everything)
+    results = results_dict(_with_head_params(prepared, deploy.head_params), deploy.sweep, deploy.layers, final,
+                           prepared.matrix(deploy.layers).shape[1])
+    results["tuning"] = _tuning_summary(settings, prepared, deploy, per_fold)
+    results["params"] = replay_params(config, deploy)
+    results["sweep_folds"] = len(deploy_scope_folds(settings, prepared, everything))
+    results["timings_s"] = {"read": round(prepared.read_seconds, 3),
+                            "featurize": {m.member.name: round(m.featurize_seconds, 3) for m in prepared.members},
+                            "total": round(time.perf_counter() - started, 3)}
+    return results
+
+
+def deploy_scope_folds(settings: TuneSettings, prepared: Prepared, everything: Scope) -> Folds:
+    """The folds the reported layer sweep used: the outer folds (paper) or inner folds of all rows (nested)."""
+    return prepared.folds if settings.protocol == "paper" else everything.folds
+
+
+def head_search_space(spec: HeadSpec) -> Callable:
+    module_name, _, attr = spec.factory.partition(":")
+    factory = getattr(importlib.import_module(module_name), attr)
+    space = getattr(factory, "search_space", None)
+    if space is None:
+        raise ValueError(f"head {spec.name!r} declares no search space (a search_space(trial) classmethod), so it "
+                         f"cannot be tuned; heads that can: see the docs of each head plugin")
+    return space
+
+
+class _Tuner:
+    def __init__(self, prepared: Prepared, settings: TuneSettings, search_space: Callable, progress: Progress):
+        self.prepared, self.settings, self.search_space, self.progress = prepared, settings, search_space, progress
+        self.y = prepared.y
+        self.study_prefix = _study_prefix(prepared, settings)
+
+    def make_head(self, params: dict[str, Any]):
+        fixed = self.prepared.config.head_params
+        task = {"task": CLASSIFICATION} if self.prepared.task == CLASSIFICATION else {}
+        return lambda: create_head(self.prepared.config.head, **{**params, **fixed, **task})
+
+    def tune_scope(self, scope: Scope) -> ScopeWinner:
+        sweep, candidates = self._candidate_layers(scope)
+        tried = [self._study(scope, layers) for layers in candidates]
+        best = tried[self.prepared.metric.best([entry["best_value"] for entry in tried])]
+        return ScopeWinner(scope.name, best["layers"], best["head_params"], best["best_value"], tried, sweep)
+
+    def _candidate_layers(self, scope: Scope) -> tuple[list[dict], list[dict[str, list[int]]]]:
+        swept = [m for m in self.prepared.members if m.member.resolve(m.n_layers) is None]
+        if self.settings.layers is not None and len(swept) != 1:
+            raise ValueError("--layers needs exactly one backbone without @LAYERS in --backbone")
+        sweep, chosen = [], {}
+        if self.settings.layers is None or len(swept) != 1:
+            sweep, chosen, _ = sweep_layers(self._restricted(scope), self.make_head({}), self.progress)
+        if len(swept) != 1:
+            return sweep, [chosen]
+        member = swept[0]
+        if self.settings.layers is not None:
+            layers = [layer for layer in self.settings.layers if 0 <= layer < member.n_layers]
+            if len(layers) != len(self.settings.layers):
+                raise ValueError(f"{member.member.name} has layers 0..{member.n_layers - 1}; --layers asks for "
+                                 f"{self.settings.layers}")
+        else:
+            centre, window = chosen[member.member.name][0], self.settings.layer_window
+            layers = list(range(max(0, centre - window), min(member.n_layers, centre + window + 1)))
+        fixed = {m.member.name: list(m.member.resolve(m.n_layers)) for m in self.prepared.members if m is not member}
+        return sweep, [{**fixed, member.member.name: [layer]} for layer in layers]
+
+    def _restricted(self, scope: Scope) -> Prepared:
+        """The prepared data seen through a scope: its rows only, its validation folds as the folds."""
+        from dataclasses import replace
+
+        return replace(self.prepared, dataset=self.prepared.dataset.subset(scope.rows), folds=scope.folds)
+
+    def _study(self, scope: Scope, layers: dict[str, list[int]]) -> dict[str, Any]:
+        import optuna
+
+        X = self.prepared.matrix(layers)[scope.rows]
+        y = self.y[scope.rows]
+        metric = self.prepared.metric
+        name = f"{self.study_prefix}/{scope.name}/{_layers_label(layers)}"
+        study = optuna.create_study(study_name=name, storage=self.settings.storage, load_if_exists=True,
+                                    direction="maximize" if metric.greater_is_better else "minimize",
+                                    sampler=optuna.samplers.TPESampler(seed=self.settings.seed))
+
+        def objective(trial) -> float:
+            params = self.search_space(trial)
+            trial.set_user_attr("head_params", _jsonable(params))
+            trial.set_user_attr("worker", f"{socket.gethostname()}:{os.getpid()}")
+            return cross_validate(X, y, scope.folds, self.make_head(params), task=self.prepared.task).mean()
+
+        advance = self.progress(f"tuning {scope.name}, {_layers_label(layers)}", self.settings.n_trials)
+        advance(len(_complete(study)))
+        if not _study_finished(study, self.settings):
+            stop = _StopRule(self.settings, advance)
+            study.optimize(objective, callbacks=[stop])
+        best = study.best_trial
+        return {"study": name, "layers": layers, "best_value": float(best.value), "head_params": best.user_attrs["head_params"],
+                "trials": len(_complete(study)), "best_trial": best.number}
+
+    def score_outer_folds(self, winners: list[ScopeWinner]) -> CVResult:
+        """Refit each fold's winner on its training rows and score it on the test fold it never saw."""
+        from sklearn.preprocessing import StandardScaler
+
+        from hacknip.evaluation import METRICS
+
+        predictions = np.full(len(self.y), np.nan)
+        scores = []
+        for number, ((train, test), winner) in enumerate(zip(self.prepared.folds, winners)):
+            X = self.prepared.matrix(winner.layers)
+            scaler = StandardScaler().fit(X[train])
+            head = self.make_head(winner.head_params)().fit(scaler.transform(X[train]), self.y[train])
+            predictions[test] = predict(head, scaler.transform(X[test]), self.prepared.task)
+            scores.append({"fold": number, **METRICS[self.prepared.task](self.y[test], predictions[test])})
+        return CVResult(scores, predictions, self.prepared.task)
+
+    def cross_validate(self, winner: ScopeWinner) -> CVResult:
+        X = self.prepared.matrix(winner.layers)
+        return cross_validate(X, self.y, self.prepared.folds, self.make_head(winner.head_params), task=self.prepared.task)
+
+
+def _outer_scope(prepared: Prepared, number: int, train: np.ndarray, settings: TuneSettings) -> Scope:
+    return Scope(f"fold{number}", train, _inner_folds(prepared.y[train], prepared.task, settings.inner_folds))
+
+
+def _inner_folds(y: np.ndarray, task: str, n_splits: int) -> Folds:
+    if task == CLASSIFICATION:
+        return stratified_folds(y, n_splits, INNER_SEED)
+    return random_folds(len(y), n_splits, INNER_SEED)
+
+
+class _StopRule:
+    """Optuna callback: stop at ``n_trials`` completed trials, or after ``patience`` trials without improvement.
+    Counting the study's stored trials (not this process's) makes it right for resumed and shared studies."""
+
+    def __init__(self, settings: TuneSettings, advance: Callable[[int], None]):
+        self.settings, self.advance = settings, advance
+
+    def __call__(self, study, trial) -> None:
+        self.advance(1)
+        if _study_finished(study, self.settings):
+            study.stop()
+
+
+def _complete(study) -> list:
+    import optuna
+
+    return study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
+
+
+def _study_finished(study, settings: TuneSettings) -> bool:
+    complete = _complete(study)
+    if len(complete) >= settings.n_trials:
+        return True
+    if not complete:
+        return False
+    best_number = study.best_trial.number
+    since_best = sum(1 for trial in complete if trial.number > best_number)
+    return since_best >= settings.patience
+
+
+def _study_prefix(prepared: Prepared, settings: TuneSettings) -> str:
+    """Same command, same studies: what makes trials comparable goes into the name (hashed for length)."""
+    config = prepared.config
+    key = json.dumps({"data": str(Path(config.data).resolve()), "n": len(prepared.y), "backbone": config.backbone,
+                      "head": config.head, "fixed": config.head_params, "pooling": config.pooling, "task": prepared.task,
+                      "protocol": settings.protocol, "inner_folds": settings.inner_folds,
+                      "outer": prepared.folds_source}, sort_keys=True)
+    return f"{config.head}-{hashlib.sha256(key.encode()).hexdigest()[:12]}"
+
+
+def _layers_label(layers: dict[str, list[int]]) -> str:
+    return "+".join(f"{name}@{','.join(map(str, chosen))}" for name, chosen in layers.items())
+
+
+def _jsonable(params: dict[str, Any]) -> dict[str, Any]:
+    return json.loads(json.dumps(params, default=list))
+
+
+def _with_head_params(prepared: Prepared, head_params: dict[str, Any]) -> Prepared:
+    from dataclasses import replace
+
+    return replace(prepared, config=replace(prepared.config, head_params={**head_params, **prepared.config.head_params}))
+
+
+def replay_params(config: RunConfig, deploy: ScopeWinner) -> dict[str, Any]:
+    """What ``hacknip run --params FILE`` needs to replay the tuned configuration."""
+    backbone = "+".join(f"{name}@{','.join(map(str, layers))}" for name, layers in deploy.layers.items())
+    return {"backbone": backbone, "head": config.head, "head_params": {**deploy.head_params, **config.head_params},
+            "pooling": config.pooling}
+
+
+def _tuning_summary(settings: TuneSettings, prepared: Prepared, deploy: ScopeWinner,
+                    per_fold: list[ScopeWinner]) -> dict[str, Any]:
+    optimistic = settings.protocol == "paper"
+    return {
+        **asdict(settings),
+        "optimistic": optimistic,
+        "note": ("OPTIMISTIC: hyperparameters and layer were chosen by their score on the same outer test folds that "
+                 "are reported (the paper's protocol)") if optimistic else
+                ("nested: each outer fold was tuned on inner folds of its own training rows; its test rows were "
+                 "scored once, after tuning"),
+        "metric": prepared.metric.name,
+        "per_fold": [_winner_row(winner) for winner in per_fold],
+        "deploy": _winner_row(deploy),
+    }
+
+
+def _winner_row(winner: ScopeWinner) -> dict[str, Any]:
+    return {"scope": winner.scope, "layers": winner.layers, "head_params": winner.head_params,
+            "validation_score": winner.validation_score, "studies": winner.candidates}

@@ -1,0 +1,150 @@
+"""hacknip tune: nested by default, the paper's protocol labelled, resumable studies, shared by workers."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from hacknip.cli import cli
+
+TESTS = Path(__file__).parent
+
+
+@pytest.fixture
+def toy_head():
+    from toy_head import ToyHeadPlugin
+
+    from hacknip.plugins import pm
+
+    pm.register(ToyHeadPlugin(), name="toy-head-plugin")
+    yield
+    pm.unregister(name="toy-head-plugin")
+
+
+def _tune(phonons_path, tmp_path, *extra, out="tuned"):
+    args = ["tune", "--data", str(phonons_path), "--backbone", "toy", "--head", "knn", "--limit", "100",
+            "--trials", "6", "--patience", "3", "--storage", str(tmp_path / "studies.db"), "--out", str(tmp_path / out),
+            *extra]
+    result = CliRunner().invoke(cli, args, catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    return result, json.loads((tmp_path / out / "results.json").read_text())
+
+
+def _studies(storage: Path) -> dict[str, list]:
+    import optuna
+
+    url = f"sqlite:///{storage}"
+    return {s.study_name: optuna.load_study(study_name=s.study_name, storage=url).trials
+            for s in optuna.get_all_study_summaries(url)}
+
+
+def test_nested_tuning_never_scores_a_fold_it_tuned_on(toy_plugin, toy_head, phonons_path, tmp_path):
+    result, results = _tune(phonons_path, tmp_path)
+    tuning = results["tuning"]
+    assert tuning["protocol"] == "nested" and not tuning["optimistic"] and "OPTIMISTIC" not in result.output
+    assert [row["scope"] for row in tuning["per_fold"]] == [f"fold{k}" for k in range(5)]
+    # toy has layers 0..2: the window L*-2..L*+2 covers them all, one study each, per fold and for deployment
+    studies = _studies(tmp_path / "studies.db")
+    assert len(studies) == 6 * 3
+    assert all(3 <= len(trials) <= 6 for trials in studies.values())
+    # each fold's score is a refit of its own winner, scored on its test rows only
+    assert len(results["folds"]) == 5 and results["metric"] == "mae"
+    assert results["mae_mean"] == pytest.approx(np.mean([f["mae"] for f in results["folds"]]))
+    params = json.loads((tmp_path / "tuned" / "params.json").read_text())
+    assert params == results["params"] and params["head"] == "knn" and params["backbone"].startswith("toy@")
+    assert set(params["head_params"]) == {"n_neighbors", "weights"}
+
+
+def test_outer_scopes_hold_only_training_rows():
+    from hacknip.evaluation import random_folds
+    from hacknip.tuning import TuneSettings, _outer_scope
+
+    class Prepared:
+        y = np.arange(50, dtype=float)
+        task = "regression"
+
+    for number, (train, test) in enumerate(random_folds(50)):
+        scope = _outer_scope(Prepared, number, train, TuneSettings())
+        assert not set(scope.rows) & set(test)
+        inner_rows = np.concatenate([validation for _, validation in scope.folds])
+        assert sorted(scope.rows[inner_rows]) == sorted(train)
+
+
+def test_paper_protocol_is_labelled_optimistic_and_reports_its_best_trial(toy_plugin, toy_head, phonons_path, tmp_path):
+    result, results = _tune(phonons_path, tmp_path, "--protocol", "paper", "--layers", "1,2")
+    assert results["tuning"]["optimistic"] and "OPTIMISTIC" in result.output
+    deploy = results["tuning"]["deploy"]
+    assert [study["layers"]["toy"] for study in deploy["studies"]] == [[1], [2]]
+    # the reported MAE is the winning trial's own score on the outer folds: that is what makes it optimistic
+    assert results["mae_mean"] == pytest.approx(deploy["validation_score"])
+    assert results["best_layer"] in (1, 2)
+
+
+def test_a_rerun_resumes_its_studies_instead_of_starting_again(toy_plugin, toy_head, phonons_path, tmp_path):
+    _tune(phonons_path, tmp_path, "--protocol", "paper", "--layers", "1", "--patience", "50", "--trials", "4")
+    (first,) = _studies(tmp_path / "studies.db").values()
+    _tune(phonons_path, tmp_path, "--protocol", "paper", "--layers", "1", "--patience", "50", "--trials", "7",
+          out="again")
+    (second,) = _studies(tmp_path / "studies.db").values()
+    assert len(first) == 4 and len(second) == 7
+    assert [t.params for t in second[:4]] == [t.params for t in first]
+
+
+def test_run_replays_a_tuned_configuration(toy_plugin, toy_head, phonons_path, tmp_path):
+    _, tuned = _tune(phonons_path, tmp_path, "--protocol", "paper", "--layers", "2")
+    result = CliRunner().invoke(cli, ["run", "--data", str(phonons_path), "--backbone", "toy", "--limit", "100",
+                                      "--params", str(tmp_path / "tuned" / "params.json"), "--out", str(tmp_path / "replay")])
+    assert result.exit_code == 0, result.output
+    replay = json.loads((tmp_path / "replay" / "results.json").read_text())
+    assert replay["head"] == "knn" and replay["best_layer"] == 2 and replay["per_layer"] == []
+    assert replay["head_params"] == tuned["params"]["head_params"]
+    assert replay["mae_mean"] == pytest.approx(tuned["mae_mean"])
+    wrong = CliRunner().invoke(cli, ["run", "--data", str(phonons_path), "--backbone", "other", "--limit", "100",
+                                     "--params", str(tmp_path / "tuned" / "params.json")])
+    assert wrong.exit_code == 1 and "tuned for --backbone 'toy@2'" in wrong.output
+
+
+def test_an_untunable_head_is_a_clear_error(toy_plugin, phonons_path, tmp_path, monkeypatch):
+    from hacknip.head import HeadSpec
+    from hacknip.tuning import head_search_space
+
+    with pytest.raises(ValueError, match="declares no search space"):
+        head_search_space(HeadSpec(name="plain", factory="sklearn.linear_model:LinearRegression", task_kinds=frozenset()))
+
+
+WORKER = """
+import sys, json
+sys.path.insert(0, {tests!r})
+from toy_head import register_everything
+register_everything()
+from hacknip.pipeline import RunConfig
+from hacknip.tuning import TuneSettings, tune
+results = tune(RunConfig(data={data!r}, backbone="toy@1", head="knn", head_params={{"fit_delay": 0.01}}, limit=100),
+               TuneSettings(n_trials=40, patience=100, protocol="paper", storage={storage!r}, seed={seed}))
+print(json.dumps(results["tuning"]["deploy"]["head_params"]))
+"""
+
+
+def test_two_worker_processes_share_one_sqlite_study(phonons_path, tmp_path):
+    storage = f"sqlite:///{tmp_path / 'shared.db'}"
+    env = {**os.environ, "HACKNIP_HOME": str(tmp_path / "home")}
+    # featurise once first, so both workers spend their time on trials rather than racing to fill the store
+    subprocess.run([sys.executable, "-c", WORKER.format(tests=str(TESTS), data=str(phonons_path), storage=storage,
+                                                        seed=9).replace("n_trials=40", "n_trials=1")],
+                   env=env, check=True, capture_output=True)
+    workers = [subprocess.Popen([sys.executable, "-c", WORKER.format(tests=str(TESTS), data=str(phonons_path),
+                                                                     storage=storage, seed=seed)],
+                                env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for seed in (1, 2)]
+    outputs = [worker.communicate(timeout=300) for worker in workers]
+    assert [worker.returncode for worker in workers] == [0, 0], outputs
+    (trials,) = _studies(tmp_path / "shared.db").values()
+    complete = [t for t in trials if t.state.name == "COMPLETE"]
+    assert 40 <= len(complete) <= 42  # each worker may finish the trial it started when the other reached 40
+    assert len({t.user_attrs["worker"] for t in complete}) == 3  # the warm-up process and both workers
