@@ -276,15 +276,62 @@ def _write_and_print(results: dict, out: Path | None, data: Path, extra_files: d
 @model_options
 @click.option("--params", "params_file", type=click.Path(exists=True, path_type=Path),
               help="Replay a tuned configuration (params.json from hacknip tune): its layers, head, pooling and params.")
+@click.option("--save", "save_to", type=click.Path(path_type=Path),
+              help="Also fit the chosen configuration on every row and save it to this folder (for hacknip predict).")
 @friendly_errors
-def run(out, params_file, **options):
+def run(out, params_file, save_to, **options):
     """Featurise, sweep the layers, cross-validate a head, and report (results.json, parity.png or roc.png, layers.png)."""
     from hacknip.pipeline import run as run_pipeline
 
     config = _model_config(options, _read_params(params_file))
     with progress_bars() as start:
-        results = run_pipeline(config, start)
+        results = run_pipeline(config, start, save_to=save_to)
     _write_and_print(results, out, config.data)
+
+
+@cli.command()
+@click.argument("model_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--data", required=True, type=click.Path(exists=True, path_type=Path),
+              help="New structures: CSV/parquet with a CIF column, extxyz/ASE db, or a folder of CIF/POSCAR + CSV of ids.")
+@click.option("--target", help="A column of known values: predictions are then also scored.")
+@click.option("--structure-column", default="cif", show_default=True, help="Column holding CIF text (tables).")
+@click.option("--id-column", help="Column holding sample ids (tables) or file names (folders).")
+@click.option("--targets", type=click.Path(exists=True, path_type=Path), help="CSV of ids (and values) for a folder input.")
+@click.option("--on-error", type=click.Choice(["raise", "skip"]), default="raise", show_default=True,
+              help="On a bad row: stop with an error naming it, or skip it and list it.")
+@click.option("--batch-size", default=16, show_default=True, help="Structures per forward pass.")
+@click.option("--device", default="cpu", show_default=True, help="torch device for the backbone.")
+@click.option("--store", type=click.Path(path_type=Path), envvar="HACKNIP_STORE",
+              help="Feature store folder (default: $HACKNIP_HOME/features).")
+@click.option("--out", type=click.Path(path_type=Path), default=Path("predictions.csv"), show_default=True,
+              help="CSV of id and prediction (and probability for classification).")
+@friendly_errors
+def predict(model_dir, data, target, structure_column, id_column, targets, on_error, batch_size, device, store, out):
+    """Predict with a model saved by hacknip run --save (refuses a backbone that differs from the saved one)."""
+    import pandas as pd
+    from rich.console import Console
+
+    from hacknip.evaluation import METRICS
+    from hacknip.saved_model import load_model
+    from hacknip.store import FeatureStore
+    from hacknip.structures import UNLABELLED, read_dataset
+
+    model = load_model(model_dir)
+    dataset = read_dataset(data, target=target or UNLABELLED, structure_column=structure_column, id_column=id_column,
+                           targets=targets, on_error=on_error)
+    with progress_bars() as start:
+        dataset, X = model.features(dataset, FeatureStore(store), batch_size, device, on_error, start)
+    predictions = model.predict(X)
+    table = pd.DataFrame({"id": dataset.ids, **({"true": dataset.targets} if target else {}), **predictions})
+    table.to_csv(out, index=False)
+    console = Console()
+    console.print(f"{len(table)} predictions of {model.model['target']} → {out}")
+    if target:
+        scored = predictions.get("probability", predictions["predicted"])
+        scores = METRICS[model.task](dataset.targets, scored)
+        console.print(", ".join(f"{name} {value:.4g}" for name, value in scores.items()))
+    for entry in dataset.skipped:
+        console.print(f"[yellow]skipped[/] {entry.row} ({entry.id}): {entry.reason}")
 
 
 @cli.command()

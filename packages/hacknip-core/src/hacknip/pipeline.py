@@ -216,8 +216,9 @@ def sweep_layers(prepared: Prepared, make_head: Callable[[], Any], progress: Pro
     return per_layer, chosen, results
 
 
-def run(config: RunConfig, progress: Progress = no_progress) -> dict[str, Any]:
-    """Run the whole pipeline and return the results dictionary (see :mod:`hacknip.report` for the files)."""
+def run(config: RunConfig, progress: Progress = no_progress, save_to: Path | None = None) -> dict[str, Any]:
+    """Run the whole pipeline and return the results dictionary (see :mod:`hacknip.report` for the files).
+    With ``save_to``, also fit the chosen configuration on every row and save it there (see :mod:`hacknip.saved_model`)."""
     started = time.perf_counter()
     prepared = prepare(config, progress)
     make_head = head_factory(config, prepared.task)
@@ -235,6 +236,10 @@ def run(config: RunConfig, progress: Progress = no_progress) -> dict[str, Any]:
     final_seconds = time.perf_counter() - final_started
 
     results = results_dict(prepared, per_layer, chosen, final, X.shape[1])
+    if save_to is not None:
+        from hacknip.saved_model import save_model
+
+        results["saved_model"] = str(save_model(save_to, prepared, chosen, config.head_params, final.summary()))
     results["timings_s"] = {
         "read": round(prepared.read_seconds, 3),
         "featurize": {i.member.name: round(i.featurize_seconds, 3) for i in prepared.members},

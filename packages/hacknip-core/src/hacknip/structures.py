@@ -24,6 +24,8 @@ from ase import Atoms
 
 STRUCTURE_SUFFIXES = (".cif", ".vasp", ".poscar")
 ON_ERROR_CHOICES = ("raise", "skip")
+UNLABELLED = "<no target>"
+"""Pass as ``target`` to read structures without targets (for prediction); targets are then NaN."""
 
 
 class BadInputError(ValueError):
@@ -89,10 +91,10 @@ class Dataset:
 class _RowCollector:
     """Builds samples row by row, turning each failure into an error or a skipped entry."""
 
-    def __init__(self, source: str, on_error: str):
+    def __init__(self, source: str, on_error: str, labelled: bool = True):
         if on_error not in ON_ERROR_CHOICES:
             raise ValueError(f"on_error must be one of {ON_ERROR_CHOICES}, not {on_error!r}")
-        self.source, self.on_error = source, on_error
+        self.source, self.on_error, self.labelled = source, on_error, labelled
         self.samples: list[Sample] = []
         self.skipped: list[SkippedRow] = []
         self.seen_ids: set[str] = set()
@@ -102,7 +104,7 @@ class _RowCollector:
             if sample_id in self.seen_ids:
                 raise ValueError("duplicate id")
             atoms = _checked_atoms(make_atoms)
-            value = _checked_target(target)
+            value = _checked_target(target) if self.labelled else float("nan")
         except ValueError as error:
             self.reject(row, sample_id, str(error))
             return
@@ -230,6 +232,8 @@ def _read_table(path: Path):
 
 
 def _pick_target(frame, target: str | None, exclude: set[str], source: str) -> str:
+    if target == UNLABELLED:
+        return target
     if target is not None:
         if target not in frame.columns:
             raise ValueError(f"{source}: no target column {target!r} (columns: {list(frame.columns)})")
@@ -238,6 +242,10 @@ def _pick_target(frame, target: str | None, exclude: set[str], source: str) -> s
     if len(numeric) != 1:
         raise ValueError(f"{source}: say which column is the target with --target (numeric columns: {numeric})")
     return numeric[0]
+
+
+def _target_values(frame, target: str) -> list:
+    return [None] * len(frame) if target == UNLABELLED else list(frame[target])
 
 
 def read_cif_table(path: Path, structure_column: str = "cif", target: str | None = None,
@@ -249,8 +257,8 @@ def read_cif_table(path: Path, structure_column: str = "cif", target: str | None
                          "name it with --structure-column")
     target = _pick_target(frame, target, {structure_column, id_column}, str(path))
     ids = frame[id_column].astype(str) if id_column else [str(i) for i in range(len(frame))]
-    collector = _RowCollector(str(path), on_error)
-    for index, (text, value, sample_id) in enumerate(zip(frame[structure_column], frame[target], ids)):
+    collector = _RowCollector(str(path), on_error, labelled=target != UNLABELLED)
+    for index, (text, value, sample_id) in enumerate(zip(frame[structure_column], _target_values(frame, target), ids)):
         collector.add(f"row {index + 2}", sample_id, lambda text=text: cif_text_to_atoms(text), value)
     return collector.dataset(target)
 
@@ -269,8 +277,8 @@ def read_structure_folder(folder: Path, targets: Path | None = None, target: str
         if path.suffix.lower() in STRUCTURE_SUFFIXES or path.name.startswith(("POSCAR", "CONTCAR")):
             files.setdefault(path.name, path)
             files.setdefault(path.stem, path)
-    collector = _RowCollector(str(targets), on_error)
-    for index, (name, value) in enumerate(zip(frame[id_column].astype(str), frame[target])):
+    collector = _RowCollector(str(targets), on_error, labelled=target != UNLABELLED)
+    for index, (name, value) in enumerate(zip(frame[id_column].astype(str), _target_values(frame, target))):
         row = f"row {index + 2}"
         if name not in files:
             collector.reject(row, name, f"no structure file named {name!r} in {folder}")
@@ -293,13 +301,13 @@ def read_ase_file(path: Path, target: str | None = None, on_error: str = "raise"
         if len(keys) != 1:
             raise ValueError(f"{path}: say which info key is the target with --target (numeric keys: {keys})")
         target = keys[0]
-    collector = _RowCollector(str(path), on_error)
+    collector = _RowCollector(str(path), on_error, labelled=target != UNLABELLED)
     for index, atoms in enumerate(frames):
         sample_id = str(atoms.info.get("id", index))
-        if target not in atoms.info:
+        if target != UNLABELLED and target not in atoms.info:
             collector.reject(f"structure {index}", sample_id, f"no {target!r} in its info")
             continue
-        collector.add(f"structure {index}", sample_id, lambda atoms=atoms: atoms, atoms.info[target])
+        collector.add(f"structure {index}", sample_id, lambda atoms=atoms: atoms, atoms.info.get(target))
     return collector.dataset(target)
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 from sklearn.base import BaseEstimator
 from sklearn.metrics import accuracy_score, r2_score
@@ -70,6 +72,28 @@ class BaseHead(BaseEstimator):
             tags.estimator_type = "regressor"
             tags.regressor_tags = RegressorTags()
         return tags
+
+    def get_state(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+        """The fitted head as JSON-able metadata plus named arrays: what ``hacknip run --save`` writes (no pickle)."""
+        check_is_fitted(self)
+        meta, arrays = self._state()
+        return {"n_features_in": int(self.n_features_in_), **meta}, arrays
+
+    @classmethod
+    def from_state(cls, params: dict[str, Any], meta: dict[str, Any], arrays: dict[str, np.ndarray]) -> BaseHead:
+        """A fitted head rebuilt from :meth:`get_state`'s output and the hyperparameters it was made with."""
+        head = cls(**params)
+        head.n_features_in_ = meta["n_features_in"]
+        if head.task == CLASSIFICATION:
+            head.classes_ = np.array([0, 1])
+        head._restore(meta, arrays)
+        return head
+
+    def _state(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+        raise NotImplementedError(f"{type(self).__name__} cannot be saved")
+
+    def _restore(self, meta: dict[str, Any], arrays: dict[str, np.ndarray]) -> None:
+        raise NotImplementedError(f"{type(self).__name__} cannot be loaded")
 
     def _checked_features(self, X) -> np.ndarray:
         check_is_fitted(self)

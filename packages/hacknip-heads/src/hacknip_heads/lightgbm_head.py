@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import lightgbm
+import numpy as np
 
 from hacknip.head import CLASSIFICATION, REGRESSION
 from hacknip_heads._base import BaseHead
@@ -86,3 +87,23 @@ class LightGBMHead(BaseHead):
             force_col_wise=True,
         )
         self.model_.fit(X, y)
+
+    def _state(self):
+        return {"booster": self.model_.booster_.model_to_string()}, {}
+
+    def _restore(self, meta, arrays) -> None:
+        self.model_ = _LoadedBooster(lightgbm.Booster(model_str=meta["booster"]))
+
+
+class _LoadedBooster:
+    """A booster read back from its text form; for a binary objective LightGBM predicts P(y=1)."""
+
+    def __init__(self, booster):
+        self.booster = booster
+
+    def predict(self, X):
+        return self.booster.predict(X)
+
+    def predict_proba(self, X):
+        positive = self.booster.predict(X)
+        return np.column_stack([1.0 - positive, positive])

@@ -126,6 +126,17 @@ class MLPHead(BaseHead):
         self.best_epoch_ = early_stopping.best_epoch or epoch
         self.best_validation_loss_ = early_stopping.best_loss
 
+    def _state(self):
+        meta = {"target_mean": getattr(self, "target_mean_", None), "target_scale": getattr(self, "target_scale_", None)}
+        return meta, {name: value.numpy() for name, value in self.network_.state_dict().items()}
+
+    def _restore(self, meta, arrays) -> None:
+        self.network_ = _build_network(self.n_features_in_, self.hidden_layer_sizes, self.dropout)
+        self.network_.load_state_dict({name: torch.as_tensor(value) for name, value in arrays.items()})
+        self.network_.eval()
+        if self.task != CLASSIFICATION:
+            self.target_mean_, self.target_scale_ = meta["target_mean"], meta["target_scale"]
+
     def _network_output(self, X: np.ndarray) -> torch.Tensor:
         return predict_in_chunks(self.network_, X)
 

@@ -351,6 +351,28 @@ class MODNetHead(BaseHead):
     def _predict_positive_probability(self, X: np.ndarray) -> np.ndarray:
         return torch.softmax(self._network_output(X), dim=1)[:, 1].numpy()
 
+    # -- saving ----------------------------------------------------------------------------------------------
+
+    def _state(self):
+        meta = {"target_min": self.target_min_, "target_max": self.target_max_,
+                "hidden_layer_sizes": list(self.hidden_layer_sizes_), "scaled": self.scaler_ is not None}
+        arrays = {"selected_features": self.selected_features_,
+                  **{f"network/{name}": value.numpy() for name, value in self.network_.state_dict().items()}}
+        if self.scaler_ is not None:
+            arrays["scaler/multiply"], arrays["scaler/add"] = _affine_coefficients(self.scaler_)
+        return meta, arrays
+
+    def _restore(self, meta, arrays) -> None:
+        self.selected_features_ = arrays["selected_features"]
+        self.n_feat_ = len(self.selected_features_)
+        self.target_min_, self.target_max_ = meta["target_min"], meta["target_max"]
+        self.hidden_layer_sizes_ = tuple(meta["hidden_layer_sizes"])
+        self.scaler_ = _AffineScaler(arrays["scaler/multiply"], arrays["scaler/add"]) if meta["scaled"] else None
+        self.network_ = _build_network(self.n_feat_, self.hidden_layer_sizes_, self.act, self._output_activation())
+        self.network_.load_state_dict({name.removeprefix("network/"): torch.as_tensor(value)
+                                       for name, value in arrays.items() if name.startswith("network/")})
+        self.network_.eval()
+
     # -- validation ------------------------------------------------------------------------------------------
 
     def _checked_hyperparameters(self) -> list[list[int]]:
@@ -402,6 +424,23 @@ def _checked_blocks(num_neurons) -> list[list[int]]:
         raise ValueError(f"num_neurons={num_neurons!r} builds no hidden layer: upstream MODNet builds layers from the "
                          f"first three blocks only (the fourth is ignored), so put at least one width there")
     return blocks
+
+
+def _affine_coefficients(scaler) -> tuple[np.ndarray, np.ndarray]:
+    """A fitted MinMax or Standard scaler as ``X * multiply + add``."""
+    if isinstance(scaler, MinMaxScaler):
+        return scaler.scale_, scaler.min_
+    return 1.0 / scaler.scale_, -scaler.mean_ / scaler.scale_
+
+
+class _AffineScaler:
+    """A feature scaler read back from a saved model."""
+
+    def __init__(self, multiply: np.ndarray, add: np.ndarray):
+        self.multiply, self.add = multiply, add
+
+    def transform(self, X: np.ndarray) -> np.ndarray:
+        return X * self.multiply + self.add
 
 
 def _make_scaler(xscale: str | None):

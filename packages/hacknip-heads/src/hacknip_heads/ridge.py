@@ -68,3 +68,23 @@ class RidgeHead(BaseHead):
             n_jobs=self.n_jobs,
             use_legacy_attributes=False,
         )
+
+    def _state(self):
+        return {}, {"coef": np.ravel(self.model_.coef_), "intercept": np.ravel(self.model_.intercept_)}
+
+    def _restore(self, meta, arrays) -> None:
+        self.model_ = _LinearModel(arrays["coef"], float(arrays["intercept"][0]))
+
+
+class _LinearModel:
+    """A fitted linear model read back from its coefficients (logistic for classification)."""
+
+    def __init__(self, coef: np.ndarray, intercept: float):
+        self.coef, self.intercept = coef, intercept
+
+    def predict(self, X):
+        return X @ self.coef + self.intercept
+
+    def predict_proba(self, X):
+        positive = 1.0 / (1.0 + np.exp(-self.predict(X)))
+        return np.column_stack([1.0 - positive, positive])

@@ -74,3 +74,11 @@ class XGBoostHead(BaseHead):
             verbosity=self.verbosity,
         )
         self.model_.fit(X, y)
+
+    def _state(self):
+        return {"booster": bytes(self.model_.get_booster().save_raw("json")).decode()}, {}
+
+    def _restore(self, meta, arrays) -> None:
+        model_class = xgboost.XGBClassifier if self.task == CLASSIFICATION else xgboost.XGBRegressor
+        self.model_ = model_class()
+        self.model_.load_model(bytearray(meta["booster"].encode()))

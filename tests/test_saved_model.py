@@ -1,0 +1,111 @@
+"""hacknip run --save and hacknip predict: safe formats, identical predictions after a round trip, identity checks."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+from click.testing import CliRunner
+
+from hacknip.cli import cli
+from hacknip.head import CLASSIFICATION, REGRESSION
+from hacknip.registry import get_head_spec
+
+SMALL = {"lightgbm": {"n_estimators": 20}, "xgboost": {"n_estimators": 20}, "ridge": {},
+         "mlp": {"max_epochs": 15, "hidden_layer_sizes": [16]}, "modnet": {"epochs": 15, "n_feat": 8}}
+
+
+@pytest.mark.parametrize("task", [REGRESSION, CLASSIFICATION])
+@pytest.mark.parametrize("name", sorted(SMALL))
+def test_every_head_survives_a_round_trip_through_its_state(name, task):
+    import importlib
+
+    module_name, _, attr = get_head_spec(name).factory.partition(":")
+    head_class = getattr(importlib.import_module(module_name), attr)
+    rng = np.random.default_rng(1)
+    X = rng.normal(size=(120, 10))
+    y = X[:, 0] - 0.5 * X[:, 1] + 0.1 * rng.normal(size=120)
+    if task == CLASSIFICATION:
+        y = (y > 0).astype(float)
+    params = {**SMALL[name], "task": task}
+    head = head_class(**params).fit(X, y)
+    meta, arrays = head.get_state()
+    json.dumps(meta)  # JSON, not pickle
+    assert all(isinstance(value, np.ndarray) and value.dtype != object for value in arrays.values())
+    restored = head_class.from_state(params, json.loads(json.dumps(meta)), arrays)
+    if task == CLASSIFICATION:
+        np.testing.assert_allclose(restored.predict_proba(X), head.predict_proba(X), rtol=1e-6, atol=1e-7)
+    else:
+        np.testing.assert_allclose(restored.predict(X), head.predict(X), rtol=1e-6, atol=1e-7)
+
+
+@pytest.fixture
+def cif_table(phonons_path, tmp_path):
+    from pymatgen.io.ase import AseAtomsAdaptor
+    from pymatgen.io.cif import CifWriter
+
+    from hacknip.structures import read_dataset
+
+    dataset = read_dataset(phonons_path).head(60)
+    table = tmp_path / "structures.csv"
+    pd.DataFrame({"name": dataset.ids, "cif": [str(CifWriter(AseAtomsAdaptor.get_structure(s.atoms))) for s in dataset.samples],
+                  "last phdos peak": dataset.targets}).to_csv(table, index=False)
+    return table
+
+
+def _invoke(*args):
+    return CliRunner().invoke(cli, [str(a) for a in args], catch_exceptions=False)
+
+
+def test_saved_model_predicts_new_structures_and_refuses_a_changed_backbone(toy_plugin, cif_table, tmp_path):
+    model_dir = tmp_path / "model"
+    result = _invoke("run", "--data", cif_table, "--id-column", "name", "--backbone", "toy@2", "--head", "ridge",
+                     "--save", model_dir, "--out", tmp_path / "run")
+    assert result.exit_code == 0, result.output
+    assert sorted(p.name for p in model_dir.iterdir()) == ["arrays.npz", "model.json"]
+    model = json.loads((model_dir / "model.json").read_text())
+    assert model["backbones"][0]["layers"] == [2] and model["head"] == "ridge" and model["task"] == REGRESSION
+
+    unlabelled = tmp_path / "new.csv"
+    pd.read_csv(cif_table).drop(columns=["last phdos peak"]).head(25).to_csv(unlabelled, index=False)
+    result = _invoke("predict", model_dir, "--data", unlabelled, "--id-column", "name", "--out", tmp_path / "p.csv")
+    assert result.exit_code == 0, result.output
+    predictions = pd.read_csv(tmp_path / "p.csv")
+    assert list(predictions.columns) == ["id", "predicted"] and len(predictions) == 25
+
+    result = _invoke("predict", model_dir, "--data", cif_table, "--id-column", "name", "--target", "last phdos peak",
+                     "--out", tmp_path / "scored.csv")
+    assert result.exit_code == 0, result.output
+    scored = pd.read_csv(tmp_path / "scored.csv")
+    np.testing.assert_allclose(scored["predicted"].head(25), predictions["predicted"])
+    cv_mae = json.loads((tmp_path / "run" / "results.json").read_text())["mae_mean"]
+    assert np.mean(np.abs(scored["true"] - scored["predicted"])) < cv_mae  # it has seen these rows
+    assert "mae" in result.output
+
+    model["backbones"][0]["identity"]["library_version"] = "0"
+    (model_dir / "model.json").write_text(json.dumps(model))
+    result = CliRunner().invoke(cli, ["predict", str(model_dir), "--data", str(unlabelled), "--id-column", "name"])
+    assert result.exit_code == 1
+    assert "differs from the one this model was trained with (library_version: saved '0', installed '1')" in result.output
+
+
+def test_a_saved_classifier_predicts_probabilities(toy_plugin, cif_table, tmp_path):
+    table = pd.read_csv(cif_table)
+    table["stiff"] = (table["last phdos peak"] > table["last phdos peak"].median()).astype(int)
+    labelled = tmp_path / "labelled.csv"
+    table.drop(columns=["last phdos peak"]).to_csv(labelled, index=False)
+    result = _invoke("run", "--data", labelled, "--id-column", "name", "--backbone", "toy@1", "--head", "lightgbm",
+                     "--head-param", "n_estimators=20", "--save", tmp_path / "model", "--out", tmp_path / "run")
+    assert result.exit_code == 0, result.output
+    result = _invoke("predict", tmp_path / "model", "--data", labelled, "--id-column", "name", "--out", tmp_path / "p.csv")
+    assert result.exit_code == 0, result.output
+    predictions = pd.read_csv(tmp_path / "p.csv")
+    assert list(predictions.columns) == ["id", "probability", "predicted"]
+    assert predictions["probability"].between(0, 1).all() and set(predictions["predicted"]) <= {0, 1}
+
+
+def test_not_a_model_folder_is_a_clear_error(tmp_path, cif_table):
+    result = CliRunner().invoke(cli, ["predict", str(tmp_path), "--data", str(cif_table)])
+    assert result.exit_code == 1 and "not a hacknip model folder" in result.output
