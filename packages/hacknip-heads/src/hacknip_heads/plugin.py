@@ -28,6 +28,12 @@ HEAD_SPECS = (
         description="PyTorch multilayer perceptron with early stopping on a held-out 10% split",
     ),
     HeadSpec(
+        name="modnet",
+        factory="hacknip_heads.modnet:MODNetHead",
+        task_kinds=BOTH_TASKS,
+        description="MODNet in PyTorch: NMI relevance-redundancy feature selection + feed-forward network (the paper's head)",
+    ),
+    HeadSpec(
         name="ridge",
         factory="hacknip_heads.ridge:RidgeHead",
         task_kinds=BOTH_TASKS,
