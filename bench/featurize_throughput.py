@@ -3,6 +3,12 @@ the paper's protocol (the network re-run truncated at each layer L, one structur
 whose lattice vectors exceed the cutoff), same backbone, same process, same structures.
 
     python bench/featurize_throughput.py --backbone chgnet --n 200
+    python bench/featurize_throughput.py --backbone orb-v2-paper:orb-v2-random.ckpt --paper-option inference=orb
+
+A backbone that needs supercells (a capped neighbour graph is not supercell-invariant) is compared on identical
+inputs: the paper's protocol gets the same supercells as hacknip, built by the backbone's own rule (``orb-v2-paper``'s
+is the paper's). ``--option``/``--paper-option KEY=VALUE`` are load options of hacknip's / the paper protocol's
+backbone (e.g. ORB's ``inference=orb``: orb-models' own forward pass); both must have the same identity.
 
 Prints structures/second for both, their ratio, and how far apart the two protocols' mean embeddings are: they
 must agree as ``numpy.allclose(ours, paper, rtol=1e-5, atol=1e-5)`` (float32 networks summing over 8x more atoms in
@@ -22,10 +28,12 @@ from pathlib import Path
 
 import numpy as np
 
+from hacknip.backbone import LATTICE_LENGTHS, supercell_rule
 from hacknip.featurize import featurize, layer_matrix
 from hacknip.registry import load_backbone
 from hacknip.store import FeatureStore
 from hacknip.structures import read_dataset
+from hacknip.supercell import cutoff_supercell
 
 DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "matbench" / "matbench_phonons.json.gz"
 TOLERANCE = 1e-5
@@ -37,15 +45,38 @@ def paper_supercell(atoms, cutoff):
     return atoms.repeat([max(1, math.ceil(cutoff / length)) for length in lengths])
 
 
-def paper_protocol(backbone, structures, layers, use_supercells=True):
+def paper_inputs(backbone, structures):
+    """The paper's supercells, or for a backbone that needs supercells, the very cells hacknip featurises."""
+    if not backbone.needs_supercell:
+        return [paper_supercell(atoms, backbone.cutoff) for atoms in structures]
+    rule = supercell_rule(backbone)
+    cells = [cutoff_supercell(atoms, backbone.cutoff, rule) for atoms in structures]
+    if rule == LATTICE_LENGTHS:
+        assert all(len(cell) == len(paper_supercell(atoms, backbone.cutoff)) for cell, atoms in zip(cells, structures))
+    return cells
+
+
+def paper_protocol(backbone, cells, layers):
     """One structure at a time, the network re-run (truncated) for each layer: mean embeddings (layer, n, width)."""
     out = {layer: [] for layer in layers}
     for layer in layers:
-        for atoms in structures:
-            cell = paper_supercell(atoms, backbone.cutoff) if use_supercells else atoms
+        for cell in cells:
             (features,) = backbone.per_atom_features([cell], [layer])
             out[layer].append(features[layer].astype(np.float64).mean(axis=0))
     return {layer: np.stack(rows) for layer, rows in out.items()}
+
+
+def load_options(pairs):
+    options = {}
+    for pair in pairs:
+        key, separator, value = pair.partition("=")
+        if not separator:
+            raise SystemExit(f"expected KEY=VALUE, got {pair!r}")
+        try:
+            options[key] = json.loads(value)  # numbers and true/false as the CLI's --backbone-option reads them
+        except json.JSONDecodeError:
+            options[key] = value
+    return options
 
 
 def timed(function):
@@ -61,6 +92,9 @@ def main():
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
     parser.add_argument("--n", type=int, default=200)
     parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--option", action="append", default=[], help="load option of hacknip's backbone, KEY=VALUE")
+    parser.add_argument("--paper-option", action="append", default=[],
+                        help="load option of the paper protocol's backbone, KEY=VALUE")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
 
@@ -68,15 +102,20 @@ def main():
 
     dataset = read_dataset(args.data).head(args.n)
     structures = [sample.atoms for sample in dataset.samples]
-    backbone = load_backbone(args.backbone)
+    backbone = load_backbone(args.backbone, **load_options(args.option))
+    paper_backbone = load_backbone(args.backbone, **load_options(args.paper_option))
+    if paper_backbone.identity() != backbone.identity():
+        raise SystemExit("--option / --paper-option changed the backbone identity: the features would differ")
     layers = list(range(len(backbone.layer_widths)))
     backbone.per_atom_features(structures[:2], layers)  # warm-up (lazy initialisation, allocator)
+    paper_backbone.per_atom_features(structures[:2], layers)
 
     with tempfile.TemporaryDirectory() as home:
         report, ours_seconds = timed(lambda: featurize(dataset, backbone, FeatureStore(home), batch_size=args.batch_size))
         ours = {layer: layer_matrix(report.features, report.keys, [layer], ("mean",)) for layer in layers}
-    paper, paper_seconds = timed(lambda: paper_protocol(backbone, structures, layers))
-    unbatched, unbatched_seconds = timed(lambda: paper_protocol(backbone, structures, layers, use_supercells=False))
+    cells = paper_inputs(paper_backbone, structures)
+    paper, paper_seconds = timed(lambda: paper_protocol(paper_backbone, cells, layers))
+    unbatched, unbatched_seconds = timed(lambda: paper_protocol(paper_backbone, structures, layers))
 
     difference = max(float(np.abs(ours[layer] - paper[layer]).max()) for layer in layers)
     relative = max(float((np.abs(ours[layer] - paper[layer]) / np.maximum(np.abs(paper[layer]), 1e-12)).max())
@@ -88,6 +127,10 @@ def main():
         "structures": len(structures),
         "layers": len(layers),
         "needs_supercell": backbone.needs_supercell,
+        "supercell_rule": supercell_rule(backbone) if backbone.needs_supercell else None,
+        "options": load_options(args.option),
+        "paper_options": load_options(args.paper_option),
+        "atoms_featurised_per_structure_paper": sum(map(len, cells)) / len(cells),
         "torch_threads": torch.get_num_threads(),
         "machine": platform.processor() or platform.machine(),
         "ours_structures_per_s": len(structures) / ours_seconds,
@@ -102,7 +145,7 @@ def main():
             float(np.abs(ours[layer] - unbatched[layer]).max()) for layer in layers),
     }
     for key, value in results.items():
-        if key != "identity":
+        if key not in ("identity", "options", "paper_options"):
             print(f"{key:45s} {value:.4g}" if isinstance(value, float) else f"{key:45s} {value}")
     if args.json:
         args.json.write_text(json.dumps(results, indent=2))

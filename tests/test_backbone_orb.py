@@ -84,8 +84,10 @@ def test_capped_graph_really_is_not_supercell_invariant(capped, uncapped):
         np.testing.assert_allclose(primitive[0].mean(axis=0), supercell[0].mean(axis=0), atol=1e-5)  # no messages yet
 
 
-def test_layers_are_the_encoder_and_each_gnn_stack(capped):
-    """Layer 15 is exactly what orb's heads read (the GNS output); layer 0 is the encoder's node output."""
+def test_layers_are_the_encoder_and_each_gnn_stack(orb_v2_checkpoint):
+    """Layer 15 is exactly what orb's heads read (the GNS output); layer 0 is the encoder's node output (orb's own
+    forward here; the fused path's agreement with it is tested below)."""
+    capped = load_backbone(f"orb-v2:{orb_v2_checkpoint}", inference="orb")
     structures = reference_structures()
     features = capped.per_atom_features(structures, [0, 15])
     batch = orb_backbone.batch_graphs([capped.graph(atoms) for atoms in structures])
@@ -175,6 +177,20 @@ def test_featurize_replays_the_papers_supercells(orb_v2_checkpoint, tmp_path):
     stored = layer_matrix(report.features, report.keys, [15], ("mean",))[0]
     (expected,) = paper.per_atom_features([skewed.repeat(lattice_lengths)], [15])
     np.testing.assert_allclose(stored, expected[15].mean(axis=0), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("options", [{}, {"max_num_neighbors": "inf"}, {"radius": 10.0}])
+def test_fused_path_gives_orb_models_own_features(orb_v2_checkpoint, options):
+    """Every layer of the fused inference path equals orb-models' own forward pass, for capped, uncapped and 10 Å
+    graphs, a batch of crystals and a molecule."""
+    fused, own = (load_backbone(f"orb-v2:{orb_v2_checkpoint}", inference=inference, **options)
+                  for inference in ("fused", "orb"))
+    assert (fused.inference, own.inference) == ("fused", "orb")
+    assert fused.identity() == own.identity()  # same features: the path is not part of the store key
+    structures = [*reference_structures(), bulk("Cu", "fcc", a=3.61).repeat((2, 2, 2)), molecule("C6H6")]
+    for ours, theirs in zip(*(backbone.per_atom_features(structures, ALL_V2_LAYERS) for backbone in (fused, own))):
+        for layer in ALL_V2_LAYERS:
+            np.testing.assert_allclose(ours[layer], theirs[layer], rtol=1e-5, atol=2e-5, err_msg=f"layer {layer}")
 
 
 def test_model_table_matches_orb_models_own_loaders(monkeypatch):

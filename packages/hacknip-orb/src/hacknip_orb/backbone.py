@@ -2,8 +2,8 @@
 
 Layer 0 is the node features after the GNS encoder (``model._encoder``); layer ``i`` is the node features after
 ``model.gnn_stacks[i - 1]`` (the last layer is what orb's heads read). All requested layers of a batch come from one
-forward pass of orb's own regressor that stops after the deepest of them, so no head, energy, force or stress is
-computed.
+forward pass that stops after the deepest of them, so no head, energy, force or stress is computed: by default the
+fused path of ``hacknip_orb.fused`` (same features, fewer multiply-adds), else orb's own regressor (``inference="orb"``).
 
 Graphs are built with orb's ``ase_atoms_to_atom_graphs`` and batched with ``batch_graphs``. The radius and the
 neighbour cap are options (default: each model's own). A capped graph (orb-v2: 20 neighbours) is not invariant under
@@ -38,10 +38,12 @@ from orb_models.forcefield.featurization_utilities import EdgeCreationMethod, co
 from hacknip.backbone import SUPERCELL_RULES, check_elements, check_layers, file_sha256
 from hacknip.capture import forward_capturing
 from hacknip.supercell import perpendicular_widths
+from hacknip_orb.fused import FusedGNS, fusable
 from hacknip_orb.plugin import DEFAULT_MODEL, MODELS, UNCAPPED, factory_name, needs_supercell
 
 ORB_VERSION = version("orb-models")
 PRECISIONS = ("float32-high", "float32-highest", "float64")
+INFERENCE_PATHS = ("fused", "orb")
 EDGE_METHODS = typing.get_args(EdgeCreationMethod)
 ORB_MAX_PERIODIC_RADIUS = 6.0
 """Largest radius orb-models 0.5's own periodic graph builder accepts (see ``_wide_periodic_graph``)."""
@@ -68,6 +70,7 @@ def load(
     charge: float | None = None,
     spin: float | None = None,
     supercell_rule: str | None = None,
+    inference: str = "fused",
 ) -> OrbBackbone:
     """An ORB model: orb-models' pretrained weights for ``model`` (downloaded by orb-models' own loader), or a local
     ``checkpoint`` (a state_dict of the same architecture, as orb-models publishes and as
@@ -82,6 +85,8 @@ def load(
     - ``charge``, ``spin``: for the OMol models, used for structures without ``atoms.info["charge"/"spin"]``.
     - ``supercell_rule``: how far a capped graph's cells are repeated (``hacknip.supercell``); ``None`` means the
       model's own (``"lattice-lengths"``, the paper's, for ``orb-v2-paper``; ``"perpendicular-width"`` otherwise).
+    - ``inference``: ``"fused"`` (``hacknip_orb.fused``: the same node features, ~1.4x faster on CPU) where the model
+      allows it, else orb-models' own forward; ``"orb"`` always runs orb-models' own forward.
     """
     if model not in MODELS:
         raise ValueError(f"unknown ORB model {model!r}; hacknip-orb knows {', '.join(MODELS)}")
@@ -97,6 +102,8 @@ def load(
         raise ValueError(f"radius must be positive, got {radius}")
     cap = neighbour_cap(max_num_neighbors, default=spec.max_num_neighbors)
     supercell_rule = spec.supercell_rule if supercell_rule is None else supercell_rule
+    if inference not in INFERENCE_PATHS:
+        raise ValueError(f"inference must be one of {', '.join(INFERENCE_PATHS)}, got {inference!r}")
     if supercell_rule not in SUPERCELL_RULES:
         raise ValueError(f"supercell_rule must be one of {', '.join(SUPERCELL_RULES)}, got {supercell_rule!r}")
     loader = getattr(pretrained, spec.loader)
@@ -125,7 +132,8 @@ def load(
         name = f"{model}:{checkpoint}"
     return OrbBackbone(network, name=name, model=model, checkpoint_sha256=checkpoint_sha256, radius=radius,
                        max_num_neighbors=cap, precision=precision, edge_method=edge_method, device=device,
-                       batch_size=batch_size, charge=charge, spin=spin, supercell_rule=supercell_rule)
+                       batch_size=batch_size, charge=charge, spin=spin, supercell_rule=supercell_rule,
+                       inference=inference)
 
 
 # One factory per registered name (``hacknip_orb.backbone:load_orb_v2`` ...), as the plugin's specs point to.
@@ -162,7 +170,7 @@ class OrbBackbone:
     def __init__(self, network: torch.nn.Module, *, name: str, model: str, checkpoint_sha256: str, radius: float,
                  max_num_neighbors: float, precision: str = "float32-high", edge_method: str = "knn_scipy",
                  device: str = "cpu", batch_size: int = 16, charge: float | None = None,
-                 spin: float | None = None, supercell_rule: str = SUPERCELL_RULES[0]) -> None:
+                 spin: float | None = None, supercell_rule: str = SUPERCELL_RULES[0], inference: str = "fused") -> None:
         if batch_size < 1:
             raise ValueError(f"batch_size must be at least 1, got {batch_size}")
         self.network = network.eval()
@@ -186,6 +194,9 @@ class OrbBackbone:
         self.dtype = next(network.parameters()).dtype
         self._layer_modules = {0: gns._encoder}
         self._layer_modules.update({i + 1: stack for i, stack in enumerate(gns.gnn_stacks)})
+        with torch.no_grad():
+            self._fused = FusedGNS(network) if inference == "fused" and fusable(network) else None
+        self.inference = "fused" if self._fused else "orb"
 
     def identity(self) -> dict[str, Any]:
         identity = {
@@ -300,9 +311,12 @@ class OrbBackbone:
         if not graphs:
             return []
         batch = batch_graphs(graphs).to(self.device)
-        with torch.no_grad():
-            captured = forward_capturing(lambda: self.network(batch), self._layer_modules, layers,
-                                         extract=lambda layer, output: output[0])  # (nodes, edges) -> nodes
+        if self._fused:
+            captured = self._fused.node_features(batch, layers)
+        else:
+            with torch.no_grad():
+                captured = forward_capturing(lambda: self.network(batch), self._layer_modules, layers,
+                                             extract=lambda layer, output: output[0])  # (nodes, edges) -> nodes
         per_layer = {layer: torch.split(captured[layer].to("cpu", torch.float32), sizes) for layer in layers}
         return [{layer: per_layer[layer][index].numpy() for layer in layers} for index in range(len(graphs))]
 
