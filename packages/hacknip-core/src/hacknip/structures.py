@@ -72,6 +72,13 @@ class Dataset:
     def targets(self) -> np.ndarray:
         return np.array([sample.target for sample in self.samples], dtype=np.float64)
 
+    @property
+    def flagged(self) -> list[SkippedRow]:
+        """Kept samples that carry a warning in ``atoms.info["hacknip_warning"]`` (e.g. a molecule whose relaxation
+        did not converge), listed like skipped rows."""
+        return [SkippedRow(s.row, s.id, s.atoms.info["hacknip_warning"])
+                for s in self.samples if s.atoms.info.get("hacknip_warning")]
+
     def drop(self, rejected: Iterable[SkippedRow]) -> Dataset:
         """A copy without the rejected rows, which are added to ``skipped``."""
         rejected = list(rejected)
@@ -313,8 +320,9 @@ def read_ase_file(path: Path, target: str | None = None, on_error: str = "raise"
 
 def read_dataset(path: str | Path, *, target: str | None = None, structure_column: str = "cif",
                  id_column: str | None = None, targets: str | Path | None = None,
-                 on_error: str = "raise") -> Dataset:
-    """Read any supported input, chosen by what ``path`` is."""
+                 on_error: str = "raise", smiles_column: str | None = None) -> Dataset:
+    """Read any supported input, chosen by what ``path`` is. Molecules (a table with a SMILES column, an SDF file)
+    get RDKit geometries, unrelaxed: :func:`hacknip.molecules.molecules_to_dataset` relaxes them with a backbone."""
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"no such file or folder: {path}")
@@ -323,9 +331,31 @@ def read_dataset(path: str | Path, *, target: str | None = None, structure_colum
         return read_structure_folder(path, Path(targets) if targets else None, target, id_column, on_error)
     if name.endswith((".json", ".json.gz")):
         return read_matbench(path, on_error, target)
+    if name.endswith(".sdf") or (name.endswith((".csv", ".parquet")) and structure_column not in _columns(path)
+                                 and (smiles_column or _smiles_table(path))):
+        from hacknip.molecules import molecules_to_dataset
+
+        return molecules_to_dataset(path, smiles_column=smiles_column, target=target, id_column=id_column,
+                                    on_error=on_error)
     if name.endswith((".csv", ".parquet")):
         return read_cif_table(path, structure_column, target, id_column, on_error)
     if name.endswith((".xyz", ".extxyz", ".db", ".traj")):
         return read_ase_file(path, target, on_error)
-    raise ValueError(f"{path}: unknown input kind; give a matbench_*.json.gz, a CSV/parquet with a CIF column, "
-                     "an extxyz/ASE database, or a folder of CIF/POSCAR files with targets.csv")
+    raise ValueError(f"{path}: unknown input kind; give a matbench_*.json.gz, a CSV/parquet with a CIF or SMILES "
+                     "column, an SDF file, an extxyz/ASE database, or a folder of CIF/POSCAR files with targets.csv")
+
+
+def _columns(path: Path) -> list[str]:
+    if path.stat().st_size == 0:
+        return []
+    if path.suffix == ".parquet":
+        import pyarrow.parquet as pq
+
+        return list(pq.read_schema(path).names)
+    import pandas as pd
+
+    return [str(column) for column in pd.read_csv(path, nrows=0).columns]
+
+
+def _smiles_table(path: Path) -> bool:
+    return any(column.lower() == "smiles" for column in _columns(path))

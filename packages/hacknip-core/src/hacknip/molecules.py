@@ -1,0 +1,563 @@
+"""Molecules: SMILES (or SDF / XYZ geometries) to relaxed 3D structures with the backbone's own potential.
+
+SMILES → RDKit molecule → explicit hydrogens → ETKDG conformer (seeded) → ASE ``Atoms`` → geometry optimisation
+with the backbone's ASE calculator (BFGS, fmax 0.01 eV/Å, at most 100 steps by default) → a non-periodic
+structure ready to featurise.
+
+Relaxed geometries are stored beside the features, one JSON file per molecule, under
+``<feature store>/geometries/<backbone>-<key>/`` where the key hashes the backbone identity and the relaxation
+settings, and each file name hashes the canonical SMILES with the embedding settings and the RDKit version (or
+the content hash of a given 3D geometry). A molecule whose file exists is never embedded or relaxed again, so
+an interrupted run resumes where it stopped.
+
+Every row that cannot be used is reported with its row and id, under one of the :data:`FAILURES` categories.
+Relaxations that do not converge are kept and flagged (``Dataset.flagged``), or skipped on request.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import multiprocessing
+import os
+import sys
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from ase import Atoms
+
+from hacknip.backbone import Backbone, check_elements, identity_key
+from hacknip.store import FeatureStore, _atomic_write, _slug, structure_hash
+from hacknip.structures import (
+    ON_ERROR_CHOICES,
+    Dataset,
+    SkippedRow,
+    _checked_target,
+    _pick_target,
+    _read_table,
+    _RowCollector,
+    read_ase_file,
+)
+
+INSTALL_HINT = "pip install hacknip-core[molecules]"
+NONCONVERGED_CHOICES = ("keep", "skip")
+WARNING_KEY = "hacknip_warning"
+"""``atoms.info`` key of a kept sample's warning; :attr:`hacknip.structures.Dataset.flagged` lists them."""
+
+UNPARSEABLE = "unparseable SMILES"
+EMBEDDING_FAILED = "3D embedding failed"
+UNSUPPORTED_ELEMENT = "unsupported element"
+RELAXATION_FAILED = "relaxation failed"
+NOT_CONVERGED = "relaxation not converged"
+FAILURES = (UNPARSEABLE, EMBEDDING_FAILED, UNSUPPORTED_ELEMENT, RELAXATION_FAILED, NOT_CONVERGED)
+"""Every reason a molecule is rejected or flagged starts with one of these."""
+
+
+@dataclass(frozen=True)
+class EmbedOptions:
+    """RDKit ETKDG (v3) conformer generation."""
+
+    seed: int = 0
+    max_attempts: int = 0
+    """ETKDG's ``maxIterations`` (0: RDKit's default)."""
+    random_coords_fallback: bool = True
+    """Retry once from random coordinates when ETKDG fails (RDKit's advice for large, floppy molecules)."""
+    largest_fragment_only: bool = False
+    """Keep only the largest fragment of a multi-fragment SMILES (salts, counter-ions); default keeps all."""
+
+
+@dataclass(frozen=True)
+class RelaxOptions:
+    """Geometry optimisation with the backbone's ASE calculator."""
+
+    fmax: float = 0.01
+    """Convergence threshold on the largest atomic force, eV/Å."""
+    steps: int = 100
+    optimizer: str = "BFGS"
+    """Any optimiser class in ``ase.optimize`` (``BFGS``, ``LBFGS``, ``FIRE``, ``BFGSLineSearch``...)."""
+    vacuum: float | None = None
+    """Empty space around a molecule in the box given to calculators that need a cell (default: the backbone's
+    cutoff, so no atom sees a periodic image)."""
+
+
+@dataclass(frozen=True)
+class MoleculeJob:
+    """One molecule to make: from a canonical SMILES, or from a given 3D geometry."""
+
+    key: str
+    smiles: str | None = None
+    atoms: Atoms | None = None
+
+
+class MoleculeError(ValueError):
+    """A molecule that cannot be made; the message starts with one of :data:`FAILURES`."""
+
+
+# --- RDKit ------------------------------------------------------------------------------------------------
+
+def _rdkit():
+    try:
+        from rdkit import Chem, RDLogger
+    except ImportError:
+        raise ImportError(f"reading molecules needs RDKit: {INSTALL_HINT}") from None
+    RDLogger.DisableLog("rdApp.*")  # failures are reported per row instead
+    return Chem
+
+
+def rdkit_version() -> str:
+    from rdkit import rdBase
+
+    return rdBase.rdkitVersion
+
+
+def parse_smiles(smiles: Any, largest_fragment_only: bool = False):
+    """An RDKit molecule, or a :class:`MoleculeError` naming what is wrong with the SMILES."""
+    Chem = _rdkit()
+    if not isinstance(smiles, str) or not smiles.strip():
+        raise MoleculeError(f"{UNPARSEABLE}: empty")
+    molecule = Chem.MolFromSmiles(smiles.strip())
+    if molecule is None:
+        raise MoleculeError(f"{UNPARSEABLE}: RDKit cannot read {smiles.strip()!r}")
+    if largest_fragment_only:
+        fragments = Chem.GetMolFrags(molecule, asMols=True)
+        molecule = max(fragments, key=lambda fragment: fragment.GetNumAtoms())
+    if any(atom.GetAtomicNum() == 0 for atom in molecule.GetAtoms()):
+        raise MoleculeError(f"{UNSUPPORTED_ELEMENT}: dummy atom '*' (a placeholder, not an element)")
+    return molecule
+
+
+def canonical_smiles(molecule) -> str:
+    return _rdkit().MolToSmiles(molecule, isomericSmiles=True)
+
+
+def embed(molecule, options: EmbedOptions = EmbedOptions()) -> Atoms:
+    """Hydrogens added, one seeded ETKDG conformer, as non-periodic ``Atoms``."""
+    Chem = _rdkit()
+    from rdkit.Chem import AllChem
+
+    with_hydrogens = Chem.AddHs(molecule)
+    parameters = AllChem.ETKDGv3()
+    parameters.randomSeed = options.seed
+    if options.max_attempts:
+        parameters.maxIterations = options.max_attempts
+    status = AllChem.EmbedMolecule(with_hydrogens, parameters)
+    if status != 0 and options.random_coords_fallback:
+        parameters.useRandomCoords = True
+        status = AllChem.EmbedMolecule(with_hydrogens, parameters)
+    if status != 0:
+        raise MoleculeError(f"{EMBEDDING_FAILED}: RDKit ETKDG found no conformer (seed {options.seed})")
+    return _to_atoms(with_hydrogens)
+
+
+def _to_atoms(molecule) -> Atoms:
+    numbers = [atom.GetAtomicNum() for atom in molecule.GetAtoms()]
+    positions = molecule.GetConformer().GetPositions()
+    return Atoms(numbers=numbers, positions=positions, pbc=False)
+
+
+# --- relaxation -------------------------------------------------------------------------------------------
+
+@dataclass
+class Relaxation:
+    atoms: Atoms
+    converged: bool
+    steps: int
+    fmax: float
+    """Largest atomic force at the end, eV/Å."""
+    energy_initial: float
+    energy: float
+
+
+def boxed(atoms: Atoms, vacuum: float) -> Atoms:
+    """A copy with a cell ``vacuum`` Å wider than the molecule on every non-periodic axis that lacks one, still
+    non-periodic there (CHGNet's and pymatgen's graphs need a full-rank lattice even for a molecule)."""
+    if atoms.cell.rank == 3:
+        return atoms.copy()
+    copy = atoms.copy()
+    copy.center(vacuum=vacuum, axis=[axis for axis in range(3) if not atoms.pbc[axis]])
+    return copy
+
+
+def relax(atoms: Atoms, calculator, options: RelaxOptions = RelaxOptions(), vacuum: float = 6.0) -> Relaxation:
+    """Optimise ``atoms`` with ``calculator``; the returned structure keeps the input's cell and periodicity."""
+    import ase.optimize
+
+    optimizer_class = getattr(ase.optimize, options.optimizer, None)
+    if optimizer_class is None:
+        raise ValueError(f"ase.optimize has no optimiser {options.optimizer!r}")
+    working = boxed(atoms, options.vacuum if options.vacuum is not None else vacuum)
+    working.calc = calculator
+    energy_initial = float(working.get_potential_energy())
+    optimizer = optimizer_class(working, logfile=None)
+    converged = bool(optimizer.run(fmax=options.fmax, steps=options.steps))
+    fmax = float(np.linalg.norm(working.get_forces(), axis=1).max())
+    relaxed = atoms.copy()
+    relaxed.positions = working.positions
+    return Relaxation(relaxed, converged, int(optimizer.nsteps), fmax, energy_initial,
+                      float(working.get_potential_energy()))
+
+
+def _calculator_of(backbone: Backbone):
+    if not callable(getattr(backbone, "calculator", None)):
+        raise ValueError(f"{backbone.name} has no ASE calculator, so it cannot relax molecules; relax with another "
+                         "backbone or leave relaxation out")
+    return backbone.calculator()
+
+
+# --- the geometry store -----------------------------------------------------------------------------------
+
+class GeometryStore:
+    """Relaxed geometries of one backbone identity and one set of relaxation settings (see the module docstring)."""
+
+    def __init__(self, root: str | Path, backbone_identity: dict[str, Any], relax: RelaxOptions, vacuum: float):
+        identity = {"backbone": backbone_identity, "relax": {**asdict(relax), "vacuum": vacuum}}
+        self.path = Path(root) / "geometries" / f"{_slug(backbone_identity['name'])}-{identity_key(identity)}"
+        self.path.mkdir(parents=True, exist_ok=True)
+        identity_file = self.path / "identity.json"
+        if not identity_file.exists():
+            text = json.dumps(identity, indent=2, sort_keys=True, default=str).encode()
+            _atomic_write(identity_file, lambda stream: stream.write(text))
+
+    def _file(self, key: str) -> Path:
+        return self.path / f"{key}.json"
+
+    def has(self, key: str) -> bool:
+        return self._file(key).exists()
+
+    def get(self, key: str) -> dict[str, Any]:
+        return json.loads(self._file(key).read_text())
+
+    def put(self, key: str, record: dict[str, Any]) -> None:
+        text = json.dumps(record).encode()
+        _atomic_write(self._file(key), lambda stream: stream.write(text))
+
+
+def smiles_key(smiles: str, options: EmbedOptions) -> str:
+    """Store key of a molecule made from SMILES: canonical SMILES, embedding settings and RDKit version."""
+    text = json.dumps({"smiles": smiles, "embed": asdict(options), "rdkit": rdkit_version()}, sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()[:32]
+
+
+def _record(job: MoleculeJob, atoms: Atoms, relaxation: Relaxation | None = None, seconds: float = 0.0) -> dict:
+    record = {
+        "smiles": job.smiles,
+        "numbers": atoms.numbers.tolist(),
+        "positions": atoms.positions.tolist(),
+        "cell": atoms.cell.array.tolist(),
+        "pbc": atoms.pbc.tolist(),
+    }
+    if relaxation is not None:
+        record.update(converged=relaxation.converged, steps=relaxation.steps, fmax=relaxation.fmax,
+                      energy_initial=relaxation.energy_initial, energy=relaxation.energy, seconds=seconds)
+    return record
+
+
+def record_atoms(record: dict[str, Any]) -> Atoms:
+    atoms = Atoms(numbers=record["numbers"], positions=record["positions"], cell=record["cell"], pbc=record["pbc"])
+    info = {"smiles": record["smiles"]} if record.get("smiles") else {}
+    if "converged" in record:
+        info.update(relax_converged=record["converged"], relax_steps=record["steps"], relax_fmax=record["fmax"],
+                    relax_energy=record["energy"])
+    atoms.info.update(info)
+    return atoms
+
+
+# --- running jobs, serially or in worker processes ----------------------------------------------------------
+
+@dataclass
+class _Runner:
+    """What a process needs to make molecules: ``calculator`` is None when nothing is relaxed."""
+
+    embed: EmbedOptions
+    relax: RelaxOptions
+    calculator: Any = None
+    vacuum: float = 6.0
+    store: GeometryStore | None = None
+
+    def run(self, job: MoleculeJob) -> tuple[str, dict[str, Any] | str]:
+        """``("ok", record)`` or ``("failed", reason)``."""
+        started = time.perf_counter()
+        try:
+            atoms = job.atoms if job.atoms is not None else embed(parse_smiles(job.smiles), self.embed)
+            if self.calculator is None:
+                return "ok", _record(job, atoms)
+            try:
+                relaxation = relax(atoms, self.calculator, self.relax, self.vacuum)
+            except Exception as error:  # calculators raise anything; the row is reported, the run goes on
+                return "failed", f"{RELAXATION_FAILED}: {type(error).__name__}: {_first_line(error)}"
+        except MoleculeError as error:
+            return "failed", str(error)
+        record = _record(job, relaxation.atoms, relaxation, time.perf_counter() - started)
+        if self.store is not None:
+            self.store.put(job.key, record)
+        return "ok", record
+
+
+def _first_line(error: Exception) -> str:
+    text = str(error).strip()
+    return text.splitlines()[0] if text else ""
+
+
+_WORKER: _Runner | None = None
+
+
+def _start_worker(backbone_ref, backbone_options, embed_options, relax_options, vacuum, store, threads) -> None:
+    global _WORKER
+    calculator = None
+    if backbone_ref is not None:
+        if isinstance(backbone_ref, str):
+            from hacknip.registry import load_backbone
+
+            backbone_ref = load_backbone(backbone_ref, **backbone_options)
+        calculator = _calculator_of(backbone_ref)
+    if "torch" in sys.modules:
+        sys.modules["torch"].set_num_threads(threads)
+    _WORKER = _Runner(embed_options, relax_options, calculator, vacuum, store)
+
+
+def _run_in_worker(job: MoleculeJob):
+    return _WORKER.run(job)
+
+
+def run_jobs(jobs: Sequence[MoleculeJob], runner: _Runner, workers: int = 1, worker_setup: tuple | None = None,
+             on_progress: Callable[[int], None] | None = None) -> dict[str, tuple[str, Any]]:
+    """Results by job key; ``worker_setup`` is what :func:`_start_worker` gets in each of ``workers`` processes."""
+    results: dict[str, tuple[str, Any]] = {}
+    if workers <= 1 or len(jobs) <= 1:
+        for job in jobs:
+            results[job.key] = runner.run(job)
+            if on_progress:
+                on_progress(1)
+        return results
+    threads = max(1, (os.cpu_count() or 1) // workers)
+    # spawn, not fork: a forked copy of a process that has run torch's thread pool can deadlock
+    with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"), initializer=_start_worker,
+                             initargs=(*worker_setup, threads)) as pool:
+        futures = {pool.submit(_run_in_worker, job): job.key for job in jobs}
+        for future in as_completed(futures):
+            results[futures[future]] = future.result()
+            if on_progress:
+                on_progress(1)
+    return results
+
+
+# --- reading inputs ---------------------------------------------------------------------------------------
+
+@dataclass
+class _Row:
+    row: str
+    id: str
+    target: float
+    job: MoleculeJob
+
+
+def _smiles_column(frame, smiles_column: str | None, source: str) -> str:
+    if smiles_column is not None:
+        if smiles_column not in frame.columns:
+            raise ValueError(f"{source}: no SMILES column {smiles_column!r} (columns: {list(frame.columns)})")
+        return smiles_column
+    found = [column for column in frame.columns if str(column).lower() == "smiles"]
+    if len(found) != 1:
+        raise ValueError(f"{source}: name the SMILES column with --smiles-column (columns: {list(frame.columns)})")
+    return found[0]
+
+
+def _table_rows(path: Path, smiles_column, target, id_column, embed_options, collector: _RowCollector):
+    frame = _read_table(path)
+    smiles_column = _smiles_column(frame, smiles_column, str(path))
+    target = _pick_target(frame, target, {smiles_column, id_column}, str(path))
+    ids = frame[id_column].astype(str) if id_column else [str(i) for i in range(len(frame))]
+    rows = []
+    for index, (smiles, value, sample_id) in enumerate(zip(frame[smiles_column], frame[target], ids)):
+        row = f"row {index + 2}"
+        try:
+            value = _checked_target(value)
+            canonical = canonical_smiles(parse_smiles(smiles, embed_options.largest_fragment_only))
+        except ValueError as error:
+            collector.reject(row, sample_id, str(error))
+            continue
+        rows.append(_Row(row, sample_id, value, MoleculeJob(smiles_key(canonical, embed_options), smiles=canonical)))
+    return rows, target
+
+
+def _sdf_rows(path: Path, target, id_column, embed_options, collector: _RowCollector):
+    """SDF records: their own 3D coordinates (hydrogens added in place when missing), or embedded when 2D."""
+    Chem = _rdkit()
+    rows = []
+    for index, molecule in enumerate(Chem.SDMolSupplier(str(path), removeHs=False)):
+        row = f"record {index + 1}"
+        if molecule is None:
+            collector.reject(row, str(index), f"{UNPARSEABLE}: RDKit cannot read this SDF record")
+            continue
+        properties = molecule.GetPropsAsDict()
+        sample_id = str(properties.get(id_column) if id_column else molecule.GetProp("_Name") or index)
+        if target is None:
+            numeric = [k for k, v in properties.items() if isinstance(v, (int, float)) and k != id_column]
+            if len(numeric) != 1:
+                raise ValueError(f"{path}: say which SDF property is the target with --target (numeric: {numeric})")
+            target = numeric[0]
+        try:
+            value = _checked_target(properties.get(target))
+            job = _sdf_job(molecule, embed_options)
+        except ValueError as error:
+            collector.reject(row, sample_id, str(error))
+            continue
+        rows.append(_Row(row, sample_id, value, job))
+    return rows, target
+
+
+def _sdf_job(molecule, embed_options: EmbedOptions) -> MoleculeJob:
+    Chem = _rdkit()
+    if any(atom.GetAtomicNum() == 0 for atom in molecule.GetAtoms()):
+        raise MoleculeError(f"{UNSUPPORTED_ELEMENT}: dummy atom '*' (a placeholder, not an element)")
+    if molecule.GetNumConformers() and molecule.GetConformer().Is3D():
+        atoms = _to_atoms(Chem.AddHs(molecule, addCoords=True))
+        return MoleculeJob(structure_hash(atoms), atoms=atoms)
+    canonical = canonical_smiles(parse_smiles(canonical_smiles(molecule), embed_options.largest_fragment_only))
+    return MoleculeJob(smiles_key(canonical, embed_options), smiles=canonical)
+
+
+def _xyz_rows(path: Path, target, on_error: str):
+    dataset = read_ase_file(path, target, on_error)
+    rows = [_Row(s.row, s.id, s.target, MoleculeJob(structure_hash(s.atoms), atoms=s.atoms)) for s in dataset.samples]
+    return rows, dataset.target_name, dataset.skipped
+
+
+def _read_rows(path: Path, smiles_column, target, id_column, embed_options, collector):
+    name = path.name.lower()
+    if name.endswith((".csv", ".parquet")):
+        return _table_rows(path, smiles_column, target, id_column, embed_options, collector)
+    if name.endswith(".sdf"):
+        return _sdf_rows(path, target, id_column, embed_options, collector)
+    if name.endswith((".xyz", ".extxyz")):
+        rows, target, skipped = _xyz_rows(path, target, collector.on_error)
+        collector.skipped += skipped
+        return rows, target
+    raise ValueError(f"{path}: molecules come from a CSV/parquet table with a SMILES column, an SDF file, or an "
+                     "(ext)xyz file")
+
+
+# --- the whole path ---------------------------------------------------------------------------------------
+
+def molecules_to_dataset(
+    path: str | Path,
+    *,
+    smiles_column: str | None = None,
+    target: str | None = None,
+    id_column: str | None = None,
+    backbone: str | Backbone | None = None,
+    backbone_options: dict[str, Any] | None = None,
+    embed_options: EmbedOptions = EmbedOptions(),
+    relax_options: RelaxOptions | None = RelaxOptions(),
+    store: FeatureStore | None = None,
+    workers: int = 1,
+    on_error: str = "raise",
+    on_nonconverged: str = "keep",
+    on_progress: Callable[[int], None] | None = None,
+) -> Dataset:
+    """Labelled molecules relaxed with ``backbone``'s own calculator, ready to featurise with it.
+
+    ``path``: a CSV/parquet table with a SMILES column (``smiles_column``, default the column called smiles in
+    any case), an SDF file, or an (ext)xyz file. ``backbone``: a registered name (each worker process loads it
+    once) or a loaded backbone; ``None`` or ``relax_options=None`` gives the unrelaxed input geometries. Relaxed
+    geometries are stored under ``store``'s folder and reused. ``on_error="skip"`` lists unusable rows in
+    ``Dataset.skipped`` instead of raising; non-converged relaxations are kept and listed in
+    ``Dataset.flagged`` (``on_nonconverged="skip"`` moves them to ``skipped``). ``on_progress(n)`` is called
+    as molecules finish.
+    """
+    if on_nonconverged not in NONCONVERGED_CHOICES:
+        raise ValueError(f"on_nonconverged must be one of {NONCONVERGED_CHOICES}, not {on_nonconverged!r}")
+    if on_error not in ON_ERROR_CHOICES:
+        raise ValueError(f"on_error must be one of {ON_ERROR_CHOICES}, not {on_error!r}")
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"no such file: {path}")
+    collector = _RowCollector(str(path), on_error)
+    rows, target = _read_rows(path, smiles_column, target, id_column, embed_options, collector)
+
+    loaded = _load(backbone, backbone_options or {}) if relax_options is not None else None
+    runner = _runner(loaded, embed_options, relax_options, store)
+    if loaded is not None:
+        rows = [row for row in rows if _elements_known(row, loaded, collector)]
+    results = _results_from_store(rows, runner.store)
+    todo = list({row.job.key: row.job for row in rows if row.job.key not in results}.values())
+    if on_progress:
+        on_progress(len(rows) - len(todo))
+    backbone_ref = backbone if isinstance(backbone, str) and loaded is not None else loaded
+    worker_setup = (backbone_ref, backbone_options or {}, embed_options, relax_options or RelaxOptions(), runner.vacuum,
+                    runner.store)
+    results.update(run_jobs(todo, runner, workers, worker_setup, on_progress))
+    for row in rows:
+        _collect(row, results[row.job.key], relax_options, on_nonconverged, collector)
+    return collector.dataset(target)
+
+
+def _load(backbone: str | Backbone | None, options: dict[str, Any]) -> Backbone | None:
+    if isinstance(backbone, str):
+        from hacknip.registry import load_backbone
+
+        return load_backbone(backbone, **options)
+    return backbone
+
+
+def _runner(backbone: Backbone | None, embed_options, relax_options, store: FeatureStore | None) -> _Runner:
+    if backbone is None:
+        return _Runner(embed_options, relax_options or RelaxOptions())
+    vacuum = relax_options.vacuum if relax_options.vacuum is not None else float(backbone.cutoff)
+    root = (store or FeatureStore()).root
+    geometry_store = GeometryStore(root, backbone.identity(), relax_options, vacuum)
+    return _Runner(embed_options, relax_options, _calculator_of(backbone), vacuum, geometry_store)
+
+
+def _elements_known(row: _Row, backbone: Backbone, collector: _RowCollector) -> bool:
+    if backbone.supported_elements is None:
+        return True
+    try:
+        numbers = row.job.atoms.numbers if row.job.atoms is not None else _smiles_numbers(row.job.smiles)
+        check_elements([Atoms(numbers=numbers)], backbone.supported_elements, backbone.name)
+    except ValueError as error:
+        collector.reject(row.row, row.id, f"{UNSUPPORTED_ELEMENT}: {error}")
+        return False
+    return True
+
+
+def _smiles_numbers(smiles: str) -> list[int]:
+    molecule = _rdkit().AddHs(parse_smiles(smiles))
+    return [atom.GetAtomicNum() for atom in molecule.GetAtoms()]
+
+
+def _results_from_store(rows: Sequence[_Row], store: GeometryStore | None) -> dict[str, tuple[str, Any]]:
+    if store is None:
+        return {}
+    return {row.job.key: ("ok", store.get(row.job.key)) for row in rows if store.has(row.job.key)}
+
+
+def _collect(row: _Row, result: tuple[str, Any], relax_options, on_nonconverged: str,
+             collector: _RowCollector) -> None:
+    status, payload = result
+    if status == "failed":
+        collector.reject(row.row, row.id, payload)
+        return
+    atoms = record_atoms(payload)
+    if not payload.get("converged", True):
+        warning = (f"{NOT_CONVERGED}: largest force {payload['fmax']:.3g} eV/Å after {payload['steps']} steps "
+                   f"(asked for {relax_options.fmax} eV/Å)")
+        if on_nonconverged == "skip":
+            collector.skipped.append(SkippedRow(row.row, row.id, warning))
+            return
+        atoms.info[WARNING_KEY] = warning
+    collector.add(row.row, row.id, lambda: atoms, row.target)
+
+
+def failure_counts(dataset: Dataset) -> dict[str, int]:
+    """How many rows were skipped or flagged, per :data:`FAILURES` category (others under ``"other"``)."""
+    counts: dict[str, int] = {}
+    for entry in dataset.skipped + dataset.flagged:
+        category = next((c for c in FAILURES if entry.reason.startswith(c)), "other")
+        counts[category] = counts.get(category, 0) + 1
+    return counts
