@@ -172,3 +172,44 @@ def dummy_cv(y: np.ndarray, folds: Folds, task: str = REGRESSION) -> CVResult:
 def best_layer(per_layer: Sequence[dict], metric: Metric = PRIMARY_METRIC[REGRESSION]) -> int:
     """The layer whose ``<metric>_mean`` is best."""
     return per_layer[metric.best([entry[f"{metric.name}_mean"] for entry in per_layer])]["layer"]
+
+
+# --- molecules: Bemis–Murcko scaffold splits ----------------------------------------------------------------
+
+def murcko_scaffold(smiles: str) -> str:
+    """The Bemis–Murcko scaffold (ring systems and the linkers between them) as canonical SMILES; ``""`` for a
+    molecule without rings."""
+    try:
+        from rdkit import Chem
+        from rdkit.Chem.Scaffolds import MurckoScaffold
+    except ImportError:
+        raise ImportError("scaffold splits need RDKit: pip install hacknip-core[molecules]") from None
+    molecule = Chem.MolFromSmiles(smiles)
+    if molecule is None:
+        raise ValueError(f"RDKit cannot read the SMILES {smiles!r}")
+    return MurckoScaffold.MurckoScaffoldSmiles(mol=molecule, includeChirality=False)
+
+
+def scaffold_folds(smiles: Sequence[str], n_splits: int = N_FOLDS, seed: int = MATBENCH_SEED) -> Folds:
+    """K folds in which all molecules sharing a Bemis–Murcko scaffold land in the same test fold.
+
+    Scaffold groups are dealt largest first (equal sizes in a seeded random order) to the fold holding the
+    fewest molecules so far, so folds come out balanced in size and the split is the same for the same seed.
+    Molecules without rings share the empty scaffold, hence one fold.
+    """
+    groups: dict[str, list[int]] = {}
+    for index, text in enumerate(smiles):
+        try:
+            groups.setdefault(murcko_scaffold(text), []).append(index)
+        except ValueError as error:
+            raise ValueError(f"molecule {index}: {error}; fix or remove it before splitting") from None
+    if len(groups) < n_splits:
+        raise ValueError(f"{len(groups)} distinct scaffolds are too few for {n_splits} scaffold folds")
+    members = list(groups.values())
+    order = np.random.default_rng(seed).permutation(len(members))
+    order = sorted(order, key=lambda g: -len(members[g]))  # stable: the random order only breaks size ties
+    tests: list[list[int]] = [[] for _ in range(n_splits)]
+    for group in order:
+        min(tests, key=len).extend(members[group])
+    everything = np.arange(len(smiles))
+    return [(np.setdiff1d(everything, test), np.array(sorted(test), dtype=int)) for test in tests]
