@@ -1,0 +1,202 @@
+"""Molecules from SMILES / SDF: per-row failures, seeded embedding, relaxation with the backbone's calculator, the
+relaxed-geometry store, parallel workers, scaffold folds, and no supercell for non-periodic structures."""
+
+from __future__ import annotations
+
+import sys
+
+import numpy as np
+import pandas as pd
+import pytest
+from ase.calculators.morse import MorsePotential
+
+from hacknip.evaluation import murcko_scaffold, scaffold_folds
+from hacknip.featurize import featurize
+from hacknip.molecules import (
+    EmbedOptions,
+    RelaxOptions,
+    embed,
+    failure_counts,
+    molecules_to_dataset,
+    parse_smiles,
+    relax,
+)
+from hacknip.store import FeatureStore
+from hacknip.structures import BadInputError, Dataset, Sample, read_dataset
+from hacknip.supercell import cutoff_supercell
+
+pytest.importorskip("rdkit")
+
+CALCULATIONS = {"count": 0}
+
+
+class CountingMorse(MorsePotential):
+    def calculate(self, *args, **kwargs):
+        CALCULATIONS["count"] += 1
+        super().calculate(*args, **kwargs)
+
+
+class MorseBackbone:
+    """A cheap backbone whose calculator is ASE's Morse potential: enough to exercise the machinery around
+    relaxation (store, workers, flags); the real relaxation is tested with CHGNet below."""
+
+    name = "morse"
+    cutoff = 4.0
+    layer_widths = (1,)
+    needs_supercell = False
+    supported_elements = frozenset({1, 6, 7, 8})
+
+    def identity(self):
+        return {"name": self.name, "library": "ase", "potential": "morse r0=1.2"}
+
+    def per_atom_features(self, structures, layers):
+        return [{0: np.ones((len(atoms), 1), dtype=np.float32)} for atoms in structures]
+
+    def calculator(self):
+        return CountingMorse(r0=1.2, rho0=6.0)
+
+
+def _table(tmp_path, rows, name="molecules.csv"):
+    path = tmp_path / name
+    pd.DataFrame(rows, columns=["name", "SMILES", "y"]).to_csv(path, index=False)
+    return path
+
+
+MOLECULES = [("ethanol", "CCO", 1.0), ("acetic acid", "CC(=O)O", 0.0), ("pyridine", "c1ccncc1", 1.0)]
+FEW_STEPS = RelaxOptions(steps=10)  # converges H2 (7 steps), not the others
+
+
+def test_unparseable_smiles_is_reported_with_row_and_id(tmp_path):
+    path = _table(tmp_path, [MOLECULES[0], ("broken", "C1CC(", 1.0), ("placeholder", "*CC", 0.0)])
+    with pytest.raises(BadInputError, match=r"row 3 \(id broken\): unparseable SMILES.*--on-error skip"):
+        molecules_to_dataset(path, id_column="name")
+    dataset = molecules_to_dataset(path, id_column="name", on_error="skip")
+    assert dataset.ids == ["ethanol"]
+    assert [(s.row, s.id) for s in dataset.skipped] == [("row 3", "broken"), ("row 4", "placeholder")]
+    assert failure_counts(dataset) == {"unparseable SMILES": 1, "unsupported element": 1}
+
+
+def test_read_dataset_finds_the_smiles_column_and_reads_sdf(tmp_path):
+    from rdkit import Chem
+
+    dataset = read_dataset(_table(tmp_path, MOLECULES), target="y")
+    assert len(dataset.samples) == 3 and dataset.samples[0].atoms.get_chemical_formula() == "C2H6O"
+    assert not dataset.samples[0].atoms.pbc.any()
+    sdf = tmp_path / "molecules.sdf"
+    with Chem.SDWriter(str(sdf)) as writer:
+        for name, smiles, y in MOLECULES:
+            molecule = Chem.MolFromSmiles(smiles)
+            molecule.SetProp("_Name", name)
+            molecule.SetDoubleProp("y", y)
+            writer.write(molecule)
+    from_sdf = read_dataset(sdf)
+    assert from_sdf.ids == ["ethanol", "acetic acid", "pyridine"] and list(from_sdf.targets) == [1.0, 0.0, 1.0]
+    assert from_sdf.samples[2].atoms.get_chemical_formula() == "C5H5N"
+
+
+def test_etkdg_embedding_is_deterministic_for_a_seed():
+    paracetamol = parse_smiles("CC(=O)Nc1ccc(O)cc1")
+    first, again = embed(paracetamol, EmbedOptions(seed=7)), embed(paracetamol, EmbedOptions(seed=7))
+    other = embed(paracetamol, EmbedOptions(seed=8))
+    assert np.array_equal(first.positions, again.positions)
+    assert not np.allclose(first.positions, other.positions)
+
+
+def test_chgnet_relaxation_lowers_energy_and_forces():
+    from hacknip.registry import load_backbone
+
+    ethanol = embed(parse_smiles("CCO"))
+    # fmax 0.05 rather than the default 0.01 keeps this test short (about 80 BFGS steps to reach 0.01)
+    relaxation = relax(ethanol, load_backbone("chgnet").calculator(), RelaxOptions(fmax=0.05))
+    assert relaxation.converged and relaxation.fmax <= 0.05 and 0 < relaxation.steps <= 100
+    assert relaxation.energy < relaxation.energy_initial
+    assert not relaxation.atoms.pbc.any() and relaxation.atoms.cell.rank == 0  # the box used to relax is not kept
+
+
+def test_geometry_store_avoids_recomputation(tmp_path):
+    path, store = _table(tmp_path, MOLECULES), FeatureStore(tmp_path / "store")
+    CALCULATIONS["count"] = 0
+    first = molecules_to_dataset(path, backbone=MorseBackbone(), relax_options=FEW_STEPS, store=store)
+    assert CALCULATIONS["count"] > 0
+    CALCULATIONS["count"] = 0
+    progress = []
+    again = molecules_to_dataset(path, backbone=MorseBackbone(), relax_options=FEW_STEPS, store=store,
+                                 on_progress=progress.append)
+    assert CALCULATIONS["count"] == 0 and progress == [3]
+    for one, other in zip(first.samples, again.samples):
+        assert np.array_equal(one.atoms.positions, other.atoms.positions)
+    changed = molecules_to_dataset(path, backbone=MorseBackbone(), relax_options=RelaxOptions(steps=11), store=store)
+    assert CALCULATIONS["count"] > 0 and not np.allclose(changed.samples[0].atoms.positions,
+                                                         first.samples[0].atoms.positions)
+
+
+def test_nonconverged_kept_and_flagged_or_skipped_and_unknown_elements_reported(tmp_path):
+    path = _table(tmp_path, [("hydrogen", "[H][H]", 0.0), *MOLECULES, ("chloroethane", "CCCl", 1.0)])
+    kept = molecules_to_dataset(path, id_column="name", backbone=MorseBackbone(), relax_options=FEW_STEPS,
+                                store=FeatureStore(tmp_path / "store"), on_error="skip")
+    assert [s.id for s in kept.skipped] == ["chloroethane"]
+    assert "unsupported element" in kept.skipped[0].reason and "[17]" in kept.skipped[0].reason
+    assert kept.ids == ["hydrogen", "ethanol", "acetic acid", "pyridine"]
+    assert [f.id for f in kept.flagged] == kept.ids[1:] and "after 10 steps" in kept.flagged[0].reason
+    assert kept.samples[0].atoms.info["relax_converged"] and not kept.samples[1].atoms.info["relax_converged"]
+    skipped = molecules_to_dataset(path, id_column="name", backbone=MorseBackbone(), relax_options=FEW_STEPS,
+                                   store=FeatureStore(tmp_path / "store"), on_error="skip", on_nonconverged="skip")
+    assert skipped.ids == ["hydrogen"] and skipped.flagged == []
+    assert failure_counts(skipped) == {"unsupported element": 1, "relaxation not converged": 3}
+
+
+def test_parallel_workers_give_the_serial_result(tmp_path):
+    path = _table(tmp_path, MOLECULES)
+    serial = molecules_to_dataset(path, backbone=MorseBackbone(), relax_options=FEW_STEPS,
+                                  store=FeatureStore(tmp_path / "serial"))
+    progress = []
+    parallel = molecules_to_dataset(path, backbone=MorseBackbone(), relax_options=FEW_STEPS, workers=2,
+                                    store=FeatureStore(tmp_path / "parallel"), on_progress=progress.append)
+    assert sum(progress) == 3
+    assert parallel.ids == serial.ids
+    for one, other in zip(serial.samples, parallel.samples):
+        np.testing.assert_allclose(one.atoms.positions, other.atoms.positions, atol=1e-8)
+        assert one.atoms.info == other.atoms.info
+
+
+def test_scaffold_folds_keep_each_scaffold_in_one_test_fold():
+    smiles = ["c1ccccc1C", "c1ccccc1CC", "c1ccccc1O", "C1CCCCC1N", "C1CCCCC1O", "c1ccncc1C", "c1ccncc1",
+              "CCO", "CCN", "C1CC1C", "c1ccc2ccccc2c1", "c1ccc2ccccc2c1O", "O=C1CCCN1", "O=C1CCCN1C"]
+    folds = scaffold_folds(smiles, n_splits=4, seed=3)
+    tests = [set(test.tolist()) for _, test in folds]
+    assert sorted(i for test in tests for i in test) == list(range(len(smiles)))
+    for train, test in folds:
+        assert not set(train.tolist()) & set(test.tolist())
+    for scaffold in {murcko_scaffold(s) for s in smiles}:
+        members = {i for i, s in enumerate(smiles) if murcko_scaffold(s) == scaffold}
+        assert sum(bool(members & test) for test in tests) == 1, scaffold
+    again = scaffold_folds(smiles, n_splits=4, seed=3)
+    assert all(np.array_equal(a[1], b[1]) for a, b in zip(folds, again))
+    with pytest.raises(ValueError, match="molecule 1"):
+        scaffold_folds(["CCO", "C1C("], n_splits=2)
+
+
+class RecordingBackbone(MorseBackbone):
+    needs_supercell = True
+
+    def __init__(self):
+        self.seen = []
+
+    def per_atom_features(self, structures, layers):
+        self.seen += [len(atoms) for atoms in structures]
+        return super().per_atom_features(structures, layers)
+
+
+def test_non_periodic_structures_get_no_supercell(tmp_path):
+    ethanol = embed(parse_smiles("CCO"))
+    assert cutoff_supercell(ethanol, 12.0) is ethanol
+    backbone = RecordingBackbone()
+    dataset = Dataset([Sample("ethanol", "row 2", ethanol, 1.0)], "y", "test")
+    featurize(dataset, backbone, FeatureStore(tmp_path / "store"))
+    assert backbone.seen == [len(ethanol)]
+
+
+def test_missing_rdkit_names_the_extra(monkeypatch):
+    monkeypatch.setitem(sys.modules, "rdkit", None)
+    with pytest.raises(ImportError, match=r"pip install hacknip-core\[molecules\]"):
+        parse_smiles("CCO")
