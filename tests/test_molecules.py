@@ -200,3 +200,11 @@ def test_missing_rdkit_names_the_extra(monkeypatch):
     monkeypatch.setitem(sys.modules, "rdkit", None)
     with pytest.raises(ImportError, match=r"pip install hacknip-core\[molecules\]"):
         parse_smiles("CCO")
+
+
+def test_backbone_without_calculator_says_it_cannot_relax(tmp_path):
+    class NoCalculator(MorseBackbone):
+        calculator = None
+
+    with pytest.raises(ValueError, match="morse has no ASE calculator, so it cannot relax molecules"):
+        molecules_to_dataset(_table(tmp_path, MOLECULES), backbone=NoCalculator(), store=FeatureStore(tmp_path))
