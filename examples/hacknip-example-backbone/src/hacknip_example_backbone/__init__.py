@@ -1,0 +1,1 @@
+"""A template hacknip backbone plugin (see README.md)."""
