@@ -123,6 +123,14 @@ def data_options(command):
                      help="Backbone loader option KEY=VALUE (repeatable), e.g. default_dtype=float64, modal=R2SCAN."),
         click.option("--store", type=click.Path(path_type=Path), envvar="HACKNIP_STORE",
                      help="Feature store folder (default: $HACKNIP_HOME/features)."),
+        click.option("--smiles-column", help="Molecules: the SMILES column of a table (default: a column called smiles)."),
+        click.option("--relax/--no-relax", default=True, show_default=True,
+                     help="Molecules: relax RDKit geometries with the first backbone's calculator (BFGS)."),
+        click.option("--relax-fmax", default=0.01, show_default=True, help="Molecules: relaxation force threshold, eV/Å."),
+        click.option("--relax-steps", default=100, show_default=True, help="Molecules: most relaxation steps."),
+        click.option("--workers", default=1, show_default=True, help="Molecules: processes embedding and relaxing."),
+        click.option("--on-nonconverged", type=click.Choice(["keep", "skip"]), default="keep", show_default=True,
+                     help="Molecules: keep (and flag) or skip relaxations that did not converge."),
     ]
     for option in reversed(options):
         command = option(command)
@@ -160,21 +168,19 @@ def _run_config(**options):
 @cli.command()
 @data_options
 @friendly_errors
-def featurize(data, backbone, target, structure_column, id_column, targets, on_error, limit, batch_size, device,
-              backbone_options, store):
+def featurize(**options):
     """Featurise a dataset into the feature store (every layer, resumable, nothing computed twice)."""
     from rich.console import Console
 
     from hacknip.pipeline import featurize_members, load_data, parse_backbones
     from hacknip.store import FeatureStore
 
-    config = _run_config(data=data, backbone=backbone, target=target, structure_column=structure_column,
-                         id_column=id_column, targets=targets, on_error=on_error, limit=limit, batch_size=batch_size,
-                         device=device, backbone_options=_parse_key_values(backbone_options, "--backbone-option"),
-                         store=store)
-    dataset = load_data(config)
+    options["backbone_options"] = _parse_key_values(options["backbone_options"], "--backbone-option")
+    config = _run_config(**options)
     with progress_bars() as start:
-        dataset, members = featurize_members(dataset, parse_backbones(backbone), config, FeatureStore(store), start)
+        dataset = load_data(config, start)
+        dataset, members = featurize_members(dataset, parse_backbones(config.backbone), config, FeatureStore(config.store),
+                                             start)
     console = Console()
     for item in members:
         console.print(f"{item.member.name}: {item.computed} computed, {item.reused} already stored "
@@ -204,6 +210,9 @@ def model_options(command):
         click.option("--pooling", help="mean, sum, max, std, or several joined by '+'  [default: mean]"),
         click.option("--task", type=click.Choice(["auto", "regression", "classification"]), default="auto",
                      show_default=True, help="auto: classification when every target is 0 or 1."),
+        click.option("--split", type=click.Choice(["auto", "random", "scaffold"]), default="auto", show_default=True,
+                     help="auto: official Matbench folds when they apply, else (Stratified)KFold; scaffold: "
+                          "Bemis-Murcko scaffold folds (molecules)."),
         click.option("--folds", "folds_file", type=click.Path(exists=True, path_type=Path),
                      help="Matbench validation file (default: matbench_v0.1_validation.json.gz beside --data)."),
         click.option("--leaderboard", "leaderboard_file", type=click.Path(exists=True, path_type=Path),

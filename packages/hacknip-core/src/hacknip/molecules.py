@@ -459,6 +459,7 @@ def molecules_to_dataset(
     on_error: str = "raise",
     on_nonconverged: str = "keep",
     on_progress: Callable[[int], None] | None = None,
+    limit: int | None = None,
 ) -> Dataset:
     """Labelled molecules relaxed with ``backbone``'s own calculator, ready to featurise with it.
 
@@ -468,7 +469,7 @@ def molecules_to_dataset(
     geometries are stored under ``store``'s folder and reused. ``on_error="skip"`` lists unusable rows in
     ``Dataset.skipped`` instead of raising; non-converged relaxations are kept and listed in
     ``Dataset.flagged`` (``on_nonconverged="skip"`` moves them to ``skipped``). ``on_progress(n)`` is called
-    as molecules finish.
+    as molecules finish. ``limit`` keeps only the first rows (before any embedding or relaxation).
     """
     if on_nonconverged not in NONCONVERGED_CHOICES:
         raise ValueError(f"on_nonconverged must be one of {NONCONVERGED_CHOICES}, not {on_nonconverged!r}")
@@ -479,6 +480,7 @@ def molecules_to_dataset(
         raise FileNotFoundError(f"no such file: {path}")
     collector = _RowCollector(str(path), on_error)
     rows, target = _read_rows(path, smiles_column, target, id_column, embed_options, collector)
+    rows = rows[:limit] if limit else rows
 
     loaded = _load(backbone, backbone_options or {}) if relax_options is not None else None
     runner = _runner(loaded, embed_options, relax_options, store)

@@ -31,7 +31,7 @@ from hacknip.leaderboard import SUMMARY_FILE, find_matbench_file, leaderboard_ra
 from hacknip.pooling import parse_pooling
 from hacknip.registry import UnknownNameError, create_head, get_head_spec, load_backbone
 from hacknip.store import BackboneFeatures, FeatureStore, structure_hash
-from hacknip.structures import Dataset, read_dataset
+from hacknip.structures import Dataset, is_molecule_input, read_dataset
 
 VALIDATION_FILE = "matbench_v0.1_validation.json.gz"
 Progress = Callable[[str, int], Callable[[int], None]]
@@ -63,6 +63,15 @@ class RunConfig:
     leaderboard_file: Path | None = None
     limit: int | None = None
     store: Path | None = None
+    smiles_column: str | None = None
+    relax: bool = True
+    """Molecules: relax the RDKit geometry with the first backbone's calculator before featurising."""
+    relax_fmax: float = 0.01
+    relax_steps: int = 100
+    workers: int = 1
+    on_nonconverged: str = "keep"
+    split: str = "auto"
+    """``auto`` (official Matbench folds, else (Stratified)KFold), ``random``, or ``scaffold`` (molecules)."""
 
 
 @dataclass
@@ -75,10 +84,26 @@ class MemberFeatures:
     reused: int
 
 
-def load_data(config: RunConfig) -> Dataset:
+def load_data(config: RunConfig, progress: Progress = no_progress) -> Dataset:
+    if is_molecule_input(config.data, config.structure_column, config.smiles_column):
+        return _molecules(config, progress)
     dataset = read_dataset(config.data, target=config.target, structure_column=config.structure_column,
                            id_column=config.id_column, targets=config.targets, on_error=config.on_error)
     return dataset.head(config.limit) if config.limit else dataset
+
+
+def _molecules(config: RunConfig, progress: Progress) -> Dataset:
+    """Molecules get 3D geometries, relaxed with the first backbone of the expression (stored, reused)."""
+    from hacknip.molecules import RelaxOptions, molecules_to_dataset
+
+    relaxing = parse_backbones(config.backbone)[0].name if config.relax else None
+    relax = RelaxOptions(fmax=config.relax_fmax, steps=config.relax_steps) if config.relax else None
+    advance = progress(f"3D geometries{f' relaxed with {relaxing}' if relaxing else ''}", None)
+    return molecules_to_dataset(config.data, smiles_column=config.smiles_column, target=config.target,
+                                id_column=config.id_column, backbone=relaxing, backbone_options=config.backbone_options,
+                                relax_options=relax, store=FeatureStore(config.store), workers=config.workers,
+                                on_error=config.on_error, on_nonconverged=config.on_nonconverged, on_progress=advance,
+                                limit=config.limit)
 
 
 def featurize_members(dataset: Dataset, members: list[Member], config: RunConfig, store: FeatureStore,
@@ -124,13 +149,25 @@ def dataset_keys(dataset: Dataset) -> list[str]:
 def make_folds(dataset: Dataset, config: RunConfig, task: str = REGRESSION) -> tuple[list, str]:
     """Official Matbench folds when the data carry Matbench ids and the folds file is found, else Matbench's
     seeded (Stratified)KFold."""
-    if dataset.matbench_task:
+    if config.split == "scaffold":
+        return _scaffold_folds(dataset), "Bemis-Murcko scaffold folds (5, seed 18012019)"
+    if dataset.matbench_task and config.split == "auto":
         folds_file = config.folds_file or find_matbench_file(Path(config.data), VALIDATION_FILE)
         if folds_file:
             return matbench_folds(dataset.ids, dataset.matbench_task, folds_file), f"official Matbench v0.1 folds ({folds_file})"
     if task == CLASSIFICATION:
         return stratified_folds(dataset.targets), "StratifiedKFold(5, shuffle=True, random_state=18012019)"
     return random_folds(len(dataset.samples)), "KFold(5, shuffle=True, random_state=18012019)"
+
+
+def _scaffold_folds(dataset: Dataset) -> list:
+    from hacknip.evaluation import scaffold_folds
+
+    smiles = [sample.atoms.info.get("smiles") for sample in dataset.samples]
+    if None in smiles:
+        raise ValueError(f"--split scaffold needs molecules given as SMILES; {dataset.source} row "
+                         f"{dataset.samples[smiles.index(None)].row} has none")
+    return scaffold_folds(smiles)
 
 
 def choose_task(config: RunConfig, y: np.ndarray, head_spec) -> str:
@@ -186,7 +223,7 @@ def prepare(config: RunConfig, progress: Progress = no_progress) -> Prepared:
     members = parse_backbones(config.backbone)
     parse_pooling(config.pooling)  # a typo should fail before featurising
     head_spec = get_head_spec(config.head)
-    dataset = load_data(config)
+    dataset = load_data(config, progress)
     read_seconds = time.perf_counter() - started
     dataset, member_features = featurize_members(dataset, members, config, FeatureStore(config.store), progress)
     task = choose_task(config, dataset.targets, head_spec)
@@ -300,6 +337,7 @@ def results_dict(prepared: Prepared, per_layer: list[dict], chosen: dict[str, li
         **final.summary(),
         **{f"dummy_{name}": value for name, value in dummy.summary().items()},
         "skipped": [entry.as_dict() for entry in dataset.skipped],
+        "flagged": [entry.as_dict() for entry in dataset.flagged],
         "predictions": out_of_fold_predictions(dataset, final, folds),
         "leaderboard": None,
     }

@@ -164,3 +164,5 @@ def print_summary(results: dict[str, Any], console) -> None:
     console.print(summary)
     for entry in results["skipped"]:
         console.print(f"[yellow]skipped[/] {entry['row']} ({entry['id']}): {entry['reason']}")
+    for entry in results.get("flagged", []):
+        console.print(f"[yellow]flagged[/] {entry['row']} ({entry['id']}): {entry['reason']}")

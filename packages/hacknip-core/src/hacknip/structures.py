@@ -331,8 +331,7 @@ def read_dataset(path: str | Path, *, target: str | None = None, structure_colum
         return read_structure_folder(path, Path(targets) if targets else None, target, id_column, on_error)
     if name.endswith((".json", ".json.gz")):
         return read_matbench(path, on_error, target)
-    if name.endswith(".sdf") or (name.endswith((".csv", ".parquet")) and structure_column not in _columns(path)
-                                 and (smiles_column or _smiles_table(path))):
+    if is_molecule_input(path, structure_column, smiles_column):
         from hacknip.molecules import molecules_to_dataset
 
         return molecules_to_dataset(path, smiles_column=smiles_column, target=target, id_column=id_column,
@@ -343,6 +342,15 @@ def read_dataset(path: str | Path, *, target: str | None = None, structure_colum
         return read_ase_file(path, target, on_error)
     raise ValueError(f"{path}: unknown input kind; give a matbench_*.json.gz, a CSV/parquet with a CIF or SMILES "
                      "column, an SDF file, an extxyz/ASE database, or a folder of CIF/POSCAR files with targets.csv")
+
+
+def is_molecule_input(path: Path, structure_column: str = "cif", smiles_column: str | None = None) -> bool:
+    """An SDF file, or a table with a SMILES column (named by ``smiles_column`` or called smiles) and no CIF column."""
+    name = Path(path).name.lower()
+    if name.endswith(".sdf"):
+        return True
+    return (name.endswith((".csv", ".parquet")) and structure_column not in _columns(Path(path))
+            and bool(smiles_column or _smiles_table(Path(path))))
 
 
 def _columns(path: Path) -> list[str]:
