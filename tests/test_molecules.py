@@ -208,3 +208,27 @@ def test_backbone_without_calculator_says_it_cannot_relax(tmp_path):
 
     with pytest.raises(ValueError, match="morse has no ASE calculator, so it cannot relax molecules"):
         molecules_to_dataset(_table(tmp_path, MOLECULES), backbone=NoCalculator(), store=FeatureStore(tmp_path))
+
+
+class NitrogenHatingMorse(CountingMorse):
+    def calculate(self, atoms=None, *args, **kwargs):
+        if 7 in atoms.numbers:
+            raise RuntimeError("cannot handle nitrogen\nsecond line of detail")
+        super().calculate(atoms, *args, **kwargs)
+
+
+class NitrogenHatingBackbone(MorseBackbone):
+    def calculator(self):
+        return NitrogenHatingMorse(r0=1.2, rho0=6.0)
+
+
+def test_relaxation_failure_is_reported_per_row_and_the_rest_kept(tmp_path):
+    path = _table(tmp_path, MOLECULES)
+    dataset = molecules_to_dataset(path, id_column="name", backbone=NitrogenHatingBackbone(), relax_options=FEW_STEPS,
+                                   store=FeatureStore(tmp_path), on_error="skip")
+    assert dataset.ids == ["ethanol", "acetic acid"]
+    assert [(s.row, s.id, s.reason) for s in dataset.skipped] == [
+        ("row 4", "pyridine", "relaxation failed: RuntimeError: cannot handle nitrogen")]
+    with pytest.raises(BadInputError, match=r"row 4 \(id pyridine\): relaxation failed"):
+        molecules_to_dataset(path, id_column="name", backbone=NitrogenHatingBackbone(), relax_options=FEW_STEPS,
+                             store=FeatureStore(tmp_path))

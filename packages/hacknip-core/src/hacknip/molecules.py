@@ -284,14 +284,14 @@ class _Runner:
         started = time.perf_counter()
         try:
             atoms = job.atoms if job.atoms is not None else embed(parse_smiles(job.smiles), self.embed)
-            if self.calculator is None:
-                return "ok", _record(job, atoms)
-            try:
-                relaxation = relax(atoms, self.calculator, self.relax, self.vacuum)
-            except Exception as error:  # calculators raise anything; the row is reported, the run goes on
-                return "failed", f"{RELAXATION_FAILED}: {type(error).__name__}: {_first_line(error)}"
         except MoleculeError as error:
             return "failed", str(error)
+        if self.calculator is None:
+            return "ok", _record(job, atoms)
+        try:
+            relaxation = relax(atoms, self.calculator, self.relax, self.vacuum)
+        except Exception as error:  # calculators raise anything; the row is reported, the run goes on
+            return "failed", f"{RELAXATION_FAILED}: {type(error).__name__}: {_first_line(error)}"
         record = _record(job, relaxation.atoms, relaxation, time.perf_counter() - started)
         if self.store is not None:
             self.store.put(job.key, record)
