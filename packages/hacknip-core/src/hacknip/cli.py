@@ -210,6 +210,11 @@ def model_options(command):
         click.option("--pooling", help="mean, sum, max, std, or several joined by '+'  [default: mean]"),
         click.option("--task", type=click.Choice(["auto", "regression", "classification"]), default="auto",
                      show_default=True, help="auto: classification when every target is 0 or 1."),
+        click.option("--target-transform", type=click.Choice(["none", "log10", "ln", "neglog10_1m"]), default="none",
+                     show_default=True, help="Regression: train on a transformed target (neglog10_1m = -log10(1-y)); "
+                                             "predictions are mapped back."),
+        click.option("--score-scale", type=click.Choice(["original", "transformed"]), default="original",
+                     show_default=True, help="Report metrics on the original or the transformed target scale."),
         click.option("--split", type=click.Choice(["auto", "random", "scaffold"]), default="auto", show_default=True,
                      help="auto: official Matbench folds when they apply, else (Stratified)KFold; scaffold: "
                           "Bemis-Murcko scaffold folds (molecules)."),
@@ -233,6 +238,7 @@ def _model_config(options: dict, replay: dict | None = None):
     if replay:
         options.update(_replayed(options, replay))
     options["head"] = options["head"] or "lightgbm"
+    options["target_transform"] = None if options["target_transform"] == "none" else options["target_transform"]
     options["pooling"] = options["pooling"] or "mean"
     options.pop("out", None)
     return _run_config(**options)

@@ -137,18 +137,64 @@ class CVResult:
         return {f"{name}_{kind}": getattr(self, kind)(name) for name in names for kind in ("mean", "std")}
 
 
+@dataclass(frozen=True)
+class TargetTransform:
+    """A regression target transform: heads learn ``forward(y)``; their predictions are mapped back by ``inverse``."""
+
+    name: str
+    forward: Callable[[np.ndarray], np.ndarray]
+    inverse: Callable[[np.ndarray], np.ndarray]
+    domain: str
+
+
+TARGET_TRANSFORMS = {
+    "log10": TargetTransform("log10", np.log10, lambda v: 10.0**v, "y > 0"),
+    "ln": TargetTransform("ln", np.log, np.exp, "y > 0"),
+    "neglog10_1m": TargetTransform("neglog10_1m", lambda y: -np.log10(1.0 - y), lambda v: 1.0 - 10.0 ** (-v), "y < 1"),
+}
+"""``neglog10_1m`` is -log10(1 - y), e.g. for a Coulombic efficiency close to 1."""
+SCORE_SCALES = ("original", "transformed")
+
+
+def get_target_transform(name: str | None) -> TargetTransform | None:
+    if name is None or name == "none":
+        return None
+    if name not in TARGET_TRANSFORMS:
+        raise ValueError(f"unknown target transform {name!r}: use one of {', '.join(TARGET_TRANSFORMS)}")
+    return TARGET_TRANSFORMS[name]
+
+
+class TransformedTargetHead:
+    """A regression head trained on transformed targets, predicting on the original scale."""
+
+    task_kinds = frozenset({REGRESSION})
+
+    def __init__(self, head: Head, transform: TargetTransform):
+        self.head, self.transform = head, transform
+
+    def fit(self, X: np.ndarray, y: np.ndarray) -> TransformedTargetHead:
+        self.head.fit(X, self.transform.forward(y))
+        return self
+
+    def predict(self, X: np.ndarray) -> np.ndarray:
+        return self.transform.inverse(self.head.predict(X))
+
+
 def cross_validate(X: np.ndarray, y: np.ndarray, folds: Folds, make_head: Callable[[], Head],
-                   on_fold: Callable[[], None] | None = None, task: str = REGRESSION) -> CVResult:
-    """Fit a fresh head on each training fold (features standardised on that fold) and score its test fold."""
+                   on_fold: Callable[[], None] | None = None, task: str = REGRESSION,
+                   score_transform: Callable[[np.ndarray], np.ndarray] | None = None) -> CVResult:
+    """Fit a fresh head on each training fold (features standardised on that fold) and score its test fold.
+    ``score_transform`` maps targets and predictions before scoring (metrics on a transformed scale)."""
     from sklearn.preprocessing import StandardScaler
 
+    scale = score_transform or (lambda values: values)
     predictions = np.full(len(y), np.nan)
     scores = []
     for number, (train, test) in enumerate(folds):
         scaler = StandardScaler().fit(X[train])
         head = make_head().fit(scaler.transform(X[train]), y[train])
         predictions[test] = predict(head, scaler.transform(X[test]), task)
-        scores.append({"fold": number, **METRICS[task](y[test], predictions[test])})
+        scores.append({"fold": number, **METRICS[task](scale(y[test]), scale(predictions[test]))})
         if on_fold:
             on_fold()
     return CVResult(scores, predictions, task)

@@ -15,11 +15,14 @@ from hacknip import __version__
 from hacknip.compose import Member, parse_backbones
 from hacknip.evaluation import (
     PRIMARY_METRIC,
+    SCORE_SCALES,
     CVResult,
+    TransformedTargetHead,
     best_layer,
     check_task,
     cross_validate,
     dummy_cv,
+    get_target_transform,
     infer_task,
     matbench_folds,
     random_folds,
@@ -70,6 +73,10 @@ class RunConfig:
     relax_steps: int = 100
     workers: int = 1
     on_nonconverged: str = "keep"
+    target_transform: str | None = None
+    """Regression: train on ``log10``, ``ln`` or ``neglog10_1m`` (-log10(1-y)) of the target, predict back."""
+    score_scale: str = "original"
+    """Score predictions on the ``original`` target scale or the ``transformed`` one."""
     split: str = "auto"
     """``auto`` (official Matbench folds, else (Stratified)KFold), ``random``, or ``scaffold`` (molecules)."""
 
@@ -179,10 +186,30 @@ def choose_task(config: RunConfig, y: np.ndarray, head_spec) -> str:
     return task
 
 
-def head_factory(config: RunConfig, task: str) -> Callable[[], Any]:
-    """Heads that serve classification take ``task="classification"``; regression is every head's default."""
-    params = {**config.head_params, **({"task": task} if task == CLASSIFICATION else {})}
-    return lambda: create_head(config.head, **params)
+def head_factory(config: RunConfig, task: str, tuned: dict[str, Any] | None = None) -> Callable[[], Any]:
+    """Heads that serve classification take ``task="classification"``; regression is every head's default.
+    ``tuned`` hyperparameters come first; the user's ``--head-param`` values override them."""
+    params = {**(tuned or {}), **config.head_params, **({"task": task} if task == CLASSIFICATION else {})}
+    transform = get_target_transform(config.target_transform)
+    if transform is None:
+        return lambda: create_head(config.head, **params)
+    return lambda: TransformedTargetHead(create_head(config.head, **params), transform)
+
+
+def check_target_transform(config: RunConfig, dataset: Dataset, task: str) -> None:
+    transform = get_target_transform(config.target_transform)
+    if config.score_scale not in SCORE_SCALES:
+        raise ValueError(f"score scale {config.score_scale!r}: use one of {', '.join(SCORE_SCALES)}")
+    if transform is None:
+        return
+    if task == CLASSIFICATION:
+        raise ValueError("--target-transform applies to regression targets, not 0/1 classes")
+    with np.errstate(all="ignore"):
+        bad = ~np.isfinite(transform.forward(dataset.targets))
+    if bad.any():
+        sample = dataset.samples[int(np.argmax(bad))]
+        raise ValueError(f"{dataset.source}: {sample.row} (id {sample.id}): target {sample.target} is outside the domain of "
+                         f"{transform.name} ({transform.domain}); {int(bad.sum())} such rows")
 
 
 @dataclass
@@ -206,6 +233,15 @@ class Prepared:
     def metric(self):
         return PRIMARY_METRIC[self.task]
 
+    @property
+    def score_transform(self) -> Callable[[np.ndarray], np.ndarray] | None:
+        transform = get_target_transform(self.config.target_transform)
+        return transform.forward if transform and self.config.score_scale == "transformed" else None
+
+    def cross_validate(self, X: np.ndarray, make_head: Callable[[], Any], on_fold=None) -> CVResult:
+        return cross_validate(X, self.y, self.folds, make_head, on_fold=on_fold, task=self.task,
+                              score_transform=self.score_transform)
+
     @functools.cached_property
     def keys(self) -> list[str]:
         return dataset_keys(self.dataset)
@@ -227,6 +263,7 @@ def prepare(config: RunConfig, progress: Progress = no_progress) -> Prepared:
     read_seconds = time.perf_counter() - started
     dataset, member_features = featurize_members(dataset, members, config, FeatureStore(config.store), progress)
     task = choose_task(config, dataset.targets, head_spec)
+    check_target_transform(config, dataset, task)
     folds, folds_source = make_folds(dataset, config, task)
     return Prepared(config, dataset, member_features, head_spec, task, folds, folds_source, read_seconds)
 
@@ -245,7 +282,7 @@ def sweep_layers(prepared: Prepared, make_head: Callable[[], Any], progress: Pro
         sweep = []
         for layer in range(item.n_layers):
             X = layer_matrix(item.features, prepared.keys, [layer], parse_pooling(prepared.config.pooling))
-            result = cross_validate(X, prepared.y, prepared.folds, make_head, on_fold=advance, task=prepared.task)
+            result = prepared.cross_validate(X, make_head, on_fold=advance)
             results[(item.member.name, layer)] = result
             sweep.append({"backbone": item.member.name, "layer": layer, **result.summary()})
         per_layer += sweep
@@ -269,7 +306,7 @@ def run(config: RunConfig, progress: Progress = no_progress, save_to: Path | Non
     final = _already_scored(prepared.members, chosen, sweep_results)
     if final is None:
         advance = progress(f"final cross-validation ({config.head})", len(prepared.folds))
-        final = cross_validate(X, prepared.y, prepared.folds, make_head, on_fold=advance, task=prepared.task)
+        final = prepared.cross_validate(X, make_head, on_fold=advance)
     final_seconds = time.perf_counter() - final_started
 
     results = results_dict(prepared, per_layer, chosen, final, X.shape[1])
@@ -311,7 +348,8 @@ def results_dict(prepared: Prepared, per_layer: list[dict], chosen: dict[str, li
                  n_features: int) -> dict[str, Any]:
     """The ``results.json`` schema shared by ``hacknip run`` and ``hacknip tune``."""
     config, dataset, member_features, folds = prepared.config, prepared.dataset, prepared.members, prepared.folds
-    dummy = dummy_cv(prepared.y, folds, prepared.task)
+    scale = prepared.score_transform or (lambda values: values)
+    dummy = dummy_cv(scale(prepared.y), folds, prepared.task)
     single = len(member_features) == 1 and len(chosen[member_features[0].member.name]) == 1
     best = chosen[member_features[0].member.name][0] if single else chosen
     results: dict[str, Any] = {
@@ -332,6 +370,8 @@ def results_dict(prepared: Prepared, per_layer: list[dict], chosen: dict[str, li
         "per_layer": per_layer,
         "best_layer": best,
         "task_kind": final.task,
+        "target_transform": config.target_transform,
+        "scored_on": config.score_scale if config.target_transform else "original",
         "metric": final.metric.name,
         "folds": final.folds,
         **final.summary(),

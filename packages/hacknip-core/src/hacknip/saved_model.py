@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from hacknip import __version__
+from hacknip.evaluation import get_target_transform
 from hacknip.evaluation import predict as head_prediction
 from hacknip.featurize import featurize, layer_matrix
 from hacknip.head import CLASSIFICATION
@@ -45,7 +46,9 @@ def save_model(folder: Path, prepared, layers: dict[str, list[int]], head_params
     X = prepared.matrix(layers)
     scaler = StandardScaler().fit(X)
     task_param = {"task": CLASSIFICATION} if prepared.task == CLASSIFICATION else {}
-    head = head_class(**head_params, **task_param).fit(scaler.transform(X), prepared.y)
+    transform = get_target_transform(config.target_transform)
+    y = transform.forward(prepared.y) if transform else prepared.y
+    head = head_class(**head_params, **task_param).fit(scaler.transform(X), y)
     meta, head_arrays = head.get_state()
     model = {
         "format": FORMAT,
@@ -56,6 +59,7 @@ def save_model(folder: Path, prepared, layers: dict[str, list[int]], head_params
         "pooling": config.pooling,
         "task": prepared.task,
         "target": prepared.dataset.target_name,
+        "target_transform": config.target_transform,
         "head": config.head,
         "head_params": {**head_params, **task_param},
         "head_state": meta,
@@ -107,6 +111,8 @@ class SavedModel:
             raise ValueError(f"{self.folder}: the model takes {self.model['n_features']} features, these have {X.shape[1]}")
         scaled = (X - self.arrays["scaler_mean"]) / self.arrays["scaler_scale"]
         value = head_prediction(self.head(), scaled, self.task)
+        transform = get_target_transform(self.model.get("target_transform"))
+        value = transform.inverse(value) if transform else value
         if self.task == CLASSIFICATION:
             return {"probability": value, "predicted": (value > 0.5).astype(int)}
         return {"predicted": value}

@@ -30,8 +30,16 @@ import numpy as np
 
 from hacknip.evaluation import CVResult, Folds, cross_validate, predict, random_folds, stratified_folds
 from hacknip.head import CLASSIFICATION, HeadSpec
-from hacknip.pipeline import Prepared, Progress, RunConfig, no_progress, prepare, results_dict, sweep_layers
-from hacknip.registry import create_head
+from hacknip.pipeline import (
+    Prepared,
+    Progress,
+    RunConfig,
+    head_factory,
+    no_progress,
+    prepare,
+    results_dict,
+    sweep_layers,
+)
 
 PROTOCOLS = ("nested", "paper")
 INNER_SEED = 20191801
@@ -127,9 +135,7 @@ class _Tuner:
         self.study_prefix = _study_prefix(prepared, settings)
 
     def make_head(self, params: dict[str, Any]):
-        fixed = self.prepared.config.head_params
-        task = {"task": CLASSIFICATION} if self.prepared.task == CLASSIFICATION else {}
-        return lambda: create_head(self.prepared.config.head, **{**params, **fixed, **task})
+        return head_factory(self.prepared.config, self.prepared.task, tuned=params)
 
     def tune_scope(self, scope: Scope) -> ScopeWinner:
         sweep, candidates = self._candidate_layers(scope)
@@ -179,7 +185,8 @@ class _Tuner:
             params = self.search_space(trial)
             trial.set_user_attr("head_params", _jsonable(params))
             trial.set_user_attr("worker", f"{socket.gethostname()}:{os.getpid()}")
-            return cross_validate(X, y, scope.folds, self.make_head(params), task=self.prepared.task).mean()
+            return cross_validate(X, y, scope.folds, self.make_head(params), task=self.prepared.task,
+                                  score_transform=self.prepared.score_transform).mean()
 
         advance = self.progress(f"tuning {scope.name}, {_layers_label(layers)}", self.settings.n_trials)
         advance(len(_complete(study)))
@@ -196,6 +203,7 @@ class _Tuner:
 
         from hacknip.evaluation import METRICS
 
+        scale = self.prepared.score_transform or (lambda values: values)
         predictions = np.full(len(self.y), np.nan)
         scores = []
         for number, ((train, test), winner) in enumerate(zip(self.prepared.folds, winners)):
@@ -203,12 +211,11 @@ class _Tuner:
             scaler = StandardScaler().fit(X[train])
             head = self.make_head(winner.head_params)().fit(scaler.transform(X[train]), self.y[train])
             predictions[test] = predict(head, scaler.transform(X[test]), self.prepared.task)
-            scores.append({"fold": number, **METRICS[self.prepared.task](self.y[test], predictions[test])})
+            scores.append({"fold": number, **METRICS[self.prepared.task](scale(self.y[test]), scale(predictions[test]))})
         return CVResult(scores, predictions, self.prepared.task)
 
     def cross_validate(self, winner: ScopeWinner) -> CVResult:
-        X = self.prepared.matrix(winner.layers)
-        return cross_validate(X, self.y, self.prepared.folds, self.make_head(winner.head_params), task=self.prepared.task)
+        return self.prepared.cross_validate(self.prepared.matrix(winner.layers), self.make_head(winner.head_params))
 
 
 def _outer_scope(prepared: Prepared, number: int, train: np.ndarray, settings: TuneSettings) -> Scope:
@@ -257,7 +264,8 @@ def _study_prefix(prepared: Prepared, settings: TuneSettings) -> str:
     key = json.dumps({"data": str(Path(config.data).resolve()), "n": len(prepared.y), "backbone": config.backbone,
                       "head": config.head, "fixed": config.head_params, "pooling": config.pooling, "task": prepared.task,
                       "protocol": settings.protocol, "inner_folds": settings.inner_folds,
-                      "outer": prepared.folds_source}, sort_keys=True)
+                      "outer": prepared.folds_source, "target_transform": config.target_transform,
+                      "score_scale": config.score_scale}, sort_keys=True)
     return f"{config.head}-{hashlib.sha256(key.encode()).hexdigest()[:12]}"
 
 
