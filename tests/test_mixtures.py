@@ -133,6 +133,9 @@ def test_salt_in_a_molar_ratio_adds_no_volume():
 def test_missing_density_is_named():
     with pytest.raises(MixtureError, match="S: no density, needed to convert a volume ratio"):
         molar_concentrations([Component(SALT, 1, "vol"), Component(A, 1, "vol")])
+    liquid = Species("L", smiles="CCOCC", molar_mass=74.0)  # not a salt: its volume cannot be left out
+    with pytest.raises(MixtureError, match="L: no density, needed to convert a mol ratio"):
+        molar_concentrations([Component(SALT, 1, "mol"), Component(liquid, 3, "mol")])
 
 
 def test_molar_mass_from_the_smiles():

@@ -17,8 +17,8 @@ the mixture table's folder), else a SMILES. Units (:data:`UNITS`):
 
 - ``M``: mol per litre of the final mixture.
 - ``vol`` / ``wt`` / ``mol``: parts of the solvent by volume, mass or moles (all ratio parts of one mixture share one
-  unit). 1 L of solvent is made from these parts with ideal mixing; a part without a density (a salt in a molar
-  ratio) adds no volume.
+  unit). 1 L of solvent is made from these parts with ideal mixing; a salt (a SMILES with charged atoms, e.g.
+  ``1 mol LiFSI; 3 mol SL``) adds no volume, any other part needs a density.
 - ``vol%`` / ``wt%``: an additive as a volume or mass percentage of the final mixture.
 
 Dissolved components given in ``M`` are taken to add no volume: the solution volume is the solvent volume (plus
@@ -81,6 +81,19 @@ class Species:
     """g/mol; computed from the SMILES when not given."""
     density: float | None = None
     """g/cm³ of the pure liquid; only needed for volume parts, and to count a component's volume."""
+
+    @property
+    def is_salt(self) -> bool:
+        """Made of ions (a SMILES with charged atoms): dissolved, it is taken to add no volume."""
+        return bool(self.smiles) and re.search(r"\[[^\]]*[+-]\d*\]", self.smiles) is not None
+
+    def volume_per_gram(self, why: str) -> float:
+        """cm³ per gram in a mixture: 1/density, or 0 for a salt; anything else without a density is an error."""
+        if self.density:
+            return 1.0 / self.density
+        if self.is_salt:
+            return 0.0
+        raise MixtureError(f"{self.name}: no density, needed {why} (give one in the species table)")
 
     @property
     def key(self) -> str:
@@ -153,11 +166,11 @@ def _solvent_moles(parts: Sequence[Component]) -> list[float]:
     millilitres = SOLVENT_LITRES * 1000.0
     if unit == "vol":
         return [f * millilitres * _density(p.species, "to convert a volume ratio") / m for f, p, m in zip(share, parts, masses)]
-    # mass or moles of each part per unit of blend, then the blend volume they fill (parts without density: none)
+    # grams of each part per unit of blend, then the volume they fill (a salt fills none)
     per_unit = share if unit == "wt" else share * np.array(masses)
-    volume = sum(g / p.species.density for g, p in zip(per_unit, parts) if p.species.density)
+    volume = sum(g * p.species.volume_per_gram(f"to convert a {unit} ratio") for g, p in zip(per_unit, parts))
     if volume <= 0:
-        raise MixtureError(f"no solvent part has a density, so the {unit} ratio gives no volume")
+        raise MixtureError(f"the {unit} ratio gives no volume: every part is a salt")
     grams = per_unit * millilitres / volume
     return [g / m for g, m in zip(grams, masses)]
 
@@ -175,7 +188,7 @@ def _percent_additives(additives: Sequence[Component], base_grams: float) -> tup
         fraction = additive.amount / (100.0 - total)
         if additive.unit == "wt%":
             grams = fraction * base_grams
-            litres += grams / additive.species.density / 1000.0 if additive.species.density else 0.0
+            litres += grams * additive.species.volume_per_gram("to count a wt% additive's volume") / 1000.0
         else:
             volume = fraction * SOLVENT_LITRES
             grams = volume * 1000.0 * _density(additive.species, "to convert a vol%")
