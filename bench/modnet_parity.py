@@ -91,7 +91,7 @@ def upstream(args) -> None:
     X, y, fold_of_row, description = load_features(args.features)
     params = {**PAPER_PHONONS, **json.loads(args.params)}
     columns = [f"f{j}" for j in range(X.shape[1])]
-    cross_nmi = upstream_cross_nmi(X, columns, args.cross_nmi_cache, get_cross_nmi, pd)
+    cross_nmi = upstream_cross_nmi(X, columns, args.cross_nmi_cache, get_cross_nmi, pd) if args.selection == "nmi" else None
 
     def moddata(rows):
         data = MODData(df_featurized=pd.DataFrame(X[rows], columns=columns, index=[f"id{i}" for i in rows]),

@@ -77,13 +77,13 @@ def test_ranking_prefers_an_independent_column_over_a_redundant_more_relevant_on
     assert relevance_redundancy_ranking(relevance, redundancy, 2).tolist() == [0, 2]
 
 
-def test_cross_nmi_is_one_for_copies_and_near_zero_for_independent_columns():
+def test_cross_nmi_is_one_for_copies_and_small_for_independent_columns():
     rng = np.random.default_rng(1)
     a, b = rng.normal(size=(2, 500))
     X = np.column_stack([a, np.exp(a), b])  # a monotone transform carries all of a's information
     nmi = cross_nmi(X, self_information(X, seed=0))
-    assert nmi[0, 1] > 0.9
-    assert nmi[0, 2] < 0.01 and nmi[1, 2] < 0.01
+    assert nmi[0, 1] > 0.99
+    assert nmi[0, 2] < 0.05 and nmi[1, 2] < 0.05  # the binned estimate's small-sample bias, not dependence
     np.testing.assert_allclose(nmi, nmi.T)
 
 
