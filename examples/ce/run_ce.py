@@ -107,9 +107,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--weighting", choices=("sum", "mean"), default="sum")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
     parser.add_argument("--test-size", type=float, default=0.3)
+    parser.add_argument("--no-relax", action="store_true",
+                        help="featurise the RDKit conformers as they are (the paper relaxes them with the NIP)")
     args = parser.parse_args(argv)
 
     from hacknip.mixtures import embed_mixtures, read_mixture_table, read_species_table
+    from hacknip.molecules import RelaxOptions
     from hacknip.registry import load_backbone
     from hacknip.store import FeatureStore
 
@@ -126,7 +129,9 @@ def main(argv: list[str] | None = None) -> int:
 
     backbone = load_backbone(args.backbone)
     layers = list(range(len(backbone.layer_widths)))
-    embeddings = embed_mixtures(table.mixtures, backbone, FeatureStore(), layers, weighting=args.weighting)
+    relax_options = None if args.no_relax else RelaxOptions()
+    embeddings = embed_mixtures(table.mixtures, backbone, FeatureStore(), layers, weighting=args.weighting,
+                                relax_options=relax_options)
     first = embeddings[layers[0]]
     rejected += [{**by_id[s.id], "reason": f"featurisation: {s.reason}"} for s in first.rejected]
     y = np.array([mixture.target for mixture in first.mixtures])
@@ -145,6 +150,7 @@ def main(argv: list[str] | None = None) -> int:
     results = {
         "command": " ".join([Path(sys.argv[0]).name] + (argv if argv is not None else sys.argv[1:])),
         "data": str(args.data), "backbone": args.backbone, "head": args.head, "weighting": args.weighting,
+        "relaxed": not args.no_relax,
         "target": "LCE = -log10(1 - CE)", "splits": f"{len(args.seeds)} random {1 - args.test_size:.0%}/"
         f"{args.test_size:.0%} splits, seeds {args.seeds}", "rows_in_data": rows_in_data,
         "rows_used": len(y), "rows_rejected": len(rejected),

@@ -394,12 +394,17 @@ def embed_mixtures(mixtures: Sequence[Mixture], backbone: Backbone, store: Featu
     dataset, failed = component_dataset(species, relaxer, store, relax_options, embed_options)
     report = featurize(dataset, backbone, store, layers=list(layers), on_error="skip")
     failed = {entry.id: entry.reason for entry in failed + report.rejected}
-    good = [(sample.id, key) for sample, key in zip(dataset.samples, report.keys) if sample.id not in failed]
+    stored = [(sample.id, key) for sample, key in zip(dataset.samples, report.keys) if sample.id not in failed]
+    matrices = {layer: layer_matrix(report.features, [key for _, key in stored], [layer], pooling) for layer in layers}
+    finite = np.all([np.isfinite(matrix).all(axis=1) for matrix in matrices.values()], axis=0)
+    for (species_key, _), ok in zip(stored, finite):
+        if not ok:  # e.g. an ion left with no neighbour within the cutoff
+            failed[species_key] = f"{backbone.name} gave non-finite features (NaN/inf)"
+    species_keys = [species_key for (species_key, _), ok in zip(stored, finite) if ok]
     kept, rejected = _usable(mixtures, failed)
-    weights = _weights(kept, [species_key for species_key, _ in good], weighting)
-    return {layer: MixtureEmbedding(weights @ layer_matrix(report.features, [k for _, k in good], [layer], pooling),
-                                    kept, rejected, [species_key for species_key, _ in good])
-            for layer in layers}
+    weights = _weights(kept, species_keys, weighting)
+    return {layer: MixtureEmbedding(weights @ matrix[finite], kept, rejected, species_keys)
+            for layer, matrix in matrices.items()}
 
 
 def _usable(mixtures: Sequence[Mixture], failed: dict[str, str]) -> tuple[list[Mixture], list[SkippedRow]]:
