@@ -156,3 +156,21 @@ def test_features_are_readable_from_another_process_without_the_plugin(tmp_path)
                             env=env, cwd=tmp_path, timeout=60)
     assert result.returncode == 0, result.stderr
     np.testing.assert_array_equal(np.array(json.loads(result.stdout)), expected)
+
+
+class _NaNForCopper(ToyBackbone):
+    """Returns NaN for copper atoms, as a network can for an atom with no neighbour in range."""
+
+    def _one(self, atoms, layers):
+        out = super()._one(atoms, layers)
+        for values in out.values():
+            values[atoms.numbers == 29] = np.nan
+        return out
+
+
+def test_non_finite_features_are_a_named_error_not_stored(tmp_path):
+    dataset = _dataset(4)
+    with pytest.raises(BadInputError, match=r"row 1 \(id s1\): featurising failed in toy: ValueError: non-finite features"):
+        featurize(dataset, _NaNForCopper(), FeatureStore(tmp_path), batch_size=4)
+    report = featurize(dataset, _NaNForCopper(), FeatureStore(tmp_path), batch_size=4, on_error="skip")
+    assert [r.id for r in report.rejected] == ["s1", "s3"] and report.computed == 2

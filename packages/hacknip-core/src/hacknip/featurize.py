@@ -47,10 +47,21 @@ def _records(backbone: Backbone, samples: Sequence[Sample], keys: Sequence[str],
     if backbone.needs_supercell:
         inputs = [cutoff_supercell(atoms, backbone.cutoff, supercell_rule(backbone)) for atoms in inputs]
     per_atom = backbone.per_atom_features(inputs, layers)
+    for features in per_atom:
+        _check_finite(backbone, features)
     return [
         Record(key, len(sample.atoms), {layer: atom_statistics(features[layer]) for layer in layers})
         for key, sample, features in zip(keys, samples, per_atom)
     ]
+
+
+def _check_finite(backbone: Backbone, features: dict[int, np.ndarray]) -> None:
+    """A NaN embedding would poison every model trained on it, and some networks return one silently."""
+    for layer, values in features.items():
+        bad_atoms = int((~np.isfinite(values)).any(axis=1).sum())
+        if bad_atoms:
+            raise ValueError(f"non-finite features at layer {layer} for {bad_atoms} atom(s) (for example an atom with no "
+                             f"neighbour within {backbone.name}'s {backbone.cutoff:g} Å cutoff)")
 
 
 def featurize(
