@@ -59,3 +59,35 @@ def test_a_target_outside_the_domain_names_its_row(toy_plugin, tmp_path):
                                       "--target-transform", "log10"])
     assert result.exit_code == 1
     assert "row 4 (id 2): target 0.0 is outside the domain of log10 (y > 0)" in result.output
+
+
+def test_extra_features_are_appended_scaled_and_saved(toy_plugin, tmp_path):
+    """A temperature column carries most of the signal: with it the error drops, and predict reads it again."""
+    from pymatgen.core import Lattice, Structure
+
+    rng = np.random.default_rng(0)
+    n = 60
+    cifs = [Structure(Lattice.cubic(3.6 + 0.01 * (i % 7)), ["Cu"], [[0, 0, 0]]).to(fmt="cif") for i in range(n)]
+    temperature = rng.uniform(300, 1500, n)
+    table = tmp_path / "data.csv"
+    pd.DataFrame({"cif": cifs, "temperature": temperature, "y": 0.01 * temperature + rng.normal(0, 0.1, n)}).to_csv(
+        table, index=False)
+    base = ["run", "--data", table, "--backbone", "toy@1", "--head", "ridge", "--target", "y"]
+    without = _run(*base, "--out", tmp_path / "without")
+    with_extra = _run(*base, "--extra-features", "temperature", "--save", tmp_path / "model", "--out", tmp_path / "with")
+    assert without.exit_code == 0 and with_extra.exit_code == 0, without.output + with_extra.output
+    plain = json.loads((tmp_path / "without" / "results.json").read_text())
+    extra = json.loads((tmp_path / "with" / "results.json").read_text())
+    assert extra["n_features"] == plain["n_features"] + 1 and extra["extra_features"] == ["temperature"]
+    assert extra["mae_mean"] < 0.3 * plain["mae_mean"]
+    predicted = _run("predict", tmp_path / "model", "--data", table, "--out", tmp_path / "p.csv")
+    assert predicted.exit_code == 0, predicted.output
+    assert np.abs(pd.read_csv(tmp_path / "p.csv")["predicted"] - 0.01 * temperature).mean() < 0.2
+
+    table_with_gap = tmp_path / "gap.csv"
+    frame = pd.read_csv(table)
+    frame.loc[4, "temperature"] = None
+    frame.to_csv(table_with_gap, index=False)
+    result = CliRunner().invoke(cli, ["run", "--data", str(table_with_gap), "--backbone", "toy@1", "--head", "ridge",
+                                      "--target", "y", "--extra-features", "temperature"])
+    assert result.exit_code == 1 and "row 6 (id 4): extra feature 'temperature' is nan, not a finite number" in result.output

@@ -210,6 +210,8 @@ def model_options(command):
         click.option("--pooling", help="mean, sum, max, std, or several joined by '+'  [default: mean]"),
         click.option("--task", type=click.Choice(["auto", "regression", "classification"]), default="auto",
                      show_default=True, help="auto: classification when every target is 0 or 1."),
+        click.option("--extra-features", help="Per-sample scalar columns (or extxyz info keys) appended to the "
+                                               "embedding, comma-separated, e.g. temperature."),
         click.option("--target-transform", type=click.Choice(["none", "log10", "ln", "neglog10_1m"]), default="none",
                      show_default=True, help="Regression: train on a transformed target (neglog10_1m = -log10(1-y)); "
                                              "predictions are mapped back."),
@@ -239,6 +241,7 @@ def _model_config(options: dict, replay: dict | None = None):
         options.update(_replayed(options, replay))
     options["head"] = options["head"] or "lightgbm"
     options["target_transform"] = None if options["target_transform"] == "none" else options["target_transform"]
+    options["extra_features"] = [c.strip() for c in (options["extra_features"] or "").split(",") if c.strip()]
     options["pooling"] = options["pooling"] or "mean"
     options.pop("out", None)
     return _run_config(**options)
@@ -335,7 +338,7 @@ def predict(model_dir, data, target, structure_column, id_column, targets, on_er
     dataset = read_dataset(data, target=target or UNLABELLED, structure_column=structure_column, id_column=id_column,
                            targets=targets, on_error=on_error)
     with progress_bars() as start:
-        dataset, X = model.features(dataset, FeatureStore(store), batch_size, device, on_error, start)
+        dataset, X = model.features(dataset, FeatureStore(store), batch_size, device, on_error, start, data, targets)
     predictions = model.predict(X)
     table = pd.DataFrame({"id": dataset.ids, **({"true": dataset.targets} if target else {}), **predictions})
     table.to_csv(out, index=False)

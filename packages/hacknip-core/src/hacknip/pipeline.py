@@ -34,7 +34,7 @@ from hacknip.leaderboard import SUMMARY_FILE, find_matbench_file, leaderboard_ra
 from hacknip.pooling import parse_pooling
 from hacknip.registry import UnknownNameError, create_head, get_head_spec, load_backbone
 from hacknip.store import BackboneFeatures, FeatureStore, structure_hash
-from hacknip.structures import Dataset, is_molecule_input, read_dataset
+from hacknip.structures import Dataset, is_molecule_input, read_dataset, read_extra_features
 
 VALIDATION_FILE = "matbench_v0.1_validation.json.gz"
 Progress = Callable[[str, int], Callable[[int], None]]
@@ -77,6 +77,8 @@ class RunConfig:
     """Regression: train on ``log10``, ``ln`` or ``neglog10_1m`` (-log10(1-y)) of the target, predict back."""
     score_scale: str = "original"
     """Score predictions on the ``original`` target scale or the ``transformed`` one."""
+    extra_features: list[str] = field(default_factory=list)
+    """Per-sample scalar columns (table columns, or extxyz info keys) appended to the embedding."""
     split: str = "auto"
     """``auto`` (official Matbench folds, else (Stratified)KFold), ``random``, or ``scaffold`` (molecules)."""
 
@@ -246,11 +248,15 @@ class Prepared:
     def keys(self) -> list[str]:
         return dataset_keys(self.dataset)
 
+    @functools.cached_property
+    def extras(self) -> np.ndarray:
+        return read_extra_features(self.dataset, self.config.data, self.config.extra_features, self.config.targets)
+
     def matrix(self, layers: dict[str, list[int]]) -> np.ndarray:
-        """Pooled features of the given layers of each backbone, concatenated in expression order."""
+        """Pooled features of the given layers of each backbone, concatenated in expression order, then the extras."""
         pooling = parse_pooling(self.config.pooling)
-        return np.concatenate([layer_matrix(m.features, self.keys, layers[m.member.name], pooling) for m in self.members],
-                              axis=1)
+        blocks = [layer_matrix(m.features, self.keys, layers[m.member.name], pooling) for m in self.members]
+        return np.concatenate([*blocks, self.extras], axis=1)
 
 
 def prepare(config: RunConfig, progress: Progress = no_progress) -> Prepared:
@@ -264,6 +270,7 @@ def prepare(config: RunConfig, progress: Progress = no_progress) -> Prepared:
     dataset, member_features = featurize_members(dataset, members, config, FeatureStore(config.store), progress)
     task = choose_task(config, dataset.targets, head_spec)
     check_target_transform(config, dataset, task)
+    read_extra_features(dataset, config.data, config.extra_features, config.targets)  # bad values fail before any fit
     folds, folds_source = make_folds(dataset, config, task)
     return Prepared(config, dataset, member_features, head_spec, task, folds, folds_source, read_seconds)
 
@@ -364,6 +371,7 @@ def results_dict(prepared: Prepared, per_layer: list[dict], chosen: dict[str, li
         "head_package": prepared.head_spec.package,
         "head_params": config.head_params,
         "pooling": "+".join(parse_pooling(config.pooling)),
+        "extra_features": list(config.extra_features),
         "n_features": n_features,
         "n_samples": len(dataset.samples),
         "folds_source": prepared.folds_source,

@@ -25,7 +25,7 @@ from hacknip.head import CLASSIFICATION
 from hacknip.pooling import parse_pooling
 from hacknip.registry import get_head_spec, load_backbone
 from hacknip.store import FeatureStore
-from hacknip.structures import Dataset
+from hacknip.structures import Dataset, read_extra_features
 
 FORMAT = "hacknip-model/1"
 MODEL_FILE = "model.json"
@@ -60,6 +60,7 @@ def save_model(folder: Path, prepared, layers: dict[str, list[int]], head_params
         "task": prepared.task,
         "target": prepared.dataset.target_name,
         "target_transform": config.target_transform,
+        "extra_features": list(config.extra_features),
         "head": config.head,
         "head_params": {**head_params, **task_param},
         "head_state": meta,
@@ -90,8 +91,10 @@ class SavedModel:
         return _head_class(self.model["head"]).from_state(self.model["head_params"], self.model["head_state"], head_arrays)
 
     def features(self, dataset: Dataset, store: FeatureStore, batch_size: int = 16, device: str = "cpu",
-                 on_error: str = "raise", progress=None) -> tuple[Dataset, np.ndarray]:
-        """Featurise ``dataset`` with the saved backbones (refusing ones whose identity changed)."""
+                 on_error: str = "raise", progress=None, source: Path | None = None,
+                 targets: Path | None = None) -> tuple[Dataset, np.ndarray]:
+        """Featurise ``dataset`` with the saved backbones (refusing ones whose identity changed); the model's extra
+        features are read from ``source`` (the data file; ``targets`` for a folder input)."""
         blocks, pooling = [], parse_pooling(self.model["pooling"])
         for saved in self.model["backbones"]:
             backbone = load_backbone(saved["name"], device=device)
@@ -104,7 +107,9 @@ class SavedModel:
         from hacknip.pipeline import dataset_keys
 
         keys = dataset_keys(dataset)
-        return dataset, np.concatenate([layer_matrix(features, keys, layers, pooling) for features, layers in blocks], axis=1)
+        extras = read_extra_features(dataset, source, self.model.get("extra_features", []), targets)
+        return dataset, np.concatenate([*(layer_matrix(features, keys, layers, pooling) for features, layers in blocks),
+                                        extras], axis=1)
 
     def predict(self, X: np.ndarray) -> dict[str, np.ndarray]:
         if X.shape[1] != self.model["n_features"]:

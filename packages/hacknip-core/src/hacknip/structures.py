@@ -14,7 +14,7 @@ import json
 import math
 import re
 import warnings
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -367,3 +367,40 @@ def _columns(path: Path) -> list[str]:
 
 def _smiles_table(path: Path) -> bool:
     return any(column.lower() == "smiles" for column in _columns(path))
+
+
+def read_extra_features(dataset: Dataset, path: str | Path, columns: Sequence[str], targets: str | Path | None = None
+                        ) -> np.ndarray:
+    """Per-sample scalars (e.g. temperature) to append to the embedding: ``columns`` of a table input (or of a
+    folder's targets CSV), or ``info`` keys of an extxyz / ASE database input. Shape ``(n_samples, len(columns))``."""
+    path = Path(path)
+    if not columns:
+        return np.empty((len(dataset.samples), 0))
+    name = path.name.lower()
+    if name.endswith((".xyz", ".extxyz", ".db", ".traj")):
+        values = [[sample.atoms.info.get(column) for column in columns] for sample in dataset.samples]
+        return _checked_extras(dataset, columns, values, str(path))
+    table_path = (Path(targets) if targets else path / "targets.csv") if path.is_dir() else path
+    if not table_path.name.lower().endswith((".csv", ".parquet")):
+        raise ValueError(f"{path}: extra features come from table columns or extxyz/ASE info keys, not from this input")
+    frame = _read_table(table_path)
+    missing = [column for column in columns if column not in frame.columns]
+    if missing:
+        raise ValueError(f"{table_path}: no column {missing[0]!r} for --extra-features (columns: {list(frame.columns)})")
+    if not all(sample.row.startswith("row ") for sample in dataset.samples):
+        raise ValueError(f"{path}: extra features come from the rows of a table; this input's samples are not table rows")
+    positions = [int(sample.row.removeprefix("row ")) - 2 for sample in dataset.samples]
+    return _checked_extras(dataset, columns, frame[list(columns)].iloc[positions].to_numpy(dtype=object).tolist(),
+                           str(table_path))
+
+
+def _checked_extras(dataset: Dataset, columns: Sequence[str], values: list[list[Any]], source: str) -> np.ndarray:
+    for sample, row in zip(dataset.samples, values):
+        for column, value in zip(columns, row):
+            try:
+                number = float(value)
+            except (TypeError, ValueError):
+                number = float("nan")
+            if not np.isfinite(number):
+                raise BadInputError(source, sample.row, sample.id, f"extra feature {column!r} is {value!r}, not a finite number")
+    return np.array(values, dtype=np.float64)

@@ -265,7 +265,7 @@ def _study_prefix(prepared: Prepared, settings: TuneSettings) -> str:
                       "head": config.head, "fixed": config.head_params, "pooling": config.pooling, "task": prepared.task,
                       "protocol": settings.protocol, "inner_folds": settings.inner_folds,
                       "outer": prepared.folds_source, "target_transform": config.target_transform,
-                      "score_scale": config.score_scale}, sort_keys=True)
+                      "score_scale": config.score_scale, "extras": config.extra_features}, sort_keys=True)
     return f"{config.head}-{hashlib.sha256(key.encode()).hexdigest()[:12]}"
 
 
