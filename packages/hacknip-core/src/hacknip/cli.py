@@ -59,8 +59,9 @@ def list_command(as_json):
         table.add_column(column)
     for spec in backbones.values():
         row = _backbone_row(spec)
+        supercells = f"needed ({spec.supercell_rule})" if spec.needs_supercell else "not needed"
         table.add_row(spec.name, f"{spec.package} {spec.package_version}", f"{spec.cutoff:g}", str(row["n_layers"]),
-                      _widths_text(spec.layer_widths), "needed" if spec.needs_supercell else "not needed",
+                      _widths_text(spec.layer_widths), supercells,
                       "yes" if spec.verified else "[yellow]no[/]")
     heads_table = Table(title="Heads")
     for column in ("name", "package", "tasks", "description"):
@@ -78,7 +79,8 @@ def list_command(as_json):
 def _backbone_row(spec) -> dict:
     return {"name": spec.name, "package": spec.package, "version": spec.package_version, "library": spec.library,
             "cutoff": spec.cutoff, "n_layers": len(spec.layer_widths), "layer_widths": list(spec.layer_widths),
-            "needs_supercell": spec.needs_supercell, "verified": spec.verified, "description": spec.description}
+            "needs_supercell": spec.needs_supercell, "supercell_rule": spec.supercell_rule if spec.needs_supercell else None,
+            "verified": spec.verified, "description": spec.description}
 
 
 def _widths_text(widths) -> str:
