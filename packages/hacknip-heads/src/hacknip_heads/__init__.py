@@ -1,4 +1,4 @@
-"""Shallow models ("heads") for hacknip: LightGBM, XGBoost, a PyTorch MLP and ridge.
+"""Shallow models ("heads") for hacknip: MODNet (in PyTorch), LightGBM, XGBoost, a PyTorch MLP and ridge.
 
 Importing this package is cheap: each head class, and the library behind it, loads on first access.
 """
@@ -11,6 +11,7 @@ from typing import Any
 __version__ = "0.1.0"
 
 _HEAD_MODULES = {
+    "MODNetHead": "hacknip_heads.modnet",
     "LightGBMHead": "hacknip_heads.lightgbm_head",
     "XGBoostHead": "hacknip_heads.xgboost_head",
     "MLPHead": "hacknip_heads.mlp",
