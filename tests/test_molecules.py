@@ -232,3 +232,10 @@ def test_relaxation_failure_is_reported_per_row_and_the_rest_kept(tmp_path):
     with pytest.raises(BadInputError, match=r"row 4 \(id pyridine\): relaxation failed"):
         molecules_to_dataset(path, id_column="name", backbone=NitrogenHatingBackbone(), relax_options=FEW_STEPS,
                              store=FeatureStore(tmp_path))
+
+
+def test_fragments_of_a_salt_do_not_overlap():
+    salt = embed(parse_smiles("[Cl].CC(C)NCC(O)COc1cccc2ccccc12"))  # BBBP row 2: ETKDG put Cl 0.73 Å from a C
+    chlorine = int(np.flatnonzero(salt.numbers == 17)[0])
+    distances = np.delete(np.linalg.norm(salt.positions - salt.positions[chlorine], axis=1), chlorine)
+    assert distances.min() >= 3.0

@@ -69,6 +69,9 @@ class EmbedOptions:
     """Retry once from random coordinates when ETKDG fails (RDKit's advice for large, floppy molecules)."""
     largest_fragment_only: bool = False
     """Keep only the largest fragment of a multi-fragment SMILES (salts, counter-ions); default keeps all."""
+    fragment_gap: float = 3.0
+    """Å between the atoms of different fragments: ETKDG can place fragments on top of each other (BBBP row 2 had
+    its Cl 0.73 Å from a carbon), so fragments are laid side by side along x."""
 
 
 @dataclass(frozen=True)
@@ -151,7 +154,22 @@ def embed(molecule, options: EmbedOptions = EmbedOptions()) -> Atoms:
         status = AllChem.EmbedMolecule(with_hydrogens, parameters)
     if status != 0:
         raise MoleculeError(f"{EMBEDDING_FAILED}: RDKit ETKDG found no conformer (seed {options.seed})")
-    return _to_atoms(with_hydrogens)
+    atoms = _to_atoms(with_hydrogens)
+    fragments = Chem.GetMolFrags(with_hydrogens)
+    if len(fragments) > 1:
+        separate_fragments(atoms, fragments, options.fragment_gap)
+    return atoms
+
+
+def separate_fragments(atoms: Atoms, fragments: Sequence[Sequence[int]], gap: float) -> None:
+    """Move each fragment (a list of atom indices) along x so that it starts ``gap`` Å after the previous one ends."""
+    next_start = None
+    for indices in fragments:
+        indices = list(indices)
+        positions = atoms.positions[indices]
+        shift = 0.0 if next_start is None else next_start - positions[:, 0].min()
+        atoms.positions[indices] = positions + [shift, 0.0, 0.0]
+        next_start = positions[:, 0].max() + shift + gap
 
 
 def _to_atoms(molecule) -> Atoms:
