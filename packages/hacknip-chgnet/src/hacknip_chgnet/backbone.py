@@ -22,7 +22,7 @@ from chgnet.graph import CrystalGraph
 from chgnet.model import CHGNet
 from pymatgen.io.ase import AseAtomsAdaptor
 
-from hacknip.backbone import check_elements, check_layers, file_sha256
+from hacknip.backbone import file_sha256, per_atom_features_in_batches
 from hacknip.capture import forward_capturing
 
 SPEC_NAME = "chgnet"
@@ -115,15 +115,12 @@ class CHGNetBackbone:
         }
 
     def per_atom_features(self, structures: Sequence[Atoms], layers: Sequence[int]) -> list[dict[int, np.ndarray]]:
-        layers = check_layers(self, layers)
-        structures = list(structures)
-        check_elements(structures, self.supported_elements, self.name)
-        features: list[dict[int, np.ndarray]] = []
-        for start in range(0, len(structures), self.batch_size):
-            batch = structures[start:start + self.batch_size]
-            graphs = [self._graph(atoms, start + offset) for offset, atoms in enumerate(batch)]
-            features.extend(self._one_pass(graphs, [len(atoms) for atoms in batch], layers))
-        return features
+        return per_atom_features_in_batches(self, structures, layers, self.batch_size, self._batch_features,
+                                            pass_start=True)
+
+    def _batch_features(self, batch: list[Atoms], layers: list[int], start: int) -> list[dict[int, np.ndarray]]:
+        graphs = [self._graph(atoms, start + offset) for offset, atoms in enumerate(batch)]
+        return self._one_pass(graphs, [len(atoms) for atoms in batch], layers)
 
     def calculator(self, **options: Any):
         """CHGNet's own ASE calculator on the same network (energy, forces, stress, magmoms)."""

@@ -133,17 +133,20 @@ def per_atom_features_in_batches(
     structures: Sequence[Atoms],
     layers: Sequence[int],
     batch_size: int,
-    one_pass: Callable[[list[Atoms], list[int]], list[dict[int, np.ndarray]]],
+    one_pass: Callable[..., list[dict[int, np.ndarray]]],
+    pass_start: bool = False,
 ) -> list[dict[int, np.ndarray]]:
     """The body of a plugin's ``per_atom_features``: validate layers and elements, then run ``one_pass(batch,
-    layers)`` (one forward pass for every requested layer) over consecutive batches."""
+    layers)`` (one forward pass for every requested layer) over consecutive batches. With ``pass_start``,
+    ``one_pass(batch, layers, start)`` also gets the position of the batch's first structure (for messages)."""
     layers = check_layers(backbone, layers)
     structures = list(structures)
     if backbone.supported_elements is not None:
         check_elements(structures, backbone.supported_elements, backbone.name)
     features: list[dict[int, np.ndarray]] = []
     for start in range(0, len(structures), batch_size):
-        features.extend(one_pass(structures[start:start + batch_size], layers))
+        batch = structures[start:start + batch_size]
+        features.extend(one_pass(batch, layers, start) if pass_start else one_pass(batch, layers))
     return features
 
 

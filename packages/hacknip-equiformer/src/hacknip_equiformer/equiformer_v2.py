@@ -38,7 +38,7 @@ from typing import Any
 import numpy as np
 from ase import Atoms
 
-from hacknip.backbone import check_elements, check_layers, file_sha256
+from hacknip.backbone import file_sha256, per_atom_features_in_batches
 from hacknip.capture import forward_capturing
 from hacknip_equiformer._common import InputOf, fixed_rng
 from hacknip_equiformer.models import EQV2_DEFAULT_MODEL, EQV2_SPEC_NAME, require_fairchem1
@@ -162,13 +162,7 @@ class EquiformerV2Backbone:
         }
 
     def per_atom_features(self, structures: Sequence[Atoms], layers: Sequence[int]) -> list[dict[int, np.ndarray]]:
-        layers = check_layers(self, layers)
-        structures = list(structures)
-        check_elements(structures, self.supported_elements, self.name)
-        features: list[dict[int, np.ndarray]] = []
-        for start in range(0, len(structures), self.batch_size):
-            features.extend(self._one_pass(structures[start:start + self.batch_size], layers))
-        return features
+        return per_atom_features_in_batches(self, structures, layers, self.batch_size, self._one_pass)
 
     def calculator(self, **options: Any):
         """fairchem 1.x's OCPCalculator on the same network."""

@@ -35,7 +35,7 @@ from orb_models.forcefield.base import AtomGraphs, batch_graphs
 from orb_models.forcefield.calculator import ORBCalculator
 from orb_models.forcefield.featurization_utilities import EdgeCreationMethod, compute_supercell_neighbors
 
-from hacknip.backbone import SUPERCELL_RULES, check_elements, check_layers, file_sha256
+from hacknip.backbone import SUPERCELL_RULES, file_sha256, per_atom_features_in_batches
 from hacknip.capture import forward_capturing
 from hacknip.supercell import perpendicular_widths
 from hacknip_orb.fused import FusedGNS, fusable
@@ -218,15 +218,12 @@ class OrbBackbone:
         return identity
 
     def per_atom_features(self, structures: Sequence[Atoms], layers: Sequence[int]) -> list[dict[int, np.ndarray]]:
-        layers = check_layers(self, layers)
-        structures = list(structures)
-        check_elements(structures, self.supported_elements, self.name)
-        features: list[dict[int, np.ndarray]] = []
-        for start in range(0, len(structures), self.batch_size):
-            batch = structures[start:start + self.batch_size]
-            graphs = [self.graph(atoms, start + offset) for offset, atoms in enumerate(batch)]
-            features.extend(self._one_pass(graphs, [len(atoms) for atoms in batch], layers))
-        return features
+        return per_atom_features_in_batches(self, structures, layers, self.batch_size, self._batch_features,
+                                            pass_start=True)
+
+    def _batch_features(self, batch: list[Atoms], layers: list[int], start: int) -> list[dict[int, np.ndarray]]:
+        graphs = [self.graph(atoms, start + offset) for offset, atoms in enumerate(batch)]
+        return self._one_pass(graphs, [len(atoms) for atoms in batch], layers)
 
     def graph(self, atoms: Atoms, index: int = 0) -> AtomGraphs:
         """orb's graph of one structure with this backbone's radius, neighbour cap and edge method (on the CPU)."""
