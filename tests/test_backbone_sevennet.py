@@ -13,9 +13,10 @@ from ase import Atoms
 from ase.build import bulk, molecule
 
 from hacknip.backbone import file_sha256, identity_key
+from hacknip.capture import scalar_channels
 from hacknip.registry import backbone_specs, load_backbone
 from hacknip.testing import BackboneConformance, reference_structures
-from hacknip_sevennet.backbone import SevenNetBackbone, load, pretrained_checkpoint, scalar_channels
+from hacknip_sevennet.backbone import SevenNetBackbone, load, pretrained_checkpoint
 from hacknip_sevennet.plugin import SHIPPED_MODELS
 
 

@@ -52,3 +52,21 @@ def forward_capturing(
     if missing:
         raise RuntimeError(f"layers {missing} were not reached by the forward pass")
     return captured
+
+
+def scalar_channels(irreps: Any) -> Any:
+    """Columns of an e3nn feature laid out as ``irreps`` that hold invariant scalars (0e): a ``slice`` when they
+    are contiguous, else a ``torch`` index tensor. For equivariant backbones built on e3nn (imported here only)."""
+    import torch
+    from e3nn.o3 import Irreps
+
+    irreps = Irreps(irreps)
+    columns = [column
+               for (_, irrep), span in zip(irreps, irreps.slices())
+               if irrep.l == 0 and irrep.p == 1
+               for column in range(span.start, span.stop)]
+    if not columns:
+        raise ValueError(f"irreps {irreps} have no scalar (0e) channels")
+    if columns == list(range(columns[0], columns[-1] + 1)):
+        return slice(columns[0], columns[-1] + 1)
+    return torch.tensor(columns)

@@ -39,7 +39,7 @@ with contextlib.redirect_stdout(io.StringIO()):  # mace prints a notice about cu
     from mace.tools.utils import AtomicNumberTable
 
 from hacknip.backbone import file_sha256, per_atom_features_in_batches
-from hacknip.capture import forward_capturing
+from hacknip.capture import forward_capturing, scalar_channels
 from hacknip_mace.plugin import (
     DEFAULT_MODEL,
     MACE_MP_CUTOFF,
@@ -171,20 +171,6 @@ def _pretrained_loader(model: str):
 for _model in PRETRAINED_MODELS:
     globals()[factory_name(_model)] = _pretrained_loader(_model)
 del _model
-
-
-def scalar_channels(irreps: Irreps | str) -> slice | torch.Tensor:
-    """Columns of a feature laid out as ``irreps`` that hold invariant scalars (0e)."""
-    irreps = Irreps(irreps)
-    columns = [column
-               for (_, irrep), span in zip(irreps, irreps.slices())
-               if irrep.l == 0 and irrep.p == 1
-               for column in range(span.start, span.stop)]
-    if not columns:
-        raise ValueError(f"irreps {irreps} have no scalar (0e) channels")
-    if columns == list(range(columns[0], columns[-1] + 1)):
-        return slice(columns[0], columns[-1] + 1)
-    return torch.tensor(columns)
 
 
 class _NodeFeaturesInto:

@@ -29,7 +29,7 @@ from sevenn.train.dataload import unlabeled_atoms_to_graph
 from torch_geometric.data import Batch
 
 from hacknip.backbone import file_sha256, per_atom_features_in_batches
-from hacknip.capture import forward_capturing
+from hacknip.capture import forward_capturing, scalar_channels
 
 SPEC_NAME = "sevennet"
 DEFAULT_MODEL = "7net-0"
@@ -95,20 +95,6 @@ def resolve_modal(network: AtomGraphSequential, default: str | None, modal: str 
         if name.lower() == wanted.lower():
             return name
     raise ValueError(f"unknown modal {wanted!r} for this SevenNet model; it has {available}")
-
-
-def scalar_channels(irreps: Irreps | str) -> slice | torch.Tensor:
-    """Columns of a feature laid out as ``irreps`` that hold invariant scalars (0e)."""
-    irreps = Irreps(irreps)
-    columns = [column
-               for (_, irrep), span in zip(irreps, irreps.slices())
-               if irrep.l == 0 and irrep.p == 1
-               for column in range(span.start, span.stop)]
-    if not columns:
-        raise ValueError(f"irreps {irreps} have no scalar (0e) channels")
-    if columns == list(range(columns[0], columns[-1] + 1)):
-        return slice(columns[0], columns[-1] + 1)
-    return torch.tensor(columns)
 
 
 def layer_modules(network: AtomGraphSequential) -> tuple[dict[int, torch.nn.Module], dict[int, Irreps]]:
