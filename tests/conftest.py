@@ -37,3 +37,14 @@ def phonons_path() -> Path:
     if not PHONONS.exists():
         pytest.fail(f"{PHONONS} is missing: the tests read the real data from ../shared/data beside the repo")
     return PHONONS
+
+
+@pytest.fixture(scope="module")
+def single_threaded_torch():
+    """Torch on one thread for a module's tests (small fits run faster and reproducibly); restored afterwards."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

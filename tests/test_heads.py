@@ -40,13 +40,8 @@ def standardised_split(X, y, n_train):
     return scaler.transform(X[:n_train]), y[:n_train], scaler.transform(X[n_train:]), y[n_train:]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def single_threaded_torch():
-    """Like the boosting heads' n_jobs=1 above; restored afterwards for other test modules."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+# Like the boosting heads' n_jobs=1 above (the fixture is in conftest.py).
+pytestmark = pytest.mark.usefixtures("single_threaded_torch")
 
 
 @pytest.fixture(scope="module")

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-import torch
 from sklearn.datasets import make_classification, make_friedman1
 from sklearn.preprocessing import StandardScaler
 
@@ -25,12 +24,7 @@ from hacknip_heads.modnet import (
 FAST = {"num_neurons": ([32], [16], [8], []), "epochs": 60, "batch_size": 32, "lr": 0.005}
 
 
-@pytest.fixture(scope="module", autouse=True)
-def single_threaded_torch():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("single_threaded_torch")
 
 
 @pytest.fixture(scope="module")
