@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import functools
+import dataclasses
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -226,6 +226,10 @@ class Prepared:
     folds: list
     folds_source: str
     read_seconds: float
+    keys: list[str]
+    """Store key of each sample, in dataset order."""
+    extras: np.ndarray
+    """The ``--extra-features`` columns of each sample (no columns when none were asked for)."""
 
     @property
     def y(self) -> np.ndarray:
@@ -244,13 +248,10 @@ class Prepared:
         return cross_validate(X, self.y, self.folds, make_head, on_fold=on_fold, task=self.task,
                               score_transform=self.score_transform)
 
-    @functools.cached_property
-    def keys(self) -> list[str]:
-        return dataset_keys(self.dataset)
-
-    @functools.cached_property
-    def extras(self) -> np.ndarray:
-        return read_extra_features(self.dataset, self.config.data, self.config.extra_features, self.config.targets)
+    def subset(self, rows: np.ndarray, folds: list) -> Prepared:
+        """The same preparation restricted to ``rows``, with ``folds`` (positions within those rows) as its folds."""
+        return dataclasses.replace(self, dataset=self.dataset.subset(rows), folds=folds,
+                                   keys=[self.keys[row] for row in rows], extras=self.extras[rows])
 
     def matrix(self, layers: dict[str, list[int]]) -> np.ndarray:
         """Pooled features of the given layers of each backbone, concatenated in expression order, then the extras."""
@@ -270,9 +271,10 @@ def prepare(config: RunConfig, progress: Progress = no_progress) -> Prepared:
     dataset, member_features = featurize_members(dataset, members, config, FeatureStore(config.store), progress)
     task = choose_task(config, dataset.targets, head_spec)
     check_target_transform(config, dataset, task)
-    read_extra_features(dataset, config.data, config.extra_features, config.targets)  # bad values fail before any fit
+    extras = read_extra_features(dataset, config.data, config.extra_features, config.targets)
     folds, folds_source = make_folds(dataset, config, task)
-    return Prepared(config, dataset, member_features, head_spec, task, folds, folds_source, read_seconds)
+    return Prepared(config, dataset, member_features, head_spec, task, folds, folds_source, read_seconds,
+                    dataset_keys(dataset), extras)
 
 
 def sweep_layers(prepared: Prepared, make_head: Callable[[], Any], progress: Progress = no_progress):

@@ -149,7 +149,7 @@ class _Tuner:
             raise ValueError("--layers needs exactly one backbone without @LAYERS in --backbone")
         sweep, chosen = [], {}
         if self.settings.layers is None or len(swept) != 1:
-            sweep, chosen, _ = sweep_layers(self._restricted(scope), self.make_head({}), self.progress)
+            sweep, chosen, _ = sweep_layers(self.prepared.subset(scope.rows, scope.folds), self.make_head({}), self.progress)
         if len(swept) != 1:
             return sweep, [chosen]
         member = swept[0]
@@ -163,12 +163,6 @@ class _Tuner:
             layers = list(range(max(0, centre - window), min(member.n_layers, centre + window + 1)))
         fixed = {m.member.name: list(m.member.resolve(m.n_layers)) for m in self.prepared.members if m is not member}
         return sweep, [{**fixed, member.member.name: [layer]} for layer in layers]
-
-    def _restricted(self, scope: Scope) -> Prepared:
-        """The prepared data seen through a scope: its rows only, its validation folds as the folds."""
-        from dataclasses import replace
-
-        return replace(self.prepared, dataset=self.prepared.dataset.subset(scope.rows), folds=scope.folds)
 
     def _study(self, scope: Scope, layers: dict[str, list[int]]) -> dict[str, Any]:
         import optuna
