@@ -103,3 +103,30 @@ def test_run_combines_features_made_where_the_plugin_was_installed(toy_plugin, p
         assert missing.exit_code == 1 and "miss some of these structures" in missing.output
     finally:
         pm.register(toy_plugin, name="toy-test-plugin")
+
+
+def test_run_with_a_grouped_split_never_splits_a_formula(toy_plugin, tmp_path):
+    """Several structures of one formula share its measured value: they stay in one test fold."""
+    import pandas as pd
+    from pymatgen.core import Lattice, Structure
+
+    rows = []
+    for formula in range(12):
+        for variant in range(3):
+            cif = Structure(Lattice.cubic(3.5 + 0.05 * formula + 0.01 * variant), ["Cu"], [[0, 0, 0]]).to(fmt="cif")
+            rows.append({"cif": cif, "formula": f"Cu-{formula}", "y": float(formula)})
+    table = tmp_path / "data.csv"
+    pd.DataFrame(rows).to_csv(table, index=False)
+    result = CliRunner().invoke(cli, ["run", "--data", str(table), "--backbone", "toy@1", "--head", "ridge",
+                                      "--target", "y", "--split", "group:formula", "--out", str(tmp_path / "out")])
+    assert result.exit_code == 0, result.output
+    results = json.loads((tmp_path / "out" / "results.json").read_text())
+    assert results["folds_source"].startswith("'formula'-grouped folds")
+    fold_of_formula = {}
+    for row, fold in enumerate(results["predictions"]["fold"]):
+        assert fold_of_formula.setdefault(rows[row]["formula"], fold) == fold
+
+    bad = CliRunner().invoke(cli, ["run", "--data", str(table), "--backbone", "toy", "--split", "group:nope"])
+    assert bad.exit_code == 1 and "no column 'nope' for --split group:nope" in bad.output
+    typo = CliRunner().invoke(cli, ["run", "--data", str(table), "--backbone", "toy", "--split", "grouped"])
+    assert typo.exit_code == 2 and "group:COLUMN" in typo.output

@@ -99,3 +99,18 @@ def test_pooling_names():
     assert parse_pooling("mean+max+std") == ("mean", "max", "std")
     with pytest.raises(ValueError, match="unknown pooling"):
         parse_pooling("median")
+
+
+def test_group_folds_keep_each_group_in_one_test_fold_and_are_reproducible():
+    from hacknip.evaluation import group_folds
+
+    groups = [f"g{i % 13}" for i in range(70)]
+    folds = group_folds(groups)
+    tests = [set(test.tolist()) for _, test in folds]
+    assert sorted(i for test in tests for i in test) == list(range(70))
+    for group in set(groups):
+        members = {i for i, g in enumerate(groups) if g == group}
+        assert sum(bool(members & test) for test in tests) == 1
+    assert all(np.array_equal(a[1], b[1]) for a, b in zip(folds, group_folds(groups)))
+    with pytest.raises(ValueError, match="3 distinct groups are too few for 5 grouped folds"):
+        group_folds(["a", "b", "c", "a", "b", "c"])

@@ -69,12 +69,29 @@ def test_outer_scopes_hold_only_training_rows():
     class Prepared:
         y = np.arange(50, dtype=float)
         task = "regression"
+        groups = None
 
     for number, (train, test) in enumerate(random_folds(50)):
         scope = _outer_scope(Prepared, number, train, TuneSettings())
         assert not set(scope.rows) & set(test)
         inner_rows = np.concatenate([validation for _, validation in scope.folds])
         assert sorted(scope.rows[inner_rows]) == sorted(train)
+
+
+def test_inner_folds_of_a_grouped_split_keep_each_group_whole():
+    from hacknip.evaluation import group_folds
+    from hacknip.tuning import TuneSettings, _outer_scope
+
+    class Prepared:
+        y = np.arange(60, dtype=float)
+        task = "regression"
+        groups = [f"formula{row // 3}" for row in range(60)]  # 20 formulas, 3 structures each
+
+    for number, (train, test) in enumerate(group_folds(Prepared.groups)):
+        scope = _outer_scope(Prepared, number, train, TuneSettings())
+        for inner_train, validation in scope.folds:
+            seen = {Prepared.groups[scope.rows[row]] for row in inner_train}
+            assert not seen & {Prepared.groups[scope.rows[row]] for row in validation}
 
 
 def test_paper_protocol_is_labelled_optimistic_and_reports_its_best_trial(toy_plugin, toy_head, phonons_path, tmp_path):

@@ -204,6 +204,15 @@ def _parse_key_values(values, option: str) -> dict:
     return params
 
 
+def _split_option(context, parameter, value: str) -> str:
+    from hacknip.pipeline import check_split
+
+    try:
+        return check_split(value)
+    except ValueError as error:
+        raise click.BadParameter(str(error), ctx=context, param=parameter) from None
+
+
 def model_options(command):
     """Options shared by the commands that train heads (run, tune)."""
     options = [
@@ -219,9 +228,10 @@ def model_options(command):
                                              "predictions are mapped back."),
         click.option("--score-scale", type=click.Choice(["original", "transformed"]), default="original",
                      show_default=True, help="Report metrics on the original or the transformed target scale."),
-        click.option("--split", type=click.Choice(["auto", "random", "scaffold"]), default="auto", show_default=True,
-                     help="auto: official Matbench folds when they apply, else (Stratified)KFold; scaffold: "
-                          "Bemis-Murcko scaffold folds (molecules)."),
+        click.option("--split", default="auto", show_default=True, callback=_split_option,
+                     help="auto: official Matbench folds when they apply, else (Stratified)KFold; random: KFold; "
+                          "scaffold: Bemis-Murcko scaffold folds (molecules); group:COLUMN: rows sharing that "
+                          "column's value stay in one test fold (e.g. group:formula)."),
         click.option("--folds", "folds_file", type=click.Path(exists=True, path_type=Path),
                      help="Matbench validation file (default: matbench_v0.1_validation.json.gz beside --data)."),
         click.option("--leaderboard", "leaderboard_file", type=click.Path(exists=True, path_type=Path),

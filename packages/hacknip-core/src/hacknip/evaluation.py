@@ -7,6 +7,7 @@ import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -237,25 +238,38 @@ def murcko_scaffold(smiles: str) -> str:
 
 
 def scaffold_folds(smiles: Sequence[str], n_splits: int = N_FOLDS, seed: int = MATBENCH_SEED) -> Folds:
-    """K folds in which all molecules sharing a Bemis–Murcko scaffold land in the same test fold.
+    """K folds in which all molecules sharing a Bemis–Murcko scaffold land in the same test fold (``group_folds``
+    of the scaffolds). Molecules without rings share the empty scaffold, hence one fold."""
+    return group_folds(molecule_scaffolds(smiles), n_splits, seed, what="scaffolds")
 
-    Scaffold groups are dealt largest first (equal sizes in a seeded random order) to the fold holding the
-    fewest molecules so far, so folds come out balanced in size and the split is the same for the same seed.
-    Molecules without rings share the empty scaffold, hence one fold.
-    """
-    groups: dict[str, list[int]] = {}
+
+def molecule_scaffolds(smiles: Sequence[str]) -> list[str]:
+    scaffolds = []
     for index, text in enumerate(smiles):
         try:
-            groups.setdefault(murcko_scaffold(text), []).append(index)
+            scaffolds.append(murcko_scaffold(text))
         except ValueError as error:
             raise ValueError(f"molecule {index}: {error}; fix or remove it before splitting") from None
-    if len(groups) < n_splits:
-        raise ValueError(f"{len(groups)} distinct scaffolds are too few for {n_splits} scaffold folds")
-    members = list(groups.values())
-    order = np.random.default_rng(seed).permutation(len(members))
-    order = sorted(order, key=lambda g: -len(members[g]))  # stable: the random order only breaks size ties
+    return scaffolds
+
+
+def group_folds(groups: Sequence[Any], n_splits: int = N_FOLDS, seed: int = MATBENCH_SEED,
+                what: str = "groups") -> Folds:
+    """K folds in which all samples of a group (a scaffold, a chemical formula, ...) land in the same test fold.
+
+    Groups are dealt largest first (equal sizes in a seeded random order) to the fold holding the fewest samples so
+    far, so folds come out balanced in size and the split is the same for the same seed.
+    """
+    members: dict[Any, list[int]] = {}
+    for index, group in enumerate(groups):
+        members.setdefault(group, []).append(index)
+    if len(members) < n_splits:
+        raise ValueError(f"{len(members)} distinct {what} are too few for {n_splits} grouped folds")
+    indices = list(members.values())
+    order = np.random.default_rng(seed).permutation(len(indices))
+    order = sorted(order, key=lambda g: -len(indices[g]))  # stable: the random order only breaks size ties
     tests: list[list[int]] = [[] for _ in range(n_splits)]
     for group in order:
-        min(tests, key=len).extend(members[group])
-    everything = np.arange(len(smiles))
+        min(tests, key=len).extend(indices[group])
+    everything = np.arange(len(groups))
     return [(np.setdiff1d(everything, test), np.array(sorted(test), dtype=int)) for test in tests]

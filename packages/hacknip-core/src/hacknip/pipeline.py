@@ -23,8 +23,10 @@ from hacknip.evaluation import (
     cross_validate,
     dummy_cv,
     get_target_transform,
+    group_folds,
     infer_task,
     matbench_folds,
+    molecule_scaffolds,
     random_folds,
     stratified_folds,
 )
@@ -34,7 +36,14 @@ from hacknip.leaderboard import SUMMARY_FILE, find_matbench_file, leaderboard_ra
 from hacknip.pooling import parse_pooling
 from hacknip.registry import UnknownNameError, create_head, get_head_spec, load_backbone
 from hacknip.store import BackboneFeatures, FeatureStore, structure_hash
-from hacknip.structures import Dataset, is_molecule_input, read_dataset, read_extra_features
+from hacknip.structures import (
+    BadInputError,
+    Dataset,
+    is_molecule_input,
+    read_dataset,
+    read_extra_features,
+    read_sample_columns,
+)
 
 VALIDATION_FILE = "matbench_v0.1_validation.json.gz"
 Progress = Callable[[str, int], Callable[[int], None]]
@@ -155,11 +164,42 @@ def dataset_keys(dataset: Dataset) -> list[str]:
     return [structure_hash(sample.atoms) for sample in dataset.samples]
 
 
-def make_folds(dataset: Dataset, config: RunConfig, task: str = REGRESSION) -> tuple[list, str]:
-    """Official Matbench folds when the data carry Matbench ids and the folds file is found, else Matbench's
-    seeded (Stratified)KFold."""
+GROUP_SPLIT = "group:"
+
+
+def check_split(split: str) -> str:
+    if split in ("auto", "random", "scaffold") or (split.startswith(GROUP_SPLIT) and split[len(GROUP_SPLIT):].strip()):
+        return split
+    raise ValueError(f"unknown split {split!r}: use auto, random, scaffold or group:COLUMN (rows sharing that "
+                     f"column's value stay in one test fold, e.g. group:formula)")
+
+
+def split_groups(dataset: Dataset, config: RunConfig) -> list | None:
+    """The group of each sample for grouped splits (its scaffold, or its value in the ``group:`` column), else None."""
     if config.split == "scaffold":
-        return _scaffold_folds(dataset), "Bemis-Murcko scaffold folds (5, seed 18012019)"
+        smiles = [sample.atoms.info.get("smiles") for sample in dataset.samples]
+        if None in smiles:
+            raise ValueError(f"--split scaffold needs molecules given as SMILES; {dataset.source} row "
+                             f"{dataset.samples[smiles.index(None)].row} has none")
+        return molecule_scaffolds(smiles)
+    if config.split.startswith(GROUP_SPLIT):
+        column = config.split[len(GROUP_SPLIT):].strip()
+        values, source = read_sample_columns(dataset, config.data, [column], config.targets, purpose=f"--split {config.split}")
+        for sample, (value,) in zip(dataset.samples, values):
+            if value is None or (isinstance(value, float) and np.isnan(value)):
+                raise BadInputError(source, sample.row, sample.id, f"no {column!r} value to group it by")
+        return [str(value) for (value,) in values]
+    return None
+
+
+def make_folds(dataset: Dataset, config: RunConfig, task: str = REGRESSION,
+               groups: list | None = None) -> tuple[list, str]:
+    """Grouped folds when ``groups`` are given (scaffolds, ``group:COLUMN``); official Matbench folds when the data
+    carry Matbench ids and the folds file is found; else Matbench's seeded (Stratified)KFold."""
+    if groups is not None:
+        what = "Bemis-Murcko scaffold" if config.split == "scaffold" else f"{config.split[len(GROUP_SPLIT):]!r}-grouped"
+        return group_folds(groups, what="scaffolds" if config.split == "scaffold" else "groups"), \
+            f"{what} folds (5, seed 18012019; a group is never split between training and test)"
     if dataset.matbench_task and config.split == "auto":
         folds_file = config.folds_file or find_matbench_file(Path(config.data), VALIDATION_FILE)
         if folds_file:
@@ -167,16 +207,6 @@ def make_folds(dataset: Dataset, config: RunConfig, task: str = REGRESSION) -> t
     if task == CLASSIFICATION:
         return stratified_folds(dataset.targets), "StratifiedKFold(5, shuffle=True, random_state=18012019)"
     return random_folds(len(dataset.samples)), "KFold(5, shuffle=True, random_state=18012019)"
-
-
-def _scaffold_folds(dataset: Dataset) -> list:
-    from hacknip.evaluation import scaffold_folds
-
-    smiles = [sample.atoms.info.get("smiles") for sample in dataset.samples]
-    if None in smiles:
-        raise ValueError(f"--split scaffold needs molecules given as SMILES; {dataset.source} row "
-                         f"{dataset.samples[smiles.index(None)].row} has none")
-    return scaffold_folds(smiles)
 
 
 def choose_task(config: RunConfig, y: np.ndarray, head_spec) -> str:
@@ -230,6 +260,8 @@ class Prepared:
     """Store key of each sample, in dataset order."""
     extras: np.ndarray
     """The ``--extra-features`` columns of each sample (no columns when none were asked for)."""
+    groups: list | None = None
+    """Each sample's group when the split is grouped (scaffolds, ``group:COLUMN``): inner folds keep them whole too."""
 
     @property
     def y(self) -> np.ndarray:
@@ -251,7 +283,8 @@ class Prepared:
     def subset(self, rows: np.ndarray, folds: list) -> Prepared:
         """The same preparation restricted to ``rows``, with ``folds`` (positions within those rows) as its folds."""
         return dataclasses.replace(self, dataset=self.dataset.subset(rows), folds=folds,
-                                   keys=[self.keys[row] for row in rows], extras=self.extras[rows])
+                                   keys=[self.keys[row] for row in rows], extras=self.extras[rows],
+                                   groups=None if self.groups is None else [self.groups[row] for row in rows])
 
     def matrix(self, layers: dict[str, list[int]]) -> np.ndarray:
         """Pooled features of the given layers of each backbone, concatenated in expression order, then the extras."""
@@ -272,9 +305,10 @@ def prepare(config: RunConfig, progress: Progress = no_progress) -> Prepared:
     task = choose_task(config, dataset.targets, head_spec)
     check_target_transform(config, dataset, task)
     extras = read_extra_features(dataset, config.data, config.extra_features, config.targets)
-    folds, folds_source = make_folds(dataset, config, task)
+    groups = split_groups(dataset, config)
+    folds, folds_source = make_folds(dataset, config, task, groups)
     return Prepared(config, dataset, member_features, head_spec, task, folds, folds_source, read_seconds,
-                    dataset_keys(dataset), extras)
+                    dataset_keys(dataset), extras, groups)
 
 
 def sweep_layers(prepared: Prepared, make_head: Callable[[], Any], progress: Progress = no_progress):

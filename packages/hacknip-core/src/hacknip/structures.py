@@ -373,25 +373,31 @@ def read_extra_features(dataset: Dataset, path: str | Path, columns: Sequence[st
                         ) -> np.ndarray:
     """Per-sample scalars (e.g. temperature) to append to the embedding: ``columns`` of a table input (or of a
     folder's targets CSV), or ``info`` keys of an extxyz / ASE database input. Shape ``(n_samples, len(columns))``."""
-    path = Path(path)
     if not columns:
         return np.empty((len(dataset.samples), 0))
+    values, source = read_sample_columns(dataset, path, columns, targets, purpose="--extra-features")
+    return _checked_extras(dataset, columns, values, source)
+
+
+def read_sample_columns(dataset: Dataset, path: str | Path, columns: Sequence[str], targets: str | Path | None = None,
+                        purpose: str = "this option") -> tuple[list[list[Any]], str]:
+    """The raw values of ``columns`` for each sample (one list per sample) and where they were read: columns of a
+    table input (or of a folder's targets CSV), or ``info`` keys of an extxyz / ASE database input."""
+    path = Path(path)
     name = path.name.lower()
     if name.endswith((".xyz", ".extxyz", ".db", ".traj")):
-        values = [[sample.atoms.info.get(column) for column in columns] for sample in dataset.samples]
-        return _checked_extras(dataset, columns, values, str(path))
+        return [[sample.atoms.info.get(column) for column in columns] for sample in dataset.samples], str(path)
     table_path = (Path(targets) if targets else path / "targets.csv") if path.is_dir() else path
     if not table_path.name.lower().endswith((".csv", ".parquet")):
-        raise ValueError(f"{path}: extra features come from table columns or extxyz/ASE info keys, not from this input")
+        raise ValueError(f"{path}: {purpose} reads table columns or extxyz/ASE info keys, not this input")
     frame = _read_table(table_path)
     missing = [column for column in columns if column not in frame.columns]
     if missing:
-        raise ValueError(f"{table_path}: no column {missing[0]!r} for --extra-features (columns: {list(frame.columns)})")
+        raise ValueError(f"{table_path}: no column {missing[0]!r} for {purpose} (columns: {list(frame.columns)})")
     if not all(sample.row.startswith("row ") for sample in dataset.samples):
-        raise ValueError(f"{path}: extra features come from the rows of a table; this input's samples are not table rows")
+        raise ValueError(f"{path}: {purpose} reads the rows of a table; this input's samples are not table rows")
     positions = [int(sample.row.removeprefix("row ")) - 2 for sample in dataset.samples]
-    return _checked_extras(dataset, columns, frame[list(columns)].iloc[positions].to_numpy(dtype=object).tolist(),
-                           str(table_path))
+    return frame[list(columns)].iloc[positions].to_numpy(dtype=object).tolist(), str(table_path)
 
 
 def _checked_extras(dataset: Dataset, columns: Sequence[str], values: list[list[Any]], source: str) -> np.ndarray:

@@ -28,7 +28,15 @@ from typing import Any
 
 import numpy as np
 
-from hacknip.evaluation import CVResult, Folds, cross_validate, predict, random_folds, stratified_folds
+from hacknip.evaluation import (
+    CVResult,
+    Folds,
+    cross_validate,
+    group_folds,
+    predict,
+    random_folds,
+    stratified_folds,
+)
 from hacknip.head import CLASSIFICATION, HeadSpec
 from hacknip.pipeline import (
     Prepared,
@@ -92,7 +100,8 @@ def tune(config: RunConfig, settings: TuneSettings, progress: Progress = no_prog
     prepared = prepare(config, progress)
     search_space = head_search_space(prepared.head_spec)
     tuner = _Tuner(prepared, settings, search_space, progress)
-    everything = Scope("all", np.arange(len(prepared.y)), _inner_folds(prepared.y, prepared.task, settings.inner_folds))
+    everything = Scope("all", np.arange(len(prepared.y)),
+                       _inner_folds(prepared.y, prepared.task, settings.inner_folds, prepared.groups))
     if settings.protocol == "paper":
         deploy = tuner.tune_scope(Scope("outer", everything.rows, prepared.folds))
         final = tuner.cross_validate(deploy)
@@ -213,10 +222,14 @@ class _Tuner:
 
 
 def _outer_scope(prepared: Prepared, number: int, train: np.ndarray, settings: TuneSettings) -> Scope:
-    return Scope(f"fold{number}", train, _inner_folds(prepared.y[train], prepared.task, settings.inner_folds))
+    groups = None if prepared.groups is None else [prepared.groups[row] for row in train]
+    return Scope(f"fold{number}", train, _inner_folds(prepared.y[train], prepared.task, settings.inner_folds, groups))
 
 
-def _inner_folds(y: np.ndarray, task: str, n_splits: int) -> Folds:
+def _inner_folds(y: np.ndarray, task: str, n_splits: int, groups: list | None = None) -> Folds:
+    """Inner folds keep the outer split's groups (scaffolds, formulas) whole, so validation does not leak either."""
+    if groups is not None:
+        return group_folds(groups, n_splits, INNER_SEED)
     if task == CLASSIFICATION:
         return stratified_folds(y, n_splits, INNER_SEED)
     return random_folds(len(y), n_splits, INNER_SEED)
