@@ -87,7 +87,7 @@ def test_inner_folds_of_a_grouped_split_keep_each_group_whole():
         task = "regression"
         groups = [f"formula{row // 3}" for row in range(60)]  # 20 formulas, 3 structures each
 
-    for number, (train, test) in enumerate(group_folds(Prepared.groups)):
+    for number, (train, _) in enumerate(group_folds(Prepared.groups)):
         scope = _outer_scope(Prepared, number, train, TuneSettings())
         for inner_train, validation in scope.folds:
             seen = {Prepared.groups[scope.rows[row]] for row in inner_train}
