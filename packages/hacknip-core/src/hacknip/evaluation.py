@@ -186,12 +186,20 @@ def cross_validate(X: np.ndarray, y: np.ndarray, folds: Folds, make_head: Callab
                    score_transform: Callable[[np.ndarray], np.ndarray] | None = None) -> CVResult:
     """Fit a fresh head on each training fold (features standardised on that fold) and score its test fold.
     ``score_transform`` maps targets and predictions before scoring (metrics on a transformed scale)."""
+    return cross_validate_per_fold([(X, make_head)] * len(folds), y, folds, on_fold, task, score_transform)
+
+
+def cross_validate_per_fold(fold_models: Sequence[tuple[np.ndarray, Callable[[], Head]]], y: np.ndarray, folds: Folds,
+                            on_fold: Callable[[], None] | None = None, task: str = REGRESSION,
+                            score_transform: Callable[[np.ndarray], np.ndarray] | None = None) -> CVResult:
+    """``cross_validate`` with each fold's own features and head, ``(X, make_head)`` per fold (e.g. the
+    configuration each outer fold's tuning chose)."""
     from sklearn.preprocessing import StandardScaler
 
     scale = score_transform or (lambda values: values)
     predictions = np.full(len(y), np.nan)
     scores = []
-    for number, (train, test) in enumerate(folds):
+    for number, ((train, test), (X, make_head)) in enumerate(zip(folds, fold_models, strict=True)):
         scaler = StandardScaler().fit(X[train])
         head = make_head().fit(scaler.transform(X[train]), y[train])
         predictions[test] = predict(head, scaler.transform(X[test]), task)

@@ -32,8 +32,8 @@ from hacknip.evaluation import (
     CVResult,
     Folds,
     cross_validate,
+    cross_validate_per_fold,
     group_folds,
-    predict,
     random_folds,
     stratified_folds,
 )
@@ -202,20 +202,9 @@ class _Tuner:
 
     def score_outer_folds(self, winners: list[ScopeWinner]) -> CVResult:
         """Refit each fold's winner on its training rows and score it on the test fold it never saw."""
-        from sklearn.preprocessing import StandardScaler
-
-        from hacknip.evaluation import METRICS
-
-        scale = self.prepared.score_transform or (lambda values: values)
-        predictions = np.full(len(self.y), np.nan)
-        scores = []
-        for number, ((train, test), winner) in enumerate(zip(self.prepared.folds, winners)):
-            X = self.prepared.matrix(winner.layers)
-            scaler = StandardScaler().fit(X[train])
-            head = self.make_head(winner.head_params)().fit(scaler.transform(X[train]), self.y[train])
-            predictions[test] = predict(head, scaler.transform(X[test]), self.prepared.task)
-            scores.append({"fold": number, **METRICS[self.prepared.task](scale(self.y[test]), scale(predictions[test]))})
-        return CVResult(scores, predictions, self.prepared.task)
+        fold_models = [(self.prepared.matrix(winner.layers), self.make_head(winner.head_params)) for winner in winners]
+        return cross_validate_per_fold(fold_models, self.y, self.prepared.folds, task=self.prepared.task,
+                                       score_transform=self.prepared.score_transform)
 
     def cross_validate(self, winner: ScopeWinner) -> CVResult:
         return self.prepared.cross_validate(self.prepared.matrix(winner.layers), self.make_head(winner.head_params))
