@@ -49,6 +49,23 @@ def test_run_with_log10_scores_on_either_scale(toy_plugin, phonons_path, tmp_pat
     assert on_log["dummy_mae_mean"] < 1 and on_log["relative_mae"] < 1
 
 
+def test_the_parity_plot_shows_the_scale_the_metrics_were_computed_on(toy_plugin, phonons_path, tmp_path):
+    from hacknip.evaluation import regression_metrics
+    from hacknip.report import parity_values
+
+    result = _run("run", "--data", phonons_path, "--backbone", "toy@2", "--head", "ridge", "--limit", "80",
+                  "--target-transform", "log10", "--score-scale", "transformed", "--out", tmp_path / "out")
+    assert result.exit_code == 0, result.output
+    results = json.loads((tmp_path / "out" / "results.json").read_text())
+    true, predicted, label = parity_values(results)
+    assert label == f"log10({results['target']})"
+    assert np.allclose(true, np.log10(results["predictions"]["true"]))
+    folds = [[row for row, fold in enumerate(results["predictions"]["fold"]) if fold == number] for number in range(5)]
+    maes = [regression_metrics(true[rows], predicted[rows])["mae"] for rows in folds]
+    assert np.isclose(np.mean(maes), results["mae_mean"])
+    assert parity_values({**results, "scored_on": "original"})[2] == results["target"]
+
+
 def test_a_target_outside_the_domain_names_its_row(toy_plugin, tmp_path):
     from pymatgen.core import Lattice, Structure
 

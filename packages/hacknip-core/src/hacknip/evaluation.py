@@ -146,12 +146,15 @@ class TargetTransform:
     forward: Callable[[np.ndarray], np.ndarray]
     inverse: Callable[[np.ndarray], np.ndarray]
     domain: str
+    label: str
+    """How the transformed target reads, ``{}`` standing for the target's name."""
 
 
 TARGET_TRANSFORMS = {
-    "log10": TargetTransform("log10", np.log10, lambda v: 10.0**v, "y > 0"),
-    "ln": TargetTransform("ln", np.log, np.exp, "y > 0"),
-    "neglog10_1m": TargetTransform("neglog10_1m", lambda y: -np.log10(1.0 - y), lambda v: 1.0 - 10.0 ** (-v), "y < 1"),
+    "log10": TargetTransform("log10", np.log10, lambda v: 10.0**v, "y > 0", "log10({})"),
+    "ln": TargetTransform("ln", np.log, np.exp, "y > 0", "ln({})"),
+    "neglog10_1m": TargetTransform("neglog10_1m", lambda y: -np.log10(1.0 - y), lambda v: 1.0 - 10.0 ** (-v), "y < 1",
+                                   "-log10(1 - {})"),
 }
 """``neglog10_1m`` is -log10(1 - y), e.g. for a Coulombic efficiency close to 1."""
 SCORE_SCALES = ("original", "transformed")

@@ -32,16 +32,27 @@ def _pyplot():
     return plt
 
 
+def parity_values(results: dict[str, Any]) -> tuple[np.ndarray, np.ndarray, str]:
+    """True and out-of-fold predicted values on the scale the metrics were computed on, and that scale's label."""
+    from hacknip.evaluation import get_target_transform
+
+    true = np.array(results["predictions"]["true"], dtype=float)
+    predicted = np.array(results["predictions"]["predicted"], dtype=float)
+    transform = get_target_transform(results.get("target_transform"))
+    if transform and results.get("scored_on") == "transformed":
+        return transform.forward(true), transform.forward(predicted), transform.label.format(results["target"])
+    return true, predicted, str(results["target"])
+
+
 def parity_plot(results: dict[str, Any], path: Path) -> Path:
     plt = _pyplot()
-    true = np.array(results["predictions"]["true"])
-    predicted = np.array(results["predictions"]["predicted"])
+    true, predicted, label = parity_values(results)
     low, high = float(min(true.min(), predicted.min())), float(max(true.max(), predicted.max()))
     figure, axes = plt.subplots(figsize=(5, 5), dpi=120)
     axes.scatter(true, predicted, s=8, alpha=0.5, edgecolors="none")
     axes.plot([low, high], [low, high], color="black", linewidth=0.8)
-    axes.set_xlabel(f"true {results['target']}")
-    axes.set_ylabel(f"predicted {results['target']} (out of fold)")
+    axes.set_xlabel(f"true {label}")
+    axes.set_ylabel(f"predicted {label} (out of fold)")
     axes.set_title(f"{results['backbone']} @ {_layers_text(results['best_layer'])} + {results['head']}\n"
                    f"MAE {results['mae_mean']:.4g} ± {results['mae_std']:.2g}, R² {results['r2_mean']:.3f}", fontsize=9)
     axes.set_aspect("equal")
