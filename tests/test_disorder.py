@@ -58,3 +58,42 @@ def test_tolerance_trades_size_for_composition(tolerance):
     approximant = ordered_approximant(_rocksalt({"Sn": 0.9, "Ag": 0.1}), tolerance=tolerance)
     assert approximant.composition_error <= max(tolerance, 1e-12)
     assert not approximant.dropped
+
+
+def _table_with_a_disordered_row(tmp_path):
+    import pandas as pd
+
+    rows = [{"cif": Structure(Lattice.cubic(3.5 + 0.03 * i), ["Cu"], [[0, 0, 0]]).to(fmt="cif"), "y": 1.0 + i}
+            for i in range(11)]
+    rows.append({"cif": _rocksalt({"Sn": 0.75, "Ag": 0.25}).to(fmt="cif"), "y": 3.0})
+    table = tmp_path / "data.csv"
+    pd.DataFrame(rows).to_csv(table, index=False)
+    return table
+
+
+def test_runs_refuse_a_disordered_row_unless_asked_to_order_it(toy_plugin, tmp_path):
+    import json
+
+    from click.testing import CliRunner
+
+    from hacknip.cli import cli
+
+    table = _table_with_a_disordered_row(tmp_path)
+    base = ["run", "--data", str(table), "--backbone", "toy@1", "--head", "ridge", "--target", "y"]
+    refused = CliRunner().invoke(cli, base)
+    assert refused.exit_code == 1
+    message = " ".join(refused.output.split())
+    assert "row 13 (id 11): unreadable structure (partially occupied sites" in message
+    assert "pass --disordered approximant" in message
+
+    ordered = CliRunner().invoke(cli, [*base, "--disordered", "approximant", "--out", str(tmp_path / "out"),
+                                       "--save", str(tmp_path / "model")])
+    assert ordered.exit_code == 0, ordered.output
+    results = json.loads((tmp_path / "out" / "results.json").read_text())
+    assert results["n_samples"] == 12 and results["disordered"] == "approximant"
+    (flag,) = results["flagged"]
+    assert flag["id"] == "11" and flag["reason"].startswith("ordered approximant of a disordered structure: 4x supercell")
+
+    predicted = CliRunner().invoke(cli, ["predict", str(tmp_path / "model"), "--data", str(table),
+                                         "--out", str(tmp_path / "p.csv")])
+    assert predicted.exit_code == 0, predicted.output  # the model remembers how it read disordered rows

@@ -118,6 +118,9 @@ def data_options(command):
         click.option("--targets", type=click.Path(exists=True, path_type=Path), help="Targets CSV for a folder input."),
         click.option("--on-error", type=click.Choice(["raise", "skip"]), default="raise", show_default=True,
                      help="On a bad row: stop with an error naming it, or skip it and list it in the results."),
+        click.option("--disordered", type=click.Choice(["refuse", "approximant"]), default="refuse", show_default=True,
+                     help="Structures with partially occupied sites: refuse the row, or featurise an ordered "
+                          "approximant (smallest supercell of <= 128 atoms holding every element; hacknip.disorder)."),
         click.option("--limit", type=int, help="Use only the first N structures (quick tries)."),
         click.option("--batch-size", default=16, show_default=True, help="Structures per forward pass."),
         click.option("--device", default="cpu", show_default=True, help="torch device for the backbone."),
@@ -329,6 +332,8 @@ def run(out, params_file, save_to, **options):
 @click.option("--targets", type=click.Path(exists=True, path_type=Path), help="CSV of ids (and values) for a folder input.")
 @click.option("--on-error", type=click.Choice(["raise", "skip"]), default="raise", show_default=True,
               help="On a bad row: stop with an error naming it, or skip it and list it.")
+@click.option("--disordered", type=click.Choice(["refuse", "approximant"]),
+              help="Partially occupied sites: refuse, or order an approximant  [default: as the model was trained]")
 @click.option("--batch-size", default=16, show_default=True, help="Structures per forward pass.")
 @click.option("--device", default="cpu", show_default=True, help="torch device for the backbone.")
 @click.option("--store", type=click.Path(path_type=Path), envvar="HACKNIP_STORE",
@@ -336,7 +341,8 @@ def run(out, params_file, save_to, **options):
 @click.option("--out", type=click.Path(path_type=Path), default=Path("predictions.csv"), show_default=True,
               help="CSV of id and prediction (and probability for classification).")
 @friendly_errors
-def predict(model_dir, data, target, structure_column, id_column, targets, on_error, batch_size, device, store, out):
+def predict(model_dir, data, target, structure_column, id_column, targets, on_error, disordered, batch_size, device, store,
+            out):
     """Predict with a model saved by hacknip run --save (refuses a backbone that differs from the saved one)."""
     import pandas as pd
     from rich.console import Console
@@ -348,7 +354,7 @@ def predict(model_dir, data, target, structure_column, id_column, targets, on_er
 
     model = load_model(model_dir)
     dataset = read_dataset(data, target=target or UNLABELLED, structure_column=structure_column, id_column=id_column,
-                           targets=targets, on_error=on_error)
+                           targets=targets, on_error=on_error, disordered=disordered or model.model.get("disordered", "refuse"))
     with progress_bars() as start:
         dataset, X = model.features(dataset, FeatureStore(store), batch_size, device, on_error, start, data, targets)
     predictions = model.predict(X)

@@ -68,6 +68,8 @@ class RunConfig:
     id_column: str | None = None
     targets: Path | None = None
     on_error: str = "raise"
+    disordered: str = "refuse"
+    """Partially occupied sites: ``refuse`` the row, or featurise an ``approximant`` (hacknip.disorder)."""
     batch_size: int = 16
     device: str = "cpu"
     backbone_options: dict[str, Any] = field(default_factory=dict)
@@ -106,7 +108,8 @@ def load_data(config: RunConfig, progress: Progress = no_progress) -> Dataset:
     if is_molecule_input(config.data, config.structure_column, config.smiles_column):
         return _molecules(config, progress)
     dataset = read_dataset(config.data, target=config.target, structure_column=config.structure_column,
-                           id_column=config.id_column, targets=config.targets, on_error=config.on_error)
+                           id_column=config.id_column, targets=config.targets, on_error=config.on_error,
+                           disordered=config.disordered)
     return dataset.head(config.limit) if config.limit else dataset
 
 
@@ -408,6 +411,7 @@ def results_dict(prepared: Prepared, per_layer: list[dict], chosen: dict[str, li
         "head_params": config.head_params,
         "pooling": "+".join(parse_pooling(config.pooling)),
         "extra_features": list(config.extra_features),
+        "disordered": config.disordered,
         "n_features": n_features,
         "n_samples": len(dataset.samples),
         "folds_source": prepared.folds_source,

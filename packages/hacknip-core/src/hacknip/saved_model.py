@@ -61,6 +61,7 @@ def save_model(folder: Path, prepared, layers: dict[str, list[int]], head_params
         "target": prepared.dataset.target_name,
         "target_transform": config.target_transform,
         "extra_features": list(config.extra_features),
+        "disordered": config.disordered,
         "head": config.head,
         "head_params": {**head_params, **task_param},
         "head_state": meta,

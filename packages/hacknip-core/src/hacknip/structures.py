@@ -155,15 +155,31 @@ def _checked_target(target: Any) -> float:
     return value
 
 
-def pymatgen_to_atoms(structure) -> Atoms:
-    if not structure.is_ordered:
-        raise ValueError("partially occupied sites (disordered structure); give an ordered approximant")
+DISORDERED_CHOICES = ("refuse", "approximant")
+"""What readers do with partially occupied sites: refuse the row, or order it (:mod:`hacknip.disorder`)."""
+APPROXIMANT_MAX_ATOMS = 128
+
+
+def pymatgen_to_atoms(structure, disordered: str = "refuse") -> Atoms:
     from pymatgen.io.ase import AseAtomsAdaptor
 
-    return AseAtomsAdaptor.get_atoms(structure)
+    if structure.is_ordered:
+        return AseAtomsAdaptor.get_atoms(structure)
+    if disordered != "approximant":
+        raise ValueError("partially occupied sites (disordered structure); pass --disordered approximant to order "
+                         "it in a supercell, or give an ordered structure")
+    from hacknip.disorder import ordered_approximant
+
+    approximant = ordered_approximant(structure, max_atoms=APPROXIMANT_MAX_ATOMS)
+    if approximant.dropped:
+        raise ValueError(f"partially occupied sites: no ordered approximant of <= {APPROXIMANT_MAX_ATOMS} atoms holds "
+                         f"{', '.join(approximant.dropped)} ({approximant.describe()}); give an ordered structure")
+    atoms = AseAtomsAdaptor.get_atoms(approximant.structure)
+    atoms.info["hacknip_warning"] = f"ordered approximant of a disordered structure: {approximant.describe()}"
+    return atoms
 
 
-def cif_text_to_atoms(text: str) -> Atoms:
+def cif_text_to_atoms(text: str, disordered: str = "refuse") -> Atoms:
     from pymatgen.io.cif import CifParser
 
     if not isinstance(text, str) or not text.strip():
@@ -175,15 +191,15 @@ def cif_text_to_atoms(text: str) -> Atoms:
         except Exception as error:
             said = [str(w.message).splitlines()[0] for w in caught] or [f"{type(error).__name__}: {error}"]
             raise ValueError(f"not a valid CIF: {said[-1]}") from error
-    return pymatgen_to_atoms(structures[0])
+    return pymatgen_to_atoms(structures[0], disordered)
 
 
-def structure_file_to_atoms(path: Path) -> Atoms:
+def structure_file_to_atoms(path: Path, disordered: str = "refuse") -> Atoms:
     from pymatgen.core import Structure
 
     if path.stat().st_size == 0:
         raise ValueError("empty file")
-    return pymatgen_to_atoms(Structure.from_file(str(path)))
+    return pymatgen_to_atoms(Structure.from_file(str(path)), disordered)
 
 
 # --- Matbench ---------------------------------------------------------------------------------------------
@@ -256,7 +272,7 @@ def _target_values(frame, target: str) -> list:
 
 
 def read_cif_table(path: Path, structure_column: str = "cif", target: str | None = None,
-                   id_column: str | None = None, on_error: str = "raise") -> Dataset:
+                   id_column: str | None = None, on_error: str = "raise", disordered: str = "refuse") -> Dataset:
     """CSV or parquet with one CIF text per row."""
     frame = _read_table(path)
     if structure_column not in frame.columns:
@@ -266,12 +282,12 @@ def read_cif_table(path: Path, structure_column: str = "cif", target: str | None
     ids = frame[id_column].astype(str) if id_column else [str(i) for i in range(len(frame))]
     collector = _RowCollector(str(path), on_error, labelled=target != UNLABELLED)
     for index, (text, value, sample_id) in enumerate(zip(frame[structure_column], _target_values(frame, target), ids)):
-        collector.add(f"row {index + 2}", sample_id, lambda text=text: cif_text_to_atoms(text), value)
+        collector.add(f"row {index + 2}", sample_id, lambda text=text: cif_text_to_atoms(text, disordered), value)
     return collector.dataset(target)
 
 
 def read_structure_folder(folder: Path, targets: Path | None = None, target: str | None = None,
-                          id_column: str | None = None, on_error: str = "raise") -> Dataset:
+                          id_column: str | None = None, on_error: str = "raise", disordered: str = "refuse") -> Dataset:
     """A folder of CIF/POSCAR files with a CSV whose id column names the files (with or without suffix)."""
     targets = targets or folder / "targets.csv"
     if not targets.exists():
@@ -290,7 +306,7 @@ def read_structure_folder(folder: Path, targets: Path | None = None, target: str
         if name not in files:
             collector.reject(row, name, f"no structure file named {name!r} in {folder}")
             continue
-        collector.add(row, name, lambda path=files[name]: structure_file_to_atoms(path), value)
+        collector.add(row, name, lambda path=files[name]: structure_file_to_atoms(path, disordered), value)
     return collector.dataset(target)
 
 
@@ -320,15 +336,20 @@ def read_ase_file(path: Path, target: str | None = None, on_error: str = "raise"
 
 def read_dataset(path: str | Path, *, target: str | None = None, structure_column: str = "cif",
                  id_column: str | None = None, targets: str | Path | None = None,
-                 on_error: str = "raise", smiles_column: str | None = None) -> Dataset:
+                 on_error: str = "raise", smiles_column: str | None = None, disordered: str = "refuse") -> Dataset:
     """Read any supported input, chosen by what ``path`` is. Molecules (a table with a SMILES column, an SDF file)
-    get RDKit geometries, unrelaxed: :func:`hacknip.molecules.molecules_to_dataset` relaxes them with a backbone."""
+    get RDKit geometries, unrelaxed: :func:`hacknip.molecules.molecules_to_dataset` relaxes them with a backbone.
+    ``disordered="approximant"`` orders CIF/POSCAR structures with partially occupied sites (the ordered cell is
+    what gets featurised, and the sample is flagged with its description)."""
+    if disordered not in DISORDERED_CHOICES:
+        raise ValueError(f"disordered must be one of {', '.join(DISORDERED_CHOICES)}, not {disordered!r}")
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"no such file or folder: {path}")
     name = path.name.lower()
     if path.is_dir():
-        return read_structure_folder(path, Path(targets) if targets else None, target, id_column, on_error)
+        return read_structure_folder(path, Path(targets) if targets else None, target, id_column, on_error,
+                                     disordered)
     if name.endswith((".json", ".json.gz")):
         return read_matbench(path, on_error, target)
     if is_molecule_input(path, structure_column, smiles_column):
@@ -337,7 +358,7 @@ def read_dataset(path: str | Path, *, target: str | None = None, structure_colum
         return molecules_to_dataset(path, smiles_column=smiles_column, target=target, id_column=id_column,
                                     on_error=on_error)
     if name.endswith((".csv", ".parquet")):
-        return read_cif_table(path, structure_column, target, id_column, on_error)
+        return read_cif_table(path, structure_column, target, id_column, on_error, disordered)
     if name.endswith((".xyz", ".extxyz", ".db", ".traj")):
         return read_ase_file(path, target, on_error)
     raise ValueError(f"{path}: unknown input kind; give a matbench_*.json.gz, a CSV/parquet with a CIF or SMILES "
