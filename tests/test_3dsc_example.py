@@ -63,16 +63,25 @@ def test_doped_structures_are_excluded_or_ordered_never_turned_silently_into_the
     assert row is None and "drops Ir" in reason
 
 
+def test_families_join_rows_that_share_a_formula_or_a_parent_structure(build_table):
+    rows = [{"formula_sc": "A", "material_id": "mp-1"}, {"formula_sc": "B", "material_id": "mp-1"},
+            {"formula_sc": "B", "material_id": "mp-2"}, {"formula_sc": "C", "material_id": "mp-3"},
+            {"formula_sc": "A", "material_id": "mp-4"}]
+    build_table.add_families(rows)
+    assert [row["family"] for row in rows] == ["A", "A", "A", "C", "A"]
+
+
 def test_the_table_runs_through_hacknip_with_a_formula_grouped_split(build_table, entries, toy_plugin, tmp_path):
     rows = [build_table.table_row(entry, text, "exclude", 128)[0] for entry, text in entries["ordered"]]
     assert all(row and math.isfinite(math.log(row["tc"])) for row in rows)
+    build_table.add_families(rows)
     table = tmp_path / "3dsc_tc.csv"
     build_table._write(table, rows, build_table.TABLE_COLUMNS)
     with table.open() as stream:
         assert [row["id"] for row in csv.DictReader(stream)] == [row["id"] for row in rows]
     result = CliRunner().invoke(cli, ["run", "--data", str(table), "--id-column", "id", "--target", "tc", "--backbone",
                                       "toy@1", "--head", "ridge", "--target-transform", "ln", "--score-scale",
-                                      "transformed", "--split", "group:formula_sc", "--out", str(tmp_path / "out")])
+                                      "transformed", "--split", "group:family", "--out", str(tmp_path / "out")])
     assert result.exit_code == 0, result.output
     results = json.loads((tmp_path / "out" / "results.json").read_text())
     assert results["n_samples"] == len(rows) and results["scored_on"] == "transformed"

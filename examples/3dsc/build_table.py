@@ -7,8 +7,10 @@ Reads, without unpacking anything, ``3DSC_MP_final_cifs.tar.gz`` (10 904 CIFs na
 ``<formula_sc>-MP-<mp-id>[-synth_doped].cif``) and ``3DSC_MP_cif_index_DERIVED.csv`` (each CIF's SuperCon formula and
 its Tc, looked up by identical formula in 3DSC's ICSD table) from ``../shared/data/3dsc``. Writes into ``--out``:
 
-- ``3dsc_tc.csv``: ``id, cif, tc, formula_sc, material_id, synth_doped, atoms, approximant``, ready for
-  ``hacknip run --data 3dsc_tc.csv --id-column id --target tc``;
+- ``3dsc_tc.csv``: ``id, cif, tc, formula_sc, material_id, family, synth_doped, atoms, approximant``, ready for
+  ``hacknip run --data 3dsc_tc.csv --id-column id --target tc``. ``family`` joins rows that share a SuperCon formula
+  or a parent MP structure, transitively: ``--split group:family`` never puts one Tc measurement, nor one parent
+  structure doped differently, on both sides of a split;
 - ``excluded.csv``: every CIF not in the table and why (no Tc found, Tc = 0 K whose logarithm is not finite, a
   doped structure excluded or whose approximant would drop a dopant).
 
@@ -32,7 +34,7 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 DEFAULT_DATA = HERE.parents[2] / "shared" / "data" / "3dsc"
-TABLE_COLUMNS = ["id", "cif", "tc", "formula_sc", "material_id", "synth_doped", "atoms", "approximant"]
+TABLE_COLUMNS = ["id", "cif", "tc", "formula_sc", "material_id", "family", "synth_doped", "atoms", "approximant"]
 
 
 def read_index(data: Path) -> list[dict]:
@@ -98,6 +100,7 @@ def main() -> None:
     missing = set(entries) - {member.name for member in members}
     excluded += [{"cif": name, "reason": "listed in the index but not in the tar"} for name in sorted(missing)]
 
+    add_families(rows)
     args.out.mkdir(parents=True, exist_ok=True)
     _write(args.out / "3dsc_tc.csv", rows, TABLE_COLUMNS)
     _write(args.out / "excluded.csv", excluded, ["cif", "formula_sc", "reason"])
@@ -114,6 +117,24 @@ def main() -> None:
     print(f"{len(excluded)} excluded ({args.out / 'excluded.csv'}):", file=sys.stderr)
     for reason, count in sorted(reasons.items(), key=lambda item: -item[1]):
         print(f"  {count:5d}  {reason}", file=sys.stderr)
+
+
+def add_families(rows: list[dict]) -> None:
+    """``family``: the connected component of each row in the graph linking rows with the same SuperCon formula or
+    the same parent MP structure, named after its first formula."""
+    parent: dict[str, str] = {}
+
+    def find(node: str) -> str:
+        while parent.setdefault(node, node) != node:
+            parent[node] = parent[parent[node]]
+            node = parent[node]
+        return node
+
+    for row in rows:
+        parent[find("mp:" + row["material_id"])] = find("formula:" + row["formula_sc"])
+    names: dict[str, str] = {}
+    for row in rows:
+        row["family"] = names.setdefault(find("formula:" + row["formula_sc"]), row["formula_sc"])
 
 
 def _write(path: Path, rows: list[dict], columns: list[str]) -> None:
