@@ -209,3 +209,15 @@ def test_a_failed_component_rejects_its_mixtures_by_row():
     result = embed_mixtures(mixtures, backbone, FeatureStore(), [0], relax_options=None)[0]
     assert [m.id for m in result.mixtures] == ["m2"]
     assert result.rejected[0].id == "m1" and "component EC: featurising failed" in result.rejected[0].reason
+
+
+def test_components_whose_relaxation_did_not_converge_are_kept_and_flagged():
+    from test_molecules import MorseBackbone
+
+    from hacknip.molecules import NOT_CONVERGED, RelaxOptions
+
+    mixtures = [_mixture("m1", [("EC", 1, "vol"), ("DMC", 1, "vol")])]
+    result = embed_mixtures(mixtures, MorseBackbone(), FeatureStore(), [0], relax_options=RelaxOptions(steps=1))[0]
+    assert [m.id for m in result.mixtures] == ["m1"]
+    assert sorted(entry.id for entry in result.flagged) == sorted(c.species.key for c in mixtures[0].components)
+    assert all(entry.reason.startswith(NOT_CONVERGED) for entry in result.flagged)

@@ -154,13 +154,17 @@ def main(argv: list[str] | None = None) -> int:
         "target": "LCE = -log10(1 - CE)", "splits": f"{len(args.seeds)} random {1 - args.test_size:.0%}/"
         f"{args.test_size:.0%} splits, seeds {args.seeds}", "rows_in_data": rows_in_data,
         "rows_used": len(y), "rows_rejected": len(rejected),
-        "distinct_components": len(first.component_keys), "best_layer": best, "best": best_summary,
+        "distinct_components": len(first.component_keys),
+        "flagged_components": [entry.as_dict() for entry in first.flagged],
+        "best_layer": best, "best": best_summary,
         "per_layer": {layer: value["summary"] for layer, value in per_layer.items()},
         "paper": PAPER, "seconds": round(time.perf_counter() - started, 1),
     }
     (args.out / "results.json").write_text(json.dumps(results, indent=2))
     print(f"{len(y)} electrolytes used, {len(rejected)} rejected (see {args.out / 'rejected.csv'}); "
           f"{len(first.component_keys)} distinct components")
+    for entry in first.flagged:
+        print(f"flagged component {entry.id}: {entry.reason}")
     print(f"best layer {best}: MAE {best_summary['mae_mean']:.3f} ± {best_summary['mae_std']:.3f}, "
           f"MSE {best_summary['mse_mean']:.3f} ± {best_summary['mse_std']:.3f} "
           f"(paper, 124-entry table, ORB-MODNet: MAE 0.204, MSE 0.097; best human-feature model MSE 0.333)")

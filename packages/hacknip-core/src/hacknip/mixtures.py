@@ -343,6 +343,8 @@ class MixtureEmbedding:
     rejected: list[SkippedRow]
     component_keys: list[str]
     """Every distinct component, featurised once."""
+    flagged: list[SkippedRow] = field(default_factory=list)
+    """Components kept with a warning (e.g. a relaxation that did not converge), listed like skipped rows."""
 
 
 def distinct_species(mixtures: Sequence[Mixture]) -> list[Species]:
@@ -403,7 +405,9 @@ def embed_mixtures(mixtures: Sequence[Mixture], backbone: Backbone, store: Featu
     species_keys = [species_key for (species_key, _), ok in zip(stored, finite) if ok]
     kept, rejected = _usable(mixtures, failed)
     weights = _weights(kept, species_keys, weighting)
-    return {layer: MixtureEmbedding(weights @ matrix[finite], kept, rejected, species_keys)
+    used = set(species_keys)
+    flagged = [entry for entry in dataset.flagged if entry.id in used]
+    return {layer: MixtureEmbedding(weights @ matrix[finite], kept, rejected, species_keys, flagged)
             for layer, matrix in matrices.items()}
 
 
