@@ -179,6 +179,7 @@ def check_split(split: str) -> str:
 
 def split_groups(dataset: Dataset, config: RunConfig) -> list | None:
     """The group of each sample for grouped splits (its scaffold, or its value in the ``group:`` column), else None."""
+    check_split(config.split)
     if config.split == "scaffold":
         smiles = [sample.atoms.info.get("smiles") for sample in dataset.samples]
         if None in smiles:
