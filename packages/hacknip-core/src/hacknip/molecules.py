@@ -35,6 +35,7 @@ from hacknip.backbone import Backbone, check_elements, identity_key
 from hacknip.store import FeatureStore, _atomic_write, _slug, structure_hash
 from hacknip.structures import (
     ON_ERROR_CHOICES,
+    WARNING_KEY,
     Dataset,
     SkippedRow,
     _checked_target,
@@ -46,8 +47,6 @@ from hacknip.structures import (
 
 INSTALL_HINT = "pip install hacknip-core[molecules]"
 NONCONVERGED_CHOICES = ("keep", "skip")
-WARNING_KEY = "hacknip_warning"
-"""``atoms.info`` key of a kept sample's warning; :attr:`hacknip.structures.Dataset.flagged` lists them."""
 
 UNPARSEABLE = "unparseable SMILES"
 EMBEDDING_FAILED = "3D embedding failed"

@@ -28,6 +28,11 @@ UNLABELLED = "<no target>"
 """Pass as ``target`` to read structures without targets (for prediction); targets are then NaN."""
 
 
+WARNING_KEY = "hacknip_warning"
+"""``atoms.info`` key of a kept sample's warning (a non-converged relaxation, an ordered approximant);
+:attr:`Dataset.flagged` lists them."""
+
+
 class BadInputError(ValueError):
     """A row of the input that cannot be used, with where it is and what to do."""
 
@@ -74,10 +79,9 @@ class Dataset:
 
     @property
     def flagged(self) -> list[SkippedRow]:
-        """Kept samples that carry a warning in ``atoms.info["hacknip_warning"]`` (e.g. a molecule whose relaxation
+        """Kept samples that carry a warning in ``atoms.info[WARNING_KEY]`` (e.g. a molecule whose relaxation
         did not converge), listed like skipped rows."""
-        return [SkippedRow(s.row, s.id, s.atoms.info["hacknip_warning"])
-                for s in self.samples if s.atoms.info.get("hacknip_warning")]
+        return [SkippedRow(s.row, s.id, s.atoms.info[WARNING_KEY]) for s in self.samples if s.atoms.info.get(WARNING_KEY)]
 
     def drop(self, rejected: Iterable[SkippedRow]) -> Dataset:
         """A copy without the rejected rows, which are added to ``skipped``."""
@@ -175,7 +179,7 @@ def pymatgen_to_atoms(structure, disordered: str = "refuse") -> Atoms:
         raise ValueError(f"partially occupied sites: no ordered approximant of <= {APPROXIMANT_MAX_ATOMS} atoms holds "
                          f"{', '.join(approximant.dropped)} ({approximant.describe()}); give an ordered structure")
     atoms = AseAtomsAdaptor.get_atoms(approximant.structure)
-    atoms.info["hacknip_warning"] = f"ordered approximant of a disordered structure: {approximant.describe()}"
+    atoms.info[WARNING_KEY] = f"ordered approximant of a disordered structure: {approximant.describe()}"
     return atoms
 
 
