@@ -170,8 +170,13 @@ def dataset_keys(dataset: Dataset) -> list[str]:
 GROUP_SPLIT = "group:"
 
 
+def group_column(split: str) -> str | None:
+    """The column of a ``group:COLUMN`` split, else None."""
+    return split[len(GROUP_SPLIT):].strip() if split.startswith(GROUP_SPLIT) else None
+
+
 def check_split(split: str) -> str:
-    if split in ("auto", "random", "scaffold") or (split.startswith(GROUP_SPLIT) and split[len(GROUP_SPLIT):].strip()):
+    if split in ("auto", "random", "scaffold") or group_column(split):
         return split
     raise ValueError(f"unknown split {split!r}: use auto, random, scaffold or group:COLUMN (rows sharing that "
                      f"column's value stay in one test fold, e.g. group:formula)")
@@ -186,14 +191,14 @@ def split_groups(dataset: Dataset, config: RunConfig) -> list | None:
             raise ValueError(f"--split scaffold needs molecules given as SMILES; {dataset.source} row "
                              f"{dataset.samples[smiles.index(None)].row} has none")
         return molecule_scaffolds(smiles)
-    if config.split.startswith(GROUP_SPLIT):
-        column = config.split[len(GROUP_SPLIT):].strip()
-        values, source = read_sample_columns(dataset, config.data, [column], config.targets, purpose=f"--split {config.split}")
-        for sample, (value,) in zip(dataset.samples, values):
-            if value is None or (isinstance(value, float) and np.isnan(value)):
-                raise BadInputError(source, sample.row, sample.id, f"no {column!r} value to group it by")
-        return [str(value) for (value,) in values]
-    return None
+    column = group_column(config.split)
+    if column is None:
+        return None
+    values, source = read_sample_columns(dataset, config.data, [column], config.targets, purpose=f"--split {config.split}")
+    for sample, (value,) in zip(dataset.samples, values):
+        if value is None or (isinstance(value, float) and np.isnan(value)):
+            raise BadInputError(source, sample.row, sample.id, f"no {column!r} value to group it by")
+    return [str(value) for (value,) in values]
 
 
 def make_folds(dataset: Dataset, config: RunConfig, task: str = REGRESSION,
@@ -201,9 +206,10 @@ def make_folds(dataset: Dataset, config: RunConfig, task: str = REGRESSION,
     """Grouped folds when ``groups`` are given (scaffolds, ``group:COLUMN``); official Matbench folds when the data
     carry Matbench ids and the folds file is found; else Matbench's seeded (Stratified)KFold."""
     if groups is not None:
-        what = "Bemis-Murcko scaffold" if config.split == "scaffold" else f"{config.split[len(GROUP_SPLIT):]!r}-grouped"
-        return group_folds(groups, what="scaffolds" if config.split == "scaffold" else "groups"), \
-            f"{what} folds (5, seed 18012019; a group is never split between training and test)"
+        column = group_column(config.split)
+        what, label = ("groups", f"{column!r}-grouped") if column else ("scaffolds", "Bemis-Murcko scaffold")
+        return group_folds(groups, what=what), \
+            f"{label} folds (5, seed 18012019; a group is never split between training and test)"
     if dataset.matbench_task and config.split == "auto":
         folds_file = config.folds_file or find_matbench_file(Path(config.data), VALIDATION_FILE)
         if folds_file:
