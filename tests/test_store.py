@@ -6,6 +6,8 @@ import json
 import os
 import subprocess
 import sys
+import threading
+import time
 
 import numpy as np
 import pytest
@@ -13,11 +15,11 @@ from ase import Atoms
 from ase.build import bulk
 from toy_backbone import ToyBackbone
 
-from hacknip.featurize import featurize, layer_matrix
+from hacknip.featurize import batch_threads, featurize, layer_matrix
 from hacknip.pooling import atom_statistics
 from hacknip.store import FeatureStore, structure_hash
 from hacknip.structures import BadInputError, Dataset, Sample
-from hacknip.testing import BackboneConformance
+from hacknip.testing import BackboneConformance, reference_structures
 
 
 def _dataset(n=20):
@@ -35,6 +37,69 @@ class TestToyConformance(BackboneConformance):
     @classmethod
     def backbone(cls):
         return ToyBackbone()
+
+
+class TestConcurrentToyConformance(BackboneConformance):
+    @pytest.fixture(scope="class")
+    @classmethod
+    def backbone(cls):
+        return ToyBackbone(concurrent=True)
+
+
+class _SharesState(ToyBackbone):
+    """Claims concurrent batches but keeps the batch in shared state while it works, as hooks on shared modules do."""
+
+    def per_atom_features(self, structures, layers):
+        self._current = structures
+        time.sleep(0.05)
+        return super().per_atom_features(self._current, layers)
+
+
+def test_conformance_catches_a_false_concurrent_batches_claim():
+    backbone, structures = _SharesState(concurrent=True), reference_structures()
+    layers = list(range(len(backbone.layer_widths)))
+    one_pass = ToyBackbone().per_atom_features(structures, layers)
+    with pytest.raises(AssertionError, match="concurrent batches"):
+        BackboneConformance().test_concurrent_batches_claim(backbone, structures, one_pass, layers)
+
+
+def test_concurrent_batches_store_what_one_thread_stores_in_row_order(tmp_path):
+    dataset = _dataset(20)
+    alone = featurize(dataset, ToyBackbone(fail_on=29), FeatureStore(tmp_path / "alone"), batch_size=3,
+                      on_error="skip")
+    backbone = ToyBackbone(fail_on=29, concurrent=True)
+    together = featurize(dataset, backbone, FeatureStore(tmp_path / "together"), batch_size=3, on_error="skip",
+                         threads=3)
+    assert [r.id for r in together.rejected] == [r.id for r in alone.rejected] == [f"s{i}" for i in range(1, 20, 2)]
+    assert together.computed == alone.computed == 10
+    for layer in range(len(backbone.layer_widths)):
+        np.testing.assert_array_equal(layer_matrix(together.features, together.keys[::2], [layer], ("mean", "max")),
+                                      layer_matrix(alone.features, alone.keys[::2], [layer], ("mean", "max")))
+
+
+def test_concurrent_batches_run_torch_on_one_thread_each_and_restore_it(tmp_path):
+    torch = pytest.importorskip("torch")
+    seen = set()
+
+    class Recording(ToyBackbone):
+        def per_atom_features(self, structures, layers):
+            seen.add((threading.current_thread().name, torch.get_num_threads()))
+            return super().per_atom_features(structures, layers)
+
+    before = torch.get_num_threads()
+    featurize(_dataset(12), Recording(concurrent=True), FeatureStore(tmp_path), batch_size=2, threads=2)
+    assert {count for _, count in seen} == {1}
+    assert all(name.startswith("hacknip-featurize") for name, _ in seen)
+    assert torch.get_num_threads() == before
+
+
+def test_threads_default_to_torchs_only_for_backbones_that_allow_it():
+    torch = pytest.importorskip("torch")
+    assert batch_threads(ToyBackbone(), None) == 1
+    assert batch_threads(ToyBackbone(concurrent=True), None) == torch.get_num_threads()
+    assert batch_threads(ToyBackbone(), 3) == 3
+    with pytest.raises(ValueError, match="threads must be at least 1"):
+        batch_threads(ToyBackbone(), 0)
 
 
 def test_second_run_computes_nothing(tmp_path):
@@ -76,6 +141,24 @@ def test_interrupted_run_resumes_without_recomputing(tmp_path, monkeypatch):
     assert (resumed.reused, resumed.computed, resumed_backbone.calls) == (12, 8, 8)
     leftovers = [p.name for p in resumed.features.path.iterdir() if p.name.startswith(".tmp-")]
     assert leftovers == []
+
+
+def test_interrupted_concurrent_run_keeps_the_batches_it_reported(tmp_path, monkeypatch):
+    import hacknip.featurize
+
+    monkeypatch.setattr(hacknip.featurize, "FLUSH_SECONDS", 0.0)
+    dataset, seen = _dataset(20), []
+
+    def interrupt_after_three_batches(n):
+        seen.append(n)
+        if len(seen) == 4:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        featurize(dataset, ToyBackbone(concurrent=True), FeatureStore(tmp_path), batch_size=4, threads=2,
+                  on_progress=interrupt_after_three_batches)
+    resumed = featurize(dataset, ToyBackbone(concurrent=True), FeatureStore(tmp_path), batch_size=4, threads=2)
+    assert (resumed.reused, resumed.computed) == (12, 8)
 
 
 def test_identity_change_means_new_features(tmp_path):

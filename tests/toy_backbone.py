@@ -3,9 +3,12 @@
 Per-atom features of layer ``l`` are radial sums over neighbours within the cutoff (every periodic image, via
 ASE's neighbour list) with a length scale that grows with depth, times a per-element weight — a genuine
 descriptor, supercell-invariant by construction. ``calls`` counts structures passed to the network.
+``concurrent=True`` declares that featurize may run its batches in several threads at once.
 """
 
 from __future__ import annotations
+
+import threading
 
 import numpy as np
 from ase.neighborlist import neighbor_list
@@ -23,11 +26,13 @@ class ToyBackbone:
     layer_widths = WIDTHS
     supported_elements = frozenset(range(1, 84))
 
-    def __init__(self, checkpoint=None, device="cpu", needs_supercell=False, fail_on=None):
+    def __init__(self, checkpoint=None, device="cpu", needs_supercell=False, fail_on=None, concurrent=False):
         self.needs_supercell = needs_supercell
         self.fail_on = fail_on
         self.calls = 0
         self.checkpoint = checkpoint
+        self.concurrent_batches = concurrent
+        self._count = threading.Lock()
 
     def identity(self):
         return {"name": self.name, "library": "toy", "library_version": "1", "cutoff": self.cutoff,
@@ -35,7 +40,8 @@ class ToyBackbone:
 
     def per_atom_features(self, structures, layers):
         layers = check_layers(self, layers)
-        self.calls += len(structures)
+        with self._count:
+            self.calls += len(structures)
         return [self._one(atoms, layers) for atoms in structures]
 
     def _one(self, atoms, layers):

@@ -40,7 +40,11 @@ class Backbone(Protocol):
     ``supercell_rule`` (one of ``SUPERCELL_RULES``; read with :func:`supercell_rule`, default ``"perpendicular-width"``)
     and should record it in ``identity()``, since the supercell changes the features."""
     supported_elements: frozenset[int] | None
-    """Atomic numbers the model knows; ``None`` when it accepts any."""
+    """Atomic numbers the model knows; ``None`` when it accepts any.
+
+    A backbone may also set ``concurrent_batches = True`` (read with :func:`concurrent_batches`, default False) when
+    ``per_atom_features`` may run in several threads at once (no shared mutable state such as forward hooks) and
+    gains from it: :func:`hacknip.featurize.featurize` then gives each of torch's threads a batch of its own."""
 
     def identity(self) -> dict[str, Any]:
         """JSON-serialisable description of everything that changes the features: name, library and version,
@@ -90,6 +94,12 @@ def supercell_rule(backbone: Backbone) -> str:
     if rule not in SUPERCELL_RULES:
         raise ValueError(f"{backbone.name}: unknown supercell rule {rule!r}; expected one of {', '.join(SUPERCELL_RULES)}")
     return rule
+
+
+def concurrent_batches(backbone: Backbone) -> bool:
+    """Whether ``backbone.per_atom_features`` may be called from several threads at once (optional attribute
+    ``concurrent_batches``, default False)."""
+    return getattr(backbone, "concurrent_batches", False) is True
 
 
 def identity_key(identity: dict[str, Any]) -> str:

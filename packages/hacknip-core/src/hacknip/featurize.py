@@ -3,14 +3,18 @@ resumable, and never repeated for a structure the store already holds."""
 
 from __future__ import annotations
 
+import contextlib
+import sys
 import time
-from collections.abc import Callable, Sequence
+from collections import deque
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
 from ase.data import chemical_symbols
 
-from hacknip.backbone import Backbone, check_layers, supercell_rule
+from hacknip.backbone import Backbone, check_layers, concurrent_batches, supercell_rule
 from hacknip.pooling import atom_statistics, pool
 from hacknip.store import BackboneFeatures, FeatureStore, Record, structure_hash
 from hacknip.structures import BadInputError, Dataset, Sample, SkippedRow
@@ -36,10 +40,10 @@ def unsupported_elements(sample: Sample, backbone: Backbone) -> list[str]:
     return sorted({chemical_symbols[z] for z in sample.atoms.numbers if z not in backbone.supported_elements})
 
 
-def _reject(dataset: Dataset, sample: Sample, reason: str, on_error: str, rejected: list[SkippedRow]) -> None:
+def _reject(dataset: Dataset, sample: Sample, reason: str, on_error: str) -> SkippedRow:
     if on_error == "raise":
         raise BadInputError(dataset.source, sample.row, sample.id, reason)
-    rejected.append(SkippedRow(sample.row, sample.id, reason))
+    return SkippedRow(sample.row, sample.id, reason)
 
 
 def _records(backbone: Backbone, samples: Sequence[Sample], keys: Sequence[str], layers: list[int]) -> list[Record]:
@@ -73,12 +77,15 @@ def featurize(
     on_error: str = "raise",
     on_progress: Callable[[int], None] | None = None,
     name: str | None = None,
+    threads: int | None = None,
 ) -> FeaturizeReport:
     """Make sure the store holds ``layers`` (default: all) of every sample; compute only what is missing.
 
     Samples the backbone cannot featurise (unknown element, a failure inside the model) raise a
     :class:`BadInputError` naming the row, or with ``on_error="skip"`` are returned in ``rejected``. ``name`` is
-    the backbone name as the user typed it, recorded in the store beside the backbone's own.
+    the backbone name as the user typed it, recorded in the store beside the backbone's own. ``threads``: batches
+    featurised at once, each on its own thread running torch on one thread (default: torch's thread count for a
+    backbone that declares ``concurrent_batches``, else 1).
     """
     started = time.perf_counter()
     layers = check_layers(backbone, range(len(backbone.layer_widths)) if layers is None else layers)
@@ -89,48 +96,104 @@ def featurize(
     for index in features.missing(keys, layers):
         sample = dataset.samples[index]
         if unknown := unsupported_elements(sample, backbone):
-            _reject(dataset, sample, f"{backbone.name} does not know element(s) {', '.join(unknown)}", on_error, rejected)
+            reason = f"{backbone.name} does not know element(s) {', '.join(unknown)}"
+            rejected.append(_reject(dataset, sample, reason, on_error))
         else:
             todo.append(index)
     if on_progress:
         on_progress(len(dataset.samples) - len(todo))
 
+    batches = [todo[start:start + batch_size] for start in range(0, len(todo), batch_size)]
+    threads = min(batch_threads(backbone, threads), len(batches))
     pending: list[Record] = []
     computed = 0
     last_flush = time.monotonic()
     try:
-        for start in range(0, len(todo), batch_size):
-            batch = todo[start:start + batch_size]
-            records = _featurize_batch(dataset, backbone, keys, batch, layers, on_error, rejected)
-            pending += records
-            computed += len(records)
-            if time.monotonic() - last_flush > FLUSH_SECONDS:
-                features.write(pending)
-                pending, last_flush = [], time.monotonic()
-            if on_progress:
-                on_progress(len(batch))
+        with _in_order(lambda batch: _featurize_batch(dataset, backbone, keys, batch, layers, on_error),
+                       batches, threads) as results:
+            for batch, (records, bad) in zip(batches, results):
+                pending += records
+                rejected += bad
+                computed += len(records)
+                if time.monotonic() - last_flush > FLUSH_SECONDS:
+                    features.write(pending)
+                    pending, last_flush = [], time.monotonic()
+                if on_progress:
+                    on_progress(len(batch))
     finally:
         features.write(pending)
     reused = len(keys) - len(features.missing(keys, layers)) - computed
     return FeaturizeReport(features, keys, computed, reused, rejected, time.perf_counter() - started)
 
 
-def _featurize_batch(dataset, backbone, keys, batch, layers, on_error, rejected) -> list[Record]:
+def batch_threads(backbone: Backbone, threads: int | None) -> int:
+    """Batches to featurise at once: ``threads`` if given, else torch's thread count when the backbone allows
+    concurrent batches. On a CPU, one thread per batch used 1.9 of 2 cores where two threads inside one batch used
+    1.5-1.7 (ORB, docs/benchmarks.md)."""
+    if threads is not None:
+        if threads < 1:
+            raise ValueError(f"threads must be at least 1, got {threads}")
+        return threads
+    torch = sys.modules.get("torch")
+    return torch.get_num_threads() if torch is not None and concurrent_batches(backbone) else 1
+
+
+@contextlib.contextmanager
+def _in_order(function: Callable, items: list, threads: int) -> Iterator[Iterator]:
+    """An iterator over ``function(item)`` for each item, in order, with up to ``threads`` items computed at once,
+    each on its own thread; torch runs one thread each meanwhile. Items not started when the iterator is left are
+    cancelled, started ones finish."""
+    if threads <= 1:
+        yield map(function, items)
+        return
+    futures: deque[Future] = deque()
+
+    def results(pool: ThreadPoolExecutor) -> Iterator:
+        for item in items:
+            futures.append(pool.submit(function, item))
+            if len(futures) > threads:  # one queued beyond those running: no thread waits for the consumer
+                yield futures.popleft().result()
+        while futures:
+            yield futures.popleft().result()
+
+    with _torch_threads(1), ThreadPoolExecutor(threads, thread_name_prefix="hacknip-featurize") as pool:
+        try:
+            yield results(pool)
+        finally:
+            for future in futures:
+                future.cancel()
+
+
+@contextlib.contextmanager
+def _torch_threads(count: int) -> Iterator[None]:
+    torch = sys.modules.get("torch")
+    if torch is None:
+        yield
+        return
+    previous = torch.get_num_threads()
+    torch.set_num_threads(count)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
+
+
+def _featurize_batch(dataset, backbone, keys, batch, layers, on_error) -> tuple[list[Record], list[SkippedRow]]:
     samples = [dataset.samples[i] for i in batch]
     batch_keys = [keys[i] for i in batch]
     if len(batch) > 1:
         try:
-            return _records(backbone, samples, batch_keys, layers)
+            return _records(backbone, samples, batch_keys, layers), []
         except Exception:
             pass  # one structure broke the batch: redo it one by one to name the culprit and keep the rest
-    records = []
+    records, rejected = [], []
     for sample, key in zip(samples, batch_keys):
         try:
             records += _records(backbone, [sample], [key], layers)
         except Exception as error:
-            _reject(dataset, sample, f"featurising failed in {backbone.name}: {type(error).__name__}: {error}",
-                    on_error, rejected)
-    return records
+            reason = f"featurising failed in {backbone.name}: {type(error).__name__}: {error}"
+            rejected.append(_reject(dataset, sample, reason, on_error))
+    return records, rejected
 
 
 def layer_matrix(features: BackboneFeatures, keys: Sequence[str], layers: Sequence[int],

@@ -18,13 +18,14 @@ failure names exactly which promise of the :class:`hacknip.backbone.Backbone` pr
 from __future__ import annotations
 
 import json
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
 from ase import Atoms
 from ase.build import bulk
 
-from hacknip.backbone import Backbone, identity_key
+from hacknip.backbone import Backbone, concurrent_batches, identity_key
 
 RTOL = 1e-4
 ATOL = 1e-5
@@ -105,6 +106,19 @@ class BackboneConformance:
             (single,) = backbone.per_atom_features([atoms], all_layers)
             for layer in all_layers:
                 assert_features_close(single[layer], one_pass[index][layer], f"layer {layer}, structure {index}")
+
+    def test_concurrent_batches_claim(self, backbone, structures, one_pass, all_layers):
+        """A backbone that lets featurize run its batches in several threads at once must give each the features it
+        gives alone (forward hooks on shared modules, for one, would mix them up)."""
+        if not concurrent_batches(backbone):
+            pytest.skip(f"{backbone.name} does not declare concurrent_batches")
+        order = [index for _ in range(3) for index in range(len(structures))]
+        with ThreadPoolExecutor(4) as pool:
+            results = list(pool.map(lambda index: backbone.per_atom_features([structures[index]], all_layers), order))
+        for index, (features,) in zip(order, results):
+            for layer in all_layers:
+                assert_features_close(features[layer], one_pass[index][layer],
+                                      f"concurrent batches, layer {layer}, structure {index}")
 
     def test_supercell_claim(self, backbone, structures, one_pass, all_layers):
         """A backbone that says it needs no supercell must give the same mean embedding for a 2x2x2 supercell."""
