@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 
 from hacknip.backbone import LATTICE_LENGTHS, supercell_rule
-from hacknip.featurize import featurize, layer_matrix
+from hacknip.featurize import batch_threads, featurize, layer_matrix
 from hacknip.registry import load_backbone
 from hacknip.store import FeatureStore
 from hacknip.structures import read_dataset
@@ -103,6 +103,7 @@ def main():
     parser.add_argument("--option", action="append", default=[], help="load option of hacknip's backbone, KEY=VALUE")
     parser.add_argument("--paper-option", action="append", default=[],
                         help="load option of the paper protocol's backbone, KEY=VALUE")
+    parser.add_argument("--threads", type=int, help="hacknip's batches at once (default: featurize's own choice)")
     parser.add_argument("--json", type=Path)
     parser.add_argument("--skip-without-supercells", action="store_true",
                         help="do not also time the paper's protocol on primitive cells")
@@ -121,7 +122,9 @@ def main():
     paper_backbone.per_atom_features(structures[:2], layers)
 
     with tempfile.TemporaryDirectory() as home:
-        report, ours_seconds = timed(lambda: featurize(dataset, backbone, FeatureStore(home), batch_size=args.batch_size))
+        load_at_start = os.getloadavg()[0]
+        report, ours_seconds = timed(lambda: featurize(dataset, backbone, FeatureStore(home), batch_size=args.batch_size,
+                                                       threads=args.threads))
         ours = {layer: layer_matrix(report.features, report.keys, [layer], ("mean",)) for layer in layers}
     cells = paper_inputs(paper_backbone, structures)
     paper, paper_seconds = timed(lambda: paper_protocol(paper_backbone, cells, layers))
@@ -143,6 +146,8 @@ def main():
         "paper_options": load_options(args.paper_option),
         "atoms_featurised_per_structure_paper": sum(map(len, cells)) / len(cells),
         "torch_threads": torch.get_num_threads(),
+        "ours_batches_at_once": batch_threads(backbone, args.threads),
+        "load_average_1min_at_start": load_at_start,
         "machine": platform.processor() or platform.machine(),
         "load_average_1min_at_end": os.getloadavg()[0],
         "ours_structures_per_s": len(structures) / ours_seconds.wall,
@@ -151,6 +156,8 @@ def main():
         "ours_structures_per_cpu_s": len(structures) / ours_seconds.cpu,
         "paper_structures_per_cpu_s": len(structures) / paper_seconds.cpu,
         "speedup_vs_paper_cpu_time": paper_seconds.cpu / ours_seconds.cpu,
+        "ours_cores_busy": ours_seconds.cpu / ours_seconds.wall,
+        "paper_cores_busy": paper_seconds.cpu / paper_seconds.wall,
         "max_abs_difference_of_mean_embeddings": difference,
         "max_relative_difference_of_mean_embeddings": relative,
         "allclose_rtol_atol_1e-5": agree,
