@@ -4,6 +4,7 @@ whose lattice vectors exceed the cutoff), same backbone, same process, same stru
 
     python bench/featurize_throughput.py --backbone chgnet --n 200
     python bench/featurize_throughput.py --backbone orb-v2-paper:orb-v2-random.ckpt --paper-option inference=orb
+    python bench/featurize_throughput.py --backbone orb-v2-paper:orb-v2-random.ckpt --ours-only --threads 1
 
 A backbone that needs supercells (a capped neighbour graph is not supercell-invariant) is compared on identical
 inputs: the paper's protocol gets the same supercells as hacknip, built by the backbone's own rule (``orb-v2-paper``'s
@@ -104,6 +105,8 @@ def main():
     parser.add_argument("--paper-option", action="append", default=[],
                         help="load option of the paper protocol's backbone, KEY=VALUE")
     parser.add_argument("--threads", type=int, help="hacknip's batches at once (default: featurize's own choice)")
+    parser.add_argument("--ours-only", action="store_true",
+                        help="time hacknip's side alone (e.g. to compare --threads settings); no paper protocol, no agreement check")
     parser.add_argument("--json", type=Path)
     parser.add_argument("--skip-without-supercells", action="store_true",
                         help="do not also time the paper's protocol on primitive cells")
@@ -126,6 +129,11 @@ def main():
         report, ours_seconds = timed(lambda: featurize(dataset, backbone, FeatureStore(home), batch_size=args.batch_size,
                                                        threads=args.threads))
         ours = {layer: layer_matrix(report.features, report.keys, [layer], ("mean",)) for layer in layers}
+    if args.ours_only:
+        print(f"ours: {len(structures) / ours_seconds.wall:.3g} structures/s, {len(structures) / ours_seconds.cpu:.3g} per "
+              f"CPU second, {ours_seconds.cpu / ours_seconds.wall:.2f} cores busy, "
+              f"{batch_threads(backbone, args.threads)} batch(es) at once, load {load_at_start:.2f} -> {os.getloadavg()[0]:.2f}")
+        return
     cells = paper_inputs(paper_backbone, structures)
     paper, paper_seconds = timed(lambda: paper_protocol(paper_backbone, cells, layers))
     unbatched, unbatched_seconds = (None, None) if args.skip_without_supercells else timed(
