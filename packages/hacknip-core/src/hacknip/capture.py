@@ -6,6 +6,7 @@ module's output, and the hook on the deepest requested layer aborts the pass, so
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -23,15 +24,20 @@ def forward_capturing(
     """Call ``run()`` (which runs the network forward) with hooks on ``modules[layer]`` for each requested layer.
 
     ``extract(layer, output)`` turns a module output into the per-atom tensor to keep (e.g. the scalar part).
-    Returns ``{layer: tensor}`` (detached). Each hooked module must run exactly once per forward pass.
+    Returns ``{layer: tensor}`` (detached). Each hooked module must run exactly once per forward pass. Passes in
+    other threads through the same modules are not captured (hooks are per module, not per call).
     """
     wanted = sorted(set(layers))
     deepest = wanted[-1]
     captured: dict[int, Any] = {}
     handles = []
 
+    caller = threading.get_ident()
+
     def make_hook(layer: int):
         def hook(module, inputs, output):
+            if threading.get_ident() != caller:
+                return None
             captured[layer] = extract(layer, output).detach()
             if layer == deepest:
                 raise _ReachedDeepestLayer
