@@ -97,7 +97,10 @@ def test_threads_default_to_torchs_only_for_backbones_that_allow_it():
     torch = pytest.importorskip("torch")
     assert batch_threads(ToyBackbone(), None) == 1
     assert batch_threads(ToyBackbone(concurrent=True), None) == torch.get_num_threads()
-    assert batch_threads(ToyBackbone(), 3) == 3
+    assert batch_threads(ToyBackbone(concurrent=True), 3) == 3
+    assert batch_threads(ToyBackbone(), 1) == 1
+    with pytest.raises(ValueError, match="toy does not declare concurrent_batches"):
+        batch_threads(ToyBackbone(), 2)
     with pytest.raises(ValueError, match="threads must be at least 1"):
         batch_threads(ToyBackbone(), 0)
 

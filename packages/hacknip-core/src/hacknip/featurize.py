@@ -133,6 +133,9 @@ def batch_threads(backbone: Backbone, threads: int | None) -> int:
     if threads is not None:
         if threads < 1:
             raise ValueError(f"threads must be at least 1, got {threads}")
+        if threads > 1 and not concurrent_batches(backbone):
+            raise ValueError(f"{backbone.name} does not declare concurrent_batches: its batches cannot run in several "
+                             f"threads at once; use threads=1")
         return threads
     torch = sys.modules.get("torch")
     return torch.get_num_threads() if torch is not None and concurrent_batches(backbone) else 1
