@@ -142,6 +142,9 @@ def main():
     difference = max(float(np.abs(ours[layer] - paper[layer]).max()) for layer in layers)
     relative = max(float((np.abs(ours[layer] - paper[layer]) / np.maximum(np.abs(paper[layer]), 1e-12)).max())
                    for layer in layers)
+    worst = max(layers, key=lambda layer: float(np.abs(ours[layer] - paper[layer]).max()))
+    at_worst = np.unravel_index(np.argmax(np.abs(ours[worst] - paper[worst])), paper[worst].shape)
+    value_at_worst = float(abs(paper[worst][at_worst]))
     agree = all(np.allclose(ours[layer], paper[layer], rtol=TOLERANCE, atol=TOLERANCE) for layer in layers)
     results = {
         "backbone": args.backbone,
@@ -168,6 +171,7 @@ def main():
         "paper_cores_busy": paper_seconds.cpu / paper_seconds.wall,
         "max_abs_difference_of_mean_embeddings": difference,
         "max_relative_difference_of_mean_embeddings": relative,
+        "magnitude_where_the_difference_is_largest": value_at_worst,
         "allclose_rtol_atol_1e-5": agree,
     }
     if unbatched is not None:
