@@ -43,7 +43,7 @@ class Backbone(Protocol):
     """Atomic numbers the model knows; ``None`` when it accepts any.
 
     A backbone may also set ``concurrent_batches = True`` (read with :func:`concurrent_batches`, default False) when
-    ``per_atom_features`` may run in several threads at once (no shared mutable state such as forward hooks) and
+    ``per_atom_features`` may run in several threads at once (no shared mutable state, no global settings changed during a pass) and
     gains from it: :func:`hacknip.featurize.featurize` then gives each of torch's threads a batch of its own."""
 
     def identity(self) -> dict[str, Any]:

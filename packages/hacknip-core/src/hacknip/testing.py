@@ -109,7 +109,7 @@ class BackboneConformance:
 
     def test_concurrent_batches_claim(self, backbone, structures, one_pass, all_layers):
         """A backbone that lets featurize run its batches in several threads at once must give each the features it
-        gives alone (forward hooks on shared modules, for one, would mix them up)."""
+        gives alone (hooks on shared modules that capture every thread's pass, for one, would mix them up)."""
         if not concurrent_batches(backbone):
             pytest.skip(f"{backbone.name} does not declare concurrent_batches")
         order = [index for _ in range(3) for index in range(len(structures))]

@@ -160,6 +160,7 @@ class FairchemBackbone:
         self.checkpoint_sha256 = checkpoint_sha256
         self.device = torch.device(device)
         self.batch_size = batch_size
+        self.concurrent_batches = False  # each pass seeds the process-wide random generator (_common.fixed_rng)
         self.dtype = DTYPES[dtype]
         self.task_name = self._resolve_task(task_name, list(predict_unit.dataset_to_tasks))
         net = self._network

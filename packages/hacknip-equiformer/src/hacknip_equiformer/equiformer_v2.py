@@ -131,6 +131,7 @@ class EquiformerV2Backbone:
         self.model = model
         self.checkpoint_sha256 = checkpoint_sha256
         self.batch_size = batch_size
+        self.concurrent_batches = False  # each pass seeds the process-wide random generator (_common.fixed_rng)
         self.device = self.trainer.device
         net = self.network
         self.cutoff = float(getattr(net, "cutoff", getattr(net, "max_radius", 0.0)))

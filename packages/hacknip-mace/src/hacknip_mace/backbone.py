@@ -227,6 +227,7 @@ class MACEBackbone:
         self.checkpoint_sha256 = checkpoint_sha256
         self.equivariant = bool(equivariant)
         self.batch_size = batch_size
+        self.concurrent_batches = False  # graphs are built under a process-wide default dtype (_default_dtype)
         self.dtype = next(network.parameters()).dtype
         self.cutoff = float(network.r_max)
         atomic_numbers = [int(z) for z in network.atomic_numbers]
