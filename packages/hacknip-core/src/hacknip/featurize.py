@@ -10,6 +10,7 @@ from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 from ase.data import chemical_symbols
@@ -109,8 +110,8 @@ def featurize(
     computed = 0
     last_flush = time.monotonic()
     try:
-        with _in_order(lambda batch: _featurize_batch(dataset, backbone, keys, batch, layers, on_error),
-                       batches, threads) as results:
+        with _in_order(lambda batch: _featurize_batch(dataset, backbone, keys, batch, layers, on_error), batches,
+                       threads, unconsumed=lambda result: pending.extend(result[0])) as results:
             for batch, (records, bad) in zip(batches, results):
                 pending += records
                 rejected += bad
@@ -142,10 +143,11 @@ def batch_threads(backbone: Backbone, threads: int | None) -> int:
 
 
 @contextlib.contextmanager
-def _in_order(function: Callable, items: list, threads: int) -> Iterator[Iterator]:
+def _in_order(function: Callable, items: list, threads: int, unconsumed: Callable[[Any], None]) -> Iterator[Iterator]:
     """An iterator over ``function(item)`` for each item, in order, with up to ``threads`` items computed at once,
-    each on its own thread; torch runs one thread each meanwhile. Items not started when the iterator is left are
-    cancelled, started ones finish."""
+    each on its own thread; torch runs one thread each meanwhile. If the iterator is left early (an error, Ctrl-C),
+    items not started are cancelled and those already running finish: their results go to ``unconsumed`` (threads
+    cannot be stopped, so their work is kept rather than waited for and lost)."""
     if threads <= 1:
         yield map(function, items)
         return
@@ -165,6 +167,9 @@ def _in_order(function: Callable, items: list, threads: int) -> Iterator[Iterato
         finally:
             for future in futures:
                 future.cancel()
+            for future in futures:
+                if not future.cancelled() and future.exception() is None:
+                    unconsumed(future.result())
 
 
 @contextlib.contextmanager
