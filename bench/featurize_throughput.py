@@ -117,13 +117,14 @@ def main():
     dataset = read_dataset(args.data).head(args.n)
     structures = [sample.atoms for sample in dataset.samples]
     backbone = load_backbone(args.backbone, **load_options(args.option))
-    paper_backbone = load_backbone(args.backbone, **load_options(args.paper_option))
+    paper_backbone = backbone if args.ours_only else load_backbone(args.backbone, **load_options(args.paper_option))
     if paper_backbone.identity() != backbone.identity():
         raise SystemExit("--option / --paper-option changed the backbone identity: the features would differ")
     layers = list(range(len(backbone.layer_widths)))
     backbone.per_atom_features(structures[:2], layers)  # warm-up (lazy initialisation, allocator)
     paper_backbone.per_atom_features(structures[:2], layers)
 
+    at_once = batch_threads(backbone, args.threads)
     with tempfile.TemporaryDirectory() as home:
         load_at_start = os.getloadavg()[0]
         report, ours_seconds = timed(lambda: featurize(dataset, backbone, FeatureStore(home), batch_size=args.batch_size,
@@ -132,7 +133,7 @@ def main():
     if args.ours_only:
         print(f"ours: {len(structures) / ours_seconds.wall:.3g} structures/s, {len(structures) / ours_seconds.cpu:.3g} per "
               f"CPU second, {ours_seconds.cpu / ours_seconds.wall:.2f} cores busy, "
-              f"{batch_threads(backbone, args.threads)} batch(es) at once, load {load_at_start:.2f} -> {os.getloadavg()[0]:.2f}")
+              f"{at_once} batch(es) at once, load {load_at_start:.2f} -> {os.getloadavg()[0]:.2f}")
         return
     cells = paper_inputs(paper_backbone, structures)
     paper, paper_seconds = timed(lambda: paper_protocol(paper_backbone, cells, layers))
@@ -157,7 +158,7 @@ def main():
         "paper_options": load_options(args.paper_option),
         "atoms_featurised_per_structure_paper": sum(map(len, cells)) / len(cells),
         "torch_threads": torch.get_num_threads(),
-        "ours_batches_at_once": batch_threads(backbone, args.threads),
+        "ours_batches_at_once": at_once,
         "load_average_1min_at_start": load_at_start,
         "machine": platform.processor() or platform.machine(),
         "load_average_1min_at_end": os.getloadavg()[0],

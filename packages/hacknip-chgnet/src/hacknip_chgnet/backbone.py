@@ -92,7 +92,7 @@ class CHGNetBackbone:
         self.checkpoint_sha256 = checkpoint_sha256
         self.device = torch.device(device)
         self.batch_size = batch_size
-        self.concurrent_batches = self.device.type == "cpu"  # a stateless forward pass; 1.3x on 2 cores (benchmarks)
+        self.concurrent_batches = self.device.type == "cpu"  # a stateless forward pass; 1.26x on 2 cores (docs/benchmarks.md)
         converter = network.graph_converter
         self.cutoff = float(converter.atom_graph_cutoff)
         self.bond_graph_cutoff = float(converter.bond_graph_cutoff)

@@ -134,7 +134,7 @@ class SevenNetBackbone:
         self.modal = resolve_modal(network, default_modal, modal)
         self.device = torch.device(device)
         self.batch_size = batch_size
-        self.concurrent_batches = self.device.type == "cpu"  # a stateless forward pass; 1.3x on 2 cores (benchmarks)
+        self.concurrent_batches = self.device.type == "cpu"  # a stateless forward pass; 1.4x on 2 cores (docs/benchmarks.md)
         self.cutoff = float(network.cutoff)
         self.supported_elements = frozenset(int(z) for z in network.type_map)
         self.dtype = next(network.parameters()).dtype
