@@ -15,7 +15,7 @@ from ase import Atoms
 from ase.build import bulk
 from toy_backbone import ToyBackbone
 
-from hacknip.featurize import batch_threads, featurize, layer_matrix
+from hacknip.featurize import FeaturizeInterrupted, batch_threads, featurize, layer_matrix
 from hacknip.pooling import atom_statistics
 from hacknip.store import FeatureStore, structure_hash
 from hacknip.structures import BadInputError, Dataset, Sample
@@ -137,8 +137,10 @@ def test_interrupted_run_resumes_without_recomputing(tmp_path, monkeypatch):
         if len(seen) == 4:  # first call reports what was already stored, then one call per batch
             raise KeyboardInterrupt
 
-    with pytest.raises(KeyboardInterrupt):
+    with pytest.raises(FeaturizeInterrupted) as interrupted:
         featurize(dataset, ToyBackbone(), FeatureStore(tmp_path), batch_size=4, on_progress=interrupt_after_three_batches)
+    assert (interrupted.value.computed, interrupted.value.stored, interrupted.value.total) == (12, 12, 20)
+    assert "12 structures computed and stored by this run; 12 of 20" in str(interrupted.value)
     resumed_backbone = ToyBackbone()
     resumed = featurize(dataset, resumed_backbone, FeatureStore(tmp_path), batch_size=4)
     assert (resumed.reused, resumed.computed, resumed_backbone.calls) == (12, 8, 8)
@@ -195,7 +197,7 @@ def test_unsupported_element_names_the_row(tmp_path):
 
 def test_a_structure_that_breaks_the_model_is_named_and_the_batch_kept(tmp_path):
     dataset = _dataset(6)
-    with pytest.raises(BadInputError, match=r"row 1 \(id s1\): featurising failed in toy: RuntimeError"):
+    with pytest.raises(BadInputError, match=r"row 1 \(id s1\): toy cannot featurise it: toy network cannot handle Z=29"):
         featurize(dataset, ToyBackbone(fail_on=29), FeatureStore(tmp_path), batch_size=6)
     report = featurize(dataset, ToyBackbone(fail_on=29), FeatureStore(tmp_path), batch_size=6, on_error="skip")
     assert [r.id for r in report.rejected] == ["s1", "s3", "s5"]
@@ -258,7 +260,121 @@ class _NaNForCopper(ToyBackbone):
 
 def test_non_finite_features_are_a_named_error_not_stored(tmp_path):
     dataset = _dataset(4)
-    with pytest.raises(BadInputError, match=r"row 1 \(id s1\): featurising failed in toy: ValueError: non-finite features"):
+    with pytest.raises(BadInputError, match=r"row 1 \(id s1\): toy cannot featurise it: non-finite features"):
         featurize(dataset, _NaNForCopper(), FeatureStore(tmp_path), batch_size=4)
     report = featurize(dataset, _NaNForCopper(), FeatureStore(tmp_path), batch_size=4, on_error="skip")
     assert [r.id for r in report.rejected] == ["s1", "s3"] and report.computed == 2
+
+
+def test_a_bug_in_a_backbone_stops_the_run_instead_of_becoming_a_bad_row(tmp_path):
+    dataset = _dataset(6)
+    with pytest.raises(RuntimeError, match="a bug in the toy network"):
+        featurize(dataset, ToyBackbone(bug_on=29), FeatureStore(tmp_path), batch_size=3, on_error="skip")
+
+
+def test_the_same_structure_twice_is_computed_once_and_rejected_twice(tmp_path):
+    dataset = _dataset(4)
+    dataset.samples[2].atoms = dataset.samples[0].atoms.copy()
+    backbone = ToyBackbone()
+    report = featurize(dataset, backbone, FeatureStore(tmp_path), batch_size=4)
+    assert (report.computed, backbone.calls) == (3, 3)
+    dataset.samples[3].atoms = dataset.samples[1].atoms.copy()  # Cu, which this toy network refuses
+    report = featurize(dataset, ToyBackbone(fail_on=29), FeatureStore(tmp_path / "other"), on_error="skip")
+    assert sorted(r.id for r in report.rejected) == ["s1", "s3"]
+
+
+def _write_store(tmp_path, monkeypatch, n=12):
+    """A store of ``n`` structures in shards of four."""
+    import hacknip.featurize
+
+    monkeypatch.setattr(hacknip.featurize, "FLUSH_SECONDS", 0.0)
+    dataset = _dataset(n)
+    report = featurize(dataset, ToyBackbone(), FeatureStore(tmp_path), batch_size=4)
+    return dataset, sorted(report.features.path.glob("shard-*.npz"))
+
+
+def _damage(path, kind):
+    data = bytearray(path.read_bytes())
+    if kind == "truncated":
+        data = data[:len(data) // 2]
+    elif kind == "zeroed":
+        data = bytearray(len(data))
+    elif kind == "bit-flipped":  # inside the array data of a member, as a failing disk would
+        data[len(data) // 2] ^= 0x10
+    elif kind == "garbage":
+        data = bytearray(b"not a shard at all, " * 50)
+    path.write_bytes(bytes(data))
+
+
+@pytest.mark.parametrize("kind", ["truncated", "zeroed", "bit-flipped", "garbage"])
+def test_a_damaged_shard_is_named_set_aside_and_recomputed_on_the_same_run(tmp_path, monkeypatch, kind):
+    from hacknip.store import DamagedShardWarning
+
+    dataset, shards = _write_store(tmp_path, monkeypatch)
+    _damage(shards[1], kind)
+    backbone = ToyBackbone()
+    with pytest.warns(DamagedShardWarning, match=rf"{shards[1].name}: damaged feature-store shard .*moved to "):
+        report = featurize(dataset, backbone, FeatureStore(tmp_path), batch_size=4)
+    assert (report.computed, report.reused, backbone.calls) == (4, 8, 4)
+    assert not shards[1].exists() and (shards[1].parent / "damaged" / shards[1].name).exists()
+    clean = featurize(dataset, ToyBackbone(), FeatureStore(tmp_path / "clean"), batch_size=4)
+    np.testing.assert_array_equal(layer_matrix(report.features, report.keys, [0, 2], ("mean",)),
+                                  layer_matrix(clean.features, clean.keys, [0, 2], ("mean",)))
+
+
+def test_store_check_reads_every_shard_and_sets_damaged_ones_aside(tmp_path, monkeypatch):
+    from hacknip.store import DamagedShardWarning
+
+    _, shards = _write_store(tmp_path, monkeypatch)
+    features = FeatureStore(tmp_path).open(ToyBackbone().identity())
+    assert features.check() == (3, [])
+    _damage(shards[2], "bit-flipped")
+    with pytest.warns(DamagedShardWarning):
+        readable, damaged = FeatureStore(tmp_path).open(ToyBackbone().identity()).check()
+    assert (readable, [p.name for p in damaged]) == (2, [shards[2].name])
+
+
+def test_store_files_follow_the_umask(tmp_path, monkeypatch):
+    previous = os.umask(0o002)
+    try:
+        _, shards = _write_store(tmp_path, monkeypatch, n=4)
+    finally:
+        os.umask(previous)
+    assert oct(shards[0].stat().st_mode & 0o777) == oct(0o664)
+    assert oct((shards[0].parent / "identity.json").stat().st_mode & 0o777) == oct(0o664)
+
+
+def test_a_store_path_that_is_a_file_fails_before_any_work(tmp_path):
+    from hacknip.errors import InputError
+
+    (tmp_path / "home").write_text("")
+    with pytest.raises(InputError, match=r"home is a file, so the feature store .* cannot be made there"):
+        FeatureStore(tmp_path / "home" / "features").check_usable()
+
+
+_FEATURISER = """
+import json, sys
+sys.path.insert(0, {tests!r})
+from ase.build import bulk
+from toy_backbone import ToyBackbone
+from hacknip.featurize import featurize
+from hacknip.store import FeatureStore
+from hacknip.structures import Dataset, Sample
+samples = [Sample(f"s{{i}}", f"row {{i}}", bulk("Cu", "fcc", a=3.5 + 0.01 * i), float(i)) for i in range(24)]
+backbone = ToyBackbone(seconds_per_structure=0.05)
+report = featurize(Dataset(samples, "y", "test"), backbone, FeatureStore({store!r}), batch_size=2)
+print(json.dumps({{"computed": report.computed, "calls": backbone.calls}}))
+"""
+
+
+def test_two_processes_featurising_into_one_store_split_the_work(tmp_path):
+    script = _FEATURISER.format(tests=os.path.dirname(__file__), store=str(tmp_path))
+    processes = [subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True) for _ in range(2)]
+    reports = [json.loads(p.communicate(timeout=120)[0]) for p in processes]
+    assert all(p.returncode == 0 for p in processes)
+    assert sum(r["computed"] for r in reports) == sum(r["calls"] for r in reports) == 24
+    assert all(r["computed"] > 0 for r in reports), reports  # both worked (each takes over a second alone)
+    features = FeatureStore(tmp_path).open(ToyBackbone().identity())
+    stored_keys = [key for shard in features.path.glob("shard-*.npz") for key in np.load(shard)["key"].tolist()]
+    assert len(stored_keys) == len(set(stored_keys)) == 24
+    assert list((features.path / "claims").iterdir()) == []

@@ -3,18 +3,22 @@
 Per-atom features of layer ``l`` are radial sums over neighbours within the cutoff (every periodic image, via
 ASE's neighbour list) with a length scale that grows with depth, times a per-element weight — a genuine
 descriptor, supercell-invariant by construction. ``calls`` counts structures passed to the network.
-``concurrent=True`` declares that featurize may run its batches in several threads at once.
+``fail_on=Z`` makes structures holding element Z bad input (:class:`BadStructureError`), ``bug_on=Z`` makes them
+trigger a bug (``RuntimeError``); ``seconds_per_structure`` slows it down. ``concurrent=True`` declares that
+featurize may run its batches in several threads at once.
 """
 
 from __future__ import annotations
 
 import threading
+import time
 
 import numpy as np
 from ase.neighborlist import neighbor_list
 
 from hacknip import hookimpl
 from hacknip.backbone import BackboneSpec, check_layers
+from hacknip.errors import BadStructureError
 
 WIDTHS = (4, 6, 6)
 CUTOFF = 4.0
@@ -26,9 +30,11 @@ class ToyBackbone:
     layer_widths = WIDTHS
     supported_elements = frozenset(range(1, 84))
 
-    def __init__(self, checkpoint=None, device="cpu", needs_supercell=False, fail_on=None, concurrent=False):
+    def __init__(self, checkpoint=None, device="cpu", needs_supercell=False, fail_on=None, concurrent=False, bug_on=None,
+                 seconds_per_structure=0.0):
         self.needs_supercell = needs_supercell
-        self.fail_on = fail_on
+        self.fail_on, self.bug_on = fail_on, bug_on
+        self.seconds_per_structure = seconds_per_structure
         self.calls = 0
         self.checkpoint = checkpoint
         self.concurrent_batches = concurrent
@@ -46,7 +52,10 @@ class ToyBackbone:
 
     def _one(self, atoms, layers):
         if self.fail_on is not None and self.fail_on in atoms.numbers:
-            raise RuntimeError(f"toy network cannot handle Z={self.fail_on}")
+            raise BadStructureError(f"toy network cannot handle Z={self.fail_on}")
+        if self.bug_on is not None and self.bug_on in atoms.numbers:
+            raise RuntimeError(f"a bug in the toy network, triggered by Z={self.bug_on}")
+        time.sleep(self.seconds_per_structure)
         i, d = neighbor_list("id", atoms, self.cutoff)
         out = {}
         for layer in layers:

@@ -9,19 +9,21 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 from ase.data import chemical_symbols
 
 from hacknip.backbone import Backbone, check_layers, concurrent_batches, supercell_rule
+from hacknip.errors import BadStructureError, InputError
 from hacknip.pooling import atom_statistics, pool
-from hacknip.store import BackboneFeatures, FeatureStore, Record, structure_hash
+from hacknip.store import BackboneFeatures, Claims, FeatureStore, Record, structure_hash
 from hacknip.structures import BadInputError, Dataset, Sample, SkippedRow
 from hacknip.supercell import cutoff_supercell
 
 FLUSH_SECONDS = 5.0
+CLAIM_POLL_SECONDS = 0.5
 
 
 @dataclass
@@ -39,6 +41,15 @@ def unsupported_elements(sample: Sample, backbone: Backbone) -> list[str]:
     if backbone.supported_elements is None:
         return []
     return sorted({chemical_symbols[z] for z in sample.atoms.numbers if z not in backbone.supported_elements})
+
+
+class FeaturizeInterrupted(KeyboardInterrupt):
+    """Featurisation was interrupted (Ctrl-C, or SIGTERM through the command line); what was computed is stored."""
+
+    def __init__(self, features: BackboneFeatures, computed: int, stored: int, total: int):
+        self.features, self.computed, self.stored, self.total = features, computed, stored, total
+        super().__init__(f"interrupted: {computed} structures computed and stored by this run; {stored} of {total} are "
+                         f"now in {features.path}. Run the same command again to compute the rest")
 
 
 def _reject(dataset: Dataset, sample: Sample, reason: str, on_error: str) -> SkippedRow:
@@ -65,8 +76,8 @@ def _check_finite(backbone: Backbone, features: dict[int, np.ndarray]) -> None:
     for layer, values in features.items():
         bad_atoms = int((~np.isfinite(values)).any(axis=1).sum())
         if bad_atoms:
-            raise ValueError(f"non-finite features at layer {layer} for {bad_atoms} atom(s) (for example an atom with no "
-                             f"neighbour within {backbone.name}'s {backbone.cutoff:g} Å cutoff)")
+            raise BadStructureError(f"non-finite features at layer {layer} for {bad_atoms} atom(s) (for example an atom "
+                                    f"with no neighbour within {backbone.name}'s {backbone.cutoff:g} Å cutoff)")
 
 
 def featurize(
@@ -82,49 +93,125 @@ def featurize(
 ) -> FeaturizeReport:
     """Make sure the store holds ``layers`` (default: all) of every sample; compute only what is missing.
 
-    Samples the backbone cannot featurise (unknown element, a failure inside the model) raise a
-    :class:`BadInputError` naming the row, or with ``on_error="skip"`` are returned in ``rejected``. ``name`` is
-    the backbone name as the user typed it, recorded in the store beside the backbone's own. ``threads``: batches
-    featurised at once, each on its own thread running torch on one thread (default: torch's thread count for a
-    backbone that declares ``concurrent_batches``, else 1).
+    Samples the backbone cannot featurise (an unknown element, a :class:`BadStructureError` from the backbone) raise
+    a :class:`BadInputError` naming the row, or with ``on_error="skip"`` are returned in ``rejected``; any other
+    error from the backbone propagates. ``name`` is the backbone name as the user typed it, recorded in the store
+    beside the backbone's own. ``threads``: batches featurised at once, each on its own thread running torch on one
+    thread (default: torch's thread count for a backbone that declares ``concurrent_batches``, else 1).
+    Structures another process is computing into the same store are waited for, not computed again. An interrupt
+    stores what was computed and raises :class:`FeaturizeInterrupted` saying how much.
     """
     started = time.perf_counter()
+    if batch_size < 1:
+        raise InputError(f"batch size must be at least 1, got {batch_size}")
     layers = check_layers(backbone, range(len(backbone.layer_widths)) if layers is None else layers)
     features = store.open(backbone.identity(), names=[n for n in (backbone.name, name) if n])
     keys = [structure_hash(sample.atoms) for sample in dataset.samples]
     rejected: list[SkippedRow] = []
-    todo = []
+    todo, seen = [], set()
     for index in features.missing(keys, layers):
         sample = dataset.samples[index]
         if unknown := unsupported_elements(sample, backbone):
             reason = f"{backbone.name} does not know element(s) {', '.join(unknown)}"
             rejected.append(_reject(dataset, sample, reason, on_error))
-        else:
+        elif keys[index] not in seen:  # the same structure twice is computed once
+            seen.add(keys[index])
             todo.append(index)
     if on_progress:
         on_progress(len(dataset.samples) - len(todo))
 
-    batches = [todo[start:start + batch_size] for start in range(0, len(todo), batch_size)]
-    threads = min(batch_threads(backbone, threads), len(batches))
-    pending: list[Record] = []
-    computed = 0
-    last_flush = time.monotonic()
+    run = _Run(dataset, backbone, features, keys, layers, on_error, on_progress, batch_threads(backbone, threads))
     try:
-        with _in_order(lambda batch: _featurize_batch(dataset, backbone, keys, batch, layers, on_error), batches,
-                       threads, unconsumed=lambda result: pending.extend(result[0])) as results:
-            for batch, (records, bad) in zip(batches, results):
-                pending += records
-                rejected += bad
-                computed += len(records)
-                if time.monotonic() - last_flush > FLUSH_SECONDS:
-                    features.write(pending)
-                    pending, last_flush = [], time.monotonic()
-                if on_progress:
-                    on_progress(len(batch))
-    finally:
-        features.write(pending)
-    reused = len(keys) - len(features.missing(keys, layers)) - computed
-    return FeaturizeReport(features, keys, computed, reused, rejected, time.perf_counter() - started)
+        with features.claims() as claims:
+            waiting = run.compute(todo, batch_size, claims)
+            while waiting:  # structures other processes claimed: wait for them, or take over a claim they let go
+                time.sleep(CLAIM_POLL_SECONDS)
+                features.refresh()
+                still = [i for i in waiting if not features.has(keys[i], layers)]
+                run.progress(len(waiting) - len(still))
+                waiting = run.compute(still, batch_size, claims)
+    except KeyboardInterrupt as interrupt:
+        stored = sum(features.has(key, layers) for key in keys)
+        raise FeaturizeInterrupted(features, run.computed, stored, len(keys)) from interrupt
+    rejected += run.rejected
+    rejected += _same_structure_rejections(dataset, keys, rejected)
+    reused = len(keys) - len(features.missing(keys, layers)) - run.computed
+    return FeaturizeReport(features, keys, run.computed, reused, rejected, time.perf_counter() - started)
+
+
+def _same_structure_rejections(dataset: Dataset, keys: list[str], rejected: list[SkippedRow]) -> list[SkippedRow]:
+    """A rejected structure's other rows (the same structure under another id) are rejected for the same reason."""
+    position = {sample.row: i for i, sample in enumerate(dataset.samples)}
+    reasons = {keys[position[r.row]]: r.reason for r in rejected if r.row in position}
+    named = {r.row for r in rejected}
+    return [SkippedRow(s.row, s.id, reasons[key]) for s, key in zip(dataset.samples, keys)
+            if key in reasons and s.row not in named]
+
+
+@dataclass
+class _Run:
+    """One featurisation: computes claimed batches, writes them to the store, and counts."""
+
+    dataset: Dataset
+    backbone: Backbone
+    features: BackboneFeatures
+    keys: list[str]
+    layers: list[int]
+    on_error: str
+    on_progress: Callable[[int], None] | None
+    threads: int
+    computed: int = 0
+    rejected: list[SkippedRow] = field(default_factory=list)
+
+    def progress(self, n: int) -> None:
+        if self.on_progress and n:
+            self.on_progress(n)
+
+    def compute(self, indices: list[int], batch_size: int, claims: Claims) -> list[int]:
+        """Compute the structures at ``indices`` that no other process has claimed; returns those others hold."""
+        held_elsewhere: list[int] = []
+
+        def claimed_batches() -> Iterator[list[int]]:
+            for start in range(0, len(indices), batch_size):
+                batch = indices[start:start + batch_size]
+                mine = set(claims.take(self.keys[i] for i in batch))
+                held_elsewhere.extend(i for i in batch if self.keys[i] not in mine)
+                self.features.refresh()  # a claim is only worth something while the structure is still missing
+                done = [i for i in batch if self.keys[i] in mine and self.features.has(self.keys[i], self.layers)]
+                claims.release(self.keys[i] for i in done)
+                self.progress(len(done))
+                if todo := [i for i in batch if self.keys[i] in mine and i not in done]:
+                    yield todo
+
+        pending: list[Record] = []
+        finished: list[str] = []  # claimed keys whose records are in `pending` or rejected
+        last_flush = time.monotonic()
+
+        def flush() -> None:
+            self.features.write(pending)
+            claims.release(finished)
+            pending.clear()
+            finished.clear()
+
+        threads = min(self.threads, max(1, -(-len(indices) // batch_size)))
+        try:
+            with _in_order(self._batch, claimed_batches(), threads,
+                           unconsumed=lambda result: pending.extend(result[1])) as results:
+                for batch, records, bad in results:
+                    pending.extend(records)
+                    finished.extend(self.keys[i] for i in batch)
+                    self.rejected += bad
+                    self.computed += len(records)
+                    if time.monotonic() - last_flush > FLUSH_SECONDS:
+                        flush()
+                        last_flush = time.monotonic()
+                    self.progress(len(batch))
+        finally:
+            flush()
+        return held_elsewhere
+
+    def _batch(self, batch: list[int]) -> tuple[list[int], list[Record], list[SkippedRow]]:
+        return (batch, *_featurize_batch(self.dataset, self.backbone, self.keys, batch, self.layers, self.on_error))
 
 
 def batch_threads(backbone: Backbone, threads: int | None) -> int:
@@ -133,9 +220,9 @@ def batch_threads(backbone: Backbone, threads: int | None) -> int:
     1.5-1.7 (ORB, docs/benchmarks.md)."""
     if threads is not None:
         if threads < 1:
-            raise ValueError(f"threads must be at least 1, got {threads}")
+            raise InputError(f"threads must be at least 1, got {threads}")
         if threads > 1 and not concurrent_batches(backbone):
-            raise ValueError(f"{backbone.name} does not declare concurrent_batches: its batches cannot run in several "
+            raise InputError(f"{backbone.name} does not declare concurrent_batches: its batches cannot run in several "
                              f"threads at once; use threads=1")
         return threads
     torch = sys.modules.get("torch")
@@ -192,15 +279,14 @@ def _featurize_batch(dataset, backbone, keys, batch, layers, on_error) -> tuple[
     if len(batch) > 1:
         try:
             return _records(backbone, samples, batch_keys, layers), []
-        except Exception:
+        except BadStructureError:
             pass  # one structure broke the batch: redo it one by one to name the culprit and keep the rest
     records, rejected = [], []
     for sample, key in zip(samples, batch_keys):
         try:
             records += _records(backbone, [sample], [key], layers)
-        except Exception as error:
-            reason = f"featurising failed in {backbone.name}: {type(error).__name__}: {error}"
-            rejected.append(_reject(dataset, sample, reason, on_error))
+        except BadStructureError as error:
+            rejected.append(_reject(dataset, sample, f"{backbone.name} cannot featurise it: {error}", on_error))
     return records, rejected
 
 

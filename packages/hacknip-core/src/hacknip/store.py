@@ -7,11 +7,17 @@ Layout under ``$HACKNIP_HOME/features`` (default ``~/.cache/hacknip/features``):
         shard-<time>-<pid>-<n>.npz  a batch of records: structure hashes, atom counts, and for each layer
                                    the mean / std / max of the per-atom features
 
+        claims/<structure hash>.lock  held (``flock``) by the process computing that structure
+        damaged/                   shards that could not be read, set aside (their structures are computed again)
+
 Records are keyed by (backbone identity, structure content hash, layer); every pooling is derived from the
 stored statistics. Shards are written to a temporary name and renamed, so a killed run leaves only whole
-shards behind and the next run computes just what is missing. The format is plain ``.npz`` and JSON (no
-pickle), readable from any Python environment with numpy: features made where one NIP library is installed
-combine with features made where another is.
+shards behind and the next run computes just what is missing. A shard that cannot be read (truncated, zeroed,
+bit-flipped: zip CRCs catch those) is named in a :class:`DamagedShardWarning`, moved to ``damaged/`` and its
+structures count as missing again. Processes featurising into one store claim structures before computing them,
+so they share the work instead of repeating it. The format is plain ``.npz`` and JSON (no pickle), readable from
+any Python environment with numpy: features made where one NIP library is installed combine with features made
+where another is. Files follow the umask, so a store can be shared by a group.
 """
 
 from __future__ import annotations
@@ -22,8 +28,12 @@ import os
 import re
 import tempfile
 import time
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+import warnings
+import zipfile
+import zlib
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 from itertools import count
 from pathlib import Path
 from typing import Any
@@ -32,10 +42,31 @@ import numpy as np
 from ase import Atoms
 
 from hacknip.backbone import identity_key
+from hacknip.errors import InputError
 from hacknip.pooling import STATISTICS
 
+try:
+    import fcntl
+except ImportError:  # Windows: no claims; concurrent processes may compute a structure twice (never wrongly)
+    fcntl = None
+
 HOME_ENV = "HACKNIP_HOME"
+DAMAGED_FOLDER = "damaged"
+CLAIMS_FOLDER = "claims"
 _shard_counter = count()
+_UNREADABLE = (OSError, EOFError, ValueError, KeyError, zipfile.BadZipFile, zlib.error)
+"""What numpy and zipfile raise for a damaged ``.npz``: truncated (BadZipFile, EOFError), bit flips (BadZipFile: bad
+CRC-32, zlib.error), garbage (ValueError: numpy takes it for a pickle, which it refuses to load)."""
+
+
+class DamagedShardWarning(UserWarning):
+    """A feature-store shard could not be read; it was moved aside and its structures will be computed again."""
+
+
+def _file_mode() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return 0o666 & ~mask
 
 
 def hacknip_home() -> Path:
@@ -55,6 +86,7 @@ def structure_hash(atoms: Atoms) -> str:
 def _atomic_write(path: Path, write) -> None:
     handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=path.suffix)
     try:
+        os.chmod(temporary, _file_mode())  # mkstemp makes owner-only files; a store may be shared by a group
         with os.fdopen(handle, "wb") as stream:
             write(stream)
             stream.flush()
@@ -80,18 +112,26 @@ class BackboneFeatures:
     def __init__(self, path: Path, identity: dict[str, Any]):
         self.path, self.identity = path, identity
         self._where: dict[tuple[str, int], tuple[Path, int]] = {}
-        self._shards: dict[Path, Any] = {}
-        self._scanned: set[Path] = set()
+        self._index: dict[Path, tuple[list[str], list[int]]] = {}
+        self._shards: dict[Path, dict[str, np.ndarray]] = {}
+        self.set_aside: list[Path] = []
+        """Damaged shards this object moved to ``damaged/``."""
         self.refresh()
 
     def refresh(self) -> None:
-        """Index shards written since the last look (by this or another process)."""
+        """Index shards written since the last look (by this or another process); set aside unreadable ones."""
         for shard in sorted(self.path.glob("shard-*.npz")):
-            if shard in self._scanned:
+            if shard in self._index:
                 continue
-            self._scanned.add(shard)
-            with np.load(shard, allow_pickle=False) as data:
-                keys, layers = data["key"].tolist(), data["layers"].tolist()
+            try:
+                with np.load(shard, allow_pickle=False) as data:
+                    keys, layers = data["key"].tolist(), data["layers"].tolist()
+            except FileNotFoundError:
+                continue  # another process set it aside meanwhile
+            except _UNREADABLE as error:
+                self._set_aside(shard, error)
+                continue
+            self._index[shard] = (keys, layers)
             for row, key in enumerate(keys):
                 for layer in layers:
                     self._where.setdefault((key, layer), (shard, row))
@@ -100,7 +140,19 @@ class BackboneFeatures:
         return all((key, layer) in self._where for layer in layers)
 
     def missing(self, keys: Sequence[str], layers: Sequence[int]) -> list[int]:
-        """Positions in ``keys`` that lack any of ``layers``."""
+        """Positions in ``keys`` that lack any of ``layers``. The shards holding the others are read whole first (they
+        are needed next anyway), so a damaged one is set aside here and its structures count as missing."""
+        layers = list(layers)
+        shards = {self._where[(key, layer)][0] for key in keys for layer in layers if (key, layer) in self._where}
+        damaged = False
+        for shard in sorted(shards):
+            try:
+                self._shard(shard)
+            except _UNREADABLE as error:
+                self._set_aside(shard, error)
+                damaged = True
+        if damaged:
+            self._reindex()
         return [i for i, key in enumerate(keys) if not self.has(key, layers)]
 
     def write(self, records: Sequence[Record]) -> None:
@@ -119,18 +171,52 @@ class BackboneFeatures:
         _atomic_write(self.path / name, lambda stream: np.savez(stream, **arrays))
         self.refresh()
 
-    def _shard(self, path: Path):
+    def _shard(self, path: Path) -> dict[str, np.ndarray]:
+        """Every array of a shard, checked against its index (raises one of ``_UNREADABLE`` if it is damaged)."""
         if path not in self._shards:
             with np.load(path, allow_pickle=False) as data:
-                self._shards[path] = dict(data)
+                arrays = {name: data[name] for name in data.files}
+            _check_shard(arrays, *self._index[path])
+            self._shards[path] = arrays
         return self._shards[path]
+
+    def _set_aside(self, shard: Path, error: BaseException) -> None:
+        target = self.path / DAMAGED_FOLDER / shard.name
+        target.parent.mkdir(exist_ok=True)
+        try:
+            os.replace(shard, target)
+        except FileNotFoundError:
+            pass  # another process set it aside first
+        self._index.pop(shard, None)
+        self._shards.pop(shard, None)
+        self.set_aside.append(target)
+        warnings.warn(f"{shard}: damaged feature-store shard ({type(error).__name__}: {error}); moved to {target}, its "
+                      f"structures will be computed again", DamagedShardWarning, stacklevel=3)
+
+    def _reindex(self) -> None:
+        self._where.clear()
+        for shard, (keys, layers) in sorted(self._index.items()):
+            for row, key in enumerate(keys):
+                for layer in layers:
+                    self._where.setdefault((key, layer), (shard, row))
+
+    def check(self) -> tuple[int, list[Path]]:
+        """Read every shard whole: ``(readable shards, damaged shards set aside)``."""
+        self.refresh()
+        for shard in sorted(self._index):
+            try:
+                self._shard(shard)
+            except _UNREADABLE as error:
+                self._set_aside(shard, error)
+        self._reindex()
+        return len(self._index), list(self.set_aside)
 
     def read(self, keys: Sequence[str], layer: int) -> tuple[dict[str, np.ndarray], np.ndarray]:
         """Statistics of ``layer`` for ``keys`` in order: ``({statistic: (n, width)}, n_atoms)``."""
         absent = [key for key in keys if (key, layer) not in self._where]
         if absent:
-            raise KeyError(f"{len(absent)} structures have no stored layer {layer} for {self.identity.get('name')} "
-                           f"(first: {absent[0]}); run hacknip featurize first")
+            raise InputError(f"{len(absent)} structures have no stored layer {layer} for {self.identity.get('name')} "
+                             f"(first: {absent[0]}); run hacknip featurize first")
         rows = [self._where[(key, layer)] for key in keys]
         stats = {s: np.stack([self._shard(p)[f"L{layer}_{s}"][r] for p, r in rows]).astype(np.float64)
                  for s in STATISTICS}
@@ -143,6 +229,61 @@ class BackboneFeatures:
     def __len__(self) -> int:
         return len({key for key, _ in self._where})
 
+    @contextmanager
+    def claims(self) -> Iterator[Claims]:
+        """Claims on structures this process is about to compute, released when the block ends."""
+        claims = Claims(self.path / CLAIMS_FOLDER)
+        try:
+            yield claims
+        finally:
+            claims.release(list(claims.held))
+
+
+def _check_shard(arrays: dict[str, np.ndarray], keys: list[str], layers: list[int]) -> None:
+    n = len(keys)
+    if arrays["n_atoms"].shape != (n,):
+        raise ValueError(f"n_atoms has shape {arrays['n_atoms'].shape} for {n} records")
+    for layer in layers:
+        for statistic in STATISTICS:
+            values = arrays[f"L{layer}_{statistic}"]
+            if values.ndim != 2 or len(values) != n:
+                raise ValueError(f"L{layer}_{statistic} has shape {values.shape} for {n} records")
+
+
+@dataclass
+class Claims:
+    """Exclusive, advisory locks (``flock``) on structure keys, one lock file each. The operating system drops a
+    lock when its process dies, so a killed featuriser never blocks the others. Holding a claim does not mean the
+    structure is still missing: check the store after claiming (another process may have just finished it)."""
+
+    folder: Path
+    held: dict[str, int] = field(default_factory=dict)
+
+    def take(self, keys: Iterable[str]) -> list[str]:
+        """Claim what no other process holds; returns the keys now held by this one."""
+        if fcntl is None:
+            return list(keys)
+        self.folder.mkdir(exist_ok=True)
+        taken = []
+        for key in keys:
+            if key not in self.held:
+                handle = os.open(self.folder / f"{key}.lock", os.O_RDWR | os.O_CREAT, _file_mode())
+                try:
+                    fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                except BlockingIOError:
+                    os.close(handle)
+                    continue
+                self.held[key] = handle
+            taken.append(key)
+        return taken
+
+    def release(self, keys: Iterable[str]) -> None:
+        for key in keys:
+            handle = self.held.pop(key, None)
+            if handle is not None:
+                (self.folder / f"{key}.lock").unlink(missing_ok=True)
+                os.close(handle)
+
 
 def _slug(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "_", name)[:48].strip("_") or "backbone"
@@ -152,13 +293,26 @@ class FeatureStore:
     def __init__(self, root: str | Path | None = None):
         self.root = Path(root) if root else hacknip_home() / "features"
 
+    def check_usable(self) -> None:
+        """Fail early (before any work) when the store cannot be a folder."""
+        for path in (self.root, *self.root.parents):
+            if path.exists():
+                if not path.is_dir():
+                    raise InputError(f"{path} is a file, so the feature store {self.root} cannot be made there; point "
+                                     f"--store or ${HOME_ENV} at a folder")
+                if not os.access(path, os.W_OK | os.X_OK):
+                    raise InputError(f"cannot write to {path} (feature store {self.root}); point --store or ${HOME_ENV} "
+                                     f"at a folder you can write to")
+                return
+
     def open(self, identity: dict[str, Any], names: Iterable[str] = ()) -> BackboneFeatures:
         """The features of ``identity``; ``names`` are the backbone names users typed for it (``orb-v2-paper``,
         ``chgnet:/path/x.pth``), recorded so that another environment can find these features by the same name."""
+        self.check_usable()
         path = self.root / f"{_slug(identity['name'])}-{identity_key(identity)}"
         path.mkdir(parents=True, exist_ok=True)
         identity_file = path / "identity.json"
-        if not identity_file.exists():
+        if _read_json(identity_file) != json.loads(json.dumps(identity)):  # absent or damaged: this identity made the key
             text = json.dumps(identity, indent=2, sort_keys=True).encode()
             _atomic_write(identity_file, lambda stream: stream.write(text))
         known = _read_names(path)
@@ -167,20 +321,32 @@ class FeatureStore:
             _atomic_write(path / "names.json", lambda stream: stream.write(text))
         return BackboneFeatures(path, identity)
 
+    def folders(self) -> list[tuple[Path, dict[str, Any] | None]]:
+        """Every backbone folder with its identity (``None`` where identity.json is missing or unreadable)."""
+        return [(folder, _read_json(folder / "identity.json")) for folder in sorted(self.root.glob("*/"))
+                if folder.is_dir()]
+
     def identities(self) -> list[dict[str, Any]]:
         """Every backbone identity with stored features."""
-        return [json.loads(file.read_text()) for file in sorted(self.root.glob("*/identity.json"))]
+        return [identity for _, identity in self.folders() if identity is not None]
 
     def find(self, name: str) -> list[dict[str, Any]]:
         """Stored identities known under ``name`` (used when the backbone's plugin is not installed here)."""
-        found = []
-        for file in sorted(self.root.glob("*/identity.json")):
-            identity = json.loads(file.read_text())
-            if name == identity.get("name") or name in _read_names(file.parent):
-                found.append(identity)
-        return found
+        return [identity for folder, identity in self.folders()
+                if identity is not None and (name == identity.get("name") or name in _read_names(folder))]
+
+
+def _read_json(file: Path) -> Any:
+    """A small JSON file of the store, or None when it is absent or damaged (it is rewritten from what it held)."""
+    try:
+        return json.loads(file.read_text())
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError) as error:
+        warnings.warn(f"{file}: unreadable ({error}); it will be written again", DamagedShardWarning, stacklevel=3)
+        return None
 
 
 def _read_names(folder: Path) -> set[str]:
-    file = folder / "names.json"
-    return set(json.loads(file.read_text())) if file.exists() else set()
+    names = _read_json(folder / "names.json")
+    return {name for name in names if isinstance(name, str)} if isinstance(names, list) else set()
