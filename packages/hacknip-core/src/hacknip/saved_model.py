@@ -4,6 +4,11 @@ A model folder holds ``model.json`` (format, backbone identities and layers, poo
 JSON state) and ``arrays.npz`` (scaler and head arrays, written and read with ``allow_pickle=False``). Nothing is
 unpickled: a head is saved only if it can describe itself as JSON plus arrays (``get_state()`` and the
 ``from_state(params, meta, arrays)`` classmethod; every head in hacknip-heads can).
+
+A model folder is someone else's file: :func:`load_model` validates every field against the format before use, and
+a backbone checkpoint that ``model.json`` names is checked against the saved sha256 before anything reads it, and
+loaded only if its plugin reads checkpoints without unpickling or the user says they trust it (``trust_checkpoints``,
+``hacknip predict --trust-checkpoint``): loading a pickled checkpoint can run any code (docs/security.md).
 """
 
 from __future__ import annotations
@@ -18,14 +23,16 @@ from typing import Any
 import numpy as np
 
 from hacknip import __version__
-from hacknip.evaluation import get_target_transform
+from hacknip.backbone import file_sha256
+from hacknip.errors import InputError, UntrustedFileError
+from hacknip.evaluation import TARGET_TRANSFORMS, get_target_transform
 from hacknip.evaluation import predict as head_prediction
 from hacknip.featurize import featurize, layer_matrix
-from hacknip.head import CLASSIFICATION
+from hacknip.head import CLASSIFICATION, REGRESSION
 from hacknip.pooling import parse_pooling
-from hacknip.registry import get_head_spec, load_backbone
+from hacknip.registry import get_head_spec, load_backbone, resolve_backbone
 from hacknip.store import FeatureStore
-from hacknip.structures import Dataset, read_extra_features
+from hacknip.structures import DISORDERED_CHOICES, Dataset, read_extra_features
 
 FORMAT = "hacknip-model/1"
 MODEL_FILE = "model.json"
@@ -41,7 +48,7 @@ def save_model(folder: Path, prepared, layers: dict[str, list[int]], head_params
     config = prepared.config
     head_class = _head_class(config.head)
     if not hasattr(head_class, "from_state"):
-        raise ValueError(f"head {config.head!r} cannot be saved safely (it has no get_state/from_state); pick "
+        raise InputError(f"head {config.head!r} cannot be saved safely (it has no get_state/from_state); pick "
                          f"another head or save nothing")
     X = prepared.matrix(layers)
     scaler = StandardScaler().fit(X)
@@ -89,15 +96,23 @@ class SavedModel:
     def head(self):
         head_arrays = {name[len(HEAD_ARRAY_PREFIX):]: value for name, value in self.arrays.items()
                        if name.startswith(HEAD_ARRAY_PREFIX)}
-        return _head_class(self.model["head"]).from_state(self.model["head_params"], self.model["head_state"], head_arrays)
+        try:
+            return _head_class(self.model["head"]).from_state(self.model["head_params"], self.model["head_state"],
+                                                              head_arrays)
+        except Exception as error:  # restoring a file's content: whatever fails, the file is at fault
+            raise InputError(f"{self.folder}: the {self.model['head']} head cannot be restored from head_params, "
+                             f"head_state and {ARRAYS_FILE} ({type(error).__name__}: {error}); the model folder is "
+                             f"damaged or was edited: save it again with hacknip run --save") from error
 
     def features(self, dataset: Dataset, store: FeatureStore, batch_size: int = 16, device: str = "cpu",
                  on_error: str = "raise", progress=None, source: Path | None = None,
-                 targets: Path | None = None) -> tuple[Dataset, np.ndarray]:
+                 targets: Path | None = None, trust_checkpoints: bool = False) -> tuple[Dataset, np.ndarray]:
         """Featurise ``dataset`` with the saved backbones (refusing ones whose identity changed); the model's extra
-        features are read from ``source`` (the data file; ``targets`` for a folder input)."""
+        features are read from ``source`` (the data file; ``targets`` for a folder input). A checkpoint file the
+        model names is loaded only as :func:`check_checkpoint` allows."""
         blocks, pooling = [], parse_pooling(self.model["pooling"])
         for saved in self.model["backbones"]:
+            check_checkpoint(saved, self.folder, trust_checkpoints)
             backbone = load_backbone(saved["name"], device=device)
             check_identity(saved, backbone.identity(), self.folder)
             advance = progress(f"featurising with {saved['name']}", len(dataset.samples)) if progress else None
@@ -114,7 +129,8 @@ class SavedModel:
 
     def predict(self, X: np.ndarray) -> dict[str, np.ndarray]:
         if X.shape[1] != self.model["n_features"]:
-            raise ValueError(f"{self.folder}: the model takes {self.model['n_features']} features, these have {X.shape[1]}")
+            raise InputError(f"{self.folder}: the model takes {self.model['n_features']} features, but its backbones, "
+                             f"layers, pooling and extra features give {X.shape[1]}; the model folder was edited")
         scaled = (X - self.arrays["scaler_mean"]) / self.arrays["scaler_scale"]
         value = head_prediction(self.head(), scaled, self.task)
         transform = get_target_transform(self.model.get("target_transform"))
@@ -125,15 +141,109 @@ class SavedModel:
 
 
 def load_model(folder: Path) -> SavedModel:
-    model_file = Path(folder) / MODEL_FILE
+    """Read and validate a model folder (every field of ``model.json`` and the arrays it needs)."""
+    folder = Path(folder)
+    model_file, arrays_file = folder / MODEL_FILE, folder / ARRAYS_FILE
     if not model_file.exists():
-        raise FileNotFoundError(f"{folder}: not a hacknip model folder (no {MODEL_FILE}); make one with hacknip run --save")
-    model = json.loads(model_file.read_text())
-    if model.get("format") != FORMAT:
-        raise ValueError(f"{folder}: model format {model.get('format')!r}, this hacknip reads {FORMAT!r}")
-    with np.load(Path(folder) / ARRAYS_FILE, allow_pickle=False) as stored:
-        arrays = {name: stored[name] for name in stored.files}
-    return SavedModel(Path(folder), model, arrays)
+        raise InputError(f"{folder}: not a hacknip model folder (no {MODEL_FILE}); make one with hacknip run --save")
+    try:
+        model = json.loads(model_file.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise InputError(f"{model_file}: not valid JSON ({error}); the model folder is damaged: save it again with "
+                         f"hacknip run --save") from error
+    if not isinstance(model, dict) or model.get("format") != FORMAT:
+        found = model.get("format") if isinstance(model, dict) else type(model).__name__
+        raise InputError(f"{model_file}: model format {found!r}, this hacknip reads {FORMAT!r}")
+    _validate_model(model, model_file)
+    try:
+        with np.load(arrays_file, allow_pickle=False) as stored:
+            arrays = {name: stored[name] for name in stored.files}
+    except FileNotFoundError:
+        raise InputError(f"{folder}: no {ARRAYS_FILE} beside {MODEL_FILE}; the model folder is incomplete: save it "
+                         f"again with hacknip run --save") from None
+    except (OSError, EOFError, ValueError, KeyError) as error:  # incl. zipfile.BadZipFile, a refused pickle
+        raise InputError(f"{arrays_file}: unreadable ({type(error).__name__}: {error}); the model folder is damaged: "
+                         f"save it again with hacknip run --save") from error
+    _validate_arrays(arrays, model["n_features"], arrays_file)
+    return SavedModel(folder, model, arrays)
+
+
+def _validate_model(model: dict[str, Any], model_file: Path) -> None:
+    """Each field of a ``hacknip-model/1`` file, so that a damaged or edited one fails here with the field's name."""
+    def field(name: str, ok: bool, expected: str) -> None:
+        if not ok:
+            raise InputError(f"{model_file}: field {name!r} is {model.get(name, '<missing>')!r}, expected {expected}; "
+                             f"the model folder is damaged or was edited: save it again with hacknip run --save")
+
+    backbones = model.get("backbones")
+    field("backbones", isinstance(backbones, list) and len(backbones) > 0, "a non-empty list")
+    for index, saved in enumerate(backbones):
+        entry_ok = (isinstance(saved, dict) and isinstance(saved.get("name"), str) and saved["name"]
+                    and isinstance(saved.get("identity"), dict) and isinstance(saved.get("layers"), list)
+                    and len(saved["layers"]) > 0
+                    and all(isinstance(layer, int) and not isinstance(layer, bool) and layer >= 0
+                            for layer in saved["layers"]))
+        field("backbones", entry_ok, f"entry {index} to hold a name, an identity object and a list of layer numbers")
+    pooling = model.get("pooling")
+    field("pooling", isinstance(pooling, str) and _parses(parse_pooling, pooling), "a pooling such as 'mean+max'")
+    field("task", model.get("task") in (REGRESSION, CLASSIFICATION), f"{REGRESSION!r} or {CLASSIFICATION!r}")
+    field("target", isinstance(model.get("target"), str), "the target's name")
+    field("target_transform", model.get("target_transform") in (None, "none", *TARGET_TRANSFORMS),
+          f"null or one of {', '.join(TARGET_TRANSFORMS)}")
+    extras = model.get("extra_features", [])
+    field("extra_features", isinstance(extras, list) and all(isinstance(c, str) for c in extras), "a list of column names")
+    field("disordered", model.get("disordered", "refuse") in DISORDERED_CHOICES, f"one of {', '.join(DISORDERED_CHOICES)}")
+    field("head", isinstance(model.get("head"), str) and model["head"], "a head name")
+    field("head_params", isinstance(model.get("head_params"), dict), "an object of hyperparameters")
+    n_features = model.get("n_features")
+    field("n_features", isinstance(n_features, int) and not isinstance(n_features, bool) and n_features > 0,
+          "a positive integer")
+
+
+def _parses(parse, text: str) -> bool:
+    try:
+        parse(text)
+    except ValueError:
+        return False
+    return True
+
+
+def _validate_arrays(arrays: dict[str, np.ndarray], n_features: int, arrays_file: Path) -> None:
+    for name in ("scaler_mean", "scaler_scale"):
+        value = arrays.get(name)
+        if value is None or value.shape != (n_features,) or not np.issubdtype(value.dtype, np.floating):
+            found = "missing" if value is None else f"{value.dtype} of shape {value.shape}"
+            raise InputError(f"{arrays_file}: array {name!r} is {found}, expected {n_features} floats (n_features in "
+                             f"{MODEL_FILE}); the model folder is damaged or was edited: save it again")
+
+
+def checkpoint_file(name: str) -> Path | None:
+    """The local file a backbone name loads weights from (``chgnet:/x/weights.pth``, ``uma-s-1p1:/x/uma.pt:omol``), or
+    None when it loads its plugin's own weights (``chgnet``, ``sevennet:7net-l3i5``)."""
+    _, checkpoint = resolve_backbone(name)
+    if checkpoint is None:
+        return None
+    parts = checkpoint.split(":")
+    candidates = [":".join(parts[:end]) for end in range(len(parts), 0, -1)]
+    return next((Path(c) for c in candidates if c and Path(c).is_file()), None)
+
+
+def check_checkpoint(saved: dict[str, Any], folder: Path, trust: bool) -> None:
+    """Before a model folder's backbone loads a checkpoint file it names: the file must be the one the model was
+    trained with (sha256), and, when its plugin unpickles checkpoints, the user must have said they trust it."""
+    path = checkpoint_file(saved["name"])
+    if path is None:
+        return
+    expected, actual = saved["identity"].get("checkpoint_sha256"), file_sha256(path)
+    if expected != actual:
+        raise UntrustedFileError(f"{folder}: backbone {saved['name']!r} names the checkpoint {path}, whose sha256 "
+                                 f"{actual[:16]}... is not the {str(expected)[:16]}... the model was trained with; "
+                                 f"nothing was loaded. Put the original checkpoint there, or retrain")
+    spec, _ = resolve_backbone(saved["name"])
+    if not trust and not getattr(spec, "safe_checkpoints", False):
+        raise UntrustedFileError(f"{folder}: the model names the checkpoint file {path}, which {spec.library or spec.name} "
+                                 f"loads by unpickling, and unpickling a file can run any code in it; hacknip does not "
+                                 f"do that on a model folder's say-so. If you trust that file, pass --trust-checkpoint")
 
 
 def check_identity(saved: dict[str, Any], installed: dict[str, Any], folder: Path) -> None:
@@ -143,7 +253,7 @@ def check_identity(saved: dict[str, Any], installed: dict[str, Any], folder: Pat
     differing = sorted(key for key in set(saved["identity"]) | set(installed)
                        if saved["identity"].get(key) != installed.get(key))
     details = ", ".join(f"{key}: saved {saved['identity'].get(key)!r}, installed {installed.get(key)!r}" for key in differing[:3])
-    raise ValueError(f"{folder}: backbone {saved['name']!r} differs from the one this model was trained with ({details}). "
+    raise InputError(f"{folder}: backbone {saved['name']!r} differs from the one this model was trained with ({details}). "
                      f"Install the same version and weights, or retrain with hacknip run --save")
 
 
