@@ -6,35 +6,58 @@ import functools
 import json
 import os
 import re
+import signal
 import time
+import warnings
 from contextlib import contextmanager
 from pathlib import Path
 
 import click
 
 from hacknip import __version__
+from hacknip.errors import InputError
 
-ERRORS_FOR_PEOPLE = (ValueError, LookupError, FileNotFoundError, ImportError)
+_debug = False
+"""--debug: show the traceback of every error, including those written for people."""
 
 
 def friendly_errors(command):
-    """Turn input and lookup errors into one clear line and exit status 2, instead of a traceback."""
+    """Problems a user can fix (:class:`HacknipError`, a file that cannot be read or written, a missing optional
+    library) become one clear line and exit status 1; anything else is a bug and keeps its traceback. An interrupted
+    featurisation says what it stored."""
 
     @functools.wraps(command)
     def wrapper(*args, **kwargs):
+        from hacknip.errors import HacknipError
+        from hacknip.featurize import FeaturizeInterrupted
+
         try:
             return command(*args, **kwargs)
-        except ERRORS_FOR_PEOPLE as error:
-            message = error.args[0] if isinstance(error, KeyError) and error.args else str(error)
-            raise click.ClickException(message) from error
+        except FeaturizeInterrupted as interrupted:
+            click.echo(f"\n{interrupted}", err=True)
+            raise SystemExit(130) from None
+        except (HacknipError, OSError, ImportError) as error:
+            if _debug or (isinstance(error, OSError) and not error.filename):
+                raise
+            raise click.ClickException(_one_line(error)) from error
 
     return wrapper
 
 
+def _one_line(error: BaseException) -> str:
+    if isinstance(error, OSError) and error.filename:
+        return f"{error.filename}: {error.strerror or error}"
+    text = error.args[0] if isinstance(error, KeyError) and error.args else str(error)
+    return " ".join(str(text).split())
+
+
 @click.group()
 @click.version_option(__version__, prog_name="hacknip")
-def cli():
+@click.option("--debug", is_flag=True, help="Show the full traceback of every error.")
+def cli(debug):
     """Structure embeddings from pretrained interatomic potentials, and shallow models on top."""
+    global _debug
+    _debug = debug
 
 
 @cli.command(name="list")
@@ -121,8 +144,9 @@ def data_options(command):
         click.option("--disordered", type=click.Choice(["refuse", "approximant"]), default="refuse", show_default=True,
                      help="Structures with partially occupied sites: refuse the row, or featurise an ordered "
                           "approximant (smallest supercell of <= 128 atoms holding every element; hacknip.disorder)."),
-        click.option("--limit", type=int, help="Use only the first N structures (quick tries)."),
-        click.option("--batch-size", default=16, show_default=True, help="Structures per forward pass."),
+        click.option("--limit", type=click.IntRange(min=1), help="Use only the first N structures (quick tries)."),
+        click.option("--batch-size", type=click.IntRange(min=1), default=16, show_default=True,
+                     help="Structures per forward pass."),
         click.option("--device", default="cpu", show_default=True, help="torch device for the backbone."),
         click.option("--backbone-option", "backbone_options", multiple=True,
                      help="Backbone loader option KEY=VALUE (repeatable), e.g. default_dtype=float64, modal=R2SCAN."),
@@ -182,6 +206,7 @@ def featurize(**options):
 
     options["backbone_options"] = _parse_key_values(options["backbone_options"], "--backbone-option")
     config = _run_config(**options)
+    FeatureStore(config.store).check_usable()
     with progress_bars() as start:
         dataset = load_data(config, start)
         dataset, members = featurize_members(dataset, parse_backbones(config.backbone), config, FeatureStore(config.store),
@@ -192,6 +217,36 @@ def featurize(**options):
                       f"({item.featurize_seconds:.1f} s) → {item.features.path}")
     for entry in dataset.skipped:
         console.print(f"[yellow]skipped[/] {entry.row} ({entry.id}): {entry.reason}")
+
+
+@cli.group()
+def store():
+    """Look after the feature store."""
+
+
+@store.command(name="check")
+@click.option("--store", "store_path", type=click.Path(path_type=Path), envvar="HACKNIP_STORE",
+              help="Feature store folder (default: $HACKNIP_HOME/features).")
+@friendly_errors
+def store_check(store_path):
+    """Read every shard of every backbone; move damaged ones aside (their structures are computed again by the next
+    run). Exit status 1 when any was damaged."""
+    from hacknip.store import FeatureStore
+
+    features_store = FeatureStore(store_path)
+    if not features_store.root.is_dir():
+        raise click.ClickException(f"{features_store.root}: no feature store there")
+    damaged_total = 0
+    for folder, identity in features_store.folders():
+        if identity is None:
+            click.echo(f"{folder}: no readable identity.json (it is written again by the next run of that backbone)")
+            continue
+        readable, damaged = features_store.open(identity).check()
+        damaged_total += len(damaged)
+        click.echo(f"{folder.name}: {readable} shards readable" + (f", {len(damaged)} damaged, moved to "
+                                                                   f"{folder / 'damaged'}" if damaged else ""))
+    if damaged_total:
+        raise SystemExit(1)
 
 
 def _parse_key_values(values, option: str) -> dict:
@@ -240,7 +295,9 @@ def model_options(command):
         click.option("--leaderboard", "leaderboard_file", type=click.Path(exists=True, path_type=Path),
                      help="Matbench leaderboard summary CSV (default: leaderboard/ beside --data)."),
         click.option("--out", type=click.Path(path_type=Path),
-                     help="Output folder (default: runs/<data>-<backbone>-<head>-<time>)."),
+                     help="Output folder, new or empty (default: runs/<data>-<backbone>-<head>-<time>)."),
+        click.option("--overwrite", is_flag=True,
+                     help="Replace the files an earlier run wrote in --out (and an earlier model in --save)."),
     ]
     for option in reversed(options):
         command = option(command)
@@ -259,6 +316,7 @@ def _model_config(options: dict, replay: dict | None = None):
     options["extra_features"] = [c.strip() for c in (options["extra_features"] or "").split(",") if c.strip()]
     options["pooling"] = options["pooling"] or "mean"
     options.pop("out", None)
+    options.pop("overwrite", None)
     return _run_config(**options)
 
 
@@ -268,10 +326,10 @@ def _replayed(options: dict, replay: dict) -> dict:
     wanted = [m.name for m in parse_backbones(options["backbone"])]
     given = [m.name for m in parse_backbones(replay["backbone"])]
     if wanted != given:
-        raise ValueError(f"--params was tuned for --backbone {replay['backbone']!r}, not {options['backbone']!r}")
+        raise InputError(f"--params was tuned for --backbone {replay['backbone']!r}, not {options['backbone']!r}")
     for name in ("head", "pooling"):
         if options[name] and options[name] != replay[name]:
-            raise ValueError(f"--params was tuned for --{name} {replay[name]}, not {options[name]}; leave --{name} out")
+            raise InputError(f"--params was tuned for --{name} {replay[name]}, not {options[name]}; leave --{name} out")
     return {"backbone": replay["backbone"], "head": replay["head"], "pooling": replay["pooling"],
             "head_params": {**replay["head_params"], **options["head_params"]}}
 
@@ -280,24 +338,70 @@ def _read_params(path: Path | None) -> dict | None:
     """A tuned configuration: ``params.json`` from ``hacknip tune``, or the ``params`` of its results.json."""
     if path is None:
         return None
-    content = json.loads(path.read_text())
-    content = content.get("params", content)
+    try:
+        content = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise InputError(f"{path}: not valid JSON ({error}); use the params.json that hacknip tune wrote") from None
+    content = content.get("params", content) if isinstance(content, dict) else {}
     missing = {"backbone", "head", "head_params", "pooling"} - set(content)
     if missing:
-        raise ValueError(f"{path}: not a tuned configuration (no {', '.join(sorted(missing))}); use the params.json "
+        raise InputError(f"{path}: not a tuned configuration (no {', '.join(sorted(missing))}); use the params.json "
                          f"that hacknip tune wrote")
     return content
+
+
+RUN_OUTPUTS = ("results.json", "parity.png", "roc.png", "layers.png", "params.json")
+MODEL_OUTPUTS = ("model.json", "arrays.npz")
+
+
+def _check_output_folder(folder: Path, option: str, ours: tuple[str, ...], overwrite: bool) -> None:
+    """Before any work: ``folder`` must be new, empty, or (with --overwrite) hold only what hacknip writes there, which
+    is then removed, so that old and new results never mix."""
+    if folder.exists() and not folder.is_dir():
+        raise InputError(f"{option} {folder} is a file; name a folder")
+    for parent in folder.parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise InputError(f"{option} {folder}: {parent} is a file, so the folder cannot be made")
+            break
+    present = sorted(p.name for p in folder.iterdir()) if folder.is_dir() else []
+    if not present:
+        return
+    others = [name for name in present if name not in ours]
+    if not overwrite or others:
+        what = ", ".join(present[:4]) + (", ..." if len(present) > 4 else "")
+        hint = "choose a new folder or pass --overwrite to replace hacknip's files there" if not others else \
+            "choose a new or empty folder (--overwrite replaces only hacknip's own files)"
+        raise InputError(f"{option} {folder} already holds {what}: {hint}")
+    for name in present:
+        (folder / name).unlink()
+
+
+def _check_output_file(path: Path) -> None:
+    if path.is_dir():
+        raise InputError(f"--out {path} is a folder; name a CSV file")
+    if not path.parent.is_dir():
+        raise InputError(f"--out {path}: the folder {path.parent} does not exist")
+
+
+def _check_outputs(out: Path | None, save_to: Path | None, store, overwrite: bool) -> None:
+    from hacknip.store import FeatureStore
+
+    _check_output_folder(out or Path("runs") / "new", "--out", RUN_OUTPUTS, overwrite)
+    if save_to is not None:
+        _check_output_folder(save_to, "--save", MODEL_OUTPUTS, overwrite)
+    FeatureStore(store).check_usable()
 
 
 def _write_and_print(results: dict, out: Path | None, data: Path, extra_files: dict | None = None) -> None:
     from rich.console import Console
 
-    from hacknip.report import print_summary, write_results
+    from hacknip.report import print_summary, strict_json, write_results
 
     out = out or Path("runs") / _run_name(data, results["backbone"], results["head"])
     written = write_results(results, out)
     for name, content in (extra_files or {}).items():
-        (out / name).write_text(json.dumps(content, indent=2))
+        (out / name).write_text(strict_json(content))
         written.append(out / name)
     console = Console()
     print_summary(results, console)
@@ -312,11 +416,12 @@ def _write_and_print(results: dict, out: Path | None, data: Path, extra_files: d
 @click.option("--save", "save_to", type=click.Path(path_type=Path),
               help="Also fit the chosen configuration on every row and save it to this folder (for hacknip predict).")
 @friendly_errors
-def run(out, params_file, save_to, **options):
+def run(out, params_file, save_to, overwrite, **options):
     """Featurise, sweep the layers, cross-validate a head, and report (results.json, parity.png or roc.png, layers.png)."""
     from hacknip.pipeline import run as run_pipeline
 
     config = _model_config(options, _read_params(params_file))
+    _check_outputs(out, save_to, config.store, overwrite)
     with progress_bars() as start:
         results = run_pipeline(config, start, save_to=save_to)
     _write_and_print(results, out, config.data)
@@ -334,15 +439,19 @@ def run(out, params_file, save_to, **options):
               help="On a bad row: stop with an error naming it, or skip it and list it.")
 @click.option("--disordered", type=click.Choice(["refuse", "approximant"]),
               help="Partially occupied sites: refuse, or order an approximant  [default: as the model was trained]")
-@click.option("--batch-size", default=16, show_default=True, help="Structures per forward pass.")
+@click.option("--batch-size", type=click.IntRange(min=1), default=16, show_default=True,
+              help="Structures per forward pass.")
 @click.option("--device", default="cpu", show_default=True, help="torch device for the backbone.")
-@click.option("--store", type=click.Path(path_type=Path), envvar="HACKNIP_STORE",
+@click.option("--store", "store_path", type=click.Path(path_type=Path), envvar="HACKNIP_STORE",
               help="Feature store folder (default: $HACKNIP_HOME/features).")
 @click.option("--out", type=click.Path(path_type=Path), default=Path("predictions.csv"), show_default=True,
               help="CSV of id and prediction (and probability for classification).")
+@click.option("--trust-checkpoint", is_flag=True,
+              help="Load a checkpoint file the model names even where its plugin unpickles it (which can run code): "
+                   "only for a model folder you trust. Its sha256 is checked either way.")
 @friendly_errors
-def predict(model_dir, data, target, structure_column, id_column, targets, on_error, disordered, batch_size, device, store,
-            out):
+def predict(model_dir, data, target, structure_column, id_column, targets, on_error, disordered, batch_size, device,
+            store_path, out, trust_checkpoint):
     """Predict with a model saved by hacknip run --save (refuses a backbone that differs from the saved one)."""
     import pandas as pd
     from rich.console import Console
@@ -353,10 +462,14 @@ def predict(model_dir, data, target, structure_column, id_column, targets, on_er
     from hacknip.structures import UNLABELLED, read_dataset
 
     model = load_model(model_dir)
+    _check_output_file(out)
+    features_store = FeatureStore(store_path)
+    features_store.check_usable()
     dataset = read_dataset(data, target=target or UNLABELLED, structure_column=structure_column, id_column=id_column,
                            targets=targets, on_error=on_error, disordered=disordered or model.model.get("disordered", "refuse"))
     with progress_bars() as start:
-        dataset, X = model.features(dataset, FeatureStore(store), batch_size, device, on_error, start, data, targets)
+        dataset, X = model.features(dataset, features_store, batch_size, device, on_error, start, data, targets,
+                                    trust_checkpoints=trust_checkpoint)
     predictions = model.predict(X)
     table = pd.DataFrame({"id": dataset.ids, **({"true": dataset.targets} if target else {}), **predictions})
     table.to_csv(out, index=False)
@@ -384,7 +497,7 @@ def predict(model_dir, data, target, structure_column, id_column, targets, on_er
                                 "[default: $HACKNIP_HOME/studies.db]; rerun the same command to resume.")
 @click.option("--seed", default=0, show_default=True, help="Sampler seed; give each worker sharing a storage its own.")
 @friendly_errors
-def tune(out, protocol, n_trials, patience, layers_text, inner_folds, storage, seed, **options):
+def tune(out, overwrite, protocol, n_trials, patience, layers_text, inner_folds, storage, seed, **options):
     """Tune the head's hyperparameters and the layer with Optuna; report honest (nested) scores and params.json."""
     from rich.console import Console
 
@@ -394,6 +507,7 @@ def tune(out, protocol, n_trials, patience, layers_text, inner_folds, storage, s
     if n_trials < 1 or patience < 1:
         raise click.BadParameter("--trials and --patience must be at least 1")
     config = _model_config(options)
+    _check_outputs(out, None, config.store, overwrite)
     settings = TuneSettings(n_trials=n_trials, patience=patience, protocol=protocol, inner_folds=inner_folds,
                             layers=_parse_layer_list(layers_text), storage=_storage_url(storage), seed=seed)
     with progress_bars() as start:
@@ -427,8 +541,18 @@ def _run_name(data: Path, backbone: str, head: str) -> str:
     return re.sub(r"[^A-Za-z0-9._@+-]+", "_", f"{stem}-{backbone}-{head}-{time.strftime('%Y%m%d-%H%M%S')}")
 
 
+def _terminate(signum, frame):
+    raise KeyboardInterrupt  # so that featurisation stores its finished batches, as on Ctrl-C
+
+
+def _show_warning(message, category, filename, lineno, file=None, line=None):
+    click.echo(f"warning: {' '.join(str(message).split())}", err=True)
+
+
 def main():
     # OpenMP threads that spin while waiting (the default) slow torch and LightGBM 15-20x as soon as another
     # process uses a core (measured on 2-core machines); passive waiting costs nothing when the cores are free.
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    signal.signal(signal.SIGTERM, _terminate)
+    warnings.showwarning = _show_warning
     cli()

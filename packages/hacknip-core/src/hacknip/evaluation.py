@@ -11,6 +11,7 @@ from typing import Any
 
 import numpy as np
 
+from hacknip.errors import InputError
 from hacknip.head import CLASSIFICATION, REGRESSION, Head
 
 MATBENCH_SEED = 18012019
@@ -24,11 +25,11 @@ def matbench_folds(ids: Sequence[str], task: str, validation_file: str | Path) -
     with opener(validation_file, "rt") as handle:
         splits = json.load(handle)["splits"]
     if task not in splits:
-        raise ValueError(f"{validation_file} has no folds for {task}")
+        raise InputError(f"{validation_file} has no folds for {task}")
     position = {sample_id: i for i, sample_id in enumerate(ids)}
     unknown = set(ids) - {i for fold in splits[task].values() for i in fold["test"]}
     if unknown:
-        raise ValueError(f"{len(unknown)} ids are not in the official {task} folds (e.g. {sorted(unknown)[0]})")
+        raise InputError(f"{len(unknown)} ids are not in the official {task} folds (e.g. {sorted(unknown)[0]})")
     folds = []
     for name in sorted(splits[task]):
         test = np.array(sorted(position[i] for i in splits[task][name]["test"] if i in position), dtype=int)
@@ -41,7 +42,7 @@ def random_folds(n: int, n_splits: int = N_FOLDS, seed: int = MATBENCH_SEED) -> 
     from sklearn.model_selection import KFold
 
     if n < n_splits:
-        raise ValueError(f"{n} samples are too few for {n_splits}-fold cross-validation")
+        raise InputError(f"{n} samples are too few for {n_splits}-fold cross-validation")
     return [(train, test) for train, test in KFold(n_splits, shuffle=True, random_state=seed).split(np.arange(n))]
 
 
@@ -51,7 +52,7 @@ def stratified_folds(y: np.ndarray, n_splits: int = N_FOLDS, seed: int = MATBENC
 
     smallest = int(np.bincount(np.asarray(y, dtype=int)).min())
     if smallest < n_splits:
-        raise ValueError(f"the rarer class has {smallest} samples: too few for {n_splits} stratified folds")
+        raise InputError(f"the rarer class has {smallest} samples: too few for {n_splits} stratified folds")
     splitter = StratifiedKFold(n_splits, shuffle=True, random_state=seed)
     return [(train, test) for train, test in splitter.split(np.zeros(len(y)), y)]
 
@@ -64,9 +65,9 @@ def infer_task(y: np.ndarray) -> str:
 
 def check_task(task: str, y: np.ndarray) -> None:
     if task == CLASSIFICATION and not set(np.unique(y).tolist()) <= {0.0, 1.0}:
-        raise ValueError(f"classification needs 0/1 targets; these have values such as {sorted(set(np.unique(y).tolist()))[:5]}")
+        raise InputError(f"classification needs 0/1 targets; these have values such as {sorted(set(np.unique(y).tolist()))[:5]}")
     if task not in METRICS:
-        raise ValueError(f"unknown task {task!r}: use {REGRESSION!r} or {CLASSIFICATION!r}")
+        raise InputError(f"unknown task {task!r}: use {REGRESSION!r} or {CLASSIFICATION!r}")
 
 
 def regression_metrics(y_true: np.ndarray, y_pred: np.ndarray) -> dict[str, float]:
@@ -164,7 +165,7 @@ def get_target_transform(name: str | None) -> TargetTransform | None:
     if name is None or name == "none":
         return None
     if name not in TARGET_TRANSFORMS:
-        raise ValueError(f"unknown target transform {name!r}: use one of {', '.join(TARGET_TRANSFORMS)}")
+        raise InputError(f"unknown target transform {name!r}: use one of {', '.join(TARGET_TRANSFORMS)}")
     return TARGET_TRANSFORMS[name]
 
 
@@ -244,7 +245,7 @@ def murcko_scaffold(smiles: str) -> str:
         raise ImportError("scaffold splits need RDKit: pip install hacknip-core[molecules]") from None
     molecule = Chem.MolFromSmiles(smiles)
     if molecule is None:
-        raise ValueError(f"RDKit cannot read the SMILES {smiles!r}")
+        raise InputError(f"RDKit cannot read the SMILES {smiles!r}")
     return MurckoScaffold.MurckoScaffoldSmiles(mol=molecule, includeChirality=False)
 
 
@@ -260,7 +261,7 @@ def molecule_scaffolds(smiles: Sequence[str]) -> list[str]:
         try:
             scaffolds.append(murcko_scaffold(text))
         except ValueError as error:
-            raise ValueError(f"molecule {index}: {error}; fix or remove it before splitting") from None
+            raise InputError(f"molecule {index}: {error}; fix or remove it before splitting") from None
     return scaffolds
 
 
@@ -275,7 +276,7 @@ def group_folds(groups: Sequence[Any], n_splits: int = N_FOLDS, seed: int = MATB
     for index, group in enumerate(groups):
         members.setdefault(group, []).append(index)
     if len(members) < n_splits:
-        raise ValueError(f"{len(members)} distinct {what} are too few for {n_splits} grouped folds")
+        raise InputError(f"{len(members)} distinct {what} are too few for {n_splits} grouped folds")
     indices = list(members.values())
     order = np.random.default_rng(seed).permutation(len(indices))
     order = sorted(order, key=lambda g: -len(indices[g]))  # stable: the random order only breaks size ties

@@ -41,6 +41,7 @@ from pathlib import Path
 import numpy as np
 
 from hacknip.backbone import Backbone
+from hacknip.errors import InputError
 from hacknip.featurize import featurize, layer_matrix
 from hacknip.molecules import EmbedOptions, RelaxOptions
 from hacknip.store import FeatureStore
@@ -232,12 +233,12 @@ def read_species_table(path: str | Path) -> dict[str, Species]:
     """Species by name from a CSV with columns ``name, smiles`` and optional ``molar_mass, density, structure``."""
     frame = _read_table(Path(path))
     if "name" not in frame.columns or not {"smiles", "structure"} & set(frame.columns):
-        raise ValueError(f"{path}: a species table needs a name column and a smiles or structure column")
+        raise InputError(f"{path}: a species table needs a name column and a smiles or structure column")
     species = {}
     for index, row in frame.iterrows():
         name = str(row["name"]).strip()
         if name in species:
-            raise ValueError(f"{path}: row {index + 2}: species {name!r} listed twice")
+            raise InputError(f"{path}: row {index + 2}: species {name!r} listed twice")
         species[name] = Species(name, _text(row.get("smiles")), _text(row.get("structure")),
                                 _number(row.get("molar_mass")), _number(row.get("density")))
     return species
@@ -303,14 +304,14 @@ def read_mixture_table(path: str | Path, *, target: str | None = None, component
     """Mixtures from a table; rows that cannot be read (or converted to molar concentrations) raise a
     :class:`BadInputError` naming the row, or with ``on_error="skip"`` are listed in ``MixtureTable.skipped``."""
     if on_error not in ON_ERROR_CHOICES:
-        raise ValueError(f"on_error must be one of {ON_ERROR_CHOICES}, not {on_error!r}")
+        raise InputError(f"on_error must be one of {ON_ERROR_CHOICES}, not {on_error!r}")
     path = Path(path)
     if species is not None and not isinstance(species, dict):
         species = read_species_table(species)
     frame = _read_table(path)
     for column in (components_column, id_column):
         if column not in frame.columns:
-            raise ValueError(f"{path}: no column {column!r} (columns: {list(frame.columns)})")
+            raise InputError(f"{path}: no column {column!r} (columns: {list(frame.columns)})")
     target = target or _only_numeric(frame, {components_column, id_column}, path)
     mixtures, skipped = [], []
     for index, row in enumerate(frame.itertuples(index=False)):
@@ -329,7 +330,7 @@ def read_mixture_table(path: str | Path, *, target: str | None = None, component
 def _only_numeric(frame, exclude: set[str], path: Path) -> str:
     numeric = [c for c in frame.columns if c not in exclude and frame[c].dtype.kind in "fi"]
     if len(numeric) != 1:
-        raise ValueError(f"{path}: say which column is the target (numeric columns: {numeric})")
+        raise InputError(f"{path}: say which column is the target (numeric columns: {numeric})")
     return numeric[0]
 
 
@@ -390,7 +391,7 @@ def embed_mixtures(mixtures: Sequence[Mixture], backbone: Backbone, store: Featu
     fractions xᵢ. Components are relaxed with ``relax_backbone`` (default ``backbone``) unless ``relax_options`` is
     None. A mixture with a component that failed is rejected, naming that component."""
     if weighting not in WEIGHTINGS:
-        raise ValueError(f"weighting must be one of {WEIGHTINGS}, not {weighting!r}")
+        raise InputError(f"weighting must be one of {WEIGHTINGS}, not {weighting!r}")
     species = distinct_species(mixtures)
     relaxer = (relax_backbone or backbone) if relax_options is not None else None
     dataset, failed = component_dataset(species, relaxer, store, relax_options, embed_options)

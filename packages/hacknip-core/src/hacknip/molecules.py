@@ -32,6 +32,7 @@ import numpy as np
 from ase import Atoms
 
 from hacknip.backbone import Backbone, check_elements, identity_key
+from hacknip.errors import InputError
 from hacknip.store import FeatureStore, _atomic_write, _slug, structure_hash
 from hacknip.structures import (
     ON_ERROR_CHOICES,
@@ -206,7 +207,7 @@ def relax(atoms: Atoms, calculator, options: RelaxOptions = RelaxOptions(), vacu
 
     optimizer_class = getattr(ase.optimize, options.optimizer, None)
     if optimizer_class is None:
-        raise ValueError(f"ase.optimize has no optimiser {options.optimizer!r}")
+        raise InputError(f"ase.optimize has no optimiser {options.optimizer!r}")
     working = boxed(atoms, options.vacuum if options.vacuum is not None else vacuum)
     working.calc = calculator
     energy_initial = float(working.get_potential_energy())
@@ -221,7 +222,7 @@ def relax(atoms: Atoms, calculator, options: RelaxOptions = RelaxOptions(), vacu
 
 def _calculator_of(backbone: Backbone):
     if not callable(getattr(backbone, "calculator", None)):
-        raise ValueError(f"{backbone.name} has no ASE calculator, so it cannot relax molecules; relax with another "
+        raise InputError(f"{backbone.name} has no ASE calculator, so it cannot relax molecules; relax with another "
                          "backbone or leave relaxation out")
     return backbone.calculator()
 
@@ -376,11 +377,11 @@ class _Row:
 def _smiles_column(frame, smiles_column: str | None, source: str) -> str:
     if smiles_column is not None:
         if smiles_column not in frame.columns:
-            raise ValueError(f"{source}: no SMILES column {smiles_column!r} (columns: {list(frame.columns)})")
+            raise InputError(f"{source}: no SMILES column {smiles_column!r} (columns: {list(frame.columns)})")
         return smiles_column
     found = [column for column in frame.columns if str(column).lower() == "smiles"]
     if len(found) != 1:
-        raise ValueError(f"{source}: name the SMILES column with --smiles-column (columns: {list(frame.columns)})")
+        raise InputError(f"{source}: name the SMILES column with --smiles-column (columns: {list(frame.columns)})")
     return found[0]
 
 
@@ -416,7 +417,7 @@ def _sdf_rows(path: Path, target, id_column, embed_options, collector: _RowColle
         if target is None:
             numeric = [k for k, v in properties.items() if isinstance(v, (int, float)) and k != id_column]
             if len(numeric) != 1:
-                raise ValueError(f"{path}: say which SDF property is the target with --target (numeric: {numeric})")
+                raise InputError(f"{path}: say which SDF property is the target with --target (numeric: {numeric})")
             target = numeric[0]
         try:
             value = _checked_target(properties.get(target))
@@ -455,7 +456,7 @@ def _read_rows(path: Path, smiles_column, target, id_column, embed_options, coll
         rows, target, skipped = _xyz_rows(path, target, collector.on_error)
         collector.skipped += skipped
         return rows, target
-    raise ValueError(f"{path}: molecules come from a CSV/parquet table with a SMILES column, an SDF file, or an "
+    raise InputError(f"{path}: molecules come from a CSV/parquet table with a SMILES column, an SDF file, or an "
                      "(ext)xyz file")
 
 
@@ -489,9 +490,9 @@ def molecules_to_dataset(
     as molecules finish. ``limit`` keeps only the first rows (before any embedding or relaxation).
     """
     if on_nonconverged not in NONCONVERGED_CHOICES:
-        raise ValueError(f"on_nonconverged must be one of {NONCONVERGED_CHOICES}, not {on_nonconverged!r}")
+        raise InputError(f"on_nonconverged must be one of {NONCONVERGED_CHOICES}, not {on_nonconverged!r}")
     if on_error not in ON_ERROR_CHOICES:
-        raise ValueError(f"on_error must be one of {ON_ERROR_CHOICES}, not {on_error!r}")
+        raise InputError(f"on_error must be one of {ON_ERROR_CHOICES}, not {on_error!r}")
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"no such file: {path}")

@@ -13,7 +13,9 @@ import numpy as np
 
 from hacknip import __version__
 from hacknip.compose import Member, parse_backbones
+from hacknip.errors import InputError
 from hacknip.evaluation import (
+    N_FOLDS,
     PRIMARY_METRIC,
     SCORE_SCALES,
     CVResult,
@@ -178,7 +180,7 @@ def group_column(split: str) -> str | None:
 def check_split(split: str) -> str:
     if split in ("auto", "random", "scaffold") or group_column(split):
         return split
-    raise ValueError(f"unknown split {split!r}: use auto, random, scaffold or group:COLUMN (rows sharing that "
+    raise InputError(f"unknown split {split!r}: use auto, random, scaffold or group:COLUMN (rows sharing that "
                      f"column's value stay in one test fold, e.g. group:formula)")
 
 
@@ -188,7 +190,7 @@ def split_groups(dataset: Dataset, config: RunConfig) -> list | None:
     if config.split == "scaffold":
         smiles = [sample.atoms.info.get("smiles") for sample in dataset.samples]
         if None in smiles:
-            raise ValueError(f"--split scaffold needs molecules given as SMILES; {dataset.source} row "
+            raise InputError(f"--split scaffold needs molecules given as SMILES; {dataset.source} row "
                              f"{dataset.samples[smiles.index(None)].row} has none")
         return molecule_scaffolds(smiles)
     column = group_column(config.split)
@@ -223,7 +225,7 @@ def choose_task(config: RunConfig, y: np.ndarray, head_spec) -> str:
     task = infer_task(y) if config.task == "auto" else config.task
     check_task(task, y)
     if task not in head_spec.task_kinds:
-        raise ValueError(f"head {head_spec.name!r} does not do {task} (it does {', '.join(sorted(head_spec.task_kinds))}); "
+        raise InputError(f"head {head_spec.name!r} does not do {task} (it does {', '.join(sorted(head_spec.task_kinds))}); "
                          f"pick another with --head (see hacknip list)")
     return task
 
@@ -241,16 +243,16 @@ def head_factory(config: RunConfig, task: str, tuned: dict[str, Any] | None = No
 def check_target_transform(config: RunConfig, dataset: Dataset, task: str) -> None:
     transform = get_target_transform(config.target_transform)
     if config.score_scale not in SCORE_SCALES:
-        raise ValueError(f"score scale {config.score_scale!r}: use one of {', '.join(SCORE_SCALES)}")
+        raise InputError(f"score scale {config.score_scale!r}: use one of {', '.join(SCORE_SCALES)}")
     if transform is None:
         return
     if task == CLASSIFICATION:
-        raise ValueError("--target-transform applies to regression targets, not 0/1 classes")
+        raise InputError("--target-transform applies to regression targets, not 0/1 classes")
     with np.errstate(all="ignore"):
         bad = ~np.isfinite(transform.forward(dataset.targets))
     if bad.any():
         sample = dataset.samples[int(np.argmax(bad))]
-        raise ValueError(f"{dataset.source}: {sample.row} (id {sample.id}): target {sample.target} is outside the domain of "
+        raise InputError(f"{dataset.source}: {sample.row} (id {sample.id}): target {sample.target} is outside the domain of "
                          f"{transform.name} ({transform.domain}); {int(bad.sum())} such rows")
 
 
@@ -310,6 +312,7 @@ def prepare(config: RunConfig, progress: Progress = no_progress) -> Prepared:
     parse_pooling(config.pooling)  # a typo should fail before featurising
     head_spec = get_head_spec(config.head)
     dataset = load_data(config, progress)
+    check_targets(dataset)
     read_seconds = time.perf_counter() - started
     dataset, member_features = featurize_members(dataset, members, config, FeatureStore(config.store), progress)
     task = choose_task(config, dataset.targets, head_spec)
@@ -319,6 +322,17 @@ def prepare(config: RunConfig, progress: Progress = no_progress) -> Prepared:
     folds, folds_source = make_folds(dataset, config, task, groups)
     return Prepared(config, dataset, member_features, head_spec, task, folds, folds_source, read_seconds,
                     dataset_keys(dataset), extras, groups)
+
+
+def check_targets(dataset: Dataset, n_folds: int = N_FOLDS) -> None:
+    """Refuse, before any featurising, data a model cannot learn from or be scored on."""
+    y = dataset.targets
+    if len(y) < n_folds:
+        raise InputError(f"{dataset.source}: {len(y)} labelled rows; {n_folds}-fold cross-validation needs at least "
+                         f"{n_folds}")
+    if np.all(y == y[0]):
+        raise InputError(f"{dataset.source}: every target ({dataset.target_name}) is {y[0]:g}: there is nothing to learn; "
+                         f"check --target")
 
 
 def sweep_layers(prepared: Prepared, make_head: Callable[[], Any], progress: Progress = no_progress):

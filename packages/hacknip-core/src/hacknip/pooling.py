@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from hacknip.errors import InputError
+
 STATISTICS = ("mean", "std", "max")
 POOLINGS = ("mean", "sum", "max", "std")
 
@@ -28,7 +30,7 @@ def parse_pooling(text: str) -> tuple[str, ...]:
     parts = tuple(part.strip() for part in text.split("+") if part.strip())
     bad = [part for part in parts if part not in POOLINGS]
     if not parts or bad:
-        raise ValueError(f"unknown pooling {text!r}: use one or more of {', '.join(POOLINGS)} joined by '+'")
+        raise InputError(f"unknown pooling {text!r}: use one or more of {', '.join(POOLINGS)} joined by '+'")
     return parts
 
 

@@ -4,16 +4,36 @@ layer-sweep plot, and the printed summary."""
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 
+def strict_json(value: Any) -> str:
+    """JSON that strict parsers accept: NaN and infinities (an R² of a one-row fold, say) become null."""
+    return json.dumps(_finite(value), indent=2, allow_nan=False)
+
+
+def _finite(value: Any) -> Any:
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {key: _finite(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [_finite(item) for item in value]
+    if isinstance(value, np.ndarray):
+        return _finite(value.tolist())
+    if isinstance(value, np.generic):
+        return _finite(value.item())
+    return value
+
+
 def write_results(results: dict[str, Any], out: Path) -> list[Path]:
     out.mkdir(parents=True, exist_ok=True)
     written = [out / "results.json"]
-    written[0].write_text(json.dumps(results, indent=2, allow_nan=True))
+    written[0].write_text(strict_json(results))
     if _is_classification(results):
         written.append(roc_plot(results, out / "roc.png"))
     else:

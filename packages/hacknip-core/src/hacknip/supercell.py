@@ -17,6 +17,7 @@ import numpy as np
 from ase import Atoms
 
 from hacknip.backbone import LATTICE_LENGTHS, PERPENDICULAR_WIDTH, SUPERCELL_RULES
+from hacknip.errors import InputError
 
 
 def perpendicular_widths(cell: np.ndarray) -> np.ndarray:
@@ -34,7 +35,7 @@ def supercell_repeats(atoms: Atoms, cutoff: float, rule: str = PERPENDICULAR_WID
     elif rule == LATTICE_LENGTHS:
         sizes, slack = atoms.cell.lengths(), 0.0  # the paper's own arithmetic: ceil(cutoff / length)
     else:
-        raise ValueError(f"unknown supercell rule {rule!r}; expected one of {', '.join(SUPERCELL_RULES)}")
+        raise InputError(f"unknown supercell rule {rule!r}; expected one of {', '.join(SUPERCELL_RULES)}")
     return tuple(
         max(1, math.ceil(cutoff / size - slack)) if periodic else 1
         for size, periodic in zip(sizes, atoms.pbc)

@@ -28,6 +28,7 @@ from typing import Any
 
 import numpy as np
 
+from hacknip.errors import InputError
 from hacknip.evaluation import (
     CVResult,
     Folds,
@@ -94,7 +95,7 @@ def tune(config: RunConfig, settings: TuneSettings, progress: Progress = no_prog
     except ImportError:
         raise ImportError("hacknip tune needs Optuna: pip install 'hacknip-core[tune]'") from None
     if settings.protocol not in PROTOCOLS:
-        raise ValueError(f"unknown protocol {settings.protocol!r}: use one of {', '.join(PROTOCOLS)}")
+        raise InputError(f"unknown protocol {settings.protocol!r}: use one of {', '.join(PROTOCOLS)}")
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     started = time.perf_counter()
     prepared = prepare(config, progress)
@@ -132,7 +133,7 @@ def head_search_space(spec: HeadSpec) -> Callable:
     factory = getattr(importlib.import_module(module_name), attr)
     space = getattr(factory, "search_space", None)
     if space is None:
-        raise ValueError(f"head {spec.name!r} declares no search space (a search_space(trial) classmethod), so it "
+        raise InputError(f"head {spec.name!r} declares no search space (a search_space(trial) classmethod), so it "
                          f"cannot be tuned; heads that can: see the docs of each head plugin")
     return space
 
@@ -155,7 +156,7 @@ class _Tuner:
     def _candidate_layers(self, scope: Scope) -> tuple[list[dict], list[dict[str, list[int]]]]:
         swept = [m for m in self.prepared.members if m.member.resolve(m.n_layers) is None]
         if self.settings.layers is not None and len(swept) != 1:
-            raise ValueError("--layers needs exactly one backbone without @LAYERS in --backbone")
+            raise InputError("--layers needs exactly one backbone without @LAYERS in --backbone")
         sweep, chosen = [], {}
         if self.settings.layers is None or len(swept) != 1:
             sweep, chosen, _ = sweep_layers(self.prepared.subset(scope.rows, scope.folds), self.make_head({}), self.progress)
@@ -165,7 +166,7 @@ class _Tuner:
         if self.settings.layers is not None:
             layers = [layer for layer in self.settings.layers if 0 <= layer < member.n_layers]
             if len(layers) != len(self.settings.layers):
-                raise ValueError(f"{member.member.name} has layers 0..{member.n_layers - 1}; --layers asks for "
+                raise InputError(f"{member.member.name} has layers 0..{member.n_layers - 1}; --layers asks for "
                                  f"{self.settings.layers}")
         else:
             centre, window = chosen[member.member.name][0], self.settings.layer_window
