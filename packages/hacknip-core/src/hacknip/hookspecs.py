@@ -4,6 +4,11 @@ A plugin is a module, found through the ``hacknip`` entry-point group, holding f
 ``hacknip.hookimpl``. Each hook receives a ``register`` callback: call it once per thing you provide.
 Keep plugin modules light: register *specs* (metadata plus a ``"module:callable"`` factory path), so that
 ``hacknip list`` never imports torch or the backbone's library.
+
+Each plugin's hook runs on its own (see :mod:`hacknip.registry`): a hook that raises, calls ``sys.exit``, or registers
+anything but a spec contributes nothing to that hook, and a name another plugin already registered (compared
+case-insensitively; this project's own distributions first, then by distribution name) is ignored, each with a
+:class:`hacknip.plugins.PluginWarning` naming the distribution. Names may not contain spaces, ``+`` or ``@``.
 """
 
 import pluggy
