@@ -201,16 +201,16 @@ def featurize(**options):
     """Featurise a dataset into the feature store (every layer, resumable, nothing computed twice)."""
     from rich.console import Console
 
-    from hacknip.pipeline import featurize_members, load_data, parse_backbones
+    from hacknip.pipeline import checked_backbones, featurize_members, load_data
     from hacknip.store import FeatureStore
 
     options["backbone_options"] = _parse_key_values(options["backbone_options"], "--backbone-option")
     config = _run_config(**options)
     FeatureStore(config.store).check_usable()
+    backbones = checked_backbones(config)
     with progress_bars() as start:
         dataset = load_data(config, start)
-        dataset, members = featurize_members(dataset, parse_backbones(config.backbone), config, FeatureStore(config.store),
-                                             start)
+        dataset, members = featurize_members(dataset, backbones, config, FeatureStore(config.store), start)
     console = Console()
     for item in members:
         console.print(f"{item.member.name}: {item.computed} computed, {item.reused} already stored "
@@ -321,10 +321,10 @@ def _model_config(options: dict, replay: dict | None = None):
 
 
 def _replayed(options: dict, replay: dict) -> dict:
-    from hacknip.compose import parse_backbones
+    from hacknip.registry import check_backbones
 
-    wanted = [m.name for m in parse_backbones(options["backbone"])]
-    given = [m.name for m in parse_backbones(replay["backbone"])]
+    wanted = [m.name for m in check_backbones(options["backbone"], allow_missing=True)]
+    given = [m.name for m in check_backbones(replay["backbone"], allow_missing=True)]
     if wanted != given:
         raise InputError(f"--params was tuned for --backbone {replay['backbone']!r}, not {options['backbone']!r}")
     for name in ("head", "pooling"):

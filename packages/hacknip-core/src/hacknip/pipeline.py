@@ -36,7 +36,7 @@ from hacknip.featurize import featurize, layer_matrix
 from hacknip.head import CLASSIFICATION, REGRESSION
 from hacknip.leaderboard import SUMMARY_FILE, find_matbench_file, leaderboard_rank
 from hacknip.pooling import parse_pooling
-from hacknip.registry import UnknownNameError, create_head, get_head_spec, load_backbone
+from hacknip.registry import UnknownNameError, check_backbones, create_head, get_head_spec, load_backbone
 from hacknip.store import BackboneFeatures, FeatureStore, structure_hash
 from hacknip.structures import (
     BadInputError,
@@ -129,6 +129,13 @@ def _molecules(config: RunConfig, progress: Progress) -> Dataset:
                                 limit=config.limit)
 
 
+def checked_backbones(config: RunConfig) -> list[Member]:
+    """The backbone expression, checked against the installed plugins before any work (names, layer numbers); a name
+    no plugin provides passes if the store holds features made for it elsewhere."""
+    store = FeatureStore(config.store)
+    return check_backbones(config.backbone, allow_missing=lambda name: bool(store.find(name)))
+
+
 def featurize_members(dataset: Dataset, members: list[Member], config: RunConfig, store: FeatureStore,
                       progress: Progress) -> tuple[Dataset, list[MemberFeatures]]:
     """Featurise with every backbone; rows any backbone rejects are dropped for all (and listed)."""
@@ -139,6 +146,7 @@ def featurize_members(dataset: Dataset, members: list[Member], config: RunConfig
         except UnknownNameError as missing_plugin:
             results.append(_stored_only(member, dataset, store, missing_plugin))
             continue
+        member.resolve(len(backbone.layer_widths))  # fixed layers exist (a checkpoint's model decides how many)
         advance = progress(f"featurising with {member.name}", len(dataset.samples))
         report = featurize(dataset, backbone, store, batch_size=config.batch_size, on_error=config.on_error,
                            on_progress=advance, name=member.name)
@@ -162,6 +170,7 @@ def _stored_only(member: Member, dataset: Dataset, store: FeatureStore, missing_
                                f"(with the same HACKNIP_HOME)")
     chosen = complete[-1]
     n_layers = max(chosen.stored_layers()) + 1
+    member.resolve(n_layers)
     return MemberFeatures(member, chosen, n_layers, 0.0, 0, len(keys))
 
 
@@ -308,7 +317,7 @@ class Prepared:
 def prepare(config: RunConfig, progress: Progress = no_progress) -> Prepared:
     """Read the data, featurise it through the store, decide the task and make the outer folds."""
     started = time.perf_counter()
-    members = parse_backbones(config.backbone)
+    members = checked_backbones(config)
     parse_pooling(config.pooling)  # a typo should fail before featurising
     head_spec = get_head_spec(config.head)
     dataset = load_data(config, progress)
