@@ -9,6 +9,7 @@ import torch
 from sklearn.model_selection import train_test_split
 from torch import nn
 
+from hacknip.errors import InputError
 from hacknip.head import CLASSIFICATION, REGRESSION
 from hacknip_heads._base import BaseHead
 from hacknip_heads._torch_training import EarlyStopping, evaluate_loss, predict_in_chunks, torch_seed, train_one_epoch
@@ -77,19 +78,19 @@ class MLPHead(BaseHead):
 
     def _check_hyperparameters(self) -> None:
         if not 0.0 <= self.validation_fraction < 1.0:
-            raise ValueError(f"validation_fraction must be in [0, 1), got {self.validation_fraction}")
+            raise InputError(f"validation_fraction must be in [0, 1), got {self.validation_fraction}")
         if not 0.0 <= self.dropout < 1.0:
-            raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
+            raise InputError(f"dropout must be in [0, 1), got {self.dropout}")
         for name in ("batch_size", "max_epochs", "patience"):
             if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
+                raise InputError(f"{name} must be at least 1, got {getattr(self, name)}")
 
     def _split_rows(self, y: np.ndarray, seed: int) -> tuple[np.ndarray, np.ndarray]:
         rows = np.arange(len(y))
         if self.validation_fraction == 0:
             return rows, rows[:0]
         if len(y) < 2:
-            raise ValueError("MLPHead got n_samples=1 but needs at least 2 to hold out a validation split "
+            raise InputError("MLPHead got n_samples=1 but needs at least 2 to hold out a validation split "
                              "(or set validation_fraction=0)")
         n_validation = min(max(1, round(self.validation_fraction * len(y))), len(y) - 1)
         stratify = None

@@ -28,6 +28,7 @@ from sklearn.feature_selection import mutual_info_classif, mutual_info_regressio
 from sklearn.preprocessing import MinMaxScaler, StandardScaler
 from torch import nn
 
+from hacknip.errors import InputError
 from hacknip.head import CLASSIFICATION, REGRESSION
 from hacknip_heads._base import BaseHead
 from hacknip_heads._torch_training import (
@@ -202,7 +203,7 @@ def rank_features(X: np.ndarray, y: np.ndarray, task: str, random_state) -> np.n
     informative = information >= MIN_SELF_INFORMATION
     columns, information = columns[informative], information[informative]
     if len(columns) == 0:
-        raise ValueError("MODNet feature selection found no usable feature: every column is constant or takes too "
+        raise InputError("MODNet feature selection found no usable feature: every column is constant or takes too "
                          "few distinct values (self-information < 0.2). Use feature_selection='first' to skip it")
     relevance = target_nmi(X[:, columns], y, task, information, seed)
     ranking = columns[relevance_redundancy_ranking(relevance, cross_nmi(X[:, columns], information), len(columns))]
@@ -404,7 +405,7 @@ class MODNetHead(BaseHead):
 
     def _checked_hyperparameters(self) -> list[list[int]]:
         if self.n_feat is not None and (not _is_int(self.n_feat) or self.n_feat < 1):
-            raise ValueError(f"n_feat must be a positive int (features to keep) or None (all), got {self.n_feat!r}")
+            raise InputError(f"n_feat must be a positive int (features to keep) or None (all), got {self.n_feat!r}")
         _check_choice("act", self.act, ACTIVATIONS)
         _check_choice("out_act", self.out_act, ACTIVATIONS)
         losses = CLASSIFICATION_LOSSES if self.task == CLASSIFICATION else REGRESSION_LOSSES
@@ -413,15 +414,15 @@ class MODNetHead(BaseHead):
         _check_choice("xscale", self.xscale, XSCALES)
         _check_choice("feature_selection", self.feature_selection, FEATURE_SELECTIONS)
         if not (isinstance(self.lr, (int, float)) and self.lr > 0):
-            raise ValueError(f"lr (learning rate) must be a positive number, got {self.lr!r}")
+            raise InputError(f"lr (learning rate) must be a positive number, got {self.lr!r}")
         for name in ("batch_size", "epochs"):
             if not _is_int(getattr(self, name)) or getattr(self, name) < 1:
-                raise ValueError(f"{name} must be a positive int, got {getattr(self, name)!r}")
+                raise InputError(f"{name} must be a positive int, got {getattr(self, name)!r}")
         if self.patience is not None and (not _is_int(self.patience) or self.patience < 1):
-            raise ValueError(f"patience must be a positive int (epochs without improvement) or None (train all "
+            raise InputError(f"patience must be a positive int (epochs without improvement) or None (train all "
                              f"epochs), got {self.patience!r}")
         if not 0.0 <= self.val_fraction < 1.0:
-            raise ValueError(f"val_fraction must be in [0, 1), got {self.val_fraction!r}")
+            raise InputError(f"val_fraction must be in [0, 1), got {self.val_fraction!r}")
         return _checked_blocks(self.num_neurons)
 
 
@@ -432,23 +433,23 @@ def _is_int(value) -> bool:
 def _check_choice(name: str, value, choices, context: str = "") -> None:
     if value not in choices:
         shown = ", ".join(repr(choice) for choice in choices)
-        raise ValueError(f"{name}={value!r} is not supported{context}; choose one of {shown}")
+        raise InputError(f"{name}={value!r} is not supported{context}; choose one of {shown}")
 
 
 def _checked_blocks(num_neurons) -> list[list[int]]:
     example = "e.g. num_neurons=([128], [64], [32], [])"
     if isinstance(num_neurons, (str, bytes)) or not isinstance(num_neurons, Sequence) or len(num_neurons) != N_BLOCKS:
-        raise ValueError(f"num_neurons must be {N_BLOCKS} blocks of layer widths as upstream MODNet takes them, "
+        raise InputError(f"num_neurons must be {N_BLOCKS} blocks of layer widths as upstream MODNet takes them, "
                          f"{example}; got {num_neurons!r}")
     blocks = []
     for block in num_neurons:
         if isinstance(block, (str, bytes)) or not isinstance(block, Sequence) or \
                 not all(_is_int(width) and width >= 1 for width in block):
-            raise ValueError(f"each num_neurons block must be a list of positive ints (possibly empty), {example}; "
+            raise InputError(f"each num_neurons block must be a list of positive ints (possibly empty), {example}; "
                              f"got block {block!r}")
         blocks.append([int(width) for width in block])
     if not any(blocks[:BUILT_BLOCKS]):
-        raise ValueError(f"num_neurons={num_neurons!r} builds no hidden layer: upstream MODNet builds layers from the "
+        raise InputError(f"num_neurons={num_neurons!r} builds no hidden layer: upstream MODNet builds layers from the "
                          f"first three blocks only (the fourth is ignored), so put at least one width there")
     return blocks
 
@@ -482,7 +483,7 @@ def _split_rows(n_rows: int, val_fraction: float, rng: np.random.Generator) -> t
     rows = rng.permutation(n_rows)
     n_validation = int(round(val_fraction * n_rows))
     if val_fraction > 0 and not 1 <= n_validation < n_rows:
-        raise ValueError(f"val_fraction={val_fraction} of {n_rows} rows leaves no validation or no training row")
+        raise InputError(f"val_fraction={val_fraction} of {n_rows} rows leaves no validation or no training row")
     return np.sort(rows[n_validation:]), np.sort(rows[:n_validation])
 
 

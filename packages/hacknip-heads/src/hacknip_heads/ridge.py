@@ -8,6 +8,7 @@ import numpy as np
 from sklearn.linear_model import LogisticRegressionCV, RidgeCV
 from sklearn.model_selection import StratifiedKFold
 
+from hacknip.errors import InputError
 from hacknip.head import CLASSIFICATION, REGRESSION
 from hacknip_heads._base import BaseHead
 
@@ -54,7 +55,7 @@ class RidgeHead(BaseHead):
     def _logistic_model(self, alphas: np.ndarray, y: np.ndarray) -> LogisticRegressionCV:
         smallest_class = int(np.bincount(y).min())
         if smallest_class < 2:
-            raise ValueError("RidgeHead classification cross-validates, so it needs at least 2 samples of each "
+            raise InputError("RidgeHead classification cross-validates, so it needs at least 2 samples of each "
                              f"class; the rarer class has only {smallest_class}")
         folds = StratifiedKFold(n_splits=min(self.cv, smallest_class), shuffle=True,
                                 random_state=self.random_state)
