@@ -208,7 +208,7 @@ def test_a_failed_component_rejects_its_mixtures_by_row():
                                                                             Component(A, 1, "vol")])]
     result = embed_mixtures(mixtures, backbone, FeatureStore(), [0], relax_options=None)[0]
     assert [m.id for m in result.mixtures] == ["m2"]
-    assert result.rejected[0].id == "m1" and "component EC: featurising failed" in result.rejected[0].reason
+    assert result.rejected[0].id == "m1" and "component EC: toy cannot featurise it" in result.rejected[0].reason
 
 
 def test_components_whose_relaxation_did_not_converge_are_kept_and_flagged():
