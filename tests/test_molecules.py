@@ -130,6 +130,22 @@ def test_geometry_store_avoids_recomputation(tmp_path):
                                                          first.samples[0].atoms.positions)
 
 
+def test_a_damaged_stored_geometry_is_set_aside_and_relaxed_again(tmp_path):
+    from hacknip.store import DamagedShardWarning
+
+    path, store = _table(tmp_path, MOLECULES), FeatureStore(tmp_path / "store")
+    first = molecules_to_dataset(path, backbone=MorseBackbone(), relax_options=FEW_STEPS, store=store)
+    records = sorted((tmp_path / "store").glob("geometries/*/*.json"))
+    damaged = next(r for r in records if r.name != "identity.json")
+    damaged.write_text(damaged.read_text()[:40])
+    CALCULATIONS["count"] = 0
+    with pytest.warns(DamagedShardWarning, match=rf"{damaged.name}: damaged stored geometry"):
+        again = molecules_to_dataset(path, backbone=MorseBackbone(), relax_options=FEW_STEPS, store=store)
+    assert CALCULATIONS["count"] > 0 and (damaged.parent / "damaged" / damaged.name).exists()
+    for one, other in zip(first.samples, again.samples):
+        np.testing.assert_allclose(one.atoms.positions, other.atoms.positions)
+
+
 def test_nonconverged_kept_and_flagged_or_skipped_and_unknown_elements_reported(tmp_path):
     path = _table(tmp_path, [("hydrogen", "[H][H]", 0.0), *MOLECULES, ("chloroethane", "CCCl", 1.0)])
     kept = molecules_to_dataset(path, id_column="name", backbone=MorseBackbone(), relax_options=FEW_STEPS,

@@ -22,6 +22,7 @@ import multiprocessing
 import os
 import sys
 import time
+import warnings
 from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import asdict, dataclass
@@ -33,7 +34,7 @@ from ase import Atoms
 
 from hacknip.backbone import Backbone, check_elements, identity_key
 from hacknip.errors import InputError
-from hacknip.store import FeatureStore, _atomic_write, _slug, structure_hash
+from hacknip.store import DAMAGED_FOLDER, DamagedShardWarning, FeatureStore, _atomic_write, _slug, structure_hash
 from hacknip.structures import (
     ON_ERROR_CHOICES,
     WARNING_KEY,
@@ -244,11 +245,25 @@ class GeometryStore:
     def _file(self, key: str) -> Path:
         return self.path / f"{key}.json"
 
-    def has(self, key: str) -> bool:
-        return self._file(key).exists()
-
-    def get(self, key: str) -> dict[str, Any]:
-        return json.loads(self._file(key).read_text())
+    def get(self, key: str) -> dict[str, Any] | None:
+        """The stored record of ``key``, or None: absent, or damaged (then named in a warning and set aside, so that
+        the molecule is relaxed again)."""
+        file = self._file(key)
+        try:
+            record = json.loads(file.read_text(encoding="utf-8"))
+            if isinstance(record, dict):
+                return record
+            error: Exception = ValueError(f"a {type(record).__name__}, not a record")
+        except FileNotFoundError:
+            return None
+        except (OSError, ValueError) as exception:  # incl. UnicodeDecodeError, JSONDecodeError
+            error = exception
+        target = self.path / DAMAGED_FOLDER / file.name
+        target.parent.mkdir(exist_ok=True)
+        os.replace(file, target)
+        warnings.warn(f"{file}: damaged stored geometry ({error}); moved to {target}, the molecule will be relaxed again",
+                      DamagedShardWarning, stacklevel=2)
+        return None
 
     def put(self, key: str, record: dict[str, Any]) -> None:
         text = json.dumps(record).encode()
@@ -554,7 +569,8 @@ def _smiles_numbers(smiles: str) -> list[int]:
 def _results_from_store(rows: Sequence[_Row], store: GeometryStore | None) -> dict[str, tuple[str, Any]]:
     if store is None:
         return {}
-    return {row.job.key: ("ok", store.get(row.job.key)) for row in rows if store.has(row.job.key)}
+    stored = {row.job.key: store.get(row.job.key) for row in rows}
+    return {key: ("ok", record) for key, record in stored.items() if record is not None}
 
 
 def _collect(row: _Row, result: tuple[str, Any], relax_options, on_nonconverged: str,
