@@ -258,11 +258,14 @@ class Claims:
 
     folder: Path
     held: dict[str, int] = field(default_factory=dict)
+    supported: bool = fcntl is not None
+    """False where the file system refuses locks (some network file systems): then every key is taken."""
 
     def take(self, keys: Iterable[str]) -> list[str]:
         """Claim what no other process holds; returns the keys now held by this one."""
-        if fcntl is None:
-            return list(keys)
+        keys = list(keys)
+        if not self.supported:
+            return keys
         self.folder.mkdir(exist_ok=True)
         taken = []
         for key in keys:
@@ -273,6 +276,12 @@ class Claims:
                 except BlockingIOError:
                     os.close(handle)
                     continue
+                except OSError as error:  # ENOLCK, EOPNOTSUPP: no locks on this file system
+                    os.close(handle)
+                    self.supported = False
+                    warnings.warn(f"{self.folder}: the file system refuses locks ({error}); processes featurising into "
+                                  f"this store at once may compute a structure twice", stacklevel=2)
+                    return keys
                 self.held[key] = handle
             taken.append(key)
         return taken
