@@ -10,11 +10,14 @@ import pytest
 import torch
 from ase import Atoms
 from ase.build import bulk, molecule
+from chgnet.graph.graph import Graph
+from chgnet.model import CHGNet
 
 from hacknip.backbone import file_sha256, identity_key
+from hacknip.errors import BadStructureError, UntrustedFileError
 from hacknip.registry import backbone_specs, load_backbone
 from hacknip.testing import BackboneConformance, reference_structures
-from hacknip_chgnet.backbone import load, pretrained_checkpoint
+from hacknip_chgnet.backbone import CHGNetBackbone, load, pretrained_checkpoint
 
 
 @pytest.fixture(scope="module")
@@ -66,11 +69,107 @@ def test_missing_checkpoint_is_reported(tmp_path):
         load(checkpoint=tmp_path / "nothing-here.pth.tar")
 
 
-def test_unsupported_element_is_reported(chgnet):
+def test_unsupported_element_is_a_bad_structure(chgnet):
     assert 95 not in chgnet.supported_elements
     americium = Atoms("Am", cell=[3.5, 3.5, 3.5], pbc=True)
-    with pytest.raises(ValueError, match=r"\[95\].*structure 1"):
+    with pytest.raises(BadStructureError, match=r"\[95\].*structure 1"):
         chgnet.per_atom_features([bulk("Cu", "fcc", a=3.61), americium], [0])
+
+
+def test_isolated_atom_gets_finite_features(chgnet, capfd):
+    """An atom with no neighbour within 6 Å (a lone ion, a salt's Li far from its anion) is featurised as chgnet does
+    it: its embedding passed through convolutions with nothing to convolve, with chgnet's warning by default."""
+    layers = list(range(len(chgnet.layer_widths)))
+    alone = Atoms("Li", positions=[[10.0, 10.0, 10.0]], cell=[20.0, 20.0, 20.0], pbc=True)
+    salt = molecule("H2O") + Atoms("Li", positions=[[9.0, 0.0, 0.0]])  # no cell: open boundaries
+    crystal, single, stray = chgnet.per_atom_features([bulk("Li", "bcc", a=3.51), alone, salt], layers)
+    assert "isolated atom" in capfd.readouterr().err
+    for layer in layers:
+        assert single[layer].shape == (1, 64) and np.isfinite(single[layer]).all(), layer
+        assert stray[layer].shape == (4, 64) and np.isfinite(stray[layer]).all(), layer
+    np.testing.assert_array_equal(single[0][0], crystal[0][0])  # layer 0: the element's embedding, whatever its place
+    np.testing.assert_array_equal(stray[0][3], crystal[0][0])
+
+
+def test_on_isolated_atoms(chgnet, capfd):
+    """on_isolated_atoms="ignore" featurises isolated atoms without chgnet's warning; "error" refuses them."""
+    alone = Atoms("Li", positions=[[10.0, 10.0, 10.0]], cell=[20.0, 20.0, 20.0], pbc=True)
+    capfd.readouterr()
+    (quiet,) = load(on_isolated_atoms="ignore").per_atom_features([alone], [0, 4])
+    assert "isolated" not in capfd.readouterr().err
+    (default,) = chgnet.per_atom_features([alone], [0, 4])
+    for layer in (0, 4):
+        np.testing.assert_array_equal(quiet[layer], default[layer])
+    strict = load(on_isolated_atoms="error")
+    with pytest.raises(BadStructureError, match=r"^chgnet: structure 1 \(Li\) has an atom with no neighbour within "
+                                                r"the 6 Å cutoff"):
+        strict.per_atom_features([bulk("Si", "diamond", a=5.43), alone], [0])
+    with pytest.raises(ValueError, match="on_isolated_atoms"):
+        load(on_isolated_atoms="skip")
+
+
+def test_a_bond_graph_chgnet_cannot_build_is_a_bad_structure(chgnet, monkeypatch, tmp_path):
+    """chgnet's converter raises RuntimeError('Failed creating bond graph ...') when its bond graph comes out
+    inconsistent for a structure (and writes bond_graph_error.cif into the working directory)."""
+    def inconsistent(self, cutoff):
+        raise ValueError("Did not find 2 Directed_edges !!!")
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(Graph, "line_graph_adjacency_list", inconsistent)
+    with pytest.raises(BadStructureError, match=r"could not build the bond graph of structure 0 \(Si2\): Did not"):
+        chgnet.per_atom_features([bulk("Si", "diamond", a=5.43)], [0])
+
+
+def test_safe_loading_gives_the_features_of_chgnets_own_loader(chgnet, tmp_path):
+    """hacknip reads checkpoints with torch.load(weights_only=True) and builds the network from the dict: the same
+    features as chgnet's own CHGNet.load / CHGNet.from_file (which unpickle), for the pretrained 0.3.0 weights and a
+    local checkpoint."""
+    path = tmp_path / "chgnet-0.3.0-copy.pth.tar"
+    path.write_bytes(pretrained_checkpoint("0.3.0").read_bytes())
+    structures = [*reference_structures(), molecule("CH3CH2OH"), bulk("Fe", "bcc", a=2.87).repeat((2, 1, 1))]
+    layers = list(range(len(chgnet.layer_widths)))
+    theirs = {
+        "pretrained": CHGNet.load(model_name="0.3.0", use_device="cpu", verbose=False),
+        "local": CHGNet.from_file(str(path)),
+    }
+    ours = {"pretrained": chgnet, "local": load(checkpoint=path)}
+    for kind, network in theirs.items():
+        reference = CHGNetBackbone(network, name="chgnet", model=None, checkpoint_sha256="")
+        assert ours[kind].network.model_args == network.model_args
+        for mine, expected in zip(ours[kind].per_atom_features(structures, layers),
+                                  reference.per_atom_features(structures, layers)):
+            for layer in layers:
+                np.testing.assert_array_equal(mine[layer], expected[layer], err_msg=f"{kind}, layer {layer}")
+
+
+class RunsCode:
+    """Unpickling this object creates ``marker``: what a malicious checkpoint could do with any code."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return open, (self.marker, "w")
+
+
+def test_a_checkpoint_that_would_run_code_is_refused(chgnet, tmp_path, monkeypatch):
+    monkeypatch.setenv("TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD", "1")  # as importing mace sets it: explicit weights_only wins
+    marker = tmp_path / "marker"
+    path = tmp_path / "evil.pth.tar"
+    torch.save({"model": chgnet.network.as_dict(), "trainer_args": RunsCode(marker)}, path)
+    with pytest.raises(UntrustedFileError, match=r"evil\.pth\.tar: not a plain CHGNet checkpoint.*io\.open"):
+        load_backbone(f"chgnet:{path}")
+    assert not marker.exists()
+    torch.load(path, weights_only=False)  # the payload is real: unpickling the file runs it
+    assert marker.exists()
+    assert backbone_specs()["chgnet"].safe_checkpoints
+
+
+def test_a_file_without_a_chgnet_checkpoint_is_reported(tmp_path):
+    path = tmp_path / "weights.pth.tar"
+    torch.save({"state_dict": {}}, path)
+    with pytest.raises(ValueError, match="not a CHGNet checkpoint"):
+        load(checkpoint=path)
 
 
 def test_small_batches_give_the_same_features(chgnet, monkeypatch):

@@ -24,6 +24,7 @@ from ase.build import bulk, molecule  # noqa: E402
 from click.testing import CliRunner  # noqa: E402
 
 from hacknip.backbone import file_sha256, identity_key  # noqa: E402
+from hacknip.errors import BadStructureError  # noqa: E402
 from hacknip.registry import UnknownNameError, backbone_specs, load_backbone  # noqa: E402
 from hacknip.testing import BackboneConformance, reference_structures  # noqa: E402
 from hacknip_equiformer import models  # noqa: E402
@@ -181,10 +182,48 @@ def test_missing_local_checkpoint_is_reported(tmp_path):
         load_backbone(f"uma-s-1p1:{tmp_path / 'nothing-here.pt'}")
 
 
-def test_unsupported_element_is_reported(uma):
+def test_unsupported_element_is_a_bad_structure(uma):
     heavy = Atoms("Fm", cell=[4.0, 4.0, 4.0], pbc=True)  # Z = 100: beyond the embedding table
-    with pytest.raises(ValueError, match=r"\[100\].*structure 1"):
+    with pytest.raises(BadStructureError, match=r"\[100\].*structure 1"):
         uma.per_atom_features([bulk("Cu", "fcc", a=3.61), heavy], [0])
+
+
+def test_isolated_atom_gets_finite_features(uma):
+    """An atom with no neighbour within the cutoff (a lone ion, a salt's Li far from its anion) is featurised as
+    fairchem does it, from its embedding with no messages."""
+    layers = list(range(len(uma.layer_widths)))
+    alone = Atoms("Li", positions=[[10.0, 10.0, 10.0]], cell=[20.0, 20.0, 20.0], pbc=True)
+    salt = molecule("H2O") + Atoms("Li", positions=[[9.0, 0.0, 0.0]])  # no cell: open boundaries
+    _, single, stray = uma.per_atom_features([bulk("Si", "diamond", a=5.43), alone, salt], layers)
+    for layer in layers:
+        assert single[layer].shape == (1, CHANNELS) and np.isfinite(single[layer]).all(), layer
+        assert stray[layer].shape == (4, CHANNELS) and np.isfinite(stray[layer]).all(), layer
+    (again,) = uma.per_atom_features([alone], layers)  # its batch mates do not reach it
+    for layer in layers:
+        np.testing.assert_allclose(again[layer], single[layer], rtol=1e-4, atol=1e-5)
+
+
+def test_charge_fairchem_rejects_is_a_bad_structure(uma):
+    water = molecule("H2O")
+    water.info["charge"] = 1.5  # fairchem wants an integer total charge
+    with pytest.raises(BadStructureError, match=r"structure 1 \(H2O\): Invalid type for charge"):
+        uma.per_atom_features([molecule("NH3"), water], [0])
+
+
+def test_slab_without_a_vector_along_its_open_axis(uma):
+    """fairchem needs a cell: a slab without a vector along its open axis gets a box there (still open), which gives
+    the features of the same slab with a cell vector there."""
+    slab = bulk("Cu", "fcc", a=3.61, cubic=True).repeat((1, 1, 2))
+    slab.pbc = [True, True, False]
+    flat = slab.copy()
+    flat.cell[2] = [0.0, 0.0, 0.0]
+    (boxed,), (open_,) = (uma.per_atom_features([atoms], [3]) for atoms in (slab, flat))
+    np.testing.assert_allclose(open_[3], boxed[3], rtol=1e-4, atol=1e-5)
+
+
+def test_fairchem_checkpoints_are_not_declared_safe_to_load():
+    """fairchem unpickles checkpoints and instantiates the classes their config names: no safe_checkpoints claim."""
+    assert not any(spec.safe_checkpoints for spec in backbone_specs().values() if spec.package == "hacknip-equiformer")
 
 
 def test_offline_load_by_name_asks_for_a_local_checkpoint(monkeypatch, tmp_path):

@@ -18,6 +18,7 @@ from ase import Atoms
 from ase.build import bulk, molecule
 
 from hacknip.backbone import file_sha256, identity_key
+from hacknip.errors import BadStructureError
 from hacknip.featurize import featurize
 from hacknip.registry import backbone_specs, load_backbone
 from hacknip.store import FeatureStore
@@ -211,7 +212,7 @@ def test_equivariant_features(mace, model_file):
 def test_unsupported_element_is_reported(mace, tmp_path):
     assert 84 not in mace.supported_elements
     polonium = bulk("Po", "sc", a=3.35)
-    with pytest.raises(ValueError, match=r"\[84\].*structure 1"):
+    with pytest.raises(BadStructureError, match=r"\[84\].*structure 1"):
         mace.per_atom_features([bulk("Cu", "fcc", a=3.61), polonium], [0])
     samples = [Sample("s0", "row 0", bulk("Si", "diamond", a=5.43), 1.0), Sample("s1", "row 1", polonium, 2.0)]
     dataset = Dataset(samples, "y", "test data")
@@ -266,3 +267,12 @@ def test_isolated_atom_has_finite_features(mace):
     """An atom with no neighbour within the cutoff still gets features (the embedding passed through)."""
     (features,) = mace.per_atom_features([Atoms("Cu", cell=[20.0, 20.0, 20.0], pbc=True)], [0, 1, 2])
     assert all(np.isfinite(features[layer]).all() for layer in (0, 1, 2))
+    salt = molecule("H2O") + Atoms("Li", positions=[[9.0, 0.0, 0.0]])  # a Li far from the rest, no cell
+    (stray,) = mace.per_atom_features([salt], [0, 1, 2])
+    assert all(stray[layer].shape == (4, mace.layer_widths[layer]) and np.isfinite(stray[layer]).all()
+               for layer in (0, 1, 2))
+
+
+def test_mace_models_are_not_declared_safe_to_load():
+    """A .model file is a pickled nn.Module: loading it unpickles, so the specs must not claim safe checkpoints."""
+    assert not any(spec.safe_checkpoints for spec in backbone_specs().values() if spec.package == "hacknip-mace")

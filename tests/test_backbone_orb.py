@@ -22,6 +22,7 @@ from orb_models.forcefield import pretrained
 from orb_models.forcefield.atomic_system import SystemConfig, ase_atoms_to_atom_graphs
 
 from hacknip.backbone import file_sha256, identity_key
+from hacknip.errors import BadStructureError, UntrustedFileError
 from hacknip.featurize import featurize, layer_matrix
 from hacknip.registry import backbone_specs, load_backbone
 from hacknip.store import FeatureStore
@@ -268,10 +269,60 @@ def test_missing_checkpoint_and_bad_options_are_reported(tmp_path, orb_v2_checkp
     assert orb_backbone.neighbour_cap("inf", 20) == math.inf and orb_backbone.neighbour_cap(None, 20) == 20
 
 
-def test_unsupported_element_is_reported(capped):
+def test_unsupported_element_is_a_bad_structure(capped):
     oganesson = Atoms("Og", cell=[4.0, 4.0, 4.0], pbc=True)
-    with pytest.raises(ValueError, match=r"\[118\].*structure 1"):
+    with pytest.raises(BadStructureError, match=r"\[118\].*structure 1"):
         capped.per_atom_features([bulk("Cu", "fcc", a=3.61), oganesson], [0])
+
+
+@pytest.mark.parametrize("preset", ["orb-v2", "orb-v2-paper"])
+def test_isolated_atom_gets_finite_features(orb_v2_checkpoint, preset):
+    """An atom with no neighbour within the radius (a lone ion, a salt's Li far from its anion) is featurised as orb
+    does it, from its embedding with no messages: for orb's own graphs and the 10 Å graphs hacknip builds over
+    periodic images."""
+    backbone = load_backbone(f"{preset}:{orb_v2_checkpoint}")
+    layers = list(range(len(backbone.layer_widths)))
+    alone = Atoms("Li", positions=[[12.0, 12.0, 12.0]], cell=[24.0, 24.0, 24.0], pbc=True)
+    salt = molecule("H2O") + Atoms("Li", positions=[[14.0, 0.0, 0.0]])  # no cell: open boundaries
+    _, single, stray = backbone.per_atom_features([bulk("Si", "diamond", a=5.43), alone, salt], layers)
+    for layer in layers:
+        width = backbone.layer_widths[layer]
+        assert single[layer].shape == (1, width) and np.isfinite(single[layer]).all(), layer
+        assert stray[layer].shape == (4, width) and np.isfinite(stray[layer]).all(), layer
+    (again,) = backbone.per_atom_features([alone], layers)  # its batch mates do not reach it
+    for layer in layers:
+        np.testing.assert_allclose(again[layer], single[layer], rtol=1e-4, atol=1e-5)
+
+
+def test_missing_charge_and_spin_is_a_bad_structure(capped, monkeypatch):
+    """An OMol model needs atoms.info charge and spin (or defaults given at loading): a structure without is bad input."""
+    monkeypatch.setattr(capped, "charge_spin", True)
+    with pytest.raises(BadStructureError, match=r"structure 3 \(H2O\) has no atoms.info\['charge', 'spin'\]"):
+        capped._prepared(molecule("H2O"), 3)
+
+
+class RunsCode:
+    """Unpickling this object creates ``marker``: what a malicious checkpoint could do with any code."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return open, (self.marker, "w")
+
+
+def test_a_checkpoint_that_would_run_code_is_refused(capped, tmp_path, monkeypatch):
+    """orb-models reads state_dicts with torch.load(weights_only=True): a file that needs unpickling is refused."""
+    monkeypatch.setenv("TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD", "1")  # as importing mace sets it: explicit weights_only wins
+    marker = tmp_path / "marker"
+    path = tmp_path / "evil.ckpt"
+    torch.save({**capped.network.state_dict(), "payload": RunsCode(marker)}, path)
+    with pytest.raises(UntrustedFileError, match=r"evil\.ckpt: not a plain ORB state_dict.*io\.open"):
+        load_backbone(f"orb-v2:{path}")
+    assert not marker.exists()
+    torch.load(path, weights_only=False)  # the payload is real: unpickling the file runs it
+    assert marker.exists()
+    assert all(spec.safe_checkpoints for spec in backbone_specs().values() if spec.package == "hacknip-orb")
 
 
 def test_molecules_and_slabs(capped):

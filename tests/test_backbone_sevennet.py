@@ -14,9 +14,10 @@ from ase.build import bulk, molecule
 
 from hacknip.backbone import file_sha256, identity_key
 from hacknip.capture import scalar_channels
+from hacknip.errors import BadStructureError, UntrustedFileError
 from hacknip.registry import backbone_specs, load_backbone
 from hacknip.testing import BackboneConformance, reference_structures
-from hacknip_sevennet.backbone import SevenNetBackbone, load, pretrained_checkpoint
+from hacknip_sevennet.backbone import SafeCheckpoint, SevenNetBackbone, load, pretrained_checkpoint, read_checkpoint
 from hacknip_sevennet.plugin import SHIPPED_MODELS
 
 
@@ -105,11 +106,75 @@ def test_local_checkpoint_through_the_registry(sevennet, tmp_path):
             np.testing.assert_array_equal(ours[layer], theirs[layer])
 
 
-def test_unsupported_element_is_reported(sevennet):
+def test_unsupported_element_is_a_bad_structure(sevennet):
     assert 84 not in sevennet.supported_elements  # polonium: not in 7net-0's type map
     polonium = Atoms("Po", cell=[3.35, 3.35, 3.35], pbc=True)
-    with pytest.raises(ValueError, match=r"\[84\].*structure 1.*1-83, 89-94"):
+    with pytest.raises(BadStructureError, match=r"\[84\].*structure 1.*1-83, 89-94"):
         sevennet.per_atom_features([bulk("Cu", "fcc", a=3.61), polonium], [0])
+
+
+def test_isolated_atom_gets_finite_features(sevennet):
+    """An atom with no neighbour within 5 Å (a lone ion, a salt's Li far from its anion) is featurised as SevenNet
+    does it: from its embedding, with no messages."""
+    layers = list(range(len(sevennet.layer_widths)))
+    alone = Atoms("Li", positions=[[10.0, 10.0, 10.0]], cell=[20.0, 20.0, 20.0], pbc=True)
+    salt = molecule("H2O") + Atoms("Li", positions=[[9.0, 0.0, 0.0]])  # no cell: open boundaries
+    crystal, single, stray = sevennet.per_atom_features([bulk("Li", "bcc", a=3.51), alone, salt], layers)
+    for layer in layers:
+        assert single[layer].shape == (1, 128) and np.isfinite(single[layer]).all(), layer
+        assert stray[layer].shape == (4, 128) and np.isfinite(stray[layer]).all(), layer
+    np.testing.assert_array_equal(single[0][0], crystal[0][0])  # layer 0: the element's embedding, whatever its place
+    np.testing.assert_array_equal(stray[0][3], crystal[0][0])
+    (again,) = sevennet.per_atom_features([alone], layers)  # its batch mates do not reach it
+    for layer in layers:
+        np.testing.assert_allclose(again[layer], single[layer], rtol=1e-5, atol=1e-6)
+
+
+def test_safe_loading_gives_the_features_of_sevenns_own_loader(sevennet, tmp_path):
+    """hacknip reads checkpoints with torch.load(weights_only=True) (numpy arrays allowed) and builds the network as
+    sevenn does: the same config and the same features as sevenn's own load_checkpoint (which unpickles)."""
+    theirs = sevenn.util.load_checkpoint(str(sevennet.checkpoint))
+    ours = SafeCheckpoint(sevennet.checkpoint)
+    assert ours.config.keys() == theirs.config.keys()
+    for key, value in theirs.config.items():
+        assert repr(ours.config[key]) == repr(value), key
+    reference = SevenNetBackbone(theirs.build_model(), name="sevennet", model=None, checkpoint=sevennet.checkpoint)
+    structures = [*reference_structures(), molecule("CH3CH2OH"), bulk("Fe", "bcc", a=2.87).repeat((2, 1, 1))]
+    layers = list(range(len(sevennet.layer_widths)))
+    for mine, expected in zip(sevennet.per_atom_features(structures, layers),
+                              reference.per_atom_features(structures, layers)):
+        for layer in layers:
+            np.testing.assert_array_equal(mine[layer], expected[layer], err_msg=f"layer {layer}")
+
+
+def test_every_shipped_checkpoint_reads_without_unpickling():
+    for model in ("7net-0", "7net-0_22may2024", "7net-l3i5", "7net-mf-0"):
+        saved = read_checkpoint(pretrained_checkpoint(model))
+        assert {"config", "model_state_dict"} <= set(saved), model
+
+
+class RunsCode:
+    """Unpickling this object creates ``marker``: what a malicious checkpoint could do with any code."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return open, (self.marker, "w")
+
+
+def test_a_checkpoint_that_would_run_code_is_refused(sevennet, tmp_path, monkeypatch):
+    monkeypatch.setenv("TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD", "1")  # as importing mace sets it: explicit weights_only wins
+    marker = tmp_path / "marker"
+    path = tmp_path / "evil.pth"
+    saved = SafeCheckpoint(sevennet.checkpoint).get_checkpoint_dict()
+    torch.save({**saved, "time": RunsCode(marker)}, path)
+    with pytest.raises(UntrustedFileError, match=r"evil\.pth: not a plain SevenNet checkpoint.*io\.open"):
+        load_backbone(f"sevennet:{path}")
+    assert not marker.exists()
+    torch.load(path, weights_only=False)  # the payload is real: unpickling the file runs it
+    assert marker.exists()
+    assert all(spec.safe_checkpoints for name, spec in backbone_specs().items() if name in SHIPPED_MODELS)
 
 
 def test_small_batches_give_the_same_features(sevennet, monkeypatch):

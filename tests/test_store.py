@@ -13,8 +13,10 @@ import numpy as np
 import pytest
 from ase import Atoms
 from ase.build import bulk
+from ase.neighborlist import neighbor_list
 from toy_backbone import ToyBackbone
 
+from hacknip.errors import BadStructureError
 from hacknip.featurize import FeaturizeInterrupted, batch_threads, featurize, layer_matrix
 from hacknip.pooling import atom_statistics
 from hacknip.store import FeatureStore, structure_hash
@@ -61,6 +63,41 @@ def test_conformance_catches_a_false_concurrent_batches_claim():
     one_pass = ToyBackbone().per_atom_features(structures, layers)
     with pytest.raises(AssertionError, match="concurrent batches"):
         BackboneConformance().test_concurrent_batches_claim(backbone, structures, one_pass, layers)
+
+
+class _WhenAlone(ToyBackbone):
+    """The toy, but for an atom with no neighbour within the cutoff it does what a network may do: divide by the
+    neighbour count ("nan"), trip over an empty edge list ("bug"), or refuse the structure ("refuse")."""
+
+    def __init__(self, outcome):
+        super().__init__()
+        self.outcome = outcome
+
+    def _one(self, atoms, layers):
+        out = super()._one(atoms, layers)
+        alone = np.bincount(neighbor_list("i", atoms, self.cutoff), minlength=len(atoms)) == 0
+        if alone.any() and self.outcome == "bug":
+            raise IndexError("index 0 is out of bounds for axis 0 with size 0")
+        if alone.any() and self.outcome == "refuse":
+            raise BadStructureError(f"toy: atom {int(np.flatnonzero(alone)[0])} has no neighbour")
+        for values in out.values():
+            values[alone] = np.nan
+        return out
+
+
+@pytest.mark.parametrize(("outcome", "caught"), [("nan", "non-finite features at layer 0"),
+                                                 ("bug", "raised IndexError"), ("refuse", None)])
+def test_conformance_on_an_isolated_atom(outcome, caught):
+    """Finite features or BadStructureError pass the suite's isolated-atom check; NaN or another exception fail it."""
+    backbone, structures = _WhenAlone(outcome), reference_structures()
+    layers = list(range(len(backbone.layer_widths)))
+    one_pass = backbone.per_atom_features(structures, layers)
+    check = BackboneConformance().test_isolated_atom_gets_finite_features
+    if caught is None:
+        check(backbone, structures, one_pass, layers)
+    else:
+        with pytest.raises(AssertionError, match=caught):
+            check(backbone, structures, one_pass, layers)
 
 
 def test_concurrent_batches_store_what_one_thread_stores_in_row_order(tmp_path):

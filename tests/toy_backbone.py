@@ -17,7 +17,7 @@ import numpy as np
 from ase.neighborlist import neighbor_list
 
 from hacknip import hookimpl
-from hacknip.backbone import BackboneSpec, check_layers
+from hacknip.backbone import BackboneSpec, check_elements, check_layers
 from hacknip.errors import BadStructureError
 
 WIDTHS = (4, 6, 6)
@@ -46,6 +46,7 @@ class ToyBackbone:
 
     def per_atom_features(self, structures, layers):
         layers = check_layers(self, layers)
+        check_elements(structures, self.supported_elements, self.name)
         with self._count:
             self.calls += len(structures)
         return [self._one(atoms, layers) for atoms in structures]

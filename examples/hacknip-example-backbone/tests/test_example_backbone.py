@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from ase import Atoms
+from ase.build import bulk
 
 from hacknip.backbone import identity_key
-from hacknip.registry import load_backbone
+from hacknip.errors import BadStructureError
+from hacknip.registry import backbone_specs, load_backbone
 from hacknip.testing import BackboneConformance, reference_structures
-from hacknip_example_backbone.backbone import load, save_weights
+from hacknip_example_backbone.backbone import load, make_weights, save_weights
 
 
 class TestExampleBackbone(BackboneConformance):
@@ -40,3 +43,47 @@ def test_identity_follows_the_weights():
 def test_missing_checkpoint_is_reported(tmp_path):
     with pytest.raises(FileNotFoundError, match="save_weights"):
         load(tmp_path / "nothing.npz")
+
+
+def test_an_isolated_atom_is_featurised_from_its_embedding():
+    """A lone ion (no neighbour within the cutoff) is not bad input: no message reaches it, so each layer is the tanh
+    of the one before, starting from the element's embedding."""
+    backbone = load(seed=0)
+    alone = Atoms("Li", positions=[[10.0, 10.0, 10.0]], cell=[20.0, 20.0, 20.0], pbc=True)
+    (features,) = backbone.per_atom_features([alone], [0, 1, 2, 3])
+    expected = backbone.embedding[3]
+    for layer in range(4):
+        np.testing.assert_allclose(features[layer][0], expected.astype(np.float32), rtol=1e-6, err_msg=f"layer {layer}")
+        expected = np.tanh(expected)
+
+
+def test_an_element_without_an_embedding_row_is_a_bad_structure(tmp_path):
+    path = tmp_path / "light.npz"
+    weights = make_weights(seed=0)
+    np.savez(path, embedding=weights["embedding"][:11], interactions=weights["interactions"])  # H..Ne
+    light = load(path)
+    assert light.supported_elements == frozenset(range(1, 11))
+    with pytest.raises(BadStructureError, match=r"\[11\].*structure 1"):
+        light.per_atom_features([bulk("C", "diamond", a=3.57), bulk("Na", "bcc", a=4.23)], [0])
+
+
+class RunsCode:
+    """Unpickling this object creates ``marker``: what a malicious checkpoint could do with any code."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return open, (self.marker, "w")
+
+
+def test_a_checkpoint_that_would_run_code_is_refused(tmp_path):
+    """Checkpoints are read with np.load(allow_pickle=False), as the spec's safe_checkpoints=True promises."""
+    marker, path = tmp_path / "marker", tmp_path / "evil.npz"
+    payload = np.empty(1, dtype=object)
+    payload[0] = RunsCode(marker)
+    np.savez(path, embedding=payload, interactions=np.zeros((3, 16, 16)))
+    with pytest.raises(ValueError, match="allow_pickle"):
+        load(path)
+    assert not marker.exists()
+    assert backbone_specs()["example-radial"].safe_checkpoints

@@ -5,7 +5,15 @@ weighted by a smooth cosine envelope of their distance (zero at the cutoff), pas
 Neighbours come from ASE's neighbour list, which sees every periodic image, so no supercell is needed.
 
 The weights are an ``.npz`` checkpoint (``save_weights``) or drawn from a seeded generator: never from an unseeded one,
-since hacknip's feature store assumes that equal identity means equal features.
+since hacknip's feature store assumes that equal identity means equal features. The checkpoint is read with
+``np.load`` and ``allow_pickle=False``: arrays only, so loading it cannot run code (the spec says
+``safe_checkpoints=True``; a torch backbone would use ``torch.load(path, weights_only=True)`` or safetensors).
+
+A structure the model cannot featurise raises :class:`hacknip.errors.BadStructureError`, which hacknip reports for
+that structure's row (or skips it): here an element without an embedding row (``per_atom_features_in_batches`` checks
+``supported_elements``). Any other exception is taken for a bug in the plugin and stops the run. An atom with no
+neighbour within the cutoff (a lone ion, a single-atom molecule) is not bad input: no message reaches it, so its
+features are its embedding passed through the layers alone (finite, like any other).
 """
 
 from __future__ import annotations
@@ -46,7 +54,7 @@ def load(checkpoint: str | Path | None = None, seed: int = 0, batch_size: int = 
     if not path.is_file():
         raise FileNotFoundError(f"example-radial checkpoint {str(checkpoint)!r} does not exist (write one with "
                                 "hacknip_example_backbone.backbone.save_weights)")
-    with np.load(path) as stored:
+    with np.load(path, allow_pickle=False) as stored:
         weights = {key: stored[key] for key in ("embedding", "interactions")}
     return ExampleBackbone(weights, name=f"{NAME}:{checkpoint}", weights_id=file_sha256(path), batch_size=batch_size)
 
@@ -70,6 +78,7 @@ class ExampleBackbone:
                 "checkpoint_sha256": self.weights_id, "cutoff": self.cutoff, "dtype": "float64"}
 
     def per_atom_features(self, structures: Sequence[Atoms], layers: Sequence[int]) -> list[dict[int, np.ndarray]]:
+        # Checks layers, supported_elements and empty or badly periodic structures, then runs _one_pass per batch.
         return per_atom_features_in_batches(self, structures, layers, self.batch_size, self._one_pass)
 
     def _one_pass(self, batch: list[Atoms], layers: list[int]) -> list[dict[int, np.ndarray]]:

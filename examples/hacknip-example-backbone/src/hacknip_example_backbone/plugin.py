@@ -21,6 +21,7 @@ def register_backbones(register):
         layer_widths=(WIDTH,) * (INTERACTIONS + 1),
         needs_supercell=False,  # every neighbour within the cutoff, periodic images included: the conformance suite checks it
         library="numpy",
+        safe_checkpoints=True,  # .npz read with np.load(allow_pickle=False): loading a checkpoint cannot run code
         description=f"Example plugin: element embedding (layer 0) then {INTERACTIONS} radial message-passing steps "
                     f"within {CUTOFF:g} Å, numpy only",
     ))

@@ -4,12 +4,24 @@ Layer 0 is the output of ``atom_embedding`` (atom features before the first atom
 (1..n_conv) is the output of ``atom_conv_layers[i - 1]``. The last layer is taken before CHGNet's readout
 LayerNorm. All requested layers of a batch come from one forward pass that stops after the deepest of them, so no
 energy, force or stress is computed.
+
+Checkpoints (the pretrained ones in the chgnet wheel and local files) are read with ``torch.load(weights_only=True)``
+and the network is built from the dict inside (``CHGNet.from_dict``), as ``CHGNet.from_file`` does, except that
+chgnet's own loader unpickles the file (``weights_only=False``), which can run code. A file that needs unpickling
+anything but tensors and plain data is refused with :class:`hacknip.errors.UntrustedFileError`.
+
+A structure CHGNet cannot featurise raises :class:`hacknip.errors.BadStructureError`: an element outside Z = 1-94,
+a structure whose bond graph chgnet cannot build. An atom with no neighbour within the 6 Å atom-graph cutoff (a lone
+ion, a single-atom molecule) is featurised as chgnet does it, from its embedding passed through convolutions that
+have nothing to convolve; chgnet warns about it unless ``on_isolated_atoms="ignore"``, and ``"error"`` refuses it.
 """
 
 from __future__ import annotations
 
 import contextlib
 import io
+import pickle
+import re
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -24,10 +36,12 @@ from pymatgen.io.ase import AseAtomsAdaptor
 
 from hacknip.backbone import file_sha256, per_atom_features_in_batches
 from hacknip.capture import forward_capturing
+from hacknip.errors import BadStructureError, UntrustedFileError
 
 SPEC_NAME = "chgnet"
 DEFAULT_MODEL = "0.3.0"
 PRETRAINED_DIR = Path(chgnet.__file__).parent / "pretrained"
+ISOLATED_ATOM_RESPONSES = ("error", "warn", "ignore")
 
 
 def pretrained_models() -> list[str]:
@@ -54,26 +68,64 @@ def load(
     in CHGNet's own format (``torch.save({"model": net.as_dict()}, path)``, as CHGNet's trainer writes).
 
     ``checkpoint`` may also name a pretrained model (``"r2scan"``), so that ``chgnet:r2scan`` works as a backbone
-    name. ``on_isolated_atoms`` ("ignore" | "warn" | "error") is what CHGNet does with an atom that has no neighbour
+    name. Both are read without unpickling (:func:`read_checkpoint`).
+
+    ``on_isolated_atoms`` ("ignore" | "warn" | "error") is what CHGNet does with an atom that has no neighbour
     within the cutoff; its features are still well defined (the embedding passed through the convolutions).
+    ``"warn"`` (default) and ``"ignore"`` featurise it, with or without chgnet's warning on stderr; ``"error"`` makes
+    chgnet refuse the structure, which featurising raises as :class:`hacknip.errors.BadStructureError`.
     """
+    if on_isolated_atoms not in ISOLATED_ATOM_RESPONSES:
+        raise ValueError(f"on_isolated_atoms must be one of {', '.join(ISOLATED_ATOM_RESPONSES)}, "
+                         f"got {on_isolated_atoms!r}")
     if checkpoint is not None and not Path(checkpoint).is_file() and str(checkpoint) in pretrained_models():
         model, checkpoint = str(checkpoint), None
     if checkpoint is None:
         weights = pretrained_checkpoint(model)
-        network = _quietly(CHGNet.load, model_name=model, use_device=device, verbose=False)
+        # What CHGNet.load(model_name=model) passes to CHGNet.from_file, without its unpickling torch.load.
+        network = build_network(read_checkpoint(weights), mlp_out_bias=model == "0.2.0", version=model)
         name = SPEC_NAME if model == DEFAULT_MODEL else f"{SPEC_NAME}:{model}"
     else:
         weights = Path(checkpoint)
         if not weights.is_file():
             raise FileNotFoundError(f"CHGNet checkpoint {str(checkpoint)!r} does not exist, and it is not one of the "
                                     f"pretrained models in the chgnet package ({', '.join(pretrained_models())})")
-        network = _quietly(CHGNet.from_file, str(weights)).to(device)
+        network = build_network(read_checkpoint(weights))
         model = None
         name = f"{SPEC_NAME}:{checkpoint}"
     network.graph_converter.set_isolated_atom_response(on_isolated_atoms)
-    return CHGNetBackbone(network, name=name, model=model, checkpoint_sha256=file_sha256(weights),
+    return CHGNetBackbone(network.to(device), name=name, model=model, checkpoint_sha256=file_sha256(weights),
                           device=device, batch_size=batch_size)
+
+
+def read_checkpoint(path: str | Path) -> dict[str, Any]:
+    """The dict saved in a CHGNet checkpoint file, read with ``torch.load(weights_only=True)``: tensors and plain
+    Python data only, nothing that unpickling could run. Raises :class:`hacknip.errors.UntrustedFileError` for a file
+    that holds anything else (chgnet's own ``CHGNet.from_file`` would unpickle it)."""
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as error:
+        if "weights only load failed" not in str(error).lower():
+            raise
+        raise UntrustedFileError(
+            f"{path}: not a plain CHGNet checkpoint: it holds {_unsupported_global(error)}, which only unpickling "
+            "(running code from the file) could read, and hacknip reads checkpoints with torch.load(weights_only=True). "
+            "Save the weights as torch.save({'model': network.as_dict()}, path)") from None
+    if not isinstance(state, dict) or not isinstance(state.get("model"), dict) or not {
+            "state_dict", "model_args"} <= set(state["model"]):
+        raise ValueError(f"{path} is not a CHGNet checkpoint: expected a dict with 'model': {{'state_dict': ..., "
+                         f"'model_args': ...}} (torch.save({{'model': network.as_dict()}}, path))")
+    return state
+
+
+def build_network(state: dict[str, Any], **options: Any) -> CHGNet:
+    """``CHGNet.from_dict(state["model"], **options)``, without CHGNet's printing."""
+    return _quietly(CHGNet.from_dict, state["model"], **options)
+
+
+def _unsupported_global(error: BaseException) -> str:
+    match = re.search(r"Unsupported global: GLOBAL (\S+)", str(error))
+    return f"a reference to {match.group(1)}" if match else "objects other than tensors and plain data"
 
 
 class CHGNetBackbone:
@@ -131,7 +183,25 @@ class CHGNetBackbone:
 
     def _graph(self, atoms: Atoms, index: int) -> CrystalGraph:
         structure = AseAtomsAdaptor.get_structure(with_full_rank_cell(atoms, vacuum=self.cutoff))
-        return self.network.graph_converter(structure, graph_id=f"structure {index}").to(self.device)
+        converter = self.network.graph_converter
+        try:
+            graph = converter(structure, graph_id=f"structure {index}")
+        except RuntimeError as error:
+            # chgnet's converter raises this (and writes bond_graph_error.cif) when its bond graph comes out
+            # inconsistent for a structure.
+            if not str(error).startswith("Failed creating bond graph"):
+                raise
+            cause = str(error.__cause__ or error).splitlines()[0]
+            raise BadStructureError(f"{self.name}: chgnet could not build the bond graph of structure {index} "
+                                    f"({atoms.get_chemical_formula()}): {cause}") from error
+        except ValueError as error:
+            # on_isolated_atoms="error": chgnet refuses a structure with an atom that has no neighbour in the cutoff.
+            if converter.on_isolated_atoms != "error" or "isolated atom" not in str(error):
+                raise
+            raise BadStructureError(f"{self.name}: structure {index} ({atoms.get_chemical_formula()}) has an atom with "
+                                    f"no neighbour within the {self.cutoff:g} Å cutoff, which on_isolated_atoms='error' "
+                                    "refuses") from error
+        return graph.to(self.device)
 
     def _one_pass(self, graphs: list[CrystalGraph], sizes: list[int], layers: list[int]) -> list[dict[int, np.ndarray]]:
         with torch.no_grad():
@@ -148,7 +218,7 @@ def with_full_rank_cell(atoms: Atoms, vacuum: float) -> Atoms:
     boxed = atoms.copy()
     boxed.center(vacuum=vacuum, axis=open_axes)
     if boxed.cell.rank != 3:
-        raise ValueError(f"{atoms.get_chemical_formula()}: a periodic axis has no cell vector (cell {atoms.cell})")
+        raise BadStructureError(f"{atoms.get_chemical_formula()}: a periodic axis has no cell vector (cell {atoms.cell})")
     return boxed
 
 

@@ -15,6 +15,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
+from hacknip.errors import BadStructureError
+
 if TYPE_CHECKING:
     import numpy as np
     from ase import Atoms
@@ -43,8 +45,9 @@ class Backbone(Protocol):
     """Atomic numbers the model knows; ``None`` when it accepts any.
 
     A backbone may also set ``concurrent_batches = True`` (read with :func:`concurrent_batches`, default False) when
-    ``per_atom_features`` may run in several threads at once (no shared mutable state, no global settings changed during a pass) and
-    gains from it: :func:`hacknip.featurize.featurize` then gives each of torch's threads a batch of its own."""
+    ``per_atom_features`` may run in several threads at once (no shared mutable state, no global settings changed
+    during a pass) and gains from it: :func:`hacknip.featurize.featurize` then gives each of torch's threads a batch of
+    its own."""
 
     def identity(self) -> dict[str, Any]:
         """JSON-serialisable description of everything that changes the features: name, library and version,
@@ -54,6 +57,11 @@ class Backbone(Protocol):
         """Per-atom invariant features of every requested layer, from ONE batched forward pass.
 
         Returns one dict per structure mapping layer -> array of shape ``(len(atoms), layer_widths[layer])``.
+        Raises :class:`hacknip.errors.BadStructureError` (and nothing else) for a structure it cannot featurise: an
+        element outside ``supported_elements``, a structure its graph cannot be built for. Any other exception is
+        taken for a bug and stops a featurisation run. An atom with no neighbour within the cutoff (a lone ion, a
+        single-atom molecule) is not bad input: it gets the features the library gives it (its embedding, no
+        messages); featurisation rejects the row only if they come out non-finite.
         """
 
 
@@ -74,6 +82,9 @@ class BackboneSpec:
     library: str = ""
     verified: bool = True
     """False when the loading path has not been checked against real weights in this release."""
+    safe_checkpoints: bool = False
+    """True when the factory loads local checkpoint files without unpickling (``torch.load(weights_only=True)`` or
+    safetensors), so that a checkpoint file cannot run code when it is loaded."""
     supercell_rule: str = PERPENDICULAR_WIDTH
     """How far cells are repeated when ``needs_supercell`` (see :mod:`hacknip.supercell`)."""
     options: dict[str, Any] = field(default_factory=dict)
@@ -129,13 +140,32 @@ def describe_numbers(numbers: Iterable[int]) -> str:
 
 def check_elements(structures: Sequence[Atoms], supported: frozenset[int], backbone: str) -> None:
     """Fail before a network sees an element it has no embedding for (it would index out of range, or worse,
-    silently use a wrong one)."""
+    silently use a wrong one): :class:`~hacknip.errors.BadStructureError`."""
     for index, atoms in enumerate(structures):
         unknown = sorted(set(atoms.numbers.tolist()) - supported)
         if unknown:
-            raise ValueError(f"{backbone} does not support the elements with atomic numbers {unknown} "
-                             f"(structure {index}, {atoms.get_chemical_formula()}); it supports Z = "
-                             f"{describe_numbers(supported)}")
+            raise BadStructureError(f"{backbone} does not support the elements with atomic numbers {unknown} "
+                                    f"(structure {index}, {atoms.get_chemical_formula()}); it supports Z = "
+                                    f"{describe_numbers(supported)}")
+
+
+def check_structure(atoms: Atoms, index: int, backbone: str) -> None:
+    """What no backbone can featurise, as :class:`~hacknip.errors.BadStructureError`: a structure without atoms, with
+    non-finite positions or cell, or periodic along an axis without a cell vector of its own (a zero vector, or
+    vectors of the periodic axes that are linearly dependent). ``index`` is the structure's position in the call."""
+    import numpy as np
+
+    where = f"structure {index}"
+    if len(atoms) == 0:
+        raise BadStructureError(f"{backbone}: {where} has no atoms")
+    where = f"{where} ({atoms.get_chemical_formula()})"
+    if not np.isfinite(atoms.positions).all() or not np.isfinite(atoms.cell.array).all():
+        raise BadStructureError(f"{backbone}: {where} has non-finite (NaN or infinite) positions or cell")
+    periodic = np.flatnonzero(atoms.pbc)
+    if len(periodic) and np.linalg.matrix_rank(atoms.cell.array[periodic]) < len(periodic):
+        raise BadStructureError(f"{backbone}: {where} is periodic along axes {periodic.tolist()} (pbc "
+                                f"{atoms.pbc.tolist()}) but their cell vectors {atoms.cell.array[periodic].tolist()} do "
+                                "not span them: give each periodic axis a cell vector, or make it non-periodic")
 
 
 def per_atom_features_in_batches(
@@ -148,11 +178,17 @@ def per_atom_features_in_batches(
 ) -> list[dict[int, np.ndarray]]:
     """The body of a plugin's ``per_atom_features``: validate layers and elements, then run ``one_pass(batch,
     layers)`` (one forward pass for every requested layer) over consecutive batches. With ``pass_start``,
-    ``one_pass(batch, layers, start)`` also gets the position of the batch's first structure (for messages)."""
+    ``one_pass(batch, layers, start)`` also gets the position of the batch's first structure (for messages).
+
+    Elements outside ``supported_elements`` and structures :func:`check_structure` refuses raise
+    :class:`~hacknip.errors.BadStructureError` before any pass runs; ``one_pass`` is expected to raise it too for what
+    only its graph shows (a structure the library cannot build a graph for)."""
     layers = check_layers(backbone, layers)
     structures = list(structures)
     if backbone.supported_elements is not None:
         check_elements(structures, backbone.supported_elements, backbone.name)
+    for index, atoms in enumerate(structures):
+        check_structure(atoms, index, backbone.name)
     features: list[dict[int, np.ndarray]] = []
     for start in range(0, len(structures), batch_size):
         batch = structures[start:start + batch_size]

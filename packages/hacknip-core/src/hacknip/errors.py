@@ -17,7 +17,7 @@ class InputError(HacknipError, ValueError):
 
 
 class BadStructureError(InputError):
-    """A backbone cannot featurise this structure (an element it does not know, an atom with no neighbour, ...).
+    """A backbone cannot featurise this structure (an element it does not know, a graph it cannot build, ...).
 
     Backbones raise it for problems with the input structure; featurisation then names the row (or skips it with
     ``on_error="skip"``). Any other exception from a backbone is a bug and stops the run with its traceback."""

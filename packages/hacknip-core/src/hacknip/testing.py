@@ -13,6 +13,11 @@ Use it from your plugin's tests by subclassing and providing a ``backbone`` fixt
 
 Override the ``structures`` fixture to test on elements your model knows. Each check is a separate test, so a
 failure names exactly which promise of the :class:`hacknip.backbone.Backbone` protocol is broken.
+
+Among them: an element outside ``supported_elements`` must raise :class:`hacknip.errors.BadStructureError` with a
+one-line message, not features and not any other exception, which hacknip would take for a bug. An atom with no
+neighbour within the cutoff (a lone ion, a single-atom molecule) is not bad input: it must get finite features of the
+right shape (what the library gives it, e.g. its embedding with no messages), or at worst ``BadStructureError``.
 """
 
 from __future__ import annotations
@@ -26,6 +31,7 @@ from ase import Atoms
 from ase.build import bulk
 
 from hacknip.backbone import Backbone, concurrent_batches, identity_key
+from hacknip.errors import BadStructureError
 
 RTOL = 1e-4
 ATOL = 1e-5
@@ -42,6 +48,31 @@ def reference_structures() -> list[Atoms]:
         pbc=True,
     )
     return [bulk("Si", "diamond", a=5.43), bulk("Cu", "fcc", a=3.61), rattled, triclinic]
+
+
+def isolated_atom(element: int, cutoff: float) -> Atoms:
+    """One atom alone in a periodic box wider than ``cutoff``: no neighbour within the cutoff, not even its own
+    periodic images (a lone ion or a noble-gas atom, as a chemist may featurise one)."""
+    side = float(cutoff) + 3.0
+    return Atoms(numbers=[element], positions=[[side / 2] * 3], cell=[side] * 3, pbc=True)
+
+
+def _assert_one_line(error: BadStructureError, what: str) -> None:
+    message = str(error)
+    assert message.strip() and "\n" not in message.strip(), f"{what}: the message should be one line: {message!r}"
+
+
+def assert_bad_structure(backbone: Backbone, batch: list[Atoms], layers: list[int], what: str) -> BadStructureError:
+    try:
+        features = backbone.per_atom_features(batch, layers)
+    except BadStructureError as error:
+        _assert_one_line(error, what)
+        return error
+    except Exception as error:
+        raise AssertionError(f"{what}: {backbone.name} raised {type(error).__name__} ({error}), not "
+                             "hacknip.errors.BadStructureError; hacknip takes any other exception for a bug") from error
+    raise AssertionError(f"{what}: {backbone.name} returned features ({len(features)} structures) instead of raising "
+                         "hacknip.errors.BadStructureError")
 
 
 def assert_features_close(actual: np.ndarray, expected: np.ndarray, what: str) -> None:
@@ -134,6 +165,39 @@ class BackboneConformance:
 
     def test_empty_batch(self, backbone, all_layers):
         assert backbone.per_atom_features([], all_layers) == []
+
+    def test_isolated_atom_gets_finite_features(self, backbone, structures, one_pass, all_layers):
+        """An atom with no neighbour within the cutoff, alone in a periodic box wider than it, in a batch after a good
+        structure: finite features of the right shape (the good structure's unchanged), or BadStructureError with a
+        one-line message; never another exception, which hacknip would take for a bug."""
+        alone = isolated_atom(int(structures[0].numbers[0]), backbone.cutoff)
+        what = f"{alone.get_chemical_formula()} alone in a {alone.cell[0, 0]:g} Å periodic box"
+        try:
+            features = backbone.per_atom_features([structures[0], alone], all_layers)
+        except BadStructureError as error:
+            _assert_one_line(error, what)
+            return
+        except Exception as error:
+            raise AssertionError(f"{what}: {backbone.name} raised {type(error).__name__} ({error}); an isolated atom "
+                                 "must get finite features or hacknip.errors.BadStructureError, and hacknip takes any "
+                                 "other exception for a bug") from error
+        assert len(features) == 2, f"{what}: {len(features)} results for 2 structures"
+        for layer in all_layers:
+            values = features[1][layer]
+            assert values.shape == (1, backbone.layer_widths[layer]), f"{what}: layer {layer} has shape {values.shape}"
+            assert np.isfinite(values).all(), f"{what}: non-finite features at layer {layer}"
+            assert_features_close(features[0][layer], one_pass[0][layer],
+                                  f"{what}: layer {layer} of structure 0 in the same batch")
+
+    def test_unknown_element_is_a_bad_structure(self, backbone, structures, all_layers):
+        if backbone.supported_elements is None:
+            pytest.skip(f"{backbone.name} accepts any element")
+        unknown = next((z for z in range(1, 119) if z not in backbone.supported_elements), None)
+        if unknown is None:
+            pytest.skip(f"{backbone.name} supports every element")
+        side = min(3.0, 0.6 * float(backbone.cutoff))  # neighbours within the cutoff: only the element is wrong
+        crystal = Atoms(numbers=[unknown], cell=[side] * 3, pbc=True)
+        assert_bad_structure(backbone, [structures[0], crystal], all_layers, f"element Z = {unknown}")
 
     def test_rejects_unknown_layer(self, backbone, structures):
         with pytest.raises(ValueError, match="layer"):

@@ -18,6 +18,14 @@ suite checks it, including with a tight cap), with one exception: UMA-S 1.2 (``m
 composition embedding divides by n+1 instead of n (fairchem's ``include_self`` bug, kept for that checkpoint), so
 its features depend on the cell size; it declares ``needs_supercell=True``.
 
+Bad structures raise :class:`hacknip.errors.BadStructureError`: an element outside the embedding table, and
+charge/spin values in ``atoms.info`` that fairchem's ``validate_atoms_data`` rejects. An atom with no neighbour within
+the cutoff (a lone ion, a single-atom molecule) is featurised as fairchem does it: from its embedding, with no messages.
+
+Checkpoints are not loaded safely: fairchem's ``MLIPPredictUnit`` reads the file with ``torch.load(weights_only=False)``
+itself, and the checkpoint's ``model_config`` names the classes hydra instantiates (``_target_``, any importable
+callable), so even a weights-only read would let the file choose code to run. ``safe_checkpoints`` is not declared.
+
 Determinism: fairchem draws a random roll angle for every edge's local frame in each forward pass, inference
 included. The l=0 features are invariant to it up to float rounding (~1e-7); each pass here runs with a fixed seed
 (the caller's random state is restored), so equal inputs give bit-identical features.
@@ -51,6 +59,7 @@ from fairchem.core.units.mlip_unit.api.inference import InferenceSettings  # noq
 
 from hacknip.backbone import file_sha256, per_atom_features_in_batches  # noqa: E402
 from hacknip.capture import forward_capturing  # noqa: E402
+from hacknip.errors import BadStructureError  # noqa: E402
 from hacknip_equiformer._common import InputOf, fixed_rng, split_checkpoint  # noqa: E402
 
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
@@ -211,7 +220,8 @@ class FairchemBackbone:
         }
 
     def per_atom_features(self, structures: Sequence[Atoms], layers: Sequence[int]) -> list[dict[int, np.ndarray]]:
-        return per_atom_features_in_batches(self, structures, layers, self.batch_size, self._one_pass)
+        return per_atom_features_in_batches(self, structures, layers, self.batch_size, self._one_pass,
+                                            pass_start=True)
 
     def calculator(self, **options: Any):
         """fairchem's ASE calculator on the same predict unit and task (energy, forces, stress)."""
@@ -219,12 +229,19 @@ class FairchemBackbone:
 
         return FAIRChemCalculator(self.predict_unit, task_name=self.task_name, **options)
 
-    def _atomic_data(self, atoms: Atoms) -> AtomicData:
+    def _atomic_data(self, atoms: Atoms, index: int) -> AtomicData:
         # A clean copy: only what the network reads, so that batches never mix optional keys (energies, ...).
         info = {"charge": atoms.info.get("charge", 0),
                 "spin": atoms.info.get("spin", 1 if self.task_name == "omol" else 0)}
         clean = Atoms(numbers=atoms.numbers, positions=atoms.positions, cell=atoms.cell, pbc=atoms.pbc, info=info)
-        self.predict_unit.validate_atoms_data(clean, self.task_name)  # charge/spin ranges, as FAIRChemCalculator
+        if clean.pbc.any() and not clean.pbc.all() and clean.cell.rank < 3:
+            # A slab without a vector along its open axis: fairchem wants a cell; a box, still open there.
+            clean.center(vacuum=self.cutoff + 1.0, axis=[axis for axis in range(3) if not clean.pbc[axis]])
+        try:
+            self.predict_unit.validate_atoms_data(clean, self.task_name)  # charge/spin ranges, as FAIRChemCalculator
+        except (TypeError, ValueError) as error:
+            raise BadStructureError(f"{self.name}: structure {index} ({atoms.get_chemical_formula()}): "
+                                    f"{str(error).splitlines()[0]}") from error
         return AtomicData.from_ase(clean, task_name=self.task_name, r_edges=False, r_data_keys=["spin", "charge"],
                                    radius=self.cutoff, target_dtype=self.dtype)
 
@@ -238,8 +255,9 @@ class FairchemBackbone:
         model.eval()
         self._prepared = True
 
-    def _one_pass(self, structures: list[Atoms], layers: list[int]) -> list[dict[int, np.ndarray]]:
-        batch = atomicdata_list_to_batch([self._atomic_data(atoms) for atoms in structures]).to(self.device)
+    def _one_pass(self, structures: list[Atoms], layers: list[int], start: int) -> list[dict[int, np.ndarray]]:
+        data = [self._atomic_data(atoms, start + offset) for offset, atoms in enumerate(structures)]
+        batch = atomicdata_list_to_batch(data).to(self.device)
         for key, value in batch:
             if torch.is_tensor(value) and value.is_floating_point():
                 batch[key] = value.to(self.dtype)

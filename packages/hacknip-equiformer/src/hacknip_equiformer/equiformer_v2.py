@@ -24,6 +24,11 @@ neighbours, so a supercell need not give the same graph as its cell. The backbon
 (on the random test model, a 2x2x2 supercell moves the mean embedding by 1e-3 to 2e-2).
 
 Each forward pass runs with a fixed random seed: EquiformerV2 draws a random roll for every edge's local frame.
+
+Bad structures raise :class:`hacknip.errors.BadStructureError`: an element outside the embedding table. An atom with
+no neighbour within the cutoff (a lone ion, a single-atom molecule) is featurised as EquiformerV2 does it: from its
+embedding, with no messages. Checkpoints are loaded by fairchem 1.x (``torch.load(weights_only=False)`` and a config
+naming registry classes): not safely.
 """
 
 from __future__ import annotations

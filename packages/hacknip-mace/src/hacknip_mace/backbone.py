@@ -11,6 +11,14 @@ dimensions.
 Graphs are built the way mace's own ASE calculator builds them (``config_from_atoms`` -> ``AtomicData.from_config``
 -> ``Batch.from_data_list``); several structures go into one batch, and all requested layers come from one forward
 pass that stops after the deepest of them, so no readout, energy, force or stress is computed.
+
+A structure MACE cannot featurise raises :class:`hacknip.errors.BadStructureError`: an element outside the model's
+``atomic_numbers``. An atom with no neighbour within ``r_max`` (a lone ion, a single-atom molecule) is featurised as
+MACE does it: from its embedding, with no messages.
+
+Loading is not safe: MACE ``.model`` files are whole pickled ``torch.nn.Module`` objects (mace, e3nn and torch
+classes and functions), which only unpickling can read (see :func:`read_model`); the plugin does not declare
+``safe_checkpoints``.
 """
 
 from __future__ import annotations
@@ -102,6 +110,8 @@ def read_model(path: str | Path, device: str = "cpu") -> torch.nn.Module:
     check_e3nn()
     # MACE saves and ships its models as whole pickled torch.nn.Module objects (torch.save(model)), not as state
     # dicts, so they can only be read with weights_only=False, i.e. by unpickling: load only model files you trust.
+    # (weights_only=True with safe_globals would have to allow dozens of mace/e3nn module classes, torch.fx's Tracer
+    # and activation functions such as torch.nn.functional.silu: callables, so no safer than unpickling.)
     network = torch.load(path, map_location=device, weights_only=False)
     missing = [part for part in ("node_embedding", "interactions", "products", "atomic_numbers", "r_max")
                if not hasattr(network, part)]

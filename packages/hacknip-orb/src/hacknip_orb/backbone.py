@@ -9,6 +9,12 @@ Graphs are built with orb's ``ase_atoms_to_atom_graphs`` and batched with ``batc
 neighbour cap are options (default: each model's own). A capped graph (orb-v2: 20 neighbours) is not invariant under
 supercell expansion, so such a backbone declares ``needs_supercell=True``; with no cap (``max_num_neighbors="inf"``,
 the default of the "inf" and OMol models) hacknip takes every neighbour within the radius and needs no supercells.
+
+Checkpoints are read by orb-models' own ``load_model``, which takes a state_dict with ``torch.load(weights_only=True)``
+(no unpickling: a file that needs it is refused with :class:`hacknip.errors.UntrustedFileError`) into the architecture
+its loader builds in code. A structure ORB cannot featurise raises :class:`hacknip.errors.BadStructureError`: an
+element outside Z = 1-117, an OMol structure without charge and spin. An atom with no neighbour within the radius (a
+lone ion, a single-atom molecule) is featurised as ORB does it: from its embedding, with no messages.
 """
 
 from __future__ import annotations
@@ -17,6 +23,8 @@ import contextlib
 import hashlib
 import inspect
 import math
+import pickle
+import re
 import typing
 import warnings
 from collections.abc import Iterator, Sequence
@@ -37,6 +45,7 @@ from orb_models.forcefield.featurization_utilities import EdgeCreationMethod, co
 
 from hacknip.backbone import SUPERCELL_RULES, file_sha256, per_atom_features_in_batches
 from hacknip.capture import forward_capturing
+from hacknip.errors import BadStructureError, UntrustedFileError
 from hacknip.supercell import perpendicular_widths
 from hacknip_orb.fused import FusedGNS, fusable
 from hacknip_orb.plugin import DEFAULT_MODEL, MODELS, UNCAPPED, factory_name, needs_supercell
@@ -126,8 +135,17 @@ def load(
         if not path.is_file():
             raise FileNotFoundError(f"ORB checkpoint {str(checkpoint)!r} does not exist (expected a state_dict of "
                                     f"the {model} architecture saved with torch.save)")
-        with _orb_precision():
-            network = loader(weights_path=str(path), device=device, precision=precision, compile=False)
+        try:
+            with _orb_precision():  # orb-models reads the state_dict with torch.load(weights_only=True)
+                network = loader(weights_path=str(path), device=device, precision=precision, compile=False)
+        except pickle.UnpicklingError as error:
+            if "weights only load failed" not in str(error).lower():
+                raise
+            match = re.search(r"Unsupported global: GLOBAL (\S+)", str(error))
+            what = f"a reference to {match.group(1)}" if match else "objects other than tensors and plain data"
+            raise UntrustedFileError(
+                f"{path}: not a plain ORB state_dict: it holds {what}, which only unpickling (running code from the "
+                "file) could read; orb-models reads checkpoints with torch.load(weights_only=True)") from None
         checkpoint_sha256 = file_sha256(path)
         name = f"{model}:{checkpoint}"
     return OrbBackbone(network, name=name, model=model, checkpoint_sha256=checkpoint_sha256, radius=radius,
@@ -293,7 +311,7 @@ class OrbBackbone:
             defaults = {"charge": self.charge, "spin": self.spin}
             unset = [key for key in missing if defaults[key] is None]
             if unset:
-                raise ValueError(f"{self.name} is conditioned on total charge and spin: structure {index} "
+                raise BadStructureError(f"{self.name} is conditioned on total charge and spin: structure {index} "
                                  f"({atoms.get_chemical_formula()}) has no atoms.info{unset}; set them, or load "
                                  f"the backbone with charge=... and spin=...")
             values = {key: float(info[key]) if key in info else float(defaults[key]) for key in ("charge", "spin")}
@@ -347,7 +365,7 @@ def periodic_with_vacuum(atoms: Atoms, vacuum: float) -> Atoms:
     boxed.center(vacuum=vacuum, axis=open_axes)
     boxed.pbc = True
     if boxed.cell.rank != 3:
-        raise ValueError(f"{atoms.get_chemical_formula()}: a periodic axis has no cell vector (cell {atoms.cell})")
+        raise BadStructureError(f"{atoms.get_chemical_formula()}: a periodic axis has no cell vector (cell {atoms.cell})")
     return boxed
 
 

@@ -112,6 +112,7 @@ def register_backbones(register):
             supercell_rule=model.supercell_rule,
             library="orb-models",
             description=model.description,
+            safe_checkpoints=True,  # orb-models' load_model reads state_dicts with torch.load(weights_only=True)
             # Only random weights in orb's own architectures were checked here (no network for the real ones).
             verified=False,
         ))

@@ -5,12 +5,23 @@ Layer ``i`` (1..n_blocks) is the node feature ``x`` after ``{i-1}_equivariant_ga
 block ``i - 1``, keeping only its scalar (0e) channels; which channels those are is read from the gate's irreps.
 Several structures are batched into one torch_geometric graph; all requested layers come from one forward pass that
 stops after the deepest of them, so no energy, force or stress is computed.
+
+Checkpoints (pretrained and local) are read with ``torch.load(weights_only=True)``, allowing numpy arrays (SevenNet
+configs hold float32 shift/scale arrays) and nothing else (:func:`read_checkpoint`), then built as sevenn builds them
+(:class:`SafeCheckpoint`, sevenn's ``SevenNetCheckpoint`` minus its unpickling ``torch.load(weights_only=False)``).
+A file that needs unpickling anything else is refused with :class:`hacknip.errors.UntrustedFileError`.
+
+A structure SevenNet cannot featurise raises :class:`hacknip.errors.BadStructureError`: an element outside the
+model's type map. An atom with no neighbour within the cutoff (a lone ion, a single-atom molecule) is featurised as
+SevenNet does it: from its embedding, with no messages.
 """
 
 from __future__ import annotations
 
 import copy
+import pickle
 import re
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -24,12 +35,14 @@ import torch
 from ase import Atoms
 from e3nn.o3 import Irreps
 from sevenn.atom_graph_data import AtomGraphData
+from sevenn.checkpoint import SevenNetCheckpoint, _config_cp_routine
 from sevenn.nn.sequential import AtomGraphSequential
 from sevenn.train.dataload import unlabeled_atoms_to_graph
 from torch_geometric.data import Batch
 
 from hacknip.backbone import file_sha256, per_atom_features_in_batches
 from hacknip.capture import forward_capturing, scalar_channels
+from hacknip.errors import UntrustedFileError
 
 SPEC_NAME = "sevennet"
 DEFAULT_MODEL = "7net-0"
@@ -59,9 +72,67 @@ def load(
     else:
         path, model = Path(checkpoint), None
         name = f"{SPEC_NAME}:{checkpoint}"
-    saved = sevenn.util.load_checkpoint(str(path))
+    saved = SafeCheckpoint(path)
     return SevenNetBackbone(saved.build_model(), name=name, model=model, checkpoint=path, modal=modal,
                             default_modal=saved.config.get("default_modal"), device=device, batch_size=batch_size)
+
+
+def _numpy_globals() -> list[Any]:
+    """What a weights-only unpickler needs to rebuild plain numpy arrays (SevenNet checkpoints hold float32 ones):
+    ndarray, dtype, the dtype classes of booleans, numbers and strings, and numpy's array reconstructor, which only
+    calls ``ndarray.__new__`` on a subtype that must itself be allowed (here ndarray alone). No object arrays."""
+    try:
+        from numpy._core.multiarray import _reconstruct
+    except ImportError:  # numpy < 2
+        from numpy.core.multiarray import _reconstruct
+
+    dtype_classes = {type(np.dtype(code)) for code in "?bBhHiIlLqQefdgFDGUS"}
+    reconstruct = [(_reconstruct, f"{module}.multiarray._reconstruct") for module in ("numpy.core", "numpy._core")]
+    return [*reconstruct, np.ndarray, np.dtype, *dtype_classes]
+
+
+def read_checkpoint(path: str | Path) -> dict[str, Any]:
+    """The dict saved in a SevenNet checkpoint file, read with ``torch.load(weights_only=True)`` and numpy arrays
+    allowed: nothing that unpickling could run. Raises :class:`hacknip.errors.UntrustedFileError` for a file that holds
+    anything else (sevenn's own loader would unpickle it)."""
+    try:
+        with torch.serialization.safe_globals(_numpy_globals()):
+            saved = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as error:
+        if "weights only load failed" not in str(error).lower():
+            raise
+        match = re.search(r"Unsupported global: GLOBAL (\S+)", str(error))
+        what = f"a reference to {match.group(1)}" if match else "objects other than tensors, numpy arrays and plain data"
+        raise UntrustedFileError(
+            f"{path}: not a plain SevenNet checkpoint: it holds {what}, which only unpickling (running code from the "
+            "file) could read, and hacknip reads checkpoints with torch.load(weights_only=True)") from None
+    if not isinstance(saved, dict) or not isinstance(saved.get("model_state_dict"), dict):
+        raise ValueError(f"{path} is not a SevenNet checkpoint: expected a dict with 'config' and 'model_state_dict'")
+    return saved
+
+
+class SafeCheckpoint(SevenNetCheckpoint):
+    """sevenn's ``SevenNetCheckpoint`` (config routine, ``build_model``) on a file read by :func:`read_checkpoint`
+    instead of sevenn's ``torch.load(weights_only=False)``. ``_load`` fills the same fields as sevenn 0.13's."""
+
+    def _load(self) -> None:
+        assert not self._loaded
+        saved = read_checkpoint(self.checkpoint_path)
+        self._config_original = saved.get("config", {})
+        self._model_state_dict = saved.get("model_state_dict", {})
+        self._optimizer_state_dict = saved.get("optimizer_state_dict", {})
+        self._scheduler_state_dict = saved.get("scheduler_state_dict", {})
+        self._epoch = saved.get("epoch", None)
+        self._time = saved.get("time", "Not found")
+        self._hash = saved.get("hash", "Not found")
+        if len(self._config_original) == 0:
+            warnings.warn(f"config is not found from {self.checkpoint_path}", stacklevel=2)
+            self._config = {}
+        else:
+            self._config = _config_cp_routine(self._config_original)
+        if len(self._model_state_dict) == 0:
+            warnings.warn(f"model_state_dict is not found from {self.checkpoint_path}", stacklevel=2)
+        self._loaded = True
 
 
 def pretrained_checkpoint(model: str) -> Path:

@@ -44,5 +44,6 @@ def register_backbones(register):
             layer_widths=model.layer_widths,
             needs_supercell=False,
             library="sevenn",
+            safe_checkpoints=True,  # read with torch.load(weights_only=True) (plus numpy arrays), see read_checkpoint
             description=model.description,
         ))
