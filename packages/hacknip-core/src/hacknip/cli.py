@@ -103,7 +103,7 @@ def _backbone_row(spec) -> dict:
     return {"name": spec.name, "package": spec.package, "version": spec.package_version, "library": spec.library,
             "cutoff": spec.cutoff, "n_layers": len(spec.layer_widths), "layer_widths": list(spec.layer_widths),
             "needs_supercell": spec.needs_supercell, "supercell_rule": spec.supercell_rule if spec.needs_supercell else None,
-            "verified": spec.verified, "description": spec.description}
+            "verified": spec.verified, "safe_checkpoints": spec.safe_checkpoints, "description": spec.description}
 
 
 def _widths_text(widths) -> str:
