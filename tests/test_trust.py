@@ -286,3 +286,23 @@ def test_layers_a_backbone_lacks_are_refused_before_any_work(toy_plugin, table, 
     for option in ("--batch-size", "--limit"):
         result = _invoke("featurize", "--data", table, "--backbone", "toy", option, "0")
         assert result.exit_code == 2 and "0 is not in the range x>=1" in result.output
+
+
+def test_a_checkpoint_its_plugin_reads_without_unpickling_needs_no_trust(table, tmp_path):
+    import shutil
+
+    from hacknip_chgnet.backbone import pretrained_checkpoint
+
+    checkpoint = tmp_path / "chgnet-weights.pth.tar"
+    shutil.copy(pretrained_checkpoint("0.3.0"), checkpoint)
+    model = tmp_path / "model"
+    result = _invoke("run", "--data", table, "--id-column", "name", "--backbone", f"chgnet:{checkpoint}@4",
+                     "--head", "ridge", "--save", model, "--out", tmp_path / "run")
+    assert result.exit_code == 0, result.output
+    result = _invoke("predict", model, "--data", table, "--id-column", "name", "--out", tmp_path / "p.csv")
+    assert result.exit_code == 0, result.output  # CHGNet's loader is weights_only: the sha256 check suffices
+    data = bytearray(checkpoint.read_bytes())
+    data[-1] ^= 0xFF
+    checkpoint.write_bytes(bytes(data))
+    result = _invoke("predict", model, "--data", table, "--id-column", "name", "--out", tmp_path / "p.csv")
+    assert "is not the" in _one_error_line(result)
