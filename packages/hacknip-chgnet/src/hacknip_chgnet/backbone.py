@@ -36,7 +36,7 @@ from pymatgen.io.ase import AseAtomsAdaptor
 
 from hacknip.backbone import file_sha256, per_atom_features_in_batches
 from hacknip.capture import forward_capturing
-from hacknip.errors import BadStructureError, UntrustedFileError
+from hacknip.errors import BadStructureError, InputError, UntrustedFileError
 
 SPEC_NAME = "chgnet"
 DEFAULT_MODEL = "0.3.0"
@@ -53,7 +53,7 @@ def pretrained_checkpoint(model: str) -> Path:
     """The weights file inside the chgnet package that ``CHGNet.load(model_name=model)`` reads."""
     files = sorted((PRETRAINED_DIR / model).glob("*.pth.tar"))
     if len(files) != 1:
-        raise ValueError(f"unknown CHGNet model {model!r}; the chgnet package ships {', '.join(pretrained_models())}")
+        raise InputError(f"unknown CHGNet model {model!r}; the chgnet package ships {', '.join(pretrained_models())}")
     return files[0]
 
 
@@ -76,7 +76,7 @@ def load(
     chgnet refuse the structure, which featurising raises as :class:`hacknip.errors.BadStructureError`.
     """
     if on_isolated_atoms not in ISOLATED_ATOM_RESPONSES:
-        raise ValueError(f"on_isolated_atoms must be one of {', '.join(ISOLATED_ATOM_RESPONSES)}, "
+        raise InputError(f"on_isolated_atoms must be one of {', '.join(ISOLATED_ATOM_RESPONSES)}, "
                          f"got {on_isolated_atoms!r}")
     if checkpoint is not None and not Path(checkpoint).is_file() and str(checkpoint) in pretrained_models():
         model, checkpoint = str(checkpoint), None
@@ -113,7 +113,7 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
             "Save the weights as torch.save({'model': network.as_dict()}, path)") from None
     if not isinstance(state, dict) or not isinstance(state.get("model"), dict) or not {
             "state_dict", "model_args"} <= set(state["model"]):
-        raise ValueError(f"{path} is not a CHGNet checkpoint: expected a dict with 'model': {{'state_dict': ..., "
+        raise InputError(f"{path} is not a CHGNet checkpoint: expected a dict with 'model': {{'state_dict': ..., "
                          f"'model_args': ...}} (torch.save({{'model': network.as_dict()}}, path))")
     return state
 
@@ -137,7 +137,7 @@ class CHGNetBackbone:
     def __init__(self, network: CHGNet, *, name: str, model: str | None, checkpoint_sha256: str,
                  device: str = "cpu", batch_size: int = 16) -> None:
         if batch_size < 1:
-            raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+            raise InputError(f"batch_size must be at least 1, got {batch_size}")
         self.network = network.eval()
         self.name = name
         self.model = model

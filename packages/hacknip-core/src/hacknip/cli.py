@@ -37,7 +37,7 @@ def friendly_errors(command):
             click.echo(f"\n{interrupted}", err=True)
             raise SystemExit(130) from None
         except (HacknipError, OSError, ImportError) as error:
-            if _debug or (isinstance(error, OSError) and not error.filename):
+            if _debug:
                 raise
             raise click.ClickException(_one_line(error)) from error
 

@@ -59,7 +59,7 @@ from fairchem.core.units.mlip_unit.api.inference import InferenceSettings  # noq
 
 from hacknip.backbone import file_sha256, per_atom_features_in_batches  # noqa: E402
 from hacknip.capture import forward_capturing  # noqa: E402
-from hacknip.errors import BadStructureError  # noqa: E402
+from hacknip.errors import BadStructureError, InputError  # noqa: E402
 from hacknip_equiformer._common import InputOf, fixed_rng, split_checkpoint  # noqa: E402
 
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
@@ -75,7 +75,7 @@ def inference_settings(dtype: str = "float32", execution_mode: str | None = "gen
     internal graph generation (version 2), no activation checkpointing (inference only, nothing is kept for backward).
     """
     if dtype not in DTYPES:
-        raise ValueError(f"dtype must be one of {sorted(DTYPES)}, got {dtype!r}")
+        raise InputError(f"dtype must be one of {sorted(DTYPES)}, got {dtype!r}")
     return InferenceSettings(
         tf32=False,
         activation_checkpointing=False,
@@ -91,7 +91,7 @@ def inference_settings(dtype: str = "float32", execution_mode: str | None = "gen
 def pretrained_checkpoint(model: str) -> Path:
     """The local file of a fairchem pretrained model: fairchem's own download (or Hugging Face cache)."""
     if model not in pretrained_mlip.available_models:
-        raise ValueError(f"unknown fairchem model {model!r}; fairchem-core {fairchem.core.__version__} knows "
+        raise InputError(f"unknown fairchem model {model!r}; fairchem-core {fairchem.core.__version__} knows "
                          f"{', '.join(pretrained_mlip.available_models)}")
     try:
         return Path(pretrained_mlip.pretrained_checkpoint_path_from_name(model))
@@ -124,7 +124,7 @@ def load(
     path, task_from_name = split_checkpoint(checkpoint, UMA_TASKS)
     if task_from_name is not None:
         if task_name is not None and task_name != task_from_name:
-            raise ValueError(f"task given twice: {task_from_name!r} in the name and task_name={task_name!r}")
+            raise InputError(f"task given twice: {task_from_name!r} in the name and task_name={task_name!r}")
         task_name = task_from_name
     if path is not None and not Path(path).is_file() and path in pretrained_mlip.available_models:
         model, path = path, None
@@ -162,7 +162,7 @@ class FairchemBackbone:
                  task_name: str | None = None, device: str = "cpu", batch_size: int = 16,
                  dtype: str = "float32") -> None:
         if batch_size < 1:
-            raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+            raise InputError(f"batch_size must be at least 1, got {batch_size}")
         self.predict_unit = predict_unit
         self.name = name
         self.model = model
@@ -197,9 +197,9 @@ class FairchemBackbone:
                 return "omat"
             if len(tasks) == 1:
                 return tasks[0]
-            raise ValueError(f"this model has several tasks, {tasks}: choose one (task_name=..., or NAME:TASK)")
+            raise InputError(f"this model has several tasks, {tasks}: choose one (task_name=..., or NAME:TASK)")
         if task_name not in tasks:
-            raise ValueError(f"task {task_name!r} is not in this model; it has {tasks}")
+            raise InputError(f"task {task_name!r} is not in this model; it has {tasks}")
         return task_name
 
     def identity(self) -> dict[str, Any]:

@@ -45,6 +45,7 @@ from ase import Atoms
 
 from hacknip.backbone import file_sha256, per_atom_features_in_batches
 from hacknip.capture import forward_capturing
+from hacknip.errors import InputError
 from hacknip_equiformer._common import InputOf, fixed_rng
 from hacknip_equiformer.models import EQV2_DEFAULT_MODEL, EQV2_SPEC_NAME, require_fairchem1
 
@@ -77,7 +78,7 @@ def load(
         model, checkpoint = str(checkpoint), None
     if checkpoint is None:
         if model not in available_pretrained_models:
-            raise ValueError(f"unknown fairchem 1.x model {model!r}; known: {', '.join(available_pretrained_models)}")
+            raise InputError(f"unknown fairchem 1.x model {model!r}; known: {', '.join(available_pretrained_models)}")
         cache = Path(local_cache) if local_cache is not None else Path.home() / ".cache" / "fairchem"
         weights = Path(model_name_to_local_file(model_name=model, local_cache=str(cache)))
         model_label: str | None = model
@@ -126,7 +127,7 @@ class EquiformerV2Backbone:
         import torch
 
         if batch_size < 1:
-            raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+            raise InputError(f"batch_size must be at least 1, got {batch_size}")
         self.calculator_ = calculator
         self.trainer = calculator.trainer
         self.model_ = _unwrap(self.trainer.model)

@@ -48,6 +48,7 @@ with contextlib.redirect_stdout(io.StringIO()):  # mace prints a notice about cu
 
 from hacknip.backbone import file_sha256, per_atom_features_in_batches
 from hacknip.capture import forward_capturing, scalar_channels
+from hacknip.errors import InputError
 from hacknip_mace.plugin import (
     DEFAULT_MODEL,
     MACE_MP_CUTOFF,
@@ -88,7 +89,7 @@ def mace_key(model: str) -> str:
         return PRETRAINED_MODELS[model].mace_key
     if model in mace_mp_urls:
         return model
-    raise ValueError(f"{model!r} is neither a MACE model file nor a pretrained MACE model; hacknip-mace knows "
+    raise InputError(f"{model!r} is neither a MACE model file nor a pretrained MACE model; hacknip-mace knows "
                      f"{', '.join(PRETRAINED_MODELS)}, and mace-torch also {', '.join(sorted(mace_mp_urls))}")
 
 
@@ -116,7 +117,7 @@ def read_model(path: str | Path, device: str = "cpu") -> torch.nn.Module:
     missing = [part for part in ("node_embedding", "interactions", "products", "atomic_numbers", "r_max")
                if not hasattr(network, part)]
     if not isinstance(network, torch.nn.Module) or missing:
-        raise ValueError(f"{path} does not hold a MACE model (a pickled mace.modules network, as MACE saves them); "
+        raise InputError(f"{path} does not hold a MACE model (a pickled mace.modules network, as MACE saves them); "
                          f"it holds a {type(network).__name__}"
                          + (f" without {', '.join(missing)}" if isinstance(network, torch.nn.Module) else ""))
     return network
@@ -140,7 +141,7 @@ def load(
     """
     check_e3nn()
     if default_dtype not in DTYPES:
-        raise ValueError(f"default_dtype must be one of {', '.join(DTYPES)}, got {default_dtype!r}")
+        raise InputError(f"default_dtype must be one of {', '.join(DTYPES)}, got {default_dtype!r}")
     if checkpoint is not None and not Path(checkpoint).is_file():
         key = str(checkpoint)
         if key not in PRETRAINED_MODELS and key not in mace_mp_urls:
@@ -229,7 +230,7 @@ class MACEBackbone:
     def __init__(self, network: torch.nn.Module, *, name: str, model: str | None, checkpoint_sha256: str,
                  device: str = "cpu", equivariant: bool = False, batch_size: int = 16) -> None:
         if batch_size < 1:
-            raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+            raise InputError(f"batch_size must be at least 1, got {batch_size}")
         self.device = torch.device(device)
         self.network = network.to(self.device).eval()
         self.name = name

@@ -45,7 +45,7 @@ from orb_models.forcefield.featurization_utilities import EdgeCreationMethod, co
 
 from hacknip.backbone import SUPERCELL_RULES, file_sha256, per_atom_features_in_batches
 from hacknip.capture import forward_capturing
-from hacknip.errors import BadStructureError, UntrustedFileError
+from hacknip.errors import BadStructureError, InputError, UntrustedFileError
 from hacknip.supercell import perpendicular_widths
 from hacknip_orb.fused import FusedGNS, fusable
 from hacknip_orb.plugin import DEFAULT_MODEL, MODELS, UNCAPPED, factory_name, needs_supercell
@@ -98,23 +98,23 @@ def load(
       allows it, else orb-models' own forward; ``"orb"`` always runs orb-models' own forward.
     """
     if model not in MODELS:
-        raise ValueError(f"unknown ORB model {model!r}; hacknip-orb knows {', '.join(MODELS)}")
+        raise InputError(f"unknown ORB model {model!r}; hacknip-orb knows {', '.join(MODELS)}")
     spec = MODELS[model]
     if precision not in PRECISIONS:
-        raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+        raise InputError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
     if edge_method not in EDGE_METHODS:
-        raise ValueError(f"edge_method must be one of {', '.join(EDGE_METHODS)}, got {edge_method!r}")
+        raise InputError(f"edge_method must be one of {', '.join(EDGE_METHODS)}, got {edge_method!r}")
     if not spec.charge_spin and (charge is not None or spin is not None):
-        raise ValueError(f"{model} is not conditioned on charge and spin; leave charge and spin out")
+        raise InputError(f"{model} is not conditioned on charge and spin; leave charge and spin out")
     radius = spec.radius if radius is None else float(radius)
     if not radius > 0:
-        raise ValueError(f"radius must be positive, got {radius}")
+        raise InputError(f"radius must be positive, got {radius}")
     cap = neighbour_cap(max_num_neighbors, default=spec.max_num_neighbors)
     supercell_rule = spec.supercell_rule if supercell_rule is None else supercell_rule
     if inference not in INFERENCE_PATHS:
-        raise ValueError(f"inference must be one of {', '.join(INFERENCE_PATHS)}, got {inference!r}")
+        raise InputError(f"inference must be one of {', '.join(INFERENCE_PATHS)}, got {inference!r}")
     if supercell_rule not in SUPERCELL_RULES:
-        raise ValueError(f"supercell_rule must be one of {', '.join(SUPERCELL_RULES)}, got {supercell_rule!r}")
+        raise InputError(f"supercell_rule must be one of {', '.join(SUPERCELL_RULES)}, got {supercell_rule!r}")
     loader = getattr(pretrained, spec.loader)
 
     if checkpoint is None:
@@ -169,11 +169,11 @@ def neighbour_cap(value: int | float | str | None, default: float) -> float:
         try:
             value = int(value)
         except ValueError:
-            raise ValueError(f"max_num_neighbors must be a positive integer or 'inf', got {value!r}") from None
+            raise InputError(f"max_num_neighbors must be a positive integer or 'inf', got {value!r}") from None
     if isinstance(value, float) and math.isinf(value) and value > 0:
         return UNCAPPED
     if isinstance(value, bool) or not float(value).is_integer() or value < 1:
-        raise ValueError(f"max_num_neighbors must be a positive integer or 'inf', got {value!r}")
+        raise InputError(f"max_num_neighbors must be a positive integer or 'inf', got {value!r}")
     return int(value)
 
 
@@ -190,7 +190,7 @@ class OrbBackbone:
                  device: str = "cpu", batch_size: int = 16, charge: float | None = None,
                  spin: float | None = None, supercell_rule: str = SUPERCELL_RULES[0], inference: str = "fused") -> None:
         if batch_size < 1:
-            raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+            raise InputError(f"batch_size must be at least 1, got {batch_size}")
         self.network = network.eval()
         self.name = name
         self.model = model

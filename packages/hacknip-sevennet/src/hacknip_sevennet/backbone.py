@@ -42,7 +42,7 @@ from torch_geometric.data import Batch
 
 from hacknip.backbone import file_sha256, per_atom_features_in_batches
 from hacknip.capture import forward_capturing, scalar_channels
-from hacknip.errors import UntrustedFileError
+from hacknip.errors import InputError, UntrustedFileError
 
 SPEC_NAME = "sevennet"
 DEFAULT_MODEL = "7net-0"
@@ -107,7 +107,7 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
             f"{path}: not a plain SevenNet checkpoint: it holds {what}, which only unpickling (running code from the "
             "file) could read, and hacknip reads checkpoints with torch.load(weights_only=True)") from None
     if not isinstance(saved, dict) or not isinstance(saved.get("model_state_dict"), dict):
-        raise ValueError(f"{path} is not a SevenNet checkpoint: expected a dict with 'config' and 'model_state_dict'")
+        raise InputError(f"{path} is not a SevenNet checkpoint: expected a dict with 'config' and 'model_state_dict'")
     return saved
 
 
@@ -148,7 +148,7 @@ def pretrained_checkpoint(model: str) -> Path:
             return Path(sevenn.util.pretrained_name_to_path(model))
         except ValueError:
             known = ", ".join(sevenn.util.get_available_pretrained_models())
-            raise ValueError(f"{model!r} is neither a SevenNet checkpoint file nor a pretrained SevenNet model "
+            raise InputError(f"{model!r} is neither a SevenNet checkpoint file nor a pretrained SevenNet model "
                              f"({known})") from None
 
 
@@ -157,15 +157,15 @@ def resolve_modal(network: AtomGraphSequential, default: str | None, modal: str 
     available = list(network.modal_map or {})
     if not available:
         if modal is not None:
-            raise ValueError(f"modal={modal!r} given, but this SevenNet model has a single fidelity")
+            raise InputError(f"modal={modal!r} given, but this SevenNet model has a single fidelity")
         return None
     wanted = modal if modal is not None else default
     if wanted is None:
-        raise ValueError(f"this SevenNet model is multi-fidelity and has no default: pass modal= one of {available}")
+        raise InputError(f"this SevenNet model is multi-fidelity and has no default: pass modal= one of {available}")
     for name in available:
         if name.lower() == wanted.lower():
             return name
-    raise ValueError(f"unknown modal {wanted!r} for this SevenNet model; it has {available}")
+    raise InputError(f"unknown modal {wanted!r} for this SevenNet model; it has {available}")
 
 
 def layer_modules(network: AtomGraphSequential) -> tuple[dict[int, torch.nn.Module], dict[int, Irreps]]:
@@ -177,7 +177,7 @@ def layer_modules(network: AtomGraphSequential) -> tuple[dict[int, torch.nn.Modu
     gates = {int(match.group(1)): module for name, module in children.items() if (match := GATE_MODULE.fullmatch(name))}
     if sorted(gates) != blocks:
         # Every interaction block sevenn builds (interaction type "nequip") ends with a gate.
-        raise ValueError(f"interaction blocks {sorted(set(blocks) - set(gates))} of this SevenNet model have no "
+        raise InputError(f"interaction blocks {sorted(set(blocks) - set(gates))} of this SevenNet model have no "
                          "equivariant gate; hacknip reads each block's features at its gate")
     for block in blocks:
         modules[block + 1] = gates[block]
@@ -195,7 +195,7 @@ class SevenNetBackbone:
                  modal: str | None = None, default_modal: str | None = None, device: str = "cpu",
                  batch_size: int = 16) -> None:
         if batch_size < 1:
-            raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+            raise InputError(f"batch_size must be at least 1, got {batch_size}")
         network.set_is_batch_data(True)
         self.network = network.to(device).eval()
         self.name = name
