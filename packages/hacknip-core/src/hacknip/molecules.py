@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import multiprocessing
 import os
 import sys
@@ -37,6 +38,7 @@ from hacknip.errors import InputError
 from hacknip.store import DAMAGED_FOLDER, DamagedShardWarning, FeatureStore, _atomic_write, _slug, structure_hash
 from hacknip.structures import (
     ON_ERROR_CHOICES,
+    UNLABELLED,
     WARNING_KEY,
     Dataset,
     SkippedRow,
@@ -44,6 +46,7 @@ from hacknip.structures import (
     _pick_target,
     _read_table,
     _RowCollector,
+    _target_values,
     read_ase_file,
 )
 
@@ -406,10 +409,10 @@ def _table_rows(path: Path, smiles_column, target, id_column, embed_options, col
     target = _pick_target(frame, target, {smiles_column, id_column}, str(path))
     ids = frame[id_column].astype(str) if id_column else [str(i) for i in range(len(frame))]
     rows = []
-    for index, (smiles, value, sample_id) in enumerate(zip(frame[smiles_column], frame[target], ids)):
+    for index, (smiles, value, sample_id) in enumerate(zip(frame[smiles_column], _target_values(frame, target), ids)):
         row = f"row {index + 2}"
         try:
-            value = _checked_target(value)
+            value = _row_target(value, target)
             canonical = canonical_smiles(parse_smiles(smiles, embed_options.largest_fragment_only))
         except ValueError as error:
             collector.reject(row, sample_id, str(error))
@@ -435,13 +438,17 @@ def _sdf_rows(path: Path, target, id_column, embed_options, collector: _RowColle
                 raise InputError(f"{path}: say which SDF property is the target with --target (numeric: {numeric})")
             target = numeric[0]
         try:
-            value = _checked_target(properties.get(target))
+            value = _row_target(properties.get(target), target)
             job = _sdf_job(molecule, embed_options)
         except ValueError as error:
             collector.reject(row, sample_id, str(error))
             continue
         rows.append(_Row(row, sample_id, value, job))
     return rows, target
+
+
+def _row_target(value: Any, target: str) -> float:
+    return math.nan if target == UNLABELLED else _checked_target(value)
 
 
 def _sdf_job(molecule, embed_options: EmbedOptions) -> MoleculeJob:
@@ -511,7 +518,7 @@ def molecules_to_dataset(
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"no such file: {path}")
-    collector = _RowCollector(str(path), on_error)
+    collector = _RowCollector(str(path), on_error, labelled=target != UNLABELLED)
     rows, target = _read_rows(path, smiles_column, target, id_column, embed_options, collector)
     rows = rows[:limit] if limit else rows
 

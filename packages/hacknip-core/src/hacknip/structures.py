@@ -1,19 +1,24 @@
 """Reading labelled structures: Matbench files, folders of CIF/POSCAR files, extxyz / ASE databases, and
 CSV/parquet tables with a CIF-text column.
 
-Every reader validates each row (parseable, non-empty, finite target) and either raises a
-:class:`BadInputError` naming the row, or — with ``on_error="skip"`` — records it in ``Dataset.skipped``.
+Every reader validates each row (parseable, non-empty, finite target, no two atoms closer than
+:data:`MIN_DISTANCE`) and either raises a :class:`BadInputError` naming the row, or — with ``on_error="skip"`` —
+records it in ``Dataset.skipped``. Rows whose structure is identical to another row's are kept and flagged
+(``Dataset.flagged``). A file that cannot be read at all raises one :class:`~hacknip.errors.InputError` line.
 Nothing is dropped silently.
 """
 
 from __future__ import annotations
 
+import functools
 import gzip
 import io
+import itertools
 import json
 import math
 import re
 import warnings
+import zlib
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,6 +27,8 @@ from typing import Any
 import numpy as np
 from ase import Atoms
 
+from hacknip.errors import InputError
+
 STRUCTURE_SUFFIXES = (".cif", ".vasp", ".poscar")
 ON_ERROR_CHOICES = ("raise", "skip")
 UNLABELLED = "<no target>"
@@ -29,11 +36,25 @@ UNLABELLED = "<no target>"
 
 
 WARNING_KEY = "hacknip_warning"
-"""``atoms.info`` key of a kept sample's warning (a non-converged relaxation, an ordered approximant);
-:attr:`Dataset.flagged` lists them."""
+"""``atoms.info`` key of a kept sample's warning (a non-converged relaxation, an ordered approximant, the same
+structure as another row); :attr:`Dataset.flagged` lists them."""
+
+MIN_DISTANCE = 0.5
+"""Atoms closer than this (Å, minimum image in periodic cells) are refused: almost always a duplicated site."""
+DUPLICATE_STRUCTURE = "same structure as"
+"""Start of the warning on samples whose structure (species, positions, cell) is also another row's."""
 
 
-class BadInputError(ValueError):
+def add_warning(atoms: Atoms, warning: str) -> None:
+    """Flag a kept sample: append ``warning`` to ``atoms.info[WARNING_KEY]``, keeping any warning already there."""
+    existing = atoms.info.get(WARNING_KEY)
+    if not existing:
+        atoms.info[WARNING_KEY] = warning
+    elif warning not in existing:
+        atoms.info[WARNING_KEY] = f"{existing}; {warning}"
+
+
+class BadInputError(InputError):
     """A row of the input that cannot be used, with where it is and what to do."""
 
     def __init__(self, source: str, row: str, sample_id: str, reason: str):
@@ -127,11 +148,33 @@ class _RowCollector:
             raise BadInputError(self.source, row, sample_id, reason)
         self.skipped.append(SkippedRow(row, sample_id, reason))
 
-    def dataset(self, target_name: str, matbench_task: str | None = None) -> Dataset:
+    def dataset(self, target_name: str, matbench_task: str | None = None, flag_duplicates: bool = False) -> Dataset:
+        """The collected samples; ``flag_duplicates`` flags samples whose structure is also another row's."""
         if not self.samples:
             detail = f"; all {len(self.skipped)} rows were rejected, first: {self.skipped[0].reason}" if self.skipped else ""
-            raise ValueError(f"{self.source}: no usable structures{detail}")
+            raise InputError(f"{self.source}: no usable structures{detail}")
+        if flag_duplicates:
+            flag_duplicate_structures(self.samples)
         return Dataset(self.samples, target_name, self.source, matbench_task, self.skipped)
+
+
+def flag_duplicate_structures(samples: Sequence[Sample]) -> None:
+    """Flag (keep, with a warning) every sample whose structure is identical to another's: the same species,
+    positions and cell (:func:`hacknip.store.structure_hash`). Such rows leak between cross-validation folds."""
+    from hacknip.store import structure_hash
+
+    groups: dict[str, list[Sample]] = {}
+    for sample in samples:
+        groups.setdefault(structure_hash(sample.atoms), []).append(sample)
+    for group in groups.values():
+        if len(group) < 2:
+            continue
+        for position, sample in enumerate(group):
+            other = group[1] if position == 0 else group[0]
+            more = f" and {len(group) - 2} more" if len(group) > 2 else ""
+            add_warning(sample.atoms, f"{DUPLICATE_STRUCTURE} {other.row} (id {other.id}){more}: identical structures "
+                                      "in different cross-validation folds leak; remove the copies, or keep them in "
+                                      "one fold with --split group:COLUMN")
 
 
 def _checked_atoms(make_atoms: Callable[[], Atoms]) -> Atoms:
@@ -146,7 +189,95 @@ def _checked_atoms(make_atoms: Callable[[], Atoms]) -> Atoms:
         raise ValueError("periodic structure with a zero-volume cell")
     if not np.isfinite(atoms.positions).all():
         raise ValueError("non-finite atomic positions")
+    _check_distances(atoms)
     return atoms
+
+
+PAIRWISE_MAX_ATOMS = 200
+"""Up to this many atoms, :func:`closest_pair` compares all pairs in numpy (ASE's neighbour list costs a few ms
+per structure, more than parsing it); larger structures use the neighbour list."""
+
+
+def closest_pair(atoms: Atoms, cutoff: float = MIN_DISTANCE) -> tuple[int, int, float] | None:
+    """The two closest atoms ``(i, j, distance)`` with ``i <= j`` (minimum image along periodic directions; ``i == j``
+    is an atom and its own image) if they are closer than ``cutoff`` Å, else None."""
+    pbc = np.asarray(atoms.pbc, dtype=bool)
+    if not pbc.any():
+        if len(atoms) < 2:
+            return None
+        from scipy.spatial import cKDTree
+
+        pairs = cKDTree(atoms.positions).query_pairs(cutoff, output_type="ndarray")
+        first, second = pairs[:, 0], pairs[:, 1]
+        distances = np.linalg.norm(atoms.positions[first] - atoms.positions[second], axis=1)
+    else:
+        cell = atoms.cell.array
+        inverse = np.linalg.inv(cell)
+        heights = 1 / np.sqrt(np.einsum("ij,ij->j", inverse, inverse))  # between lattice planes
+        if len(atoms) <= PAIRWISE_MAX_ATOMS and heights[pbc].min() >= cutoff:
+            return _closest_pair_pairwise(atoms.positions @ inverse, cell, heights, pbc, cutoff)
+        from ase.neighborlist import neighbor_list
+
+        first, second, distances = neighbor_list("ijd", atoms, cutoff)
+    if len(distances) == 0:
+        return None
+    closest = int(np.argmin(distances))
+    i, j = sorted((int(first[closest]), int(second[closest])))
+    return i, j, float(distances[closest])
+
+
+def _closest_pair_pairwise(fractional: np.ndarray, cell: np.ndarray, heights: np.ndarray, pbc: np.ndarray,
+                           cutoff: float) -> tuple[int, int, float] | None:
+    """All pairs ``i < j``, for cells whose periodic plane spacings are all >= ``cutoff`` (then no atom is that close
+    to its own image, and the images one cell away from the wrapped difference are all that can be)."""
+    first, second = _upper_pairs(len(fractional))
+    delta = fractional[second] - fractional[first]
+    if pbc.all():
+        delta -= np.rint(delta)
+    else:
+        delta[:, pbc] -= np.rint(delta[:, pbc])
+    # |fractional difference along k| * plane spacing k is a lower bound of the distance of every image
+    close = (np.abs(delta) * heights).max(axis=1) < cutoff
+    if not close.any():
+        return None
+    first, second, delta = first[close], second[close], delta[close]
+    vectors = (delta @ cell)[:, None, :] + _image_shifts(tuple(bool(periodic) for periodic in pbc)) @ cell
+    nearest = np.sqrt(np.einsum("psk,psk->ps", vectors, vectors).min(axis=1))
+    closest = int(np.argmin(nearest))
+    if nearest[closest] >= cutoff:
+        return None
+    return int(first[closest]), int(second[closest]), float(nearest[closest])
+
+
+@functools.lru_cache(maxsize=256)
+def _upper_pairs(n: int) -> tuple[np.ndarray, np.ndarray]:
+    return np.triu_indices(n, 1)
+
+
+@functools.lru_cache(maxsize=8)
+def _image_shifts(pbc: tuple[bool, ...]) -> np.ndarray:
+    return np.array(list(itertools.product(*[(-1, 0, 1) if periodic else (0,) for periodic in pbc])), dtype=float)
+
+
+def _check_distances(atoms: Atoms) -> None:
+    """Refuse two atoms closer than :data:`MIN_DISTANCE` (minimum image in periodic cells)."""
+    if atoms.pbc.all():
+        # spheres of radius MIN_DISTANCE / 2 around the atoms fill at most 74% of space (close packing): a cell with
+        # less room per atom than that must hold two atoms closer than MIN_DISTANCE, usually from a unit mix-up
+        room = abs(atoms.cell.volume) / len(atoms)
+        if room < math.pi / 6 * MIN_DISTANCE ** 3 / 0.7405:
+            raise ValueError(f"the cell has {room:.3g} Å³ per atom, too little for atoms {MIN_DISTANCE} Å apart (solids "
+                             "have 5 Å³ or more): check the lattice parameters and that they are in Å")
+    pair = closest_pair(atoms)
+    if pair is None:
+        return
+    i, j, distance = pair
+    symbols = atoms.get_chemical_symbols()
+    if i == j:
+        raise ValueError(f"atom {i} ({symbols[i]}) is {distance:.3g} Å from its own periodic image (closer than "
+                         f"{MIN_DISTANCE} Å): the cell is far too small; check the lattice parameters")
+    raise ValueError(f"atoms {i} ({symbols[i]}) and {j} ({symbols[j]}) (counting from 0) are {distance:.3g} Å apart "
+                     f"(closer than {MIN_DISTANCE} Å): almost always a duplicated site; remove one of them")
 
 
 def _checked_target(target: Any) -> float:
@@ -220,42 +351,132 @@ def matbench_ids(task: str, n: int) -> list[str]:
     return [f"mb-{stem}-{i + 1:0{width}d}" for i in range(n)]
 
 
+GZIP_MAGIC = b"\x1f\x8b"
+
+
+def _first_line(error: BaseException) -> str:
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__
+
+
+def read_json(path: Path) -> Any:
+    """A JSON file, gzip-compressed when its name ends in ``.gz``; an empty, truncated, mis-named or invalid file
+    raises one :class:`InputError` line naming it."""
+    if path.stat().st_size == 0:
+        raise InputError(f"{path}: empty file; download or write it again")
+    with open(path, "rb") as handle:
+        gzipped = handle.read(2) == GZIP_MAGIC
+    named_gz = path.name.lower().endswith(".gz")
+    if named_gz and not gzipped:
+        raise InputError(f"{path}: named .gz but not a gzip file; if it is plain JSON rename it to end in .json, "
+                         "otherwise download or write it again")
+    if gzipped and not named_gz:
+        raise InputError(f"{path}: a gzip-compressed file whose name does not end in .gz; rename it to end in .json.gz")
+    if gzipped:
+        try:
+            with gzip.open(path, "rb") as handle:
+                raw = handle.read()
+        except (EOFError, OSError, zlib.error) as error:
+            raise InputError(f"{path}: not a complete gzip file (truncated or damaged: {_first_line(error)}); "
+                             "download or write it again") from None
+    else:
+        raw = path.read_bytes()
+    if not raw.strip():
+        raise InputError(f"{path}: empty file (nothing but whitespace{' once decompressed' if gzipped else ''}); "
+                         "download or write it again")
+    try:
+        return json.loads(raw)
+    except UnicodeDecodeError as error:
+        raise InputError(f"{path}: not UTF-8 text (byte {raw[error.start]:#04x} at offset {error.start}); "
+                         "save it as UTF-8 JSON") from None
+    except json.JSONDecodeError as error:
+        raise InputError(f"{path}: not valid JSON ({error.msg} at line {error.lineno} column {error.colno}); "
+                         "if it was cut short, download or write it again") from None
+
+
 def read_matbench(path: Path, on_error: str = "raise", target: str | None = None) -> Dataset:
-    """A ``matbench_<task>.json.gz`` file (pandas split orientation: index, columns, data)."""
+    """A ``matbench_<task>.json.gz`` file (pandas split orientation: index, columns, data). ``target``: a column
+    (default: the last one other than ``structure``), or :data:`UNLABELLED` for structures without targets."""
     from pymatgen.core import Structure
 
-    opener = gzip.open if path.suffix == ".gz" else open
-    with opener(path, "rt") as handle:
-        table = json.load(handle)
-    if not {"columns", "data"} <= set(table):
-        raise ValueError(f"{path}: not a Matbench file (expected keys 'columns' and 'data')")
-    columns = table["columns"]
+    table = read_json(path)
+    if not isinstance(table, dict) or not {"columns", "data"} <= set(table):
+        raise InputError(f"{path}: not a Matbench file (expected a JSON object with keys 'columns' and 'data', as "
+                         "pandas writes with orient='split')")
+    columns, rows = table["columns"], table["data"]
+    if not isinstance(columns, list) or not isinstance(rows, list):
+        raise InputError(f"{path}: not a Matbench file ('columns' and 'data' must be lists)")
     if "structure" not in columns:
-        raise ValueError(f"{path}: this Matbench file has no 'structure' column (columns: {columns}); "
+        raise InputError(f"{path}: this Matbench file has no 'structure' column (columns: {columns}); "
                          "hacknip needs structures")
-    target = target or next(c for c in reversed(columns) if c != "structure")
-    if target not in columns:
-        raise ValueError(f"{path}: no target column {target!r} (columns: {columns})")
+    others = [column for column in columns if column != "structure"]
+    if target is None:
+        if not others:
+            raise InputError(f"{path}: no target column (columns: {columns}); to train, give a file with a target "
+                             "column, or use this file of structures only with hacknip predict")
+        target = others[-1]
+    elif target != UNLABELLED and target not in columns:
+        raise InputError(f"{path}: no target column {target!r} (columns: {columns}); name one with --target")
+    labelled = target != UNLABELLED
     task = matbench_task_name(path)
-    ids = matbench_ids(task, len(table["data"])) if task else [f"entry-{i}" for i in range(len(table["data"]))]
-    structure_at, target_at = columns.index("structure"), columns.index(target)
-    collector = _RowCollector(str(path), on_error)
-    for index, (row, sample_id) in enumerate(zip(table["data"], ids)):
+    ids = matbench_ids(task, len(rows)) if task else [f"entry-{i}" for i in range(len(rows))]
+    structure_at = columns.index("structure")
+    target_at = columns.index(target) if labelled else None
+    collector = _RowCollector(str(path), on_error, labelled=labelled)
+    for index, (row, sample_id) in enumerate(zip(rows, ids)):
+        if not isinstance(row, list) or len(row) != len(columns):
+            found = f"{len(row)} values" if isinstance(row, list) else f"a {type(row).__name__}"
+            collector.reject(f"entry {index}", sample_id, f"expected {len(columns)} values (columns {columns}), "
+                                                          f"found {found}")
+            continue
         collector.add(f"entry {index}", sample_id,
-                      lambda row=row: pymatgen_to_atoms(Structure.from_dict(row[structure_at])), row[target_at])
-    return collector.dataset(target, task)
+                      lambda row=row: pymatgen_to_atoms(Structure.from_dict(row[structure_at])),
+                      row[target_at] if labelled else None)
+    return collector.dataset(target, task, flag_duplicates=True)
 
 
 # --- tables -----------------------------------------------------------------------------------------------
 
 def _read_table(path: Path):
+    """A CSV or parquet table; an absent, empty, non-UTF-8 or unparseable file raises one :class:`InputError` line."""
     import pandas as pd
 
+    if not path.is_file():
+        raise InputError(f"{path}: no such file; check the path")
     if path.stat().st_size == 0:
-        raise ValueError(f"{path}: empty file")
-    if path.suffix == ".parquet":
-        return pd.read_parquet(path)
-    return pd.read_csv(path)
+        raise InputError(f"{path}: empty file; write the table again (a header row, then one row per sample)")
+    if path.suffix.lower() == ".parquet":
+        try:
+            return pd.read_parquet(path)
+        except (OSError, ValueError) as error:  # pyarrow's ArrowInvalid is a ValueError, ArrowIOError an OSError
+            raise InputError(f"{path}: not a readable parquet file ({_first_line(error)}); write it again") from None
+    return _read_csv(path)
+
+
+def _read_csv(path: Path, **options):
+    import pandas as pd
+
+    try:
+        return pd.read_csv(path, **options)
+    except UnicodeDecodeError:
+        raise InputError(_not_utf8(path)) from None
+    except pd.errors.EmptyDataError:
+        raise InputError(f"{path}: no header row (the file is blank); write the table again") from None
+    except pd.errors.ParserError as error:
+        raise InputError(f"{path}: not a readable CSV table ({_first_line(error)}); check that row's commas and "
+                         "quotes") from None
+
+
+def _not_utf8(path: Path) -> str:
+    raw = path.read_bytes()
+    try:
+        raw.decode("utf-8")
+        where = ""
+    except UnicodeDecodeError as error:
+        line = raw.count(b"\n", 0, error.start) + 1
+        where = f" (byte {raw[error.start]:#04x} on line {line})"
+    return (f"{path}: not UTF-8 text{where}, probably Latin-1 or Windows-1252; save it as UTF-8 (a spreadsheet's "
+            f"'CSV UTF-8' format, or iconv -f cp1252 -t utf-8)")
 
 
 def _pick_target(frame, target: str | None, exclude: set[str], source: str) -> str:
@@ -263,11 +484,15 @@ def _pick_target(frame, target: str | None, exclude: set[str], source: str) -> s
         return target
     if target is not None:
         if target not in frame.columns:
-            raise ValueError(f"{source}: no target column {target!r} (columns: {list(frame.columns)})")
+            raise InputError(f"{source}: no target column {target!r} (columns: {list(frame.columns)}); "
+                             "name one with --target")
         return target
     numeric = [c for c in frame.columns if c not in exclude and frame[c].dtype.kind in "fiu"]
-    if len(numeric) != 1:
-        raise ValueError(f"{source}: say which column is the target with --target (numeric columns: {numeric})")
+    if not numeric:
+        raise InputError(f"{source}: no numeric target column (columns: {list(frame.columns)}); to train, add one "
+                         "or name it with --target; a table of structures only is for hacknip predict")
+    if len(numeric) > 1:
+        raise InputError(f"{source}: say which column is the target with --target (numeric columns: {numeric})")
     return numeric[0]
 
 
@@ -280,30 +505,40 @@ def read_cif_table(path: Path, structure_column: str = "cif", target: str | None
     """CSV or parquet with one CIF text per row."""
     frame = _read_table(path)
     if structure_column not in frame.columns:
-        raise ValueError(f"{path}: no structure column {structure_column!r} (columns: {list(frame.columns)}); "
+        raise InputError(f"{path}: no structure column {structure_column!r} (columns: {list(frame.columns)}); "
                          "name it with --structure-column")
     target = _pick_target(frame, target, {structure_column, id_column}, str(path))
     ids = frame[id_column].astype(str) if id_column else [str(i) for i in range(len(frame))]
     collector = _RowCollector(str(path), on_error, labelled=target != UNLABELLED)
     for index, (text, value, sample_id) in enumerate(zip(frame[structure_column], _target_values(frame, target), ids)):
         collector.add(f"row {index + 2}", sample_id, lambda text=text: cif_text_to_atoms(text, disordered), value)
-    return collector.dataset(target)
+    return collector.dataset(target, flag_duplicates=True)
 
 
 def read_structure_folder(folder: Path, targets: Path | None = None, target: str | None = None,
                           id_column: str | None = None, on_error: str = "raise", disordered: str = "refuse") -> Dataset:
-    """A folder of CIF/POSCAR files with a CSV whose id column names the files (with or without suffix)."""
+    """A folder of CIF/POSCAR files with a CSV whose id column names the files (with or without suffix). For
+    prediction (``target=UNLABELLED``) without that CSV, every structure file in the folder, by file name."""
+    structure_files = [path for path in sorted(folder.iterdir())
+                       if path.suffix.lower() in STRUCTURE_SUFFIXES or path.name.startswith(("POSCAR", "CONTCAR"))]
+    explicit = targets is not None
     targets = targets or folder / "targets.csv"
+    if not targets.exists() and target == UNLABELLED and not explicit:
+        return _read_unlabelled_folder(folder, structure_files, on_error, disordered)
     if not targets.exists():
-        raise ValueError(f"{folder}: needs a CSV of targets (looked for {targets}); pass it with --targets")
+        raise InputError(f"{folder}: needs a CSV of targets (looked for {targets}); pass it with --targets")
     frame = _read_table(targets)
+    if not len(frame.columns):
+        raise InputError(f"{targets}: no columns; write a header row with the file-name column first")
     id_column = id_column or frame.columns[0]
+    if id_column not in frame.columns:
+        raise InputError(f"{targets}: no id column {id_column!r} (columns: {list(frame.columns)}); "
+                         "name it with --id-column")
     target = _pick_target(frame, target, {id_column}, str(targets))
     files = {}
-    for path in sorted(folder.iterdir()):
-        if path.suffix.lower() in STRUCTURE_SUFFIXES or path.name.startswith(("POSCAR", "CONTCAR")):
-            files.setdefault(path.name, path)
-            files.setdefault(path.stem, path)
+    for path in structure_files:
+        files.setdefault(path.name, path)
+        files.setdefault(path.stem, path)
     collector = _RowCollector(str(targets), on_error, labelled=target != UNLABELLED)
     for index, (name, value) in enumerate(zip(frame[id_column].astype(str), _target_values(frame, target))):
         row = f"row {index + 2}"
@@ -311,7 +546,16 @@ def read_structure_folder(folder: Path, targets: Path | None = None, target: str
             collector.reject(row, name, f"no structure file named {name!r} in {folder}")
             continue
         collector.add(row, name, lambda path=files[name]: structure_file_to_atoms(path, disordered), value)
-    return collector.dataset(target)
+    return collector.dataset(target, flag_duplicates=True)
+
+
+def _read_unlabelled_folder(folder: Path, files: list[Path], on_error: str, disordered: str) -> Dataset:
+    if not files:
+        raise InputError(f"{folder}: no structure files (looked for *.cif, *.vasp, *.poscar, POSCAR*, CONTCAR*)")
+    collector = _RowCollector(str(folder), on_error, labelled=False)
+    for path in files:
+        collector.add(f"file {path.name}", path.name, lambda path=path: structure_file_to_atoms(path, disordered), None)
+    return collector.dataset(UNLABELLED, flag_duplicates=True)
 
 
 def read_ase_file(path: Path, target: str | None = None, on_error: str = "raise") -> Dataset:
@@ -319,14 +563,21 @@ def read_ase_file(path: Path, target: str | None = None, on_error: str = "raise"
     import ase.io
 
     if path.stat().st_size == 0:
-        raise ValueError(f"{path}: empty file")
-    frames = ase.io.read(str(path), index=":")
+        raise InputError(f"{path}: empty file; write it again")
+    try:
+        frames = ase.io.read(str(path), index=":")
+    except Exception as error:  # ASE's readers raise anything from StopIteration to their own types
+        raise InputError(f"{path}: ASE cannot read it ({_first_line(error)}); check that it is a complete extxyz "
+                         "file or ASE database") from None
     if not frames:
-        raise ValueError(f"{path}: no structures")
+        raise InputError(f"{path}: no structures")
     if target is None:
         keys = [k for k, v in frames[0].info.items() if isinstance(v, (int, float)) and not isinstance(v, bool)]
-        if len(keys) != 1:
-            raise ValueError(f"{path}: say which info key is the target with --target (numeric keys: {keys})")
+        if not keys:
+            raise InputError(f"{path}: no numeric info key to use as the target; to train, add one to each structure "
+                             "or name it with --target; a file of structures only is for hacknip predict")
+        if len(keys) > 1:
+            raise InputError(f"{path}: say which info key is the target with --target (numeric keys: {keys})")
         target = keys[0]
     collector = _RowCollector(str(path), on_error, labelled=target != UNLABELLED)
     for index, atoms in enumerate(frames):
@@ -335,7 +586,7 @@ def read_ase_file(path: Path, target: str | None = None, on_error: str = "raise"
             collector.reject(f"structure {index}", sample_id, f"no {target!r} in its info")
             continue
         collector.add(f"structure {index}", sample_id, lambda atoms=atoms: atoms, atoms.info.get(target))
-    return collector.dataset(target)
+    return collector.dataset(target, flag_duplicates=True)
 
 
 def read_dataset(path: str | Path, *, target: str | None = None, structure_column: str = "cif",
@@ -365,7 +616,7 @@ def read_dataset(path: str | Path, *, target: str | None = None, structure_colum
         return read_cif_table(path, structure_column, target, id_column, on_error, disordered)
     if name.endswith((".xyz", ".extxyz", ".db", ".traj")):
         return read_ase_file(path, target, on_error)
-    raise ValueError(f"{path}: unknown input kind; give a matbench_*.json.gz, a CSV/parquet with a CIF or SMILES "
+    raise InputError(f"{path}: unknown input kind; give a matbench_*.json.gz, a CSV/parquet with a CIF or SMILES "
                      "column, an SDF file, an extxyz/ASE database, or a folder of CIF/POSCAR files with targets.csv")
 
 
@@ -384,10 +635,11 @@ def _columns(path: Path) -> list[str]:
     if path.suffix == ".parquet":
         import pyarrow.parquet as pq
 
-        return list(pq.read_schema(path).names)
-    import pandas as pd
-
-    return [str(column) for column in pd.read_csv(path, nrows=0).columns]
+        try:
+            return list(pq.read_schema(path).names)
+        except (OSError, ValueError) as error:
+            raise InputError(f"{path}: not a readable parquet file ({_first_line(error)}); write it again") from None
+    return [str(column) for column in _read_csv(path, nrows=0).columns]
 
 
 def _smiles_table(path: Path) -> bool:
@@ -414,13 +666,13 @@ def read_sample_columns(dataset: Dataset, path: str | Path, columns: Sequence[st
         return [[sample.atoms.info.get(column) for column in columns] for sample in dataset.samples], str(path)
     table_path = (Path(targets) if targets else path / "targets.csv") if path.is_dir() else path
     if not table_path.name.lower().endswith((".csv", ".parquet")):
-        raise ValueError(f"{path}: {purpose} reads table columns or extxyz/ASE info keys, not this input")
+        raise InputError(f"{path}: {purpose} reads table columns or extxyz/ASE info keys, not this input")
     frame = _read_table(table_path)
     missing = [column for column in columns if column not in frame.columns]
     if missing:
-        raise ValueError(f"{table_path}: no column {missing[0]!r} for {purpose} (columns: {list(frame.columns)})")
+        raise InputError(f"{table_path}: no column {missing[0]!r} for {purpose} (columns: {list(frame.columns)})")
     if not all(sample.row.startswith("row ") for sample in dataset.samples):
-        raise ValueError(f"{path}: {purpose} reads the rows of a table; this input's samples are not table rows")
+        raise InputError(f"{path}: {purpose} reads the rows of a table; this input's samples are not table rows")
     positions = [int(sample.row.removeprefix("row ")) - 2 for sample in dataset.samples]
     return frame[list(columns)].iloc[positions].to_numpy(dtype=object).tolist(), str(table_path)
 
