@@ -20,8 +20,6 @@ from __future__ import annotations
 
 import contextlib
 import io
-import pickle
-import re
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -34,9 +32,9 @@ from chgnet.graph import CrystalGraph
 from chgnet.model import CHGNet
 from pymatgen.io.ase import AseAtomsAdaptor
 
-from hacknip.backbone import file_sha256, per_atom_features_in_batches
+from hacknip.backbone import file_sha256, per_atom_features_in_batches, refusing_pickles
 from hacknip.capture import forward_capturing
-from hacknip.errors import BadStructureError, InputError, UntrustedFileError
+from hacknip.errors import BadStructureError, InputError
 
 SPEC_NAME = "chgnet"
 DEFAULT_MODEL = "0.3.0"
@@ -102,15 +100,8 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
     """The dict saved in a CHGNet checkpoint file, read with ``torch.load(weights_only=True)``: tensors and plain
     Python data only, nothing that unpickling could run. Raises :class:`hacknip.errors.UntrustedFileError` for a file
     that holds anything else (chgnet's own ``CHGNet.from_file`` would unpickle it)."""
-    try:
+    with refusing_pickles(path, "CHGNet checkpoint", "Save the weights as torch.save({'model': network.as_dict()}, path)"):
         state = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as error:
-        if "weights only load failed" not in str(error).lower():
-            raise
-        raise UntrustedFileError(
-            f"{path}: not a plain CHGNet checkpoint: it holds {_unsupported_global(error)}, which only unpickling "
-            "(running code from the file) could read, and hacknip reads checkpoints with torch.load(weights_only=True). "
-            "Save the weights as torch.save({'model': network.as_dict()}, path)") from None
     if not isinstance(state, dict) or not isinstance(state.get("model"), dict) or not {
             "state_dict", "model_args"} <= set(state["model"]):
         raise InputError(f"{path} is not a CHGNet checkpoint: expected a dict with 'model': {{'state_dict': ..., "
@@ -121,11 +112,6 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
 def build_network(state: dict[str, Any], **options: Any) -> CHGNet:
     """``CHGNet.from_dict(state["model"], **options)``, without CHGNet's printing."""
     return _quietly(CHGNet.from_dict, state["model"], **options)
-
-
-def _unsupported_global(error: BaseException) -> str:
-    match = re.search(r"Unsupported global: GLOBAL (\S+)", str(error))
-    return f"a reference to {match.group(1)}" if match else "objects other than tensors and plain data"
 
 
 class CHGNetBackbone:

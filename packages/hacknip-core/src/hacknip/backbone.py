@@ -7,15 +7,17 @@ is the width of the invariant (scalar) per-atom features at layer ``i``.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import importlib
 import json
-from collections.abc import Callable, Iterable, Sequence
+import re
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
-from hacknip.errors import BadStructureError
+from hacknip.errors import BadStructureError, UntrustedFileError
 
 if TYPE_CHECKING:
     import numpy as np
@@ -117,6 +119,25 @@ def identity_key(identity: dict[str, Any]) -> str:
     """A short stable hash of a backbone identity, used to name its folder in the feature store."""
     canonical = json.dumps(identity, sort_keys=True, separators=(",", ":"), default=str)
     return hashlib.sha256(canonical.encode()).hexdigest()[:16]
+
+
+@contextlib.contextmanager
+def refusing_pickles(path: str | Path, kind: str, hint: str = "") -> Iterator[None]:
+    """Around ``torch.load(path, weights_only=True)``: a file that only unpickling could read (it names a class or
+    function, as a checkpoint built to run code does) becomes a one-line :class:`~hacknip.errors.UntrustedFileError`
+    saying what it holds; ``kind`` names what the file should have been (``"CHGNet checkpoint"``)."""
+    import pickle
+
+    try:
+        yield
+    except pickle.UnpicklingError as error:
+        if "weights only load failed" not in str(error).lower():
+            raise
+        match = re.search(r"Unsupported global: GLOBAL (\S+)", str(error))
+        what = f"a reference to {match.group(1)}" if match else "objects other than tensors and plain data"
+        raise UntrustedFileError(f"{path}: not a plain {kind}: it holds {what}, which only unpickling (running code from "
+                                 f"the file) could read, and hacknip reads checkpoints with torch.load(weights_only=True)"
+                                 f"{'. ' + hint if hint else ''}") from None
 
 
 def file_sha256(path: str | Path, chunk: int = 1 << 20) -> str:

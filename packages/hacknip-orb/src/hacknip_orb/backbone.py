@@ -23,8 +23,6 @@ import contextlib
 import hashlib
 import inspect
 import math
-import pickle
-import re
 import typing
 import warnings
 from collections.abc import Iterator, Sequence
@@ -43,9 +41,9 @@ from orb_models.forcefield.base import AtomGraphs, batch_graphs
 from orb_models.forcefield.calculator import ORBCalculator
 from orb_models.forcefield.featurization_utilities import EdgeCreationMethod, compute_supercell_neighbors
 
-from hacknip.backbone import SUPERCELL_RULES, file_sha256, per_atom_features_in_batches
+from hacknip.backbone import SUPERCELL_RULES, file_sha256, per_atom_features_in_batches, refusing_pickles
 from hacknip.capture import forward_capturing
-from hacknip.errors import BadStructureError, InputError, UntrustedFileError
+from hacknip.errors import BadStructureError, InputError
 from hacknip.supercell import perpendicular_widths
 from hacknip_orb.fused import FusedGNS, fusable
 from hacknip_orb.plugin import DEFAULT_MODEL, MODELS, UNCAPPED, factory_name, needs_supercell
@@ -135,17 +133,9 @@ def load(
         if not path.is_file():
             raise FileNotFoundError(f"ORB checkpoint {str(checkpoint)!r} does not exist (expected a state_dict of "
                                     f"the {model} architecture saved with torch.save)")
-        try:
-            with _orb_precision():  # orb-models reads the state_dict with torch.load(weights_only=True)
-                network = loader(weights_path=str(path), device=device, precision=precision, compile=False)
-        except pickle.UnpicklingError as error:
-            if "weights only load failed" not in str(error).lower():
-                raise
-            match = re.search(r"Unsupported global: GLOBAL (\S+)", str(error))
-            what = f"a reference to {match.group(1)}" if match else "objects other than tensors and plain data"
-            raise UntrustedFileError(
-                f"{path}: not a plain ORB state_dict: it holds {what}, which only unpickling (running code from the "
-                "file) could read; orb-models reads checkpoints with torch.load(weights_only=True)") from None
+        # orb-models reads the state_dict with torch.load(weights_only=True)
+        with refusing_pickles(path, "ORB state_dict"), _orb_precision():
+            network = loader(weights_path=str(path), device=device, precision=precision, compile=False)
         checkpoint_sha256 = file_sha256(path)
         name = f"{model}:{checkpoint}"
     return OrbBackbone(network, name=name, model=model, checkpoint_sha256=checkpoint_sha256, radius=radius,

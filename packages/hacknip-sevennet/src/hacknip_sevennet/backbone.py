@@ -19,7 +19,6 @@ SevenNet does it: from its embedding, with no messages.
 from __future__ import annotations
 
 import copy
-import pickle
 import re
 import warnings
 from collections.abc import Sequence
@@ -40,9 +39,9 @@ from sevenn.nn.sequential import AtomGraphSequential
 from sevenn.train.dataload import unlabeled_atoms_to_graph
 from torch_geometric.data import Batch
 
-from hacknip.backbone import file_sha256, per_atom_features_in_batches
+from hacknip.backbone import file_sha256, per_atom_features_in_batches, refusing_pickles
 from hacknip.capture import forward_capturing, scalar_channels
-from hacknip.errors import InputError, UntrustedFileError
+from hacknip.errors import InputError
 
 SPEC_NAME = "sevennet"
 DEFAULT_MODEL = "7net-0"
@@ -95,17 +94,8 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
     """The dict saved in a SevenNet checkpoint file, read with ``torch.load(weights_only=True)`` and numpy arrays
     allowed: nothing that unpickling could run. Raises :class:`hacknip.errors.UntrustedFileError` for a file that holds
     anything else (sevenn's own loader would unpickle it)."""
-    try:
-        with torch.serialization.safe_globals(_numpy_globals()):
-            saved = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as error:
-        if "weights only load failed" not in str(error).lower():
-            raise
-        match = re.search(r"Unsupported global: GLOBAL (\S+)", str(error))
-        what = f"a reference to {match.group(1)}" if match else "objects other than tensors, numpy arrays and plain data"
-        raise UntrustedFileError(
-            f"{path}: not a plain SevenNet checkpoint: it holds {what}, which only unpickling (running code from the "
-            "file) could read, and hacknip reads checkpoints with torch.load(weights_only=True)") from None
+    with refusing_pickles(path, "SevenNet checkpoint"), torch.serialization.safe_globals(_numpy_globals()):
+        saved = torch.load(path, map_location="cpu", weights_only=True)
     if not isinstance(saved, dict) or not isinstance(saved.get("model_state_dict"), dict):
         raise InputError(f"{path} is not a SevenNet checkpoint: expected a dict with 'config' and 'model_state_dict'")
     return saved
