@@ -39,6 +39,20 @@ def phonons_path() -> Path:
     return PHONONS
 
 
+def write_cif_table(source: Path, path: Path, n: int, target: str) -> Path:
+    """The first ``n`` structures of a dataset as a CSV of ids (``name``), CIF text (``cif``) and ``target``."""
+    import pandas as pd
+    from pymatgen.io.ase import AseAtomsAdaptor
+    from pymatgen.io.cif import CifWriter
+
+    from hacknip.structures import read_dataset
+
+    dataset = read_dataset(source).head(n)
+    cifs = [str(CifWriter(AseAtomsAdaptor.get_structure(sample.atoms))) for sample in dataset.samples]
+    pd.DataFrame({"name": dataset.ids, "cif": cifs, target: dataset.targets}).to_csv(path, index=False)
+    return path
+
+
 @pytest.fixture(scope="module")
 def single_threaded_torch():
     """Torch on one thread for a module's tests (small fits run faster and reproducibly); restored afterwards."""

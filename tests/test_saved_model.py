@@ -8,6 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from click.testing import CliRunner
+from conftest import write_cif_table
 
 from hacknip.cli import cli
 from hacknip.head import CLASSIFICATION, REGRESSION
@@ -43,16 +44,7 @@ def test_every_head_survives_a_round_trip_through_its_state(name, task):
 
 @pytest.fixture
 def cif_table(phonons_path, tmp_path):
-    from pymatgen.io.ase import AseAtomsAdaptor
-    from pymatgen.io.cif import CifWriter
-
-    from hacknip.structures import read_dataset
-
-    dataset = read_dataset(phonons_path).head(60)
-    table = tmp_path / "structures.csv"
-    pd.DataFrame({"name": dataset.ids, "cif": [str(CifWriter(AseAtomsAdaptor.get_structure(s.atoms))) for s in dataset.samples],
-                  "last phdos peak": dataset.targets}).to_csv(table, index=False)
-    return table
+    return write_cif_table(phonons_path, tmp_path / "structures.csv", 60, "last phdos peak")
 
 
 def _invoke(*args):

@@ -17,6 +17,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from click.testing import CliRunner
+from conftest import write_cif_table
 from toy_backbone import WIDTHS, ToyBackbone
 
 from hacknip import hookimpl
@@ -68,16 +69,7 @@ def unpickler_plugin():
 
 @pytest.fixture
 def table(phonons_path, tmp_path):
-    from pymatgen.io.ase import AseAtomsAdaptor
-    from pymatgen.io.cif import CifWriter
-
-    from hacknip.structures import read_dataset
-
-    dataset = read_dataset(phonons_path).head(30)
-    path = tmp_path / "structures.csv"
-    pd.DataFrame({"name": dataset.ids, "cif": [str(CifWriter(AseAtomsAdaptor.get_structure(s.atoms))) for s in dataset.samples],
-                  "peak": dataset.targets}).to_csv(path, index=False)
-    return path
+    return write_cif_table(phonons_path, tmp_path / "structures.csv", 30, "peak")
 
 
 def _invoke(*args, **kwargs):
