@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import csv
-import json
 import os
 import sys
 import time
@@ -114,6 +113,7 @@ def main(argv: list[str] | None = None) -> int:
     from hacknip.mixtures import embed_mixtures, read_mixture_table, read_species_table
     from hacknip.molecules import RelaxOptions
     from hacknip.registry import load_backbone
+    from hacknip.report import strict_json
     from hacknip.store import FeatureStore
 
     started = time.perf_counter()
@@ -160,7 +160,7 @@ def main(argv: list[str] | None = None) -> int:
         "per_layer": {layer: value["summary"] for layer, value in per_layer.items()},
         "paper": PAPER, "seconds": round(time.perf_counter() - started, 1),
     }
-    (args.out / "results.json").write_text(json.dumps(results, indent=2))
+    (args.out / "results.json").write_text(strict_json(results))
     print(f"{len(y)} electrolytes used, {len(rejected)} rejected (see {args.out / 'rejected.csv'}); "
           f"{len(first.component_keys)} distinct components")
     for entry in first.flagged:

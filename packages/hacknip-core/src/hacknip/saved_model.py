@@ -31,6 +31,7 @@ from hacknip.featurize import featurize, layer_matrix
 from hacknip.head import CLASSIFICATION, REGRESSION
 from hacknip.pooling import parse_pooling
 from hacknip.registry import get_head_spec, load_backbone, resolve_backbone
+from hacknip.report import strict_json
 from hacknip.store import FeatureStore
 from hacknip.structures import DISORDERED_CHOICES, Dataset, read_extra_features
 
@@ -79,7 +80,7 @@ def save_model(folder: Path, prepared, layers: dict[str, list[int]], head_params
     arrays = {"scaler_mean": scaler.mean_, "scaler_scale": scaler.scale_,
               **{HEAD_ARRAY_PREFIX + name: np.asarray(value) for name, value in head_arrays.items()}}
     np.savez(folder / ARRAYS_FILE, **arrays)
-    (folder / MODEL_FILE).write_text(json.dumps(model, indent=2))
+    (folder / MODEL_FILE).write_text(strict_json(model))
     return folder
 
 
