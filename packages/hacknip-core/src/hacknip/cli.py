@@ -510,10 +510,20 @@ def tune(out, overwrite, protocol, n_trials, patience, layers_text, inner_folds,
     _check_outputs(out, None, config.store, overwrite)
     settings = TuneSettings(n_trials=n_trials, patience=patience, protocol=protocol, inner_folds=inner_folds,
                             layers=_parse_layer_list(layers_text), storage=_storage_url(storage), seed=seed)
+    _quiet_optuna()
     with progress_bars() as start:
         results = tune_pipeline(config, settings, start)
     _write_and_print(results, out, config.data, {"params.json": results["params"]})
     Console().print(("[bold red]" if results["tuning"]["optimistic"] else "[green]") + results["tuning"]["note"])
+
+
+def _quiet_optuna() -> None:
+    """Optuna logs every trial at INFO; the progress bars say as much."""
+    try:
+        import optuna
+    except ImportError:
+        return  # tune says how to install it
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
 
 
 def _parse_layer_list(text: str | None) -> list[int] | None:

@@ -109,11 +109,17 @@ class MoleculeError(ValueError):
 
 def _rdkit():
     try:
-        from rdkit import Chem, RDLogger
+        from rdkit import Chem
     except ImportError:
         raise ImportError(f"reading molecules needs RDKit: {INSTALL_HINT}") from None
-    RDLogger.DisableLog("rdApp.*")  # failures are reported per row instead
     return Chem
+
+
+def _quiet_rdkit():
+    """RDKit's log silenced for one block (a scoped ``BlockLogs``, not the process-wide ``DisableLog``)."""
+    from rdkit import rdBase
+
+    return rdBase.BlockLogs()
 
 
 def rdkit_version() -> str:
@@ -127,7 +133,8 @@ def parse_smiles(smiles: Any, largest_fragment_only: bool = False):
     Chem = _rdkit()
     if not isinstance(smiles, str) or not smiles.strip():
         raise MoleculeError(f"{UNPARSEABLE}: empty")
-    molecule = Chem.MolFromSmiles(smiles.strip())
+    with _quiet_rdkit():  # RDKit logs why it cannot parse; the row's error says it instead
+        molecule = Chem.MolFromSmiles(smiles.strip())
     if molecule is None:
         raise MoleculeError(f"{UNPARSEABLE}: RDKit cannot read {smiles.strip()!r}")
     if largest_fragment_only:
@@ -152,10 +159,11 @@ def embed(molecule, options: EmbedOptions = EmbedOptions()) -> Atoms:
     parameters.randomSeed = options.seed
     if options.max_attempts:
         parameters.maxIterations = options.max_attempts
-    status = AllChem.EmbedMolecule(with_hydrogens, parameters)
-    if status != 0 and options.random_coords_fallback:
-        parameters.useRandomCoords = True
+    with _quiet_rdkit():
         status = AllChem.EmbedMolecule(with_hydrogens, parameters)
+        if status != 0 and options.random_coords_fallback:
+            parameters.useRandomCoords = True
+            status = AllChem.EmbedMolecule(with_hydrogens, parameters)
     if status != 0:
         raise MoleculeError(f"{EMBEDDING_FAILED}: RDKit ETKDG found no conformer (seed {options.seed})")
     atoms = _to_atoms(with_hydrogens)
@@ -425,7 +433,9 @@ def _sdf_rows(path: Path, target, id_column, embed_options, collector: _RowColle
     """SDF records: their own 3D coordinates (hydrogens added in place when missing), or embedded when 2D."""
     Chem = _rdkit()
     rows = []
-    for index, molecule in enumerate(Chem.SDMolSupplier(str(path), removeHs=False)):
+    with _quiet_rdkit():
+        molecules = list(Chem.SDMolSupplier(str(path), removeHs=False))
+    for index, molecule in enumerate(molecules):
         row = f"record {index + 1}"
         if molecule is None:
             collector.reject(row, str(index), f"{UNPARSEABLE}: RDKit cannot read this SDF record")

@@ -43,13 +43,12 @@ def write_results(results: dict[str, Any], out: Path) -> list[Path]:
     return written
 
 
-def _pyplot():
-    import matplotlib
+def _figure(width: float, height: float):
+    """A figure and its axes, drawn without pyplot: no backend is chosen and no global state is touched."""
+    from matplotlib.figure import Figure
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
+    figure = Figure(figsize=(width, height), dpi=120)
+    return figure, figure.add_subplot()
 
 
 def parity_values(results: dict[str, Any]) -> tuple[np.ndarray, np.ndarray, str]:
@@ -65,10 +64,9 @@ def parity_values(results: dict[str, Any]) -> tuple[np.ndarray, np.ndarray, str]
 
 
 def parity_plot(results: dict[str, Any], path: Path) -> Path:
-    plt = _pyplot()
     true, predicted, label = parity_values(results)
     low, high = float(min(true.min(), predicted.min())), float(max(true.max(), predicted.max()))
-    figure, axes = plt.subplots(figsize=(5, 5), dpi=120)
+    figure, axes = _figure(5, 5)
     axes.scatter(true, predicted, s=8, alpha=0.5, edgecolors="none")
     axes.plot([low, high], [low, high], color="black", linewidth=0.8)
     axes.set_xlabel(f"true {label}")
@@ -78,7 +76,6 @@ def parity_plot(results: dict[str, Any], path: Path) -> Path:
     axes.set_aspect("equal")
     figure.tight_layout()
     figure.savefig(path)
-    plt.close(figure)
     return path
 
 
@@ -86,10 +83,9 @@ def roc_plot(results: dict[str, Any], path: Path) -> Path:
     """One out-of-fold ROC curve per fold, and the diagonal of a model that guesses."""
     from sklearn.metrics import roc_curve
 
-    plt = _pyplot()
     true = np.array(results["predictions"]["true"])
     probability = np.array(results["predictions"]["probability"])
-    figure, axes = plt.subplots(figsize=(5, 5), dpi=120)
+    figure, axes = _figure(5, 5)
     test_fold = np.array(results["predictions"]["fold"])
     for fold in results["folds"]:
         if np.isnan(fold["roc_auc"]):
@@ -107,7 +103,6 @@ def roc_plot(results: dict[str, Any], path: Path) -> Path:
     axes.set_aspect("equal")
     figure.tight_layout()
     figure.savefig(path)
-    plt.close(figure)
     return path
 
 
@@ -119,9 +114,8 @@ METRIC_LABELS = {"mae": "MAE", "roc_auc": "ROC-AUC", "accuracy": "accuracy", "rm
 
 
 def layer_plot(results: dict[str, Any], path: Path) -> Path:
-    plt = _pyplot()
     metric = results["metric"]
-    figure, axes = plt.subplots(figsize=(6, 4), dpi=120)
+    figure, axes = _figure(6, 4)
     for name in dict.fromkeys(entry["backbone"] for entry in results["per_layer"]):
         entries = [e for e in results["per_layer"] if e["backbone"] == name]
         axes.errorbar([e["layer"] for e in entries], [e[f"{metric}_mean"] for e in entries],
@@ -138,7 +132,6 @@ def layer_plot(results: dict[str, Any], path: Path) -> Path:
     axes.legend(fontsize=8)
     figure.tight_layout()
     figure.savefig(path)
-    plt.close(figure)
     return path
 
 

@@ -91,12 +91,11 @@ class ScopeWinner:
 def tune(config: RunConfig, settings: TuneSettings, progress: Progress = no_progress) -> dict[str, Any]:
     """Tune, score honestly (or as the paper did), and return ``results.json``'s dictionary."""
     try:
-        import optuna
+        import optuna  # noqa: F401 - fail here, with the install hint, not deep inside a study
     except ImportError:
         raise ImportError("hacknip tune needs Optuna: pip install 'hacknip-core[tune]'") from None
     if settings.protocol not in PROTOCOLS:
         raise InputError(f"unknown protocol {settings.protocol!r}: use one of {', '.join(PROTOCOLS)}")
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
     started = time.perf_counter()
     prepared = prepare(config, progress)
     search_space = head_search_space(prepared.head_spec)
