@@ -138,3 +138,28 @@ def test_a_broken_plugin_is_skipped_with_a_warning(tmp_path):
     assert result.returncode == 0, result.stderr
     assert "broken-plugin 1.0 (plugin 'broken') could not be loaded" in result.stderr
     assert "chgnet" in {b["name"] for b in json.loads(result.stdout)["backbones"]}
+
+
+class MisspeltFactoryPlugin:
+    @hookimpl
+    def register_backbones(self, register):
+        register(BackboneSpec(name="misspelt", factory="toy_backbone:lod", cutoff=3.5, layer_widths=(4,),
+                              needs_supercell=False))
+
+    @hookimpl
+    def register_heads(self, register):
+        register(HeadSpec(name="misspelt-head", factory="no_such_module:Head", task_kinds=frozenset({"regression"})))
+
+
+def test_a_factory_that_cannot_be_imported_names_the_spec_and_the_path():
+    from hacknip.registry import load_backbone
+
+    pm.register(MisspeltFactoryPlugin(), name="misspelt")
+    try:
+        with pytest.raises(ImportError, match=r"the backbone 'misspelt' \(.*\) names the factory 'toy_backbone:lod', "
+                                              r"which cannot be imported \(AttributeError"):
+            load_backbone("misspelt")
+        with pytest.raises(ImportError, match=r"the head 'misspelt-head' .* 'no_such_module:Head'.*ModuleNotFoundError"):
+            create_head("misspelt-head")
+    finally:
+        pm.unregister(name="misspelt")

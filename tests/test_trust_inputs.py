@@ -137,7 +137,7 @@ def test_tables_extxyz_and_folders_of_structures_only(tmp_path):
 
     frames = tmp_path / "frames.extxyz"
     write(frames, [bulk("Si"), bulk("Cu")])
-    assert "no numeric info key" in _error(InputError, lambda: read_dataset(frames))
+    assert "no numeric target info key" in _error(InputError, lambda: read_dataset(frames))
     assert len(read_dataset(frames, target=UNLABELLED).samples) == 2
 
     folder = tmp_path / "folder"
@@ -244,5 +244,5 @@ def test_a_table_of_molecules_without_targets_reads_for_prediction_only(tmp_path
     path.write_text("smiles\nCCO\nc1ccccc1\n")
     dataset = read_dataset(path, target=UNLABELLED)
     assert dataset.ids == ["0", "1"] and np.isnan(dataset.targets).all()
-    with pytest.raises(InputError, match=r"mols.csv: no numeric target column .* is for hacknip predict"):
+    with pytest.raises(InputError, match=r"mols.csv: no numeric target column .* are for hacknip predict"):
         read_dataset(path)

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import importlib
 import json
 import re
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -95,9 +94,9 @@ class BackboneSpec:
     package_version: str = field(default="", compare=False)
 
     def load(self, checkpoint: str | None = None, **options: Any) -> Backbone:
-        module_name, _, attr = self.factory.partition(":")
-        factory = getattr(importlib.import_module(module_name), attr)
-        return factory(checkpoint=checkpoint, **{**self.options, **options})
+        from hacknip.plugins import resolve_factory
+
+        return resolve_factory("backbone", self)(checkpoint=checkpoint, **{**self.options, **options})
 
 
 def supercell_rule(backbone: Backbone) -> str:

@@ -47,7 +47,7 @@ def random_folds(n: int, n_splits: int = N_FOLDS, seed: int = MATBENCH_SEED) -> 
 
 
 def stratified_folds(y: np.ndarray, n_splits: int = N_FOLDS, seed: int = MATBENCH_SEED) -> Folds:
-    """Matbench's folds for classification tasks: StratifiedKFold(5, shuffle=True, random_state=18012019)."""
+    """Matbench's folds for classification tasks: StratifiedKFold(5, shuffle=True, random_state=MATBENCH_SEED)."""
     from sklearn.model_selection import StratifiedKFold
 
     smallest = int(np.bincount(np.asarray(y, dtype=int)).min())

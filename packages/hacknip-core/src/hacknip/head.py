@@ -7,7 +7,6 @@ between ``fit`` calls. ``predict_proba`` is required for heads serving classific
 
 from __future__ import annotations
 
-import importlib
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
@@ -43,6 +42,11 @@ class HeadSpec:
     package: str = field(default="", compare=False)
     package_version: str = field(default="", compare=False)
 
+    def estimator_class(self) -> type:
+        """The head's class (or factory), imported on first use."""
+        from hacknip.plugins import resolve_factory
+
+        return resolve_factory("head", self)
+
     def create(self, **params: Any) -> Head:
-        module_name, _, attr = self.factory.partition(":")
-        return getattr(importlib.import_module(module_name), attr)(**params)
+        return self.estimator_class()(**params)

@@ -46,13 +46,14 @@ from hacknip.featurize import featurize, layer_matrix
 from hacknip.molecules import EmbedOptions, RelaxOptions
 from hacknip.store import FeatureStore
 from hacknip.structures import (
-    ON_ERROR_CHOICES,
     BadInputError,
     Dataset,
     Sample,
     SkippedRow,
     _checked_target,
+    _pick_target,
     _read_table,
+    check_on_error,
     structure_file_to_atoms,
 )
 
@@ -303,8 +304,7 @@ def read_mixture_table(path: str | Path, *, target: str | None = None, component
                        on_error: str = "raise") -> MixtureTable:
     """Mixtures from a table; rows that cannot be read (or converted to molar concentrations) raise a
     :class:`BadInputError` naming the row, or with ``on_error="skip"`` are listed in ``MixtureTable.skipped``."""
-    if on_error not in ON_ERROR_CHOICES:
-        raise InputError(f"on_error must be one of {ON_ERROR_CHOICES}, not {on_error!r}")
+    check_on_error(on_error)
     path = Path(path)
     if species is not None and not isinstance(species, dict):
         species = read_species_table(species)
@@ -312,7 +312,7 @@ def read_mixture_table(path: str | Path, *, target: str | None = None, component
     for column in (components_column, id_column):
         if column not in frame.columns:
             raise InputError(f"{path}: no column {column!r} (columns: {list(frame.columns)})")
-    target = target or _only_numeric(frame, {components_column, id_column}, path)
+    target = target or _pick_target(frame, None, {components_column, id_column}, str(path))
     mixtures, skipped = [], []
     for index, row in enumerate(frame.itertuples(index=False)):
         row_name, sample_id = f"row {index + 2}", str(getattr(row, id_column))
@@ -325,13 +325,6 @@ def read_mixture_table(path: str | Path, *, target: str | None = None, component
                 raise BadInputError(str(path), row_name, sample_id, str(error)) from None
             skipped.append(SkippedRow(row_name, sample_id, str(error)))
     return MixtureTable(mixtures, target, str(path), skipped)
-
-
-def _only_numeric(frame, exclude: set[str], path: Path) -> str:
-    numeric = [c for c in frame.columns if c not in exclude and frame[c].dtype.kind in "fi"]
-    if len(numeric) != 1:
-        raise InputError(f"{path}: say which column is the target (numeric columns: {numeric})")
-    return numeric[0]
 
 
 # --- embedding ----------------------------------------------------------------------------------------------

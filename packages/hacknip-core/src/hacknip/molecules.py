@@ -37,7 +37,6 @@ from hacknip.backbone import Backbone, check_elements, identity_key
 from hacknip.errors import InputError
 from hacknip.store import DAMAGED_FOLDER, DamagedShardWarning, FeatureStore, _atomic_write, _slug, structure_hash
 from hacknip.structures import (
-    ON_ERROR_CHOICES,
     UNLABELLED,
     WARNING_KEY,
     Dataset,
@@ -47,7 +46,10 @@ from hacknip.structures import (
     _read_table,
     _RowCollector,
     _target_values,
+    check_on_error,
+    is_number,
     read_ase_file,
+    the_only_numeric,
 )
 
 INSTALL_HINT = "pip install hacknip-core[molecules]"
@@ -443,10 +445,8 @@ def _sdf_rows(path: Path, target, id_column, embed_options, collector: _RowColle
         properties = molecule.GetPropsAsDict()
         sample_id = str(properties.get(id_column) if id_column else molecule.GetProp("_Name") or index)
         if target is None:
-            numeric = [k for k, v in properties.items() if isinstance(v, (int, float)) and k != id_column]
-            if len(numeric) != 1:
-                raise InputError(f"{path}: say which SDF property is the target with --target (numeric: {numeric})")
-            target = numeric[0]
+            numeric = [k for k, v in properties.items() if is_number(v) and k != id_column]
+            target = the_only_numeric(numeric, str(path), "SDF property", list(properties))
         try:
             value = _row_target(properties.get(target), target)
             job = _sdf_job(molecule, embed_options)
@@ -523,8 +523,7 @@ def molecules_to_dataset(
     """
     if on_nonconverged not in NONCONVERGED_CHOICES:
         raise InputError(f"on_nonconverged must be one of {NONCONVERGED_CHOICES}, not {on_nonconverged!r}")
-    if on_error not in ON_ERROR_CHOICES:
-        raise InputError(f"on_error must be one of {ON_ERROR_CHOICES}, not {on_error!r}")
+    check_on_error(on_error)
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"no such file: {path}")

@@ -15,6 +15,7 @@ from hacknip import __version__
 from hacknip.compose import Member, parse_backbones
 from hacknip.errors import InputError
 from hacknip.evaluation import (
+    MATBENCH_SEED,
     N_FOLDS,
     PRIMARY_METRIC,
     SCORE_SCALES,
@@ -220,14 +221,14 @@ def make_folds(dataset: Dataset, config: RunConfig, task: str = REGRESSION,
         column = group_column(config.split)
         what, label = ("groups", f"{column!r}-grouped") if column else ("scaffolds", "Bemis-Murcko scaffold")
         return group_folds(groups, what=what), \
-            f"{label} folds (5, seed 18012019; a group is never split between training and test)"
+            f"{label} folds ({N_FOLDS}, seed {MATBENCH_SEED}; a group is never split between training and test)"
     if dataset.matbench_task and config.split == "auto":
         folds_file = config.folds_file or find_matbench_file(Path(config.data), VALIDATION_FILE)
         if folds_file:
             return matbench_folds(dataset.ids, dataset.matbench_task, folds_file), f"official Matbench v0.1 folds ({folds_file})"
     if task == CLASSIFICATION:
-        return stratified_folds(dataset.targets), "StratifiedKFold(5, shuffle=True, random_state=18012019)"
-    return random_folds(len(dataset.samples)), "KFold(5, shuffle=True, random_state=18012019)"
+        return stratified_folds(dataset.targets), f"StratifiedKFold({N_FOLDS}, shuffle=True, random_state={MATBENCH_SEED})"
+    return random_folds(len(dataset.samples)), f"KFold({N_FOLDS}, shuffle=True, random_state={MATBENCH_SEED})"
 
 
 def choose_task(config: RunConfig, y: np.ndarray, head_spec) -> str:

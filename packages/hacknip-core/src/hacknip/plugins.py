@@ -13,10 +13,12 @@ one to register a name keeps it.
 from __future__ import annotations
 
 import os
+import pkgutil
 import re
 import warnings
 from dataclasses import dataclass
 from importlib import metadata
+from typing import Any
 
 import pluggy
 
@@ -159,6 +161,18 @@ def load_plugins() -> pluggy.PluginManager:
             continue
         _distributions[name] = PluginInfo(name, info.package, info.version)
     return pm
+
+
+def resolve_factory(kind: str, spec) -> Any:
+    """The callable a spec's ``"module:attr"`` factory names, or one line naming the spec, its package and the path
+    when it cannot be imported (a typo in a plugin, or a library the plugin needs that is not installed)."""
+    try:
+        return pkgutil.resolve_name(spec.factory)
+    except (ImportError, AttributeError, ValueError) as error:
+        package = f"{spec.package} {spec.package_version}".strip() or "its plugin"
+        raise ImportError(f"the {kind} {spec.name!r} ({package}) names the factory {spec.factory!r}, which cannot be "
+                          f"imported ({type(error).__name__}: {error}); install what it needs, or report it to the "
+                          f"plugin's authors") from error
 
 
 def plugin_info(plugin: object) -> PluginInfo:

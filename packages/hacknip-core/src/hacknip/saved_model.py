@@ -13,7 +13,6 @@ loaded only if its plugin reads checkpoints without unpickling or the user says 
 
 from __future__ import annotations
 
-import importlib
 import json
 import time
 from dataclasses import dataclass
@@ -259,8 +258,7 @@ def check_identity(saved: dict[str, Any], installed: dict[str, Any], folder: Pat
 
 
 def _head_class(name: str):
-    module_name, _, attr = get_head_spec(name).factory.partition(":")
-    return getattr(importlib.import_module(module_name), attr)
+    return get_head_spec(name).estimator_class()
 
 
 def saved_backbone_expression(model: dict[str, Any]) -> str:

@@ -124,8 +124,7 @@ class _RowCollector:
     """Builds samples row by row, turning each failure into an error or a skipped entry."""
 
     def __init__(self, source: str, on_error: str, labelled: bool = True):
-        if on_error not in ON_ERROR_CHOICES:
-            raise ValueError(f"on_error must be one of {ON_ERROR_CHOICES}, not {on_error!r}")
+        check_on_error(on_error)
         self.source, self.on_error, self.labelled = source, on_error, labelled
         self.samples: list[Sample] = []
         self.skipped: list[SkippedRow] = []
@@ -488,12 +487,26 @@ def _pick_target(frame, target: str | None, exclude: set[str], source: str) -> s
                              "name one with --target")
         return target
     numeric = [c for c in frame.columns if c not in exclude and frame[c].dtype.kind in "fiu"]
+    return the_only_numeric(numeric, source, "column", list(frame.columns))
+
+
+def the_only_numeric(numeric: list[str], source: str, kind: str, names: Sequence[str]) -> str:
+    """The target when none was named: the only numeric column (or info key, SDF property) among ``names``."""
     if not numeric:
-        raise InputError(f"{source}: no numeric target column (columns: {list(frame.columns)}); to train, add one "
-                         "or name it with --target; a table of structures only is for hacknip predict")
+        raise InputError(f"{source}: no numeric target {kind} ({kind}s: {list(names)}); to train, add one or name it "
+                         f"with --target; structures without targets are for hacknip predict")
     if len(numeric) > 1:
-        raise InputError(f"{source}: say which column is the target with --target (numeric columns: {numeric})")
+        raise InputError(f"{source}: say which {kind} is the target with --target (numeric {kind}s: {numeric})")
     return numeric[0]
+
+
+def is_number(value: Any) -> bool:
+    return isinstance(value, int | float | np.integer | np.floating) and not isinstance(value, bool | np.bool_)
+
+
+def check_on_error(on_error: str) -> None:
+    if on_error not in ON_ERROR_CHOICES:
+        raise InputError(f"on_error must be one of {', '.join(ON_ERROR_CHOICES)}, not {on_error!r}")
 
 
 def _target_values(frame, target: str) -> list:
@@ -572,13 +585,8 @@ def read_ase_file(path: Path, target: str | None = None, on_error: str = "raise"
     if not frames:
         raise InputError(f"{path}: no structures")
     if target is None:
-        keys = [k for k, v in frames[0].info.items() if isinstance(v, (int, float)) and not isinstance(v, bool)]
-        if not keys:
-            raise InputError(f"{path}: no numeric info key to use as the target; to train, add one to each structure "
-                             "or name it with --target; a file of structures only is for hacknip predict")
-        if len(keys) > 1:
-            raise InputError(f"{path}: say which info key is the target with --target (numeric keys: {keys})")
-        target = keys[0]
+        info = frames[0].info
+        target = the_only_numeric([k for k, v in info.items() if is_number(v)], str(path), "info key", list(info))
     collector = _RowCollector(str(path), on_error, labelled=target != UNLABELLED)
     for index, atoms in enumerate(frames):
         sample_id = str(atoms.info.get("id", index))

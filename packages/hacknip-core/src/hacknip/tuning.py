@@ -16,7 +16,6 @@ machines) pointed at the same storage share the trials of each study.
 from __future__ import annotations
 
 import hashlib
-import importlib
 import json
 import os
 import socket
@@ -128,9 +127,7 @@ def deploy_scope_folds(settings: TuneSettings, prepared: Prepared, everything: S
 
 
 def head_search_space(spec: HeadSpec) -> Callable:
-    module_name, _, attr = spec.factory.partition(":")
-    factory = getattr(importlib.import_module(module_name), attr)
-    space = getattr(factory, "search_space", None)
+    space = getattr(spec.estimator_class(), "search_space", None)
     if space is None:
         raise InputError(f"head {spec.name!r} declares no search space (a search_space(trial) classmethod), so it "
                          f"cannot be tuned; heads that can: see the docs of each head plugin")
