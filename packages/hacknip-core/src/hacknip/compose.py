@@ -7,6 +7,7 @@ layers are concatenated); without it, that backbone's layers are swept and the b
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from hacknip.errors import InputError
@@ -40,6 +41,12 @@ class Member:
         if self.all_layers:
             return f"{self.name}@all"
         return self.name if self.layers is None else f"{self.name}@{','.join(map(str, self.layers))}"
+
+
+def format_backbones(layers: Mapping[str, Sequence[int]]) -> str:
+    """The expression for fixed layers of each backbone: ``{"sevennet": [1, 2], "chgnet": [4]}`` ->
+    ``"sevennet@1,2+chgnet@4"``."""
+    return "+".join(Member(name, tuple(chosen)).label for name, chosen in layers.items())
 
 
 class _BadLayers(Exception):

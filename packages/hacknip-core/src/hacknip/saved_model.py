@@ -259,8 +259,3 @@ def check_identity(saved: dict[str, Any], installed: dict[str, Any], folder: Pat
 
 def _head_class(name: str):
     return get_head_spec(name).estimator_class()
-
-
-def saved_backbone_expression(model: dict[str, Any]) -> str:
-    return "+".join(f"{b['name']}@{','.join(map(str, b['layers']))}" for b in model["backbones"])
-

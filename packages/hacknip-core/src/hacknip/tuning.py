@@ -27,6 +27,7 @@ from typing import Any
 
 import numpy as np
 
+from hacknip.compose import format_backbones
 from hacknip.errors import InputError
 from hacknip.evaluation import (
     CVResult,
@@ -176,7 +177,7 @@ class _Tuner:
         X = self.prepared.matrix(layers)[scope.rows]
         y = self.y[scope.rows]
         metric = self.prepared.metric
-        name = f"{self.study_prefix}/{scope.name}/{_layers_label(layers)}"
+        name = f"{self.study_prefix}/{scope.name}/{format_backbones(layers)}"
         study = optuna.create_study(study_name=name, storage=self.settings.storage, load_if_exists=True,
                                     direction="maximize" if metric.greater_is_better else "minimize",
                                     sampler=optuna.samplers.TPESampler(seed=self.settings.seed))
@@ -188,7 +189,7 @@ class _Tuner:
             return cross_validate(X, y, scope.folds, self.make_head(params), task=self.prepared.task,
                                   score_transform=self.prepared.score_transform).mean()
 
-        advance = self.progress(f"tuning {scope.name}, {_layers_label(layers)}", self.settings.n_trials)
+        advance = self.progress(f"tuning {scope.name}, {format_backbones(layers)}", self.settings.n_trials)
         advance(len(_complete(study)))
         if not _study_finished(study, self.settings):
             stop = _StopRule(self.settings, advance)
@@ -262,10 +263,6 @@ def _study_prefix(prepared: Prepared, settings: TuneSettings) -> str:
     return f"{config.head}-{hashlib.sha256(key.encode()).hexdigest()[:12]}"
 
 
-def _layers_label(layers: dict[str, list[int]]) -> str:
-    return "+".join(f"{name}@{','.join(map(str, chosen))}" for name, chosen in layers.items())
-
-
 def _jsonable(params: dict[str, Any]) -> dict[str, Any]:
     return json.loads(json.dumps(params, default=list))
 
@@ -278,9 +275,8 @@ def _with_head_params(prepared: Prepared, head_params: dict[str, Any]) -> Prepar
 
 def replay_params(config: RunConfig, deploy: ScopeWinner) -> dict[str, Any]:
     """What ``hacknip run --params FILE`` needs to replay the tuned configuration."""
-    backbone = "+".join(f"{name}@{','.join(map(str, layers))}" for name, layers in deploy.layers.items())
-    return {"backbone": backbone, "head": config.head, "head_params": {**deploy.head_params, **config.head_params},
-            "pooling": config.pooling}
+    return {"backbone": format_backbones(deploy.layers), "head": config.head,
+            "head_params": {**deploy.head_params, **config.head_params}, "pooling": config.pooling}
 
 
 def _tuning_summary(settings: TuneSettings, prepared: Prepared, deploy: ScopeWinner,
