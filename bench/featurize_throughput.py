@@ -106,7 +106,8 @@ def main():
                         help="load option of the paper protocol's backbone, KEY=VALUE")
     parser.add_argument("--threads", type=int, help="hacknip's batches at once (default: featurize's own choice)")
     parser.add_argument("--ours-only", action="store_true",
-                        help="time hacknip's side alone (e.g. to compare --threads settings); no paper protocol, no agreement check")
+                        help="time hacknip's side alone (e.g. to compare --threads settings); no paper protocol, "
+                             "no agreement check")
     parser.add_argument("--json", type=Path)
     parser.add_argument("--skip-without-supercells", action="store_true",
                         help="do not also time the paper's protocol on primitive cells")
