@@ -195,6 +195,14 @@ def resolve_backbone(name: str) -> tuple[BackboneSpec, str | None]:
 
 
 def load_backbone(name: str, **options: Any) -> Backbone:
+    """Load an installed backbone by name (``chgnet``, ``sevennet:7net-l3i5``, ``mace:/path/x.model``); ``options`` go
+    to its loader (``device="cuda"``, ``default_dtype="float64"``).
+
+    Example::
+
+        backbone = hacknip.load_backbone("chgnet")
+        features = backbone.per_atom_features([atoms], layers=[4])[0][4]   # (len(atoms), 64)
+    """
     spec, checkpoint = resolve_backbone(name)
     return spec.load(checkpoint=checkpoint, **options)
 

@@ -182,6 +182,12 @@ def _checked_atoms(make_atoms: Callable[[], Atoms]) -> Atoms:
     except Exception as error:  # parsers raise anything from KeyError to their own types
         message = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         raise ValueError(f"unreadable structure ({message})") from error
+    return checked_atoms(atoms)
+
+
+def checked_atoms(atoms: Atoms) -> Atoms:
+    """``atoms`` if every reader would accept it as a row: atoms, a cell with volume, finite positions, no two atoms
+    closer than :data:`MIN_DISTANCE`; else a ``ValueError`` saying what is wrong (the caller names the row)."""
     if len(atoms) == 0:
         raise ValueError("empty structure (no atoms)")
     if atoms.pbc.any() and abs(atoms.cell.volume) < 1e-6:
@@ -603,9 +609,17 @@ def read_dataset(path: str | Path, *, target: str | None = None, structure_colum
     """Read any supported input, chosen by what ``path`` is. Molecules (a table with a SMILES column, an SDF file)
     get RDKit geometries, unrelaxed: :func:`hacknip.molecules.molecules_to_dataset` relaxes them with a backbone.
     ``disordered="approximant"`` orders CIF/POSCAR structures with partially occupied sites (the ordered cell is
-    what gets featurised, and the sample is flagged with its description)."""
+    what gets featurised, and the sample is flagged with its description). ``target=UNLABELLED`` reads structures
+    without targets (for prediction). Bad rows raise a :class:`BadInputError` naming the row, or with
+    ``on_error="skip"`` are listed in ``Dataset.skipped``.
+
+    Example::
+
+        data = hacknip.read_dataset("matbench_phonons.json.gz")
+        structures, y = [sample.atoms for sample in data.samples], data.targets
+    """
     if disordered not in DISORDERED_CHOICES:
-        raise ValueError(f"disordered must be one of {', '.join(DISORDERED_CHOICES)}, not {disordered!r}")
+        raise InputError(f"disordered must be one of {', '.join(DISORDERED_CHOICES)}, not {disordered!r}")
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"no such file or folder: {path}")
