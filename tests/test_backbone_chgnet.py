@@ -12,6 +12,7 @@ from ase import Atoms
 from ase.build import bulk, molecule
 from chgnet.graph.graph import Graph
 from chgnet.model import CHGNet
+from conftest import RunsCode
 
 from hacknip.backbone import file_sha256, identity_key
 from hacknip.errors import BadStructureError, UntrustedFileError
@@ -142,22 +143,12 @@ def test_safe_loading_gives_the_features_of_chgnets_own_loader(chgnet, tmp_path)
                 np.testing.assert_array_equal(mine[layer], expected[layer], err_msg=f"{kind}, layer {layer}")
 
 
-class RunsCode:
-    """Unpickling this object creates ``marker``: what a malicious checkpoint could do with any code."""
-
-    def __init__(self, marker):
-        self.marker = str(marker)
-
-    def __reduce__(self):
-        return open, (self.marker, "w")
-
-
 def test_a_checkpoint_that_would_run_code_is_refused(chgnet, tmp_path, monkeypatch):
     monkeypatch.setenv("TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD", "1")  # as importing mace sets it: explicit weights_only wins
     marker = tmp_path / "marker"
     path = tmp_path / "evil.pth.tar"
     torch.save({"model": chgnet.network.as_dict(), "trainer_args": RunsCode(marker)}, path)
-    with pytest.raises(UntrustedFileError, match=r"evil\.pth\.tar: not a plain CHGNet checkpoint.*io\.open"):
+    with pytest.raises(UntrustedFileError, match=r"evil\.pth\.tar: not a plain CHGNet checkpoint.*os\.makedirs"):
         load_backbone(f"chgnet:{path}")
     assert not marker.exists()
     torch.load(path, weights_only=False)  # the payload is real: unpickling the file runs it

@@ -18,6 +18,7 @@ import torch
 from ase import Atoms
 from ase.build import bulk, molecule
 from ase.neighborlist import neighbor_list
+from conftest import RunsCode
 from orb_models.forcefield import pretrained
 from orb_models.forcefield.atomic_system import SystemConfig, ase_atoms_to_atom_graphs
 
@@ -301,23 +302,13 @@ def test_missing_charge_and_spin_is_a_bad_structure(capped, monkeypatch):
         capped._prepared(molecule("H2O"), 3)
 
 
-class RunsCode:
-    """Unpickling this object creates ``marker``: what a malicious checkpoint could do with any code."""
-
-    def __init__(self, marker):
-        self.marker = str(marker)
-
-    def __reduce__(self):
-        return open, (self.marker, "w")
-
-
 def test_a_checkpoint_that_would_run_code_is_refused(capped, tmp_path, monkeypatch):
     """orb-models reads state_dicts with torch.load(weights_only=True): a file that needs unpickling is refused."""
     monkeypatch.setenv("TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD", "1")  # as importing mace sets it: explicit weights_only wins
     marker = tmp_path / "marker"
     path = tmp_path / "evil.ckpt"
     torch.save({**capped.network.state_dict(), "payload": RunsCode(marker)}, path)
-    with pytest.raises(UntrustedFileError, match=r"evil\.ckpt: not a plain ORB state_dict.*io\.open"):
+    with pytest.raises(UntrustedFileError, match=r"evil\.ckpt: not a plain ORB state_dict.*os\.makedirs"):
         load_backbone(f"orb-v2:{path}")
     assert not marker.exists()
     torch.load(path, weights_only=False)  # the payload is real: unpickling the file runs it

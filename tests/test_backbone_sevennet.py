@@ -11,6 +11,7 @@ import sevenn.util
 import torch
 from ase import Atoms
 from ase.build import bulk, molecule
+from conftest import RunsCode
 
 from hacknip.backbone import file_sha256, identity_key
 from hacknip.capture import scalar_channels
@@ -153,23 +154,13 @@ def test_every_shipped_checkpoint_reads_without_unpickling():
         assert {"config", "model_state_dict"} <= set(saved), model
 
 
-class RunsCode:
-    """Unpickling this object creates ``marker``: what a malicious checkpoint could do with any code."""
-
-    def __init__(self, marker):
-        self.marker = str(marker)
-
-    def __reduce__(self):
-        return open, (self.marker, "w")
-
-
 def test_a_checkpoint_that_would_run_code_is_refused(sevennet, tmp_path, monkeypatch):
     monkeypatch.setenv("TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD", "1")  # as importing mace sets it: explicit weights_only wins
     marker = tmp_path / "marker"
     path = tmp_path / "evil.pth"
     saved = SafeCheckpoint(sevennet.checkpoint).get_checkpoint_dict()
     torch.save({**saved, "time": RunsCode(marker)}, path)
-    with pytest.raises(UntrustedFileError, match=r"evil\.pth: not a plain SevenNet checkpoint.*io\.open"):
+    with pytest.raises(UntrustedFileError, match=r"evil\.pth: not a plain SevenNet checkpoint.*os\.makedirs"):
         load_backbone(f"sevennet:{path}")
     assert not marker.exists()
     torch.load(path, weights_only=False)  # the payload is real: unpickling the file runs it

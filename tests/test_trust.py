@@ -17,22 +17,13 @@ import numpy as np
 import pandas as pd
 import pytest
 from click.testing import CliRunner
-from conftest import write_cif_table
+from conftest import RunsCode, write_cif_table
 from toy_backbone import WIDTHS, ToyBackbone
 
 from hacknip import hookimpl
 from hacknip.backbone import BackboneSpec, file_sha256
 from hacknip.cli import cli
-
-
-class Payload:
-    """Unpickling this writes a marker file: what a hostile checkpoint would do, harmlessly."""
-
-    def __init__(self, marker):
-        self.marker = marker
-
-    def __reduce__(self):
-        return (open, (self.marker, "w"))
+from hacknip.store import DamagedShardWarning
 
 
 class UnpicklingToy(ToyBackbone):
@@ -99,7 +90,7 @@ def test_a_model_folder_never_runs_the_code_of_a_checkpoint_it_names(unpickler_p
     assert result.exit_code == 0, result.output
 
     # someone swaps the checkpoint for a hostile one: the sha256 differs, nothing is read
-    checkpoint.write_bytes(pickle.dumps(Payload(str(marker))))
+    checkpoint.write_bytes(pickle.dumps(RunsCode(marker)))
     result = _invoke("predict", model, "--data", table, "--id-column", "name", "--out", tmp_path / "p.csv")
     assert result.exit_code == 1 and "is not the" in _one_error_line(result) and "nothing was loaded" in result.output
     assert not marker.exists()
@@ -223,7 +214,8 @@ def test_store_check_names_damaged_shards_and_the_next_run_heals(toy_plugin, tab
     assert _invoke("featurize", "--data", table, "--id-column", "name", "--backbone", "toy", "--store", store).exit_code == 0
     shard = next(store.glob("*/shard-*.npz"))
     shard.write_bytes(shard.read_bytes()[:100])
-    result = _invoke("store", "check", "--store", store)
+    with pytest.warns(DamagedShardWarning, match=rf"{shard.name}: damaged feature-store shard"):
+        result = _invoke("store", "check", "--store", store)
     assert result.exit_code == 1 and "1 damaged" in result.output
     assert _invoke("store", "check", "--store", store).exit_code == 0
     result = _invoke("featurize", "--data", table, "--id-column", "name", "--backbone", "toy", "--store", store)

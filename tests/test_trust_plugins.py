@@ -491,3 +491,17 @@ def test_check_backbones_resolves_names_without_loading(install):
         check_backbones("elsewhere-net+trust-god", allow_missing=stored)
     with pytest.raises(InputError, match="listed twice"):
         check_backbones([Member("chgnet", None), Member("CHGNET", (1,))])
+
+
+def test_a_misspelt_hook_is_named_with_the_hook_it_meant(entry_points):
+    class Misspelt:
+        @hookimpl
+        def register_backbone(self, register):
+            register(backbone("never"))
+
+    entry_points(FakeEntryPoint("typo", FakeDist("typo-plugin", "0.1"), lambda: Misspelt()))
+    with pytest.warns(PluginWarning) as record:
+        plugins.load_plugins()
+    one_warning(record, "typo-plugin 0.1 (plugin 'typo') implements 'register_backbone', which is not a hacknip hook",
+                "did you mean register_backbones?")
+    assert "never" not in backbone_specs()

@@ -132,7 +132,8 @@ def refusing_pickles(path: str | Path, kind: str, hint: str = "") -> Iterator[No
     except pickle.UnpicklingError as error:
         if "weights only load failed" not in str(error).lower():
             raise
-        match = re.search(r"Unsupported global: GLOBAL (\S+)", str(error))
+        # torch says "Unsupported global: GLOBAL io.open", or "unsupported GLOBAL os.system whose module os is blocked"
+        match = re.search(r"unsupported (?:global: )?GLOBAL (\S+)", str(error), re.IGNORECASE)
         what = f"a reference to {match.group(1)}" if match else "objects other than tensors and plain data"
         raise UntrustedFileError(f"{path}: not a plain {kind}: it holds {what}, which only unpickling (running code from "
                                  f"the file) could read, and hacknip reads checkpoints with torch.load(weights_only=True)"

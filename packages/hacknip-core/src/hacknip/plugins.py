@@ -12,6 +12,7 @@ one to register a name keeps it.
 
 from __future__ import annotations
 
+import difflib
 import os
 import pkgutil
 import re
@@ -160,7 +161,20 @@ def load_plugins() -> pluggy.PluginManager:
                  f"{info.remedy()}")
             continue
         _distributions[name] = PluginInfo(name, info.package, info.version)
+        _warn_unknown_hooks(module, _distributions[name])
     return pm
+
+
+def _warn_unknown_hooks(plugin: object, info: PluginInfo) -> None:
+    """A hook implementation that matches no hookspec (``register_backbone`` for ``register_backbones``) is never
+    called: say so instead of letting the plugin vanish without a word."""
+    known = [name for name in vars(hookspecs) if name.startswith("register_")]
+    for caller in pm.get_hookcallers(plugin) or []:
+        if not caller.has_spec():
+            close = difflib.get_close_matches(caller.name, known, n=1)
+            hint = f"; did you mean {close[0]}?" if close else f"; hacknip's hooks are {', '.join(known)}"
+            warn(f"hacknip plugin {info.describe()} implements {caller.name!r}, which is not a hacknip hook, so it is "
+                 f"never called{hint}")
 
 
 def resolve_factory(kind: str, spec) -> Any:

@@ -124,7 +124,7 @@ class BackboneFeatures:
             if shard in self._index:
                 continue
             try:
-                with np.load(shard, allow_pickle=False) as data:
+                with open(shard, "rb") as handle, np.load(handle, allow_pickle=False) as data:
                     keys, layers = data["key"].tolist(), data["layers"].tolist()
             except FileNotFoundError:
                 continue  # another process set it aside meanwhile
@@ -174,7 +174,8 @@ class BackboneFeatures:
     def _shard(self, path: Path) -> dict[str, np.ndarray]:
         """Every array of a shard, checked against its index (raises one of ``_UNREADABLE`` if it is damaged)."""
         if path not in self._shards:
-            with np.load(path, allow_pickle=False) as data:
+            # numpy leaves the file open when it fails to read it: open it here, so it is closed either way
+            with open(path, "rb") as handle, np.load(handle, allow_pickle=False) as data:
                 arrays = {name: data[name] for name in data.files}
             _check_shard(arrays, *self._index[path])
             self._shards[path] = arrays
