@@ -29,12 +29,12 @@ from pathlib import Path
 
 import numpy as np
 
-from hacknip.backbone import LATTICE_LENGTHS, supercell_rule
-from hacknip.featurize import batch_threads, featurize, layer_matrix
-from hacknip.registry import load_backbone
-from hacknip.store import FeatureStore
-from hacknip.structures import read_dataset
-from hacknip.supercell import cutoff_supercell
+from hacknip.data.read import read_dataset
+from hacknip.features.featurize import batch_threads, featurize, layer_matrix
+from hacknip.features.store import FeatureStore
+from hacknip.features.supercell import cutoff_supercell
+from hacknip.plugins.backbone import LATTICE_LENGTHS, supercell_rule
+from hacknip.plugins.registry import load_backbone
 
 DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "matbench" / "matbench_phonons.json.gz"
 TOLERANCE = 1e-5

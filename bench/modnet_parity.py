@@ -36,7 +36,7 @@ DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "matben
 
 def export(args) -> None:
     """Pooled features of the chosen layers from hacknip's store, the targets and the official Matbench folds."""
-    from hacknip.pipeline import RunConfig, prepare
+    from hacknip.workflow.run import RunConfig, prepare
 
     prepared = prepare(RunConfig(data=args.data, backbone=args.backbone, pooling=args.pooling))
     layers = {m.member.name: list(m.member.resolve(m.n_layers) or range(m.n_layers)) for m in prepared.members}
@@ -64,7 +64,7 @@ def folds_of(fold_of_row: np.ndarray):
 def ours(args) -> None:
     import torch
 
-    from hacknip.registry import create_head
+    from hacknip.plugins.registry import create_head
 
     torch.set_num_threads(1)
     X, y, fold_of_row, description = load_features(args.features)

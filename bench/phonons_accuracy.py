@@ -2,7 +2,7 @@
 
     python bench/phonons_accuracy.py [--head lightgbm] [--out bench-results/phonons]
 
-Runs each configuration through ``hacknip.pipeline.run`` exactly as ``hacknip run`` would (features come from the
+Runs each configuration through ``hacknip.workflow.run.run`` exactly as ``hacknip run`` would (features come from the
 store, so re-running is cheap), then prints a markdown table and writes ``summary.json`` plus each run's outputs.
 """
 
@@ -31,8 +31,8 @@ def main():
     parser.add_argument("--out", type=Path, default=Path("bench-results/phonons"))
     args = parser.parse_args()
 
-    from hacknip.pipeline import RunConfig, run
     from hacknip.report import write_results
+    from hacknip.workflow.run import RunConfig, run
 
     rows = []
     for backbone, pooling in CONFIGURATIONS:

@@ -4,7 +4,7 @@ would take at the default 100 steps.
     OMP_NUM_THREADS=1 python bench/relax_cost.py --backbone chgnet --n 3 --steps 20
 
 Embeds the first ``--n`` molecules of ``--data`` (RDKit ETKDG, as hacknip does), runs ``--steps`` BFGS steps on each
-(hacknip.molecules.relax, fmax 0.01 eV/Å) and prints atoms, seconds per step, and the projection for every row of
+(hacknip.data.molecules.relax, fmax 0.01 eV/Å) and prints atoms, seconds per step, and the projection for every row of
 the table at 100 steps.
 """
 
@@ -31,8 +31,8 @@ def main() -> None:
 
     import pandas as pd
 
-    from hacknip.molecules import RelaxOptions, embed, parse_smiles, relax
-    from hacknip.registry import load_backbone
+    from hacknip.data.molecules import RelaxOptions, embed, parse_smiles, relax
+    from hacknip.plugins.registry import load_backbone
 
     table = pd.read_csv(args.data)
     column = next(c for c in table.columns if c.lower() == args.smiles_column.lower())

@@ -24,7 +24,7 @@ def isolated_home(tmp_path, monkeypatch):
 def toy_plugin():
     from toy_backbone import ToyPlugin
 
-    from hacknip.plugins import pm
+    from hacknip.plugins.manager import pm
 
     plugin = ToyPlugin()
     pm.register(plugin, name="toy-test-plugin")
@@ -56,7 +56,7 @@ def write_cif_table(source: Path, path: Path, n: int, target: str) -> Path:
     from pymatgen.io.ase import AseAtomsAdaptor
     from pymatgen.io.cif import CifWriter
 
-    from hacknip.structures import read_dataset
+    from hacknip.data.read import read_dataset
 
     dataset = read_dataset(source).head(n)
     cifs = [str(CifWriter(AseAtomsAdaptor.get_structure(sample.atoms))) for sample in dataset.samples]

@@ -14,10 +14,10 @@ from chgnet.graph.graph import Graph
 from chgnet.model import CHGNet
 from conftest import RunsCode
 
-from hacknip.backbone import file_sha256, identity_key
 from hacknip.errors import BadStructureError, UntrustedFileError
-from hacknip.registry import backbone_specs, load_backbone
-from hacknip.testing import BackboneConformance, reference_structures
+from hacknip.plugins.backbone import file_sha256, identity_key
+from hacknip.plugins.registry import backbone_specs, load_backbone
+from hacknip.plugins.testing import BackboneConformance, reference_structures
 from hacknip_chgnet.backbone import CHGNetBackbone, load, pretrained_checkpoint
 
 

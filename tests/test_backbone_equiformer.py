@@ -23,10 +23,10 @@ from ase import Atoms  # noqa: E402
 from ase.build import bulk, molecule  # noqa: E402
 from click.testing import CliRunner  # noqa: E402
 
-from hacknip.backbone import file_sha256, identity_key  # noqa: E402
 from hacknip.errors import BadStructureError  # noqa: E402
-from hacknip.registry import UnknownNameError, backbone_specs, load_backbone  # noqa: E402
-from hacknip.testing import BackboneConformance, reference_structures  # noqa: E402
+from hacknip.plugins.backbone import file_sha256, identity_key  # noqa: E402
+from hacknip.plugins.registry import UnknownNameError, backbone_specs, load_backbone  # noqa: E402
+from hacknip.plugins.testing import BackboneConformance, reference_structures  # noqa: E402
 from hacknip_equiformer import models  # noqa: E402
 from hacknip_equiformer._common import InputOf, split_checkpoint  # noqa: E402
 
@@ -259,9 +259,9 @@ def test_run_reads_equiformer_v2_features_stored_by_another_environment(uma, pho
     """The README's recipe, last step: features stored under 'equiformer-v2' (here made by a stand-in network, as the
     fairchem 1.x environment would make them) are used by `hacknip run` in this environment."""
     from hacknip.cli import cli
-    from hacknip.featurize import featurize
-    from hacknip.store import FeatureStore
-    from hacknip.structures import read_dataset
+    from hacknip.data.read import read_dataset
+    from hacknip.features.featurize import featurize
+    from hacknip.features.store import FeatureStore
 
     class StandIn:  # what the fairchem-1 environment's backbone would be, identity and all
         name = "equiformer-v2"
@@ -284,7 +284,7 @@ def test_run_reads_equiformer_v2_features_stored_by_another_environment(uma, pho
 
 def test_input_of_captures_before_the_block_mutates_its_input():
     """Layer 0 is the input of the first block; EquiformerV2's blocks rewrite the object they receive."""
-    from hacknip.capture import forward_capturing
+    from hacknip.plugins.capture import forward_capturing
 
     class Holder:
         def __init__(self, tensor):

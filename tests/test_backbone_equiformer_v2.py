@@ -28,9 +28,9 @@ if FAIRCHEM_VERSION is None or not FAIRCHEM_VERSION.startswith("1."):
 
 import torch  # noqa: E402
 
-from hacknip.backbone import file_sha256  # noqa: E402
-from hacknip.registry import load_backbone  # noqa: E402
-from hacknip.testing import BackboneConformance, reference_structures  # noqa: E402
+from hacknip.plugins.backbone import file_sha256  # noqa: E402
+from hacknip.plugins.registry import load_backbone  # noqa: E402
+from hacknip.plugins.testing import BackboneConformance, reference_structures  # noqa: E402
 
 CUTOFF = 5.0
 CHANNELS = 32

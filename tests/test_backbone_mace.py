@@ -17,13 +17,13 @@ import torch
 from ase import Atoms
 from ase.build import bulk, molecule
 
-from hacknip.backbone import file_sha256, identity_key
+from hacknip.data.structures import BadInputError, Dataset, Sample
 from hacknip.errors import BadStructureError
-from hacknip.featurize import featurize
-from hacknip.registry import backbone_specs, load_backbone
-from hacknip.store import FeatureStore
-from hacknip.structures import BadInputError, Dataset, Sample
-from hacknip.testing import BackboneConformance, reference_structures
+from hacknip.features.featurize import featurize
+from hacknip.features.store import FeatureStore
+from hacknip.plugins.backbone import file_sha256, identity_key
+from hacknip.plugins.registry import backbone_specs, load_backbone
+from hacknip.plugins.testing import BackboneConformance, reference_structures
 from hacknip_mace import backbone as mace_backbone
 from hacknip_mace.plugin import DEFAULT_MODEL, MACE_MP_CUTOFF, MACE_MP_LAYER_WIDTHS, PRETRAINED_MODELS, factory_name
 

@@ -22,14 +22,14 @@ from conftest import RunsCode
 from orb_models.forcefield import pretrained
 from orb_models.forcefield.atomic_system import SystemConfig, ase_atoms_to_atom_graphs
 
-from hacknip.backbone import file_sha256, identity_key
+from hacknip.data.structures import Dataset, Sample
 from hacknip.errors import BadStructureError, UntrustedFileError
-from hacknip.featurize import featurize, layer_matrix
-from hacknip.registry import backbone_specs, load_backbone
-from hacknip.store import FeatureStore
-from hacknip.structures import Dataset, Sample
-from hacknip.supercell import supercell_repeats
-from hacknip.testing import BackboneConformance, reference_structures
+from hacknip.features.featurize import featurize, layer_matrix
+from hacknip.features.store import FeatureStore
+from hacknip.features.supercell import supercell_repeats
+from hacknip.plugins.backbone import file_sha256, identity_key
+from hacknip.plugins.registry import backbone_specs, load_backbone
+from hacknip.plugins.testing import BackboneConformance, reference_structures
 from hacknip_orb import backbone as orb_backbone
 from hacknip_orb.plugin import MODELS
 

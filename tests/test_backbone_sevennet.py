@@ -13,11 +13,11 @@ from ase import Atoms
 from ase.build import bulk, molecule
 from conftest import RunsCode
 
-from hacknip.backbone import file_sha256, identity_key
-from hacknip.capture import scalar_channels
 from hacknip.errors import BadStructureError, UntrustedFileError
-from hacknip.registry import backbone_specs, load_backbone
-from hacknip.testing import BackboneConformance, reference_structures
+from hacknip.plugins.backbone import file_sha256, identity_key
+from hacknip.plugins.capture import scalar_channels
+from hacknip.plugins.registry import backbone_specs, load_backbone
+from hacknip.plugins.testing import BackboneConformance, reference_structures
 from hacknip_sevennet.backbone import SafeCheckpoint, SevenNetBackbone, load, pretrained_checkpoint, read_checkpoint
 from hacknip_sevennet.plugin import SHIPPED_MODELS
 

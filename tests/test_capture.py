@@ -7,7 +7,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from hacknip.capture import forward_capturing
+from hacknip.plugins.capture import forward_capturing
 
 torch = pytest.importorskip("torch")
 

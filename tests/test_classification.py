@@ -9,7 +9,7 @@ import pytest
 from click.testing import CliRunner
 
 from hacknip.cli import cli
-from hacknip.evaluation import (
+from hacknip.evaluation.crossval import (
     PRIMARY_METRIC,
     best_layer,
     check_task,
@@ -19,7 +19,7 @@ from hacknip.evaluation import (
     infer_task,
     stratified_folds,
 )
-from hacknip.head import CLASSIFICATION, REGRESSION
+from hacknip.plugins.head import CLASSIFICATION, REGRESSION
 
 
 def test_task_is_inferred_from_the_targets():
@@ -57,7 +57,7 @@ def test_best_layer_maximises_roc_auc_and_minimises_mae():
 
 
 def test_cross_validate_scores_probabilities_and_dummy_is_chance():
-    from hacknip.registry import create_head
+    from hacknip.plugins.registry import create_head
 
     rng = np.random.default_rng(0)
     X = rng.normal(size=(200, 5))
@@ -78,7 +78,7 @@ def labelled_table(phonons_path, tmp_path):
     from pymatgen.io.ase import AseAtomsAdaptor
     from pymatgen.io.cif import CifWriter
 
-    from hacknip.structures import read_dataset
+    from hacknip.data.read import read_dataset
 
     dataset = read_dataset(phonons_path).head(120)
     y = dataset.targets

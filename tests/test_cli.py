@@ -82,7 +82,7 @@ def test_real_chgnet_end_to_end(phonons_path, tmp_path):
 
 def test_run_combines_features_made_where_the_plugin_was_installed(toy_plugin, phonons_path, tmp_path):
     """featurize in one environment, run in another that lacks the backbone's plugin: stored features are used."""
-    from hacknip.plugins import pm
+    from hacknip.plugins.manager import pm
 
     assert _run(["featurize", "--data", str(phonons_path), "--backbone", "toy", "--limit", "60"]).exit_code == 0
     # a checkpoint variant: its identity is named "toy", but users find it again by the name they typed

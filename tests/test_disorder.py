@@ -1,11 +1,11 @@
-"""Ordered approximants of partially occupied structures (hacknip.disorder)."""
+"""Ordered approximants of partially occupied structures (hacknip.data.disorder)."""
 
 from __future__ import annotations
 
 import pytest
 from pymatgen.core import Lattice, Structure
 
-from hacknip.disorder import ordered_approximant
+from hacknip.data.disorder import ordered_approximant
 
 
 def _rocksalt(occupancy):

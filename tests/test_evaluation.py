@@ -6,11 +6,11 @@ import json
 import numpy as np
 import pytest
 
-from hacknip.compose import parse_backbones
-from hacknip.evaluation import dummy_cv, matbench_folds, random_folds, regression_metrics
-from hacknip.leaderboard import leaderboard_rank
-from hacknip.pooling import parse_pooling
-from hacknip.structures import matbench_ids
+from hacknip.data.structures import matbench_ids
+from hacknip.evaluation.crossval import dummy_cv, matbench_folds, random_folds, regression_metrics
+from hacknip.evaluation.leaderboard import leaderboard_rank
+from hacknip.features.compose import parse_backbones
+from hacknip.features.pooling import parse_pooling
 
 MATBENCH = "matbench_phonons"
 
@@ -62,7 +62,7 @@ def test_metrics_and_dummy():
 
 
 def test_dummy_matches_the_published_matbench_dummy(phonons_path, validation_file):
-    from hacknip.structures import read_dataset
+    from hacknip.data.read import read_dataset
 
     dataset = read_dataset(phonons_path)
     dummy = dummy_cv(dataset.targets, matbench_folds(dataset.ids, MATBENCH, validation_file))
@@ -102,7 +102,7 @@ def test_pooling_names():
 
 
 def test_group_folds_keep_each_group_in_one_test_fold_and_are_reproducible():
-    from hacknip.evaluation import group_folds
+    from hacknip.evaluation.crossval import group_folds
 
     groups = [f"g{i % 13}" for i in range(70)]
     folds = group_folds(groups)

@@ -25,12 +25,12 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 from sklearn.utils.validation import check_is_fitted
 
+from hacknip.data.read import read_dataset
 from hacknip.errors import InputError
-from hacknip.featurize import layer_matrix
-from hacknip.featurizer import Featurizer, cached_backbone
-from hacknip.registry import UnknownNameError, load_backbone
-from hacknip.store import FeatureStore, structure_hash
-from hacknip.structures import read_dataset
+from hacknip.features.featurize import layer_matrix
+from hacknip.features.featurizer import Featurizer, cached_backbone
+from hacknip.features.store import FeatureStore, structure_hash
+from hacknip.plugins.registry import UnknownNameError, load_backbone
 
 N = 30
 TOY_WIDTH = 4 + 6 + 6
@@ -217,7 +217,7 @@ def _register_toy_plugin():
     installed plugin is found through its entry point in every process without this)."""
     from toy_backbone import ToyPlugin
 
-    from hacknip.plugins import pm
+    from hacknip.plugins.manager import pm
 
     if not pm.has_plugin("toy-test-plugin"):
         pm.register(ToyPlugin(), name="toy-test-plugin")
@@ -263,12 +263,12 @@ def test_import_hacknip_is_cheap_and_exports_load_lazily():
     loaded = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout.strip()
     assert loaded == "[]"
 
-    import hacknip.registry
-    import hacknip.structures
+    import hacknip.data.structures
+    import hacknip.plugins.registry
 
     assert hacknip.Featurizer is Featurizer
-    assert hacknip.read_dataset is hacknip.structures.read_dataset
-    assert hacknip.load_backbone is hacknip.registry.load_backbone
+    assert hacknip.read_dataset is hacknip.data.read.read_dataset
+    assert hacknip.load_backbone is hacknip.plugins.registry.load_backbone
     assert {"Featurizer", "read_dataset", "load_backbone", "hookimpl", "__version__"} <= set(dir(hacknip))
     assert set(hacknip.__all__) <= set(dir(hacknip))
     with pytest.raises(AttributeError, match="no attribute 'nothing'"):

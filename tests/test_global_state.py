@@ -26,7 +26,7 @@ def test_reading_molecules_leaves_rdkits_log_on():
     import pytest
     from rdkit import rdBase
 
-    from hacknip.molecules import MoleculeError, parse_smiles
+    from hacknip.data.molecules import MoleculeError, parse_smiles
 
     with pytest.raises(MoleculeError, match="RDKit cannot read 'C1CC'"):
         parse_smiles("C1CC")

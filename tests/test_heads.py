@@ -14,8 +14,8 @@ from sklearn.datasets import make_classification, make_friedman1
 from sklearn.metrics import mean_absolute_error, roc_auc_score
 from sklearn.preprocessing import StandardScaler
 
-from hacknip.head import CLASSIFICATION, REGRESSION, Head
-from hacknip.registry import create_head, head_specs
+from hacknip.plugins.head import CLASSIFICATION, REGRESSION, Head
+from hacknip.plugins.registry import create_head, head_specs
 
 HEAD_NAMES = ["lightgbm", "xgboost", "mlp", "ridge"]
 BOTH_TASKS = frozenset({REGRESSION, CLASSIFICATION})

@@ -11,8 +11,8 @@ import pytest
 from conftest import SHARED_DATA
 from toy_backbone import ToyBackbone
 
-from hacknip.electrolytes import ElectrolyteParseError, Part, components_text, parse_electrolyte
-from hacknip.mixtures import (
+from hacknip.data.electrolytes import ElectrolyteParseError, Part, components_text, parse_electrolyte
+from hacknip.data.mixtures import (
     Component,
     Mixture,
     MixtureError,
@@ -23,8 +23,8 @@ from hacknip.mixtures import (
     read_mixture_table,
     read_species_table,
 )
-from hacknip.store import FeatureStore
-from hacknip.structures import BadInputError
+from hacknip.data.structures import BadInputError
+from hacknip.features.store import FeatureStore
 
 SPECIES_CSV = Path(__file__).parents[1] / "examples" / "ce" / "species.csv"
 CE_DATA = SHARED_DATA / "ce_kim2023_pnas" / "CE_data.csv"
@@ -214,7 +214,7 @@ def test_a_failed_component_rejects_its_mixtures_by_row():
 def test_components_whose_relaxation_did_not_converge_are_kept_and_flagged():
     from test_molecules import MorseBackbone
 
-    from hacknip.molecules import NOT_CONVERGED, RelaxOptions
+    from hacknip.data.molecules import NOT_CONVERGED, RelaxOptions
 
     mixtures = [_mixture("m1", [("EC", 1, "vol"), ("DMC", 1, "vol")])]
     result = embed_mixtures(mixtures, MorseBackbone(), FeatureStore(), [0], relax_options=RelaxOptions(steps=1))[0]

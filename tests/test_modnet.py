@@ -8,8 +8,8 @@ import pytest
 from sklearn.datasets import make_classification, make_friedman1
 from sklearn.preprocessing import StandardScaler
 
-from hacknip.head import CLASSIFICATION, REGRESSION
-from hacknip.registry import create_head, head_specs
+from hacknip.plugins.head import CLASSIFICATION, REGRESSION
+from hacknip.plugins.registry import create_head, head_specs
 from hacknip_heads.modnet import (
     MODNetHead,
     cross_nmi,

@@ -10,9 +10,7 @@ import pandas as pd
 import pytest
 from ase.calculators.morse import MorsePotential
 
-from hacknip.evaluation import murcko_scaffold, scaffold_folds
-from hacknip.featurize import featurize
-from hacknip.molecules import (
+from hacknip.data.molecules import (
     EmbedOptions,
     RelaxOptions,
     embed,
@@ -21,9 +19,12 @@ from hacknip.molecules import (
     parse_smiles,
     relax,
 )
-from hacknip.store import FeatureStore
-from hacknip.structures import BadInputError, Dataset, Sample, read_dataset
-from hacknip.supercell import cutoff_supercell
+from hacknip.data.read import read_dataset
+from hacknip.data.structures import BadInputError, Dataset, Sample
+from hacknip.evaluation.crossval import murcko_scaffold, scaffold_folds
+from hacknip.features.featurize import featurize
+from hacknip.features.store import FeatureStore
+from hacknip.features.supercell import cutoff_supercell
 
 pytest.importorskip("rdkit")
 
@@ -103,7 +104,7 @@ def test_etkdg_embedding_is_deterministic_for_a_seed():
 
 
 def test_chgnet_relaxation_lowers_energy_and_forces():
-    from hacknip.registry import load_backbone
+    from hacknip.plugins.registry import load_backbone
 
     ethanol = embed(parse_smiles("CCO"))
     # fmax 0.05 rather than the default 0.01 keeps this test short (about 80 BFGS steps to reach 0.01)
@@ -131,7 +132,7 @@ def test_geometry_store_avoids_recomputation(tmp_path):
 
 
 def test_a_damaged_stored_geometry_is_set_aside_and_relaxed_again(tmp_path):
-    from hacknip.store import DamagedShardWarning
+    from hacknip.features.store import DamagedShardWarning
 
     path, store = _table(tmp_path, MOLECULES), FeatureStore(tmp_path / "store")
     first = molecules_to_dataset(path, backbone=MorseBackbone(), relax_options=FEW_STEPS, store=store)

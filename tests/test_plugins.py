@@ -11,10 +11,10 @@ import time
 import pytest
 
 from hacknip import hookimpl
-from hacknip.backbone import BackboneSpec
-from hacknip.head import HeadSpec
-from hacknip.plugins import PluginWarning, pm
-from hacknip.registry import UnknownNameError, backbone_specs, create_head, head_specs, resolve_backbone
+from hacknip.plugins.backbone import BackboneSpec
+from hacknip.plugins.head import HeadSpec
+from hacknip.plugins.manager import PluginWarning, pm
+from hacknip.plugins.registry import UnknownNameError, backbone_specs, create_head, head_specs, resolve_backbone
 
 
 class ThrowawayPlugin:
@@ -152,7 +152,7 @@ class MisspeltFactoryPlugin:
 
 
 def test_a_factory_that_cannot_be_imported_names_the_spec_and_the_path():
-    from hacknip.registry import load_backbone
+    from hacknip.plugins.registry import load_backbone
 
     pm.register(MisspeltFactoryPlugin(), name="misspelt")
     try:

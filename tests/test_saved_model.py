@@ -11,8 +11,8 @@ from click.testing import CliRunner
 from conftest import write_cif_table
 
 from hacknip.cli import cli
-from hacknip.head import CLASSIFICATION, REGRESSION
-from hacknip.registry import get_head_spec
+from hacknip.plugins.head import CLASSIFICATION, REGRESSION
+from hacknip.plugins.registry import get_head_spec
 
 SMALL = {"lightgbm": {"n_estimators": 20}, "xgboost": {"n_estimators": 20}, "ridge": {},
          "mlp": {"max_epochs": 15, "hidden_layer_sizes": [16]}, "modnet": {"epochs": 15, "n_feat": 8}}

@@ -16,12 +16,12 @@ from ase.build import bulk
 from ase.neighborlist import neighbor_list
 from toy_backbone import ToyBackbone
 
+from hacknip.data.structures import BadInputError, Dataset, Sample
 from hacknip.errors import BadStructureError
-from hacknip.featurize import FeaturizeInterrupted, batch_threads, featurize, layer_matrix
-from hacknip.pooling import atom_statistics
-from hacknip.store import FeatureStore, structure_hash
-from hacknip.structures import BadInputError, Dataset, Sample
-from hacknip.testing import BackboneConformance, reference_structures
+from hacknip.features.featurize import FeaturizeInterrupted, batch_threads, featurize, layer_matrix
+from hacknip.features.pooling import atom_statistics
+from hacknip.features.store import FeatureStore, structure_hash
+from hacknip.plugins.testing import BackboneConformance, reference_structures
 
 
 def _dataset(n=20):
@@ -163,9 +163,9 @@ def test_stored_statistics_equal_direct_computation(tmp_path):
 
 
 def test_interrupted_run_resumes_without_recomputing(tmp_path, monkeypatch):
-    import hacknip.featurize
+    import hacknip.features.featurize
 
-    monkeypatch.setattr(hacknip.featurize, "FLUSH_SECONDS", 0.0)  # write a shard after every batch
+    monkeypatch.setattr(hacknip.features.featurize, "FLUSH_SECONDS", 0.0)  # write a shard after every batch
     dataset = _dataset(20)
     seen = []
 
@@ -186,9 +186,9 @@ def test_interrupted_run_resumes_without_recomputing(tmp_path, monkeypatch):
 
 
 def test_interrupted_concurrent_run_keeps_every_batch_it_finished(tmp_path, monkeypatch):
-    import hacknip.featurize
+    import hacknip.features.featurize
 
-    monkeypatch.setattr(hacknip.featurize, "FLUSH_SECONDS", 0.0)
+    monkeypatch.setattr(hacknip.features.featurize, "FLUSH_SECONDS", 0.0)
     dataset, seen = _dataset(40), []
 
     def interrupt_after_three_batches(n):
@@ -270,8 +270,8 @@ def test_features_are_readable_from_another_process_without_the_plugin(tmp_path)
     expected = layer_matrix(report.features, report.keys, [1], ("mean",))
     code = (
         "import json, sys, numpy as np\n"
-        "from hacknip.store import FeatureStore\n"
-        "from hacknip.featurize import layer_matrix\n"
+        "from hacknip.features.store import FeatureStore\n"
+        "from hacknip.features.featurize import layer_matrix\n"
         f"store = FeatureStore({str(tmp_path)!r})\n"
         "(identity,) = store.find('toy')\n"
         "keys = json.loads(sys.argv[1])\n"
@@ -322,9 +322,9 @@ def test_the_same_structure_twice_is_computed_once_and_rejected_twice(tmp_path):
 
 def _write_store(tmp_path, monkeypatch, n=12):
     """A store of ``n`` structures in shards of four."""
-    import hacknip.featurize
+    import hacknip.features.featurize
 
-    monkeypatch.setattr(hacknip.featurize, "FLUSH_SECONDS", 0.0)
+    monkeypatch.setattr(hacknip.features.featurize, "FLUSH_SECONDS", 0.0)
     dataset = _dataset(n)
     report = featurize(dataset, ToyBackbone(), FeatureStore(tmp_path), batch_size=4)
     return dataset, sorted(report.features.path.glob("shard-*.npz"))
@@ -345,7 +345,7 @@ def _damage(path, kind):
 
 @pytest.mark.parametrize("kind", ["truncated", "zeroed", "bit-flipped", "garbage"])
 def test_a_damaged_shard_is_named_set_aside_and_recomputed_on_the_same_run(tmp_path, monkeypatch, kind):
-    from hacknip.store import DamagedShardWarning
+    from hacknip.features.store import DamagedShardWarning
 
     dataset, shards = _write_store(tmp_path, monkeypatch)
     _damage(shards[1], kind)
@@ -360,7 +360,7 @@ def test_a_damaged_shard_is_named_set_aside_and_recomputed_on_the_same_run(tmp_p
 
 
 def test_store_check_reads_every_shard_and_sets_damaged_ones_aside(tmp_path, monkeypatch):
-    from hacknip.store import DamagedShardWarning
+    from hacknip.features.store import DamagedShardWarning
 
     _, shards = _write_store(tmp_path, monkeypatch)
     features = FeatureStore(tmp_path).open(ToyBackbone().identity())
@@ -394,9 +394,9 @@ import json, sys
 sys.path.insert(0, {tests!r})
 from ase.build import bulk
 from toy_backbone import ToyBackbone
-from hacknip.featurize import featurize
-from hacknip.store import FeatureStore
-from hacknip.structures import Dataset, Sample
+from hacknip.features.featurize import featurize
+from hacknip.features.store import FeatureStore
+from hacknip.data.structures import Dataset, Sample
 samples = [Sample(f"s{{i}}", f"row {{i}}", bulk("Cu", "fcc", a=3.5 + 0.01 * i), float(i)) for i in range(24)]
 backbone = ToyBackbone(seconds_per_structure=0.05)
 report = featurize(Dataset(samples, "y", "test"), backbone, FeatureStore({store!r}), batch_size=2)

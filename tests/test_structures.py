@@ -13,7 +13,8 @@ from ase.build import bulk
 from ase.io import write
 from pymatgen.core import Lattice, Structure
 
-from hacknip.structures import BadInputError, matbench_ids, read_dataset
+from hacknip.data.read import read_dataset
+from hacknip.data.structures import BadInputError, matbench_ids
 
 GOOD_CIF = Structure(Lattice.cubic(5.43), ["Si", "Si"], [[0, 0, 0], [0.25, 0.25, 0.25]]).to(fmt="cif")
 BROKEN_CIF = "data_broken\n_cell_length_a 5.0\nthis is not a cif\n"

@@ -7,7 +7,7 @@ import pytest
 from ase import Atoms
 from ase.build import molecule
 
-from hacknip.supercell import cutoff_supercell, perpendicular_widths, supercell_repeats
+from hacknip.features.supercell import cutoff_supercell, perpendicular_widths, supercell_repeats
 
 SKEWED = np.array([[4.0, 0.0, 0.0], [3.2, 1.1, 0.0], [2.1, 0.6, 2.4]])
 

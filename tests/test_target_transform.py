@@ -10,7 +10,7 @@ import pytest
 from click.testing import CliRunner
 
 from hacknip.cli import cli
-from hacknip.evaluation import TARGET_TRANSFORMS, TransformedTargetHead
+from hacknip.evaluation.crossval import TARGET_TRANSFORMS, TransformedTargetHead
 
 
 @pytest.mark.parametrize("name, values", [("log10", [0.01, 1.0, 250.0]), ("ln", [0.5, 3.0, 1e4]),
@@ -50,7 +50,7 @@ def test_run_with_log10_scores_on_either_scale(toy_plugin, phonons_path, tmp_pat
 
 
 def test_the_parity_plot_shows_the_scale_the_metrics_were_computed_on(toy_plugin, phonons_path, tmp_path):
-    from hacknip.evaluation import regression_metrics
+    from hacknip.evaluation.crossval import regression_metrics
     from hacknip.report import parity_values
 
     result = _run("run", "--data", phonons_path, "--backbone", "toy@2", "--head", "ridge", "--limit", "80",

@@ -21,9 +21,9 @@ from conftest import RunsCode, write_cif_table
 from toy_backbone import WIDTHS, ToyBackbone
 
 from hacknip import hookimpl
-from hacknip.backbone import BackboneSpec, file_sha256
 from hacknip.cli import cli
-from hacknip.store import DamagedShardWarning
+from hacknip.features.store import DamagedShardWarning
+from hacknip.plugins.backbone import BackboneSpec, file_sha256
 
 
 class UnpicklingToy(ToyBackbone):
@@ -51,7 +51,7 @@ class UnpicklingPlugin:
 
 @pytest.fixture
 def unpickler_plugin():
-    from hacknip.plugins import pm
+    from hacknip.plugins.manager import pm
 
     pm.register(UnpicklingPlugin(), name="unpickler-test-plugin")
     yield
@@ -223,7 +223,7 @@ def test_store_check_names_damaged_shards_and_the_next_run_heals(toy_plugin, tab
 
 
 def test_a_bug_in_a_plugin_keeps_its_traceback(toy_plugin, table, tmp_path):
-    from hacknip.structures import cif_text_to_atoms
+    from hacknip.data.structures import cif_text_to_atoms
 
     element = int(cif_text_to_atoms(pd.read_csv(table)["cif"][0]).numbers[0])
     result = _invoke("featurize", "--data", table, "--id-column", "name", "--backbone", "toy",
@@ -235,7 +235,7 @@ _CLI_WITH_TOY = """
 import sys
 sys.path.insert(0, {tests!r})
 from toy_backbone import ToyPlugin
-from hacknip.plugins import pm
+from hacknip.plugins.manager import pm
 pm.register(ToyPlugin(), name="toy")
 from hacknip.cli import main
 sys.argv = ["hacknip"] + sys.argv[1:]

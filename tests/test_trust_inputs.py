@@ -13,16 +13,16 @@ from ase.build import bulk
 from ase.io import write
 from pymatgen.core import Lattice, Structure
 
-from hacknip.errors import InputError
-from hacknip.structures import (
+from hacknip.data.read import read_dataset
+from hacknip.data.structures import (
     UNLABELLED,
     WARNING_KEY,
     BadInputError,
     _RowCollector,
     add_warning,
     closest_pair,
-    read_dataset,
 )
+from hacknip.errors import InputError
 
 SI = Structure(Lattice.cubic(5.43), ["Si", "Si"], [[0, 0, 0], [0.25, 0.25, 0.25]])
 CU = Structure(Lattice.cubic(3.6), ["Cu"], [[0, 0, 0]])

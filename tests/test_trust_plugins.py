@@ -15,14 +15,15 @@ import warnings
 import pytest
 from click.testing import CliRunner
 
-from hacknip import hookimpl, plugins
-from hacknip.backbone import BackboneSpec
+from hacknip import hookimpl
 from hacknip.cli import cli
-from hacknip.compose import Member, parse_backbones
 from hacknip.errors import HacknipError, InputError
-from hacknip.head import HeadSpec
-from hacknip.plugins import PluginInfo, PluginWarning, pm
-from hacknip.registry import (
+from hacknip.features.compose import Member, parse_backbones
+from hacknip.plugins import manager as plugins
+from hacknip.plugins.backbone import BackboneSpec
+from hacknip.plugins.head import HeadSpec
+from hacknip.plugins.manager import PluginInfo, PluginWarning, pm
+from hacknip.plugins.registry import (
     UnknownNameError,
     backbone_specs,
     check_backbones,
@@ -367,8 +368,7 @@ def test_a_head_typo_suggests_the_head():
 
 
 def test_a_project_name_whose_package_is_missing_says_which_package(monkeypatch):
-    from hacknip import registry
-
+    from hacknip.plugins import registry
     monkeypatch.setenv(plugins.LOAD_PLUGINS_ENV, "hacknip-chgnet")
     only_chgnet = {"chgnet": backbone_specs()["chgnet"]}
     message = str(registry._unknown("backbone", "orb-v3-direct-20-omat:/w.ckpt", only_chgnet))

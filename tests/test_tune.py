@@ -21,7 +21,7 @@ TESTS = Path(__file__).parent
 def toy_head():
     from toy_head import ToyHeadPlugin
 
-    from hacknip.plugins import pm
+    from hacknip.plugins.manager import pm
 
     pm.register(ToyHeadPlugin(), name="toy-head-plugin")
     yield
@@ -63,8 +63,8 @@ def test_nested_tuning_never_scores_a_fold_it_tuned_on(toy_plugin, toy_head, pho
 
 
 def test_outer_scopes_hold_only_training_rows():
-    from hacknip.evaluation import random_folds
-    from hacknip.tuning import TuneSettings, _outer_scope
+    from hacknip.evaluation.crossval import random_folds
+    from hacknip.evaluation.tuning import TuneSettings, _outer_scope
 
     class Prepared:
         y = np.arange(50, dtype=float)
@@ -79,8 +79,8 @@ def test_outer_scopes_hold_only_training_rows():
 
 
 def test_inner_folds_of_a_grouped_split_keep_each_group_whole():
-    from hacknip.evaluation import group_folds
-    from hacknip.tuning import TuneSettings, _outer_scope
+    from hacknip.evaluation.crossval import group_folds
+    from hacknip.evaluation.tuning import TuneSettings, _outer_scope
 
     class Prepared:
         y = np.arange(60, dtype=float)
@@ -129,8 +129,8 @@ def test_run_replays_a_tuned_configuration(toy_plugin, toy_head, phonons_path, t
 
 
 def test_an_untunable_head_is_a_clear_error(toy_plugin, phonons_path, tmp_path, monkeypatch):
-    from hacknip.head import HeadSpec
-    from hacknip.tuning import head_search_space
+    from hacknip.evaluation.tuning import head_search_space
+    from hacknip.plugins.head import HeadSpec
 
     with pytest.raises(ValueError, match="declares no search space"):
         head_search_space(HeadSpec(name="plain", factory="sklearn.linear_model:LinearRegression", task_kinds=frozenset()))
@@ -141,8 +141,8 @@ import sys, json
 sys.path.insert(0, {tests!r})
 from toy_head import register_everything
 register_everything()
-from hacknip.pipeline import RunConfig
-from hacknip.tuning import TuneSettings, tune
+from hacknip.workflow.run import RunConfig
+from hacknip.evaluation.tuning import TuneSettings, tune
 results = tune(RunConfig(data={data!r}, backbone="toy@1", head="knn", head_params={{"fit_delay": 0.01}}, limit=100),
                TuneSettings(n_trials=40, patience=100, protocol="paper", storage={storage!r}, seed={seed}))
 print(json.dumps(results["tuning"]["deploy"]["head_params"]))

@@ -17,8 +17,8 @@ import numpy as np
 from ase.neighborlist import neighbor_list
 
 from hacknip import hookimpl
-from hacknip.backbone import BackboneSpec, check_elements, check_layers
 from hacknip.errors import BadStructureError
+from hacknip.plugins.backbone import BackboneSpec, check_elements, check_layers
 
 WIDTHS = (4, 6, 6)
 CUTOFF = 4.0

@@ -11,7 +11,7 @@ from sklearn.base import BaseEstimator
 from sklearn.neighbors import KNeighborsClassifier, KNeighborsRegressor
 
 from hacknip import hookimpl
-from hacknip.head import CLASSIFICATION, REGRESSION, HeadSpec
+from hacknip.plugins.head import CLASSIFICATION, REGRESSION, HeadSpec
 
 
 class KNNHead(BaseEstimator):
@@ -49,7 +49,7 @@ def register_everything():
     """For worker subprocesses: register the toy backbone and this head, as installed plugins would be."""
     from toy_backbone import ToyPlugin
 
-    from hacknip.plugins import pm
+    from hacknip.plugins.manager import pm
 
     pm.register(ToyPlugin(), name="toy-test-plugin")
     pm.register(ToyHeadPlugin(), name="toy-head-plugin")

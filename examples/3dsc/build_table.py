@@ -16,7 +16,7 @@ its Tc, looked up by identical formula in 3DSC's ICSD table) from ``../shared/da
 
 ``-synth_doped`` structures are the parent MP structure with SuperCon's dopants put on its sites as partial
 occupancies; a NIP needs whole atoms. ``--doped exclude`` (default) leaves them out; ``--doped approximant`` replaces
-each with an ordered approximant (``hacknip.disorder``: the smallest supercell of at most ``--max-atoms`` atoms that
+each with an ordered approximant (``hacknip.data.disorder``: the smallest supercell of at most ``--max-atoms`` atoms that
 holds every element within 0.005 in atomic fraction, species dealt to sites by largest remainder in a seeded order);
 a dopant too dilute to get one atom in ``--max-atoms`` excludes the row rather than silently turning it into its
 parent.
@@ -46,7 +46,7 @@ def table_row(entry: dict, text: str, doped: str, max_atoms: int) -> tuple[dict 
     """The table row of one CIF, or the reason it is left out."""
     from pymatgen.core import Structure
 
-    from hacknip.disorder import ordered_approximant
+    from hacknip.data.disorder import ordered_approximant
 
     tc = entry["tc_from_ICSD_table"]
     if not tc:

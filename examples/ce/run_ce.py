@@ -2,9 +2,9 @@
 
     python examples/ce/run_ce.py [--data ../shared/data/ce_kim2023_pnas/CE_data.csv] [--out examples/ce/results]
 
-1. Parse each electrolyte description (``1 M LiPF6 EC-DMC (1:1 v) 2% wt VC``) with :mod:`hacknip.electrolytes`
+1. Parse each electrolyte description (``1 M LiPF6 EC-DMC (1:1 v) 2% wt VC``) with :mod:`hacknip.data.electrolytes`
    against ``species.csv``; rows it does not understand are listed with the reason.
-2. Write the parsed rows as a mixture table (``mixtures.csv``) and read it back with :mod:`hacknip.mixtures`, which
+2. Write the parsed rows as a mixture table (``mixtures.csv``) and read it back with :mod:`hacknip.data.mixtures`, which
    converts every amount to mol/L (rows lacking a density or molar mass are listed).
 3. Each distinct species: SMILES → RDKit conformer → relaxed with CHGNet → per-layer CHGNet features (feature store).
    Mixture embedding = Σ cᵢ·eᵢ (mol/L weights), or the mole-fraction mean with ``--weighting mean``.
@@ -33,7 +33,7 @@ PAPER = {"entries": 124, "hacknip_mae": 0.204, "hacknip_mse": 0.097, "best_human
 
 def parse_descriptions(data: Path, species_names: list[str]) -> tuple[list[dict], list[dict]]:
     """Rows of the CE table as mixture-table rows, and the rows the parser rejected."""
-    from hacknip.electrolytes import ElectrolyteParseError, components_text, parse_electrolyte
+    from hacknip.data.electrolytes import ElectrolyteParseError, components_text, parse_electrolyte
 
     parsed, rejected = [], []
     with data.open() as stream:
@@ -59,7 +59,7 @@ def split_scores(X: np.ndarray, y: np.ndarray, head: str, seeds: list[int], test
     from sklearn.model_selection import train_test_split
     from sklearn.preprocessing import StandardScaler
 
-    from hacknip.registry import create_head
+    from hacknip.plugins.registry import create_head
 
     scores = []
     for seed in seeds:
@@ -110,11 +110,11 @@ def main(argv: list[str] | None = None) -> int:
                         help="featurise the RDKit conformers as they are (the paper relaxes them with the NIP)")
     args = parser.parse_args(argv)
 
-    from hacknip.mixtures import embed_mixtures, read_mixture_table, read_species_table
-    from hacknip.molecules import RelaxOptions
-    from hacknip.registry import load_backbone
+    from hacknip.data.mixtures import embed_mixtures, read_mixture_table, read_species_table
+    from hacknip.data.molecules import RelaxOptions
+    from hacknip.features.store import FeatureStore
+    from hacknip.plugins.registry import load_backbone
     from hacknip.report import strict_json
-    from hacknip.store import FeatureStore
 
     started = time.perf_counter()
     args.out.mkdir(parents=True, exist_ok=True)

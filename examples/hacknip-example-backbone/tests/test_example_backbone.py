@@ -7,10 +7,10 @@ import pytest
 from ase import Atoms
 from ase.build import bulk
 
-from hacknip.backbone import identity_key
 from hacknip.errors import BadStructureError
-from hacknip.registry import backbone_specs, load_backbone
-from hacknip.testing import BackboneConformance, reference_structures
+from hacknip.plugins.backbone import identity_key
+from hacknip.plugins.registry import backbone_specs, load_backbone
+from hacknip.plugins.testing import BackboneConformance, reference_structures
 from hacknip_example_backbone.backbone import load, make_weights, save_weights
 
 

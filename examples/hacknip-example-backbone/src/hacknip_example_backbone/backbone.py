@@ -27,7 +27,7 @@ import numpy as np
 from ase import Atoms
 from ase.neighborlist import neighbor_list
 
-from hacknip.backbone import file_sha256, per_atom_features_in_batches
+from hacknip.plugins.backbone import file_sha256, per_atom_features_in_batches
 from hacknip_example_backbone.plugin import CUTOFF, INTERACTIONS, NAME, WIDTH
 
 ELEMENTS = 118

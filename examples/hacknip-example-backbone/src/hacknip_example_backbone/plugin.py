@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 import hacknip
-from hacknip.backbone import BackboneSpec
+from hacknip.plugins.backbone import BackboneSpec
 
 NAME = "example-radial"
 CUTOFF = 5.0

@@ -32,9 +32,9 @@ from chgnet.graph import CrystalGraph
 from chgnet.model import CHGNet
 from pymatgen.io.ase import AseAtomsAdaptor
 
-from hacknip.backbone import file_sha256, per_atom_features_in_batches, refusing_pickles
-from hacknip.capture import forward_capturing
 from hacknip.errors import BadStructureError, InputError
+from hacknip.plugins.backbone import file_sha256, per_atom_features_in_batches, refusing_pickles
+from hacknip.plugins.capture import forward_capturing
 
 SPEC_NAME = "chgnet"
 DEFAULT_MODEL = "0.3.0"

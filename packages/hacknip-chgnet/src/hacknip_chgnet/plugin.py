@@ -1,7 +1,7 @@
 """Registers CHGNet with hacknip. Light on purpose: no torch, no chgnet (``hacknip list`` imports this)."""
 
 import hacknip
-from hacknip.backbone import BackboneSpec
+from hacknip.plugins.backbone import BackboneSpec
 
 # Read from the CHGNet 0.3.0 checkpoint shipped in the chgnet wheel (tests check them against the loaded model):
 # atom_graph_cutoff = 6 Å (bond graph: 3 Å), atom_fea_dim = 64, n_conv = 4 -> embedding + 4 atom convolutions.

@@ -3,9 +3,9 @@
 Importing this package is cheap: heavy libraries (torch, pymatgen, scikit-learn, plugin backbones) load only when
 used. The library's entry points load on first access:
 
-- :class:`hacknip.Featurizer` — structures -> embeddings, a scikit-learn transformer (``hacknip.featurizer``);
-- :func:`hacknip.read_dataset` — read any supported input into a ``Dataset`` (``hacknip.structures``);
-- :func:`hacknip.load_backbone` — load an installed backbone by name (``hacknip.registry``).
+- :class:`hacknip.Featurizer` — structures -> embeddings, a scikit-learn transformer (``hacknip.features.featurizer``);
+- :func:`hacknip.read_dataset` — read any supported input into a ``Dataset`` (``hacknip.data.structures``);
+- :func:`hacknip.load_backbone` — load an installed backbone by name (``hacknip.plugins.registry``).
 
 Example::
 
@@ -20,19 +20,19 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
-from hacknip.hookspecs import hookimpl
+from hacknip.plugins.hookspecs import hookimpl
 
 __version__ = "0.1.0"
 
 if TYPE_CHECKING:
-    from hacknip.featurizer import Featurizer
-    from hacknip.registry import load_backbone
-    from hacknip.structures import read_dataset
+    from hacknip.data.read import read_dataset
+    from hacknip.features.featurizer import Featurizer
+    from hacknip.plugins.registry import load_backbone
 
 _LAZY = {
-    "Featurizer": "hacknip.featurizer",
-    "read_dataset": "hacknip.structures",
-    "load_backbone": "hacknip.registry",
+    "Featurizer": "hacknip.features.featurizer",
+    "read_dataset": "hacknip.data.read",
+    "load_backbone": "hacknip.plugins.registry",
 }
 """Public names and the module each comes from, imported on first access."""
 

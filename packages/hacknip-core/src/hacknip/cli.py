@@ -29,7 +29,7 @@ def friendly_errors(command):
     @functools.wraps(command)
     def wrapper(*args, **kwargs):
         from hacknip.errors import HacknipError
-        from hacknip.featurize import FeaturizeInterrupted
+        from hacknip.features.featurize import FeaturizeInterrupted
 
         try:
             return command(*args, **kwargs)
@@ -64,7 +64,7 @@ def cli(debug):
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 def list_command(as_json):
     """Installed backbones and heads (without loading any model)."""
-    from hacknip.registry import backbone_specs, head_specs
+    from hacknip.plugins.registry import backbone_specs, head_specs
 
     backbones, heads = backbone_specs(), head_specs()
     if as_json:
@@ -114,7 +114,7 @@ def _widths_text(widths) -> str:
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 def plugins(as_json):
     """Installed plugin packages and the hooks each implements."""
-    from hacknip.plugins import get_plugins, pm
+    from hacknip.plugins.manager import get_plugins, pm
 
     rows = []
     for info in get_plugins():
@@ -143,7 +143,7 @@ def data_options(command):
                      help="On a bad row: stop with an error naming it, or skip it and list it in the results."),
         click.option("--disordered", type=click.Choice(["refuse", "approximant"]), default="refuse", show_default=True,
                      help="Structures with partially occupied sites: refuse the row, or featurise an ordered "
-                          "approximant (smallest supercell of <= 128 atoms holding every element; hacknip.disorder)."),
+                          "approximant (smallest supercell of <= 128 atoms holding every element; hacknip.data.disorder)."),
         click.option("--limit", type=click.IntRange(min=1), help="Use only the first N structures (quick tries)."),
         click.option("--batch-size", type=click.IntRange(min=1), default=16, show_default=True,
                      help="Structures per forward pass."),
@@ -189,7 +189,7 @@ def progress_bars():
 
 
 def _run_config(**options):
-    from hacknip.pipeline import RunConfig
+    from hacknip.workflow.run import RunConfig
 
     return RunConfig(**options)
 
@@ -201,8 +201,8 @@ def featurize(**options):
     """Featurise a dataset into the feature store (every layer, resumable, nothing computed twice)."""
     from rich.console import Console
 
-    from hacknip.pipeline import checked_backbones, featurize_members, load_data
-    from hacknip.store import FeatureStore
+    from hacknip.features.store import FeatureStore
+    from hacknip.workflow.run import checked_backbones, featurize_members, load_data
 
     options["backbone_options"] = _parse_key_values(options["backbone_options"], "--backbone-option")
     config = _run_config(**options)
@@ -231,7 +231,7 @@ def store():
 def store_check(store_path):
     """Read every shard of every backbone; move damaged ones aside (their structures are computed again by the next
     run). Exit status 1 when any was damaged."""
-    from hacknip.store import FeatureStore
+    from hacknip.features.store import FeatureStore
 
     features_store = FeatureStore(store_path)
     if not features_store.root.is_dir():
@@ -263,7 +263,7 @@ def _parse_key_values(values, option: str) -> dict:
 
 
 def _split_option(context, parameter, value: str) -> str:
-    from hacknip.pipeline import check_split
+    from hacknip.workflow.run import check_split
 
     try:
         return check_split(value)
@@ -321,7 +321,7 @@ def _model_config(options: dict, replay: dict | None = None):
 
 
 def _replayed(options: dict, replay: dict) -> dict:
-    from hacknip.registry import check_backbones
+    from hacknip.plugins.registry import check_backbones
 
     wanted = [m.name for m in check_backbones(options["backbone"], allow_missing=True)]
     given = [m.name for m in check_backbones(replay["backbone"], allow_missing=True)]
@@ -385,7 +385,7 @@ def _check_output_file(path: Path) -> None:
 
 
 def _check_outputs(out: Path | None, save_to: Path | None, store, overwrite: bool) -> None:
-    from hacknip.store import FeatureStore
+    from hacknip.features.store import FeatureStore
 
     _check_output_folder(out or Path("runs") / "new", "--out", RUN_OUTPUTS, overwrite)
     if save_to is not None:
@@ -418,7 +418,7 @@ def _write_and_print(results: dict, out: Path | None, data: Path, extra_files: d
 @friendly_errors
 def run(out, params_file, save_to, overwrite, **options):
     """Featurise, sweep the layers, cross-validate a head, and report (results.json, parity.png or roc.png, layers.png)."""
-    from hacknip.pipeline import run as run_pipeline
+    from hacknip.workflow.run import run as run_pipeline
 
     config = _model_config(options, _read_params(params_file))
     _check_outputs(out, save_to, config.store, overwrite)
@@ -456,10 +456,11 @@ def predict(model_dir, data, target, structure_column, id_column, targets, on_er
     import pandas as pd
     from rich.console import Console
 
-    from hacknip.evaluation import METRICS
-    from hacknip.saved_model import load_model
-    from hacknip.store import FeatureStore
-    from hacknip.structures import UNLABELLED, read_dataset
+    from hacknip.data.read import read_dataset
+    from hacknip.data.structures import UNLABELLED
+    from hacknip.evaluation.crossval import METRICS
+    from hacknip.features.store import FeatureStore
+    from hacknip.workflow.saved_model import load_model
 
     model = load_model(model_dir)
     _check_output_file(out)
@@ -501,8 +502,8 @@ def tune(out, overwrite, protocol, n_trials, patience, layers_text, inner_folds,
     """Tune the head's hyperparameters and the layer with Optuna; report honest (nested) scores and params.json."""
     from rich.console import Console
 
-    from hacknip.tuning import TuneSettings
-    from hacknip.tuning import tune as tune_pipeline
+    from hacknip.evaluation.tuning import TuneSettings
+    from hacknip.evaluation.tuning import tune as tune_pipeline
 
     if n_trials < 1 or patience < 1:
         raise click.BadParameter("--trials and --patience must be at least 1")
@@ -540,7 +541,7 @@ def _storage_url(storage: str | None) -> str:
         return storage
     if storage:
         return f"sqlite:///{Path(storage).resolve()}"
-    from hacknip.store import hacknip_home
+    from hacknip.features.store import hacknip_home
 
     hacknip_home().mkdir(parents=True, exist_ok=True)
     return f"sqlite:///{hacknip_home() / 'studies.db'}"

@@ -53,7 +53,7 @@ def _figure(width: float, height: float):
 
 def parity_values(results: dict[str, Any]) -> tuple[np.ndarray, np.ndarray, str]:
     """True and out-of-fold predicted values on the scale the metrics were computed on, and that scale's label."""
-    from hacknip.evaluation import get_target_transform
+    from hacknip.evaluation.crossval import get_target_transform
 
     true = np.array(results["predictions"]["true"], dtype=float)
     predicted = np.array(results["predictions"]["predicted"], dtype=float)

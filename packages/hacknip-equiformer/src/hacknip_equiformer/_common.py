@@ -28,7 +28,7 @@ def fixed_rng(device: Any) -> Iterator[None]:
 
 
 class InputOf:
-    """Stands for "the input of ``module``" where :func:`hacknip.capture.forward_capturing` expects a module whose
+    """Stands for "the input of ``module``" where :func:`hacknip.plugins.capture.forward_capturing` expects a module whose
     output it hooks: layer 0 of these networks is what enters the first block.
 
     ``register_forward_hook(hook)`` registers a forward *pre*-hook that calls ``hook(module, args, args[0])``, so the

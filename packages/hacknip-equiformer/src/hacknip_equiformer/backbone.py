@@ -57,9 +57,9 @@ from fairchem.core.datasets.atomic_data import AtomicData, atomicdata_list_to_ba
 from fairchem.core.units.mlip_unit import load_predict_unit  # noqa: E402
 from fairchem.core.units.mlip_unit.api.inference import InferenceSettings  # noqa: E402
 
-from hacknip.backbone import file_sha256, per_atom_features_in_batches  # noqa: E402
-from hacknip.capture import forward_capturing  # noqa: E402
 from hacknip.errors import BadStructureError, InputError  # noqa: E402
+from hacknip.plugins.backbone import file_sha256, per_atom_features_in_batches  # noqa: E402
+from hacknip.plugins.capture import forward_capturing  # noqa: E402
 from hacknip_equiformer._common import InputOf, fixed_rng, split_checkpoint  # noqa: E402
 
 DTYPES = {"float32": torch.float32, "float64": torch.float64}

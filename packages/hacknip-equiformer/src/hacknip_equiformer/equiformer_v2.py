@@ -43,9 +43,9 @@ from typing import Any
 import numpy as np
 from ase import Atoms
 
-from hacknip.backbone import file_sha256, per_atom_features_in_batches
-from hacknip.capture import forward_capturing
 from hacknip.errors import InputError
+from hacknip.plugins.backbone import file_sha256, per_atom_features_in_batches
+from hacknip.plugins.capture import forward_capturing
 from hacknip_equiformer._common import InputOf, fixed_rng
 from hacknip_equiformer.models import EQV2_DEFAULT_MODEL, EQV2_SPEC_NAME, require_fairchem1
 

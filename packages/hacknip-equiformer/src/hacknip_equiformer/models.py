@@ -26,7 +26,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from importlib import metadata
 
-from hacknip.registry import UnknownNameError
+from hacknip.plugins.registry import UnknownNameError
 
 README = "packages/hacknip-equiformer/README.md (https://pypi.org/project/hacknip-equiformer/)"
 UMA_TASKS = ("omat", "omol", "oc20", "odac", "omc", "oc25")
@@ -80,7 +80,7 @@ EQV2_LAYER_WIDTHS = (128,) * 11
 class BackboneUnavailableError(UnknownNameError):
     """This backbone cannot run in this Python environment (it needs another fairchem-core).
 
-    A subclass of :class:`hacknip.registry.UnknownNameError` on purpose: ``hacknip run`` then reads the backbone's
+    A subclass of :class:`hacknip.plugins.registry.UnknownNameError` on purpose: ``hacknip run`` then reads the backbone's
     features from the feature store, where another environment (the one that can run it) wrote them.
     """
 

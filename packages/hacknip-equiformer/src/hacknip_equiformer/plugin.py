@@ -7,7 +7,7 @@ come from fairchem's published configs (see :mod:`hacknip_equiformer.models` for
 """
 
 import hacknip
-from hacknip.backbone import BackboneSpec
+from hacknip.plugins.backbone import BackboneSpec
 from hacknip_equiformer.models import (
     EQV2_CUTOFF,
     EQV2_DEFAULT_MODEL,

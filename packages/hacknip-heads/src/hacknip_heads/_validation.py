@@ -6,7 +6,7 @@ import numpy as np
 import scipy.sparse
 
 from hacknip.errors import InputError
-from hacknip.head import CLASSIFICATION, REGRESSION
+from hacknip.plugins.head import CLASSIFICATION, REGRESSION
 
 TASKS = (REGRESSION, CLASSIFICATION)
 _MAX_LABELS_SHOWN = 10

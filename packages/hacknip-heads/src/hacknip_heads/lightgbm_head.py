@@ -7,7 +7,7 @@ from typing import Any
 import lightgbm
 import numpy as np
 
-from hacknip.head import CLASSIFICATION, REGRESSION
+from hacknip.plugins.head import CLASSIFICATION, REGRESSION
 from hacknip_heads._base import BaseHead
 
 

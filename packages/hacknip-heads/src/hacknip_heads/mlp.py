@@ -10,7 +10,7 @@ from sklearn.model_selection import train_test_split
 from torch import nn
 
 from hacknip.errors import InputError
-from hacknip.head import CLASSIFICATION, REGRESSION
+from hacknip.plugins.head import CLASSIFICATION, REGRESSION
 from hacknip_heads._base import BaseHead
 from hacknip_heads._torch_training import EarlyStopping, evaluate_loss, predict_in_chunks, torch_seed, train_one_epoch
 

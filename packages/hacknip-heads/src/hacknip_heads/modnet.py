@@ -29,7 +29,7 @@ from sklearn.preprocessing import MinMaxScaler, StandardScaler
 from torch import nn
 
 from hacknip.errors import InputError
-from hacknip.head import CLASSIFICATION, REGRESSION
+from hacknip.plugins.head import CLASSIFICATION, REGRESSION
 from hacknip_heads._base import BaseHead
 from hacknip_heads._torch_training import (
     EarlyStopping,

@@ -4,7 +4,7 @@ is imported until a head is created)."""
 from __future__ import annotations
 
 import hacknip
-from hacknip.head import CLASSIFICATION, REGRESSION, HeadSpec
+from hacknip.plugins.head import CLASSIFICATION, REGRESSION, HeadSpec
 
 BOTH_TASKS = frozenset({REGRESSION, CLASSIFICATION})
 

@@ -9,7 +9,7 @@ from sklearn.linear_model import LogisticRegressionCV, RidgeCV
 from sklearn.model_selection import StratifiedKFold
 
 from hacknip.errors import InputError
-from hacknip.head import CLASSIFICATION, REGRESSION
+from hacknip.plugins.head import CLASSIFICATION, REGRESSION
 from hacknip_heads._base import BaseHead
 
 DEFAULT_ALPHAS = np.logspace(-3, 3, 13)

@@ -6,7 +6,7 @@ from typing import Any
 
 import xgboost
 
-from hacknip.head import CLASSIFICATION, REGRESSION
+from hacknip.plugins.head import CLASSIFICATION, REGRESSION
 from hacknip_heads._base import BaseHead
 
 

@@ -46,9 +46,9 @@ with contextlib.redirect_stdout(io.StringIO()):  # mace prints a notice about cu
     from mace.tools import torch_geometric
     from mace.tools.utils import AtomicNumberTable
 
-from hacknip.backbone import file_sha256, per_atom_features_in_batches
-from hacknip.capture import forward_capturing, scalar_channels
 from hacknip.errors import InputError
+from hacknip.plugins.backbone import file_sha256, per_atom_features_in_batches
+from hacknip.plugins.capture import forward_capturing, scalar_channels
 from hacknip_mace.plugin import (
     DEFAULT_MODEL,
     MACE_MP_CUTOFF,

@@ -7,7 +7,7 @@
 from typing import NamedTuple
 
 import hacknip
-from hacknip.backbone import BackboneSpec
+from hacknip.plugins.backbone import BackboneSpec
 
 
 class PretrainedModel(NamedTuple):

@@ -41,10 +41,10 @@ from orb_models.forcefield.base import AtomGraphs, batch_graphs
 from orb_models.forcefield.calculator import ORBCalculator
 from orb_models.forcefield.featurization_utilities import EdgeCreationMethod, compute_supercell_neighbors
 
-from hacknip.backbone import SUPERCELL_RULES, file_sha256, per_atom_features_in_batches, refusing_pickles
-from hacknip.capture import forward_capturing
 from hacknip.errors import BadStructureError, InputError
-from hacknip.supercell import perpendicular_widths
+from hacknip.features.supercell import perpendicular_widths
+from hacknip.plugins.backbone import SUPERCELL_RULES, file_sha256, per_atom_features_in_batches, refusing_pickles
+from hacknip.plugins.capture import forward_capturing
 from hacknip_orb.fused import FusedGNS, fusable
 from hacknip_orb.plugin import DEFAULT_MODEL, MODELS, UNCAPPED, factory_name, needs_supercell
 
@@ -90,7 +90,7 @@ def load(
     - ``edge_method``: orb's neighbour search (``"knn_scipy"``, CPU; ``"knn_brute_force"``). With a capped graph it
       decides ties between equidistant neighbours, so it is part of the identity.
     - ``charge``, ``spin``: for the OMol models, used for structures without ``atoms.info["charge"/"spin"]``.
-    - ``supercell_rule``: how far a capped graph's cells are repeated (``hacknip.supercell``); ``None`` means the
+    - ``supercell_rule``: how far a capped graph's cells are repeated (``hacknip.features.supercell``); ``None`` means the
       model's own (``"lattice-lengths"``, the paper's, for ``orb-v2-paper``; ``"perpendicular-width"`` otherwise).
     - ``inference``: ``"fused"`` (``hacknip_orb.fused``: the same node features, ~1.4x faster on CPU) where the model
       allows it, else orb-models' own forward; ``"orb"`` always runs orb-models' own forward.

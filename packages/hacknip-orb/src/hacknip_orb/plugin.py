@@ -13,7 +13,7 @@ import math
 from typing import NamedTuple
 
 import hacknip
-from hacknip.backbone import LATTICE_LENGTHS, PERPENDICULAR_WIDTH, BackboneSpec
+from hacknip.plugins.backbone import LATTICE_LENGTHS, PERPENDICULAR_WIDTH, BackboneSpec
 
 UNCAPPED = math.inf
 """``max_num_neighbors`` value meaning: every neighbour within the radius (no cap)."""
@@ -37,7 +37,7 @@ class OrbModel(NamedTuple):
     weights_of: str = ""
     """For a preset: the orb-models model whose architecture and weights it uses (default: the same name)."""
     supercell_rule: str = PERPENDICULAR_WIDTH
-    """How far a capped graph's cells are repeated (``hacknip.supercell``); the paper preset replays the paper's."""
+    """How far a capped graph's cells are repeated (``hacknip.features.supercell``); the paper preset replays the paper's."""
 
     @property
     def layer_widths(self) -> tuple[int, ...]:

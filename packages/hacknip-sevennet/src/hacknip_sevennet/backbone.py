@@ -39,9 +39,9 @@ from sevenn.nn.sequential import AtomGraphSequential
 from sevenn.train.dataload import unlabeled_atoms_to_graph
 from torch_geometric.data import Batch
 
-from hacknip.backbone import file_sha256, per_atom_features_in_batches, refusing_pickles
-from hacknip.capture import forward_capturing, scalar_channels
 from hacknip.errors import InputError
+from hacknip.plugins.backbone import file_sha256, per_atom_features_in_batches, refusing_pickles
+from hacknip.plugins.capture import forward_capturing, scalar_channels
 
 SPEC_NAME = "sevennet"
 DEFAULT_MODEL = "7net-0"

@@ -3,7 +3,7 @@
 Use it from your plugin's tests by subclassing and providing a ``backbone`` fixture::
 
     import pytest
-    from hacknip.testing import BackboneConformance
+    from hacknip.plugins.testing import BackboneConformance
 
     class TestMyBackbone(BackboneConformance):
         @pytest.fixture(scope="class")
@@ -12,7 +12,7 @@ Use it from your plugin's tests by subclassing and providing a ``backbone`` fixt
             return MyBackbone(checkpoint="tests/data/tiny.pt")
 
 Override the ``structures`` fixture to test on elements your model knows. Each check is a separate test, so a
-failure names exactly which promise of the :class:`hacknip.backbone.Backbone` protocol is broken.
+failure names exactly which promise of the :class:`hacknip.plugins.backbone.Backbone` protocol is broken.
 
 Among them: an element outside ``supported_elements`` must raise :class:`hacknip.errors.BadStructureError` with a
 one-line message, not features and not any other exception, which hacknip would take for a bug. An atom with no
@@ -30,8 +30,8 @@ import pytest
 from ase import Atoms
 from ase.build import bulk
 
-from hacknip.backbone import Backbone, concurrent_batches, identity_key
 from hacknip.errors import BadStructureError
+from hacknip.plugins.backbone import Backbone, concurrent_batches, identity_key
 
 RTOL = 1e-4
 ATOL = 1e-5

@@ -25,8 +25,8 @@ Dissolved components given in ``M`` are taken to add no volume: the solution vol
 additives). Molar masses come from the species table or, for SMILES, from RDKit; densities only from the species
 table. A conversion that needs a missing density or molar mass fails for that row, naming the component.
 
-Every distinct component is featurised once: SMILES through :func:`hacknip.molecules.molecules_to_dataset` (relaxed
-with the backbone's calculator, geometries stored) and then :func:`hacknip.featurize.featurize` (features stored).
+Every distinct component is featurised once: SMILES through :func:`hacknip.data.molecules.molecules_to_dataset` (relaxed
+with the backbone's calculator, geometries stored) and then :func:`hacknip.features.featurize.featurize` (features stored).
 """
 
 from __future__ import annotations
@@ -40,12 +40,8 @@ from pathlib import Path
 
 import numpy as np
 
-from hacknip.backbone import Backbone
-from hacknip.errors import InputError
-from hacknip.featurize import featurize, layer_matrix
-from hacknip.molecules import EmbedOptions, RelaxOptions
-from hacknip.store import FeatureStore
-from hacknip.structures import (
+from hacknip.data.molecules import EmbedOptions, RelaxOptions
+from hacknip.data.structures import (
     BadInputError,
     Dataset,
     Sample,
@@ -56,6 +52,10 @@ from hacknip.structures import (
     check_on_error,
     structure_file_to_atoms,
 )
+from hacknip.errors import InputError
+from hacknip.features.featurize import featurize, layer_matrix
+from hacknip.features.store import FeatureStore
+from hacknip.plugins.backbone import Backbone
 
 UNITS = ("M", "vol", "wt", "mol", "vol%", "wt%")
 RATIO_UNITS = ("vol", "wt", "mol")
@@ -145,7 +145,7 @@ def _molar_mass(species: Species) -> float:
     if species.smiles:
         from rdkit.Chem import Descriptors
 
-        from hacknip.molecules import parse_smiles
+        from hacknip.data.molecules import parse_smiles
 
         return float(Descriptors.MolWt(parse_smiles(species.smiles)))
     raise MixtureError(f"{species.name}: no molar mass (give one in the species table)")
@@ -291,7 +291,7 @@ def resolve_species(what: str, species: dict[str, Species], folder: Path | None 
 
 
 def _canonical(smiles: str, name: str) -> str:
-    from hacknip.molecules import MoleculeError, canonical_smiles, parse_smiles
+    from hacknip.data.molecules import MoleculeError, canonical_smiles, parse_smiles
 
     try:
         return canonical_smiles(parse_smiles(smiles))
@@ -354,7 +354,7 @@ def component_dataset(species: Sequence[Species], backbone: Backbone | None, sto
                       ) -> tuple[Dataset, list[SkippedRow]]:
     """One sample per distinct species (id = :attr:`Species.key`): SMILES made 3D and relaxed with ``backbone``
     (``relax_options=None``: not relaxed), structure files read as they are. Failures come back as skipped rows."""
-    from hacknip.molecules import molecules_to_dataset
+    from hacknip.data.molecules import molecules_to_dataset
 
     samples, skipped = [], []
     smiles = [s for s in species if s.smiles]

@@ -21,14 +21,7 @@ from ase import Atoms
 from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.utils.validation import check_is_fitted
 
-from hacknip.backbone import Backbone
-from hacknip.compose import Member
-from hacknip.errors import InputError
-from hacknip.featurize import featurize, layer_matrix
-from hacknip.pooling import parse_pooling
-from hacknip.registry import check_backbones, load_backbone, resolve_backbone
-from hacknip.store import FeatureStore
-from hacknip.structures import (
+from hacknip.data.structures import (
     DISORDERED_CHOICES,
     BadInputError,
     Dataset,
@@ -38,6 +31,13 @@ from hacknip.structures import (
     pymatgen_to_atoms,
     structure_file_to_atoms,
 )
+from hacknip.errors import InputError
+from hacknip.features.compose import Member
+from hacknip.features.featurize import featurize, layer_matrix
+from hacknip.features.pooling import parse_pooling
+from hacknip.features.store import FeatureStore
+from hacknip.plugins.backbone import Backbone
+from hacknip.plugins.registry import check_backbones, load_backbone, resolve_backbone
 
 ASE_SUFFIXES = (".xyz", ".extxyz", ".traj")
 """File suffixes read with ASE (one structure per file); any other path is read with pymatgen (CIF, POSCAR, ...)."""
@@ -179,7 +179,7 @@ def _layer_widths(name: str, device: str) -> tuple[int, ...]:
 
 def feature_names(layers: dict[str, Sequence[int]], widths: dict[str, Sequence[int]],
                   pooling: Sequence[str]) -> list[str]:
-    """Column names in :func:`hacknip.featurize.layer_matrix` order: backbone, layer, statistic, channel."""
+    """Column names in :func:`hacknip.features.featurize.layer_matrix` order: backbone, layer, statistic, channel."""
     return [f"{name}:L{layer}:{statistic}:{channel}"
             for name, chosen in layers.items() for layer in chosen
             for statistic in pooling for channel in range(widths[name][layer])]

@@ -2,7 +2,7 @@
 
 Each plugin's hook runs on its own: a hook that raises (``SystemExit`` included), registers something that is not a
 spec, or registers a name another plugin already took costs that plugin its registrations (with a
-:class:`hacknip.plugins.PluginWarning` naming its distribution), never the command. Names are matched
+:class:`hacknip.plugins.manager.PluginWarning` naming its distribution), never the command. Names are matched
 case-insensitively (``CHGNet`` is ``chgnet``).
 """
 
@@ -15,11 +15,19 @@ import os
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from hacknip.backbone import Backbone, BackboneSpec
-from hacknip.compose import Member, parse_backbones
 from hacknip.errors import HacknipError, InputError
-from hacknip.head import Head, HeadSpec
-from hacknip.plugins import LOAD_PLUGINS_ENV, PluginInfo, load_plugins, normalize_distribution, one_line, plugin_info, warn
+from hacknip.features.compose import Member, parse_backbones
+from hacknip.plugins.backbone import Backbone, BackboneSpec
+from hacknip.plugins.head import Head, HeadSpec
+from hacknip.plugins.manager import (
+    LOAD_PLUGINS_ENV,
+    PluginInfo,
+    load_plugins,
+    normalize_distribution,
+    one_line,
+    plugin_info,
+    warn,
+)
 
 
 class UnknownNameError(HacknipError, LookupError):

@@ -41,9 +41,9 @@ from typing import Any
 import numpy as np
 from ase import Atoms
 
-from hacknip.backbone import identity_key
 from hacknip.errors import InputError
-from hacknip.pooling import STATISTICS
+from hacknip.features.pooling import STATISTICS
+from hacknip.plugins.backbone import identity_key
 
 try:
     import fcntl

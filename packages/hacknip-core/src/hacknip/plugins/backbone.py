@@ -23,7 +23,7 @@ if TYPE_CHECKING:
     from ase import Atoms
 
 PERPENDICULAR_WIDTH = "perpendicular-width"
-"""Supercell rule: repeat until the distance between opposite faces is at least the cutoff (see hacknip.supercell)."""
+"""Supercell rule: repeat until the distance between opposite faces is at least the cutoff (see hacknip.features.supercell)."""
 LATTICE_LENGTHS = "lattice-lengths"
 """Supercell rule: repeat until every lattice vector is at least as long as the cutoff (the HackNIP paper's rule)."""
 SUPERCELL_RULES = (PERPENDICULAR_WIDTH, LATTICE_LENGTHS)
@@ -47,7 +47,7 @@ class Backbone(Protocol):
 
     A backbone may also set ``concurrent_batches = True`` (read with :func:`concurrent_batches`, default False) when
     ``per_atom_features`` may run in several threads at once (no shared mutable state, no global settings changed
-    during a pass) and gains from it: :func:`hacknip.featurize.featurize` then gives each of torch's threads a batch of
+    during a pass) and gains from it: :func:`hacknip.features.featurize.featurize` then gives each of torch's threads a batch of
     its own."""
 
     def identity(self) -> dict[str, Any]:
@@ -87,14 +87,14 @@ class BackboneSpec:
     """True when the factory loads local checkpoint files without unpickling (``torch.load(weights_only=True)`` or
     safetensors), so that a checkpoint file cannot run code when it is loaded."""
     supercell_rule: str = PERPENDICULAR_WIDTH
-    """How far cells are repeated when ``needs_supercell`` (see :mod:`hacknip.supercell`)."""
+    """How far cells are repeated when ``needs_supercell`` (see :mod:`hacknip.features.supercell`)."""
     options: dict[str, Any] = field(default_factory=dict)
     """Keyword arguments the factory gets for this spec, e.g. ``{"model": "7net-l3i5"}`` for a variant."""
     package: str = field(default="", compare=False)
     package_version: str = field(default="", compare=False)
 
     def load(self, checkpoint: str | None = None, **options: Any) -> Backbone:
-        from hacknip.plugins import resolve_factory
+        from hacknip.plugins.manager import resolve_factory
 
         return resolve_factory("backbone", self)(checkpoint=checkpoint, **{**self.options, **options})
 

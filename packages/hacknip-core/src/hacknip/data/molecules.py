@@ -33,10 +33,7 @@ from typing import Any
 import numpy as np
 from ase import Atoms
 
-from hacknip.backbone import Backbone, check_elements, identity_key
-from hacknip.errors import InputError
-from hacknip.store import DAMAGED_FOLDER, DamagedShardWarning, FeatureStore, _atomic_write, _slug, structure_hash
-from hacknip.structures import (
+from hacknip.data.structures import (
     UNLABELLED,
     WARNING_KEY,
     Dataset,
@@ -51,6 +48,9 @@ from hacknip.structures import (
     read_ase_file,
     the_only_numeric,
 )
+from hacknip.errors import InputError
+from hacknip.features.store import DAMAGED_FOLDER, DamagedShardWarning, FeatureStore, _atomic_write, _slug, structure_hash
+from hacknip.plugins.backbone import Backbone, check_elements, identity_key
 
 INSTALL_HINT = "pip install hacknip-core[molecules]"
 NONCONVERGED_CHOICES = ("keep", "skip")
@@ -357,7 +357,7 @@ def _start_worker(backbone_ref, backbone_options, embed_options, relax_options, 
     calculator = None
     if backbone_ref is not None:
         if isinstance(backbone_ref, str):
-            from hacknip.registry import load_backbone
+            from hacknip.plugins.registry import load_backbone
 
             backbone_ref = load_backbone(backbone_ref, **backbone_options)
         calculator = _calculator_of(backbone_ref)
@@ -550,7 +550,7 @@ def molecules_to_dataset(
 
 def _load(backbone: str | Backbone | None, options: dict[str, Any]) -> Backbone | None:
     if isinstance(backbone, str):
-        from hacknip.registry import load_backbone
+        from hacknip.plugins.registry import load_backbone
 
         return load_backbone(backbone, **options)
     return backbone

@@ -5,10 +5,10 @@ A plugin is a module, found through the ``hacknip`` entry-point group, holding f
 Keep plugin modules light: register *specs* (metadata plus a ``"module:callable"`` factory path), so that
 ``hacknip list`` never imports torch or the backbone's library.
 
-Each plugin's hook runs on its own (see :mod:`hacknip.registry`): a hook that raises, calls ``sys.exit``, or registers
+Each plugin's hook runs on its own (see :mod:`hacknip.plugins.registry`): a hook that raises, calls ``sys.exit``, or registers
 anything but a spec contributes nothing to that hook, and a name another plugin already registered (compared
 case-insensitively; this project's own distributions first, then by distribution name) is ignored, each with a
-:class:`hacknip.plugins.PluginWarning` naming the distribution. Names may not contain spaces, ``+`` or ``@``.
+:class:`hacknip.plugins.manager.PluginWarning` naming the distribution. Names may not contain spaces, ``+`` or ``@``.
 """
 
 import pluggy

@@ -27,9 +27,8 @@ from typing import Any
 
 import numpy as np
 
-from hacknip.compose import format_backbones
 from hacknip.errors import InputError
-from hacknip.evaluation import (
+from hacknip.evaluation.crossval import (
     CVResult,
     Folds,
     cross_validate,
@@ -38,8 +37,9 @@ from hacknip.evaluation import (
     random_folds,
     stratified_folds,
 )
-from hacknip.head import CLASSIFICATION, HeadSpec
-from hacknip.pipeline import (
+from hacknip.features.compose import format_backbones
+from hacknip.plugins.head import CLASSIFICATION, HeadSpec
+from hacknip.workflow.run import (
     Prepared,
     Progress,
     RunConfig,

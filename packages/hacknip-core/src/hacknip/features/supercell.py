@@ -16,8 +16,8 @@ import math
 import numpy as np
 from ase import Atoms
 
-from hacknip.backbone import LATTICE_LENGTHS, PERPENDICULAR_WIDTH, SUPERCELL_RULES
 from hacknip.errors import InputError
+from hacknip.plugins.backbone import LATTICE_LENGTHS, PERPENDICULAR_WIDTH, SUPERCELL_RULES
 
 
 def perpendicular_widths(cell: np.ndarray) -> np.ndarray:

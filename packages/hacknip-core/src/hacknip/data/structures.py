@@ -159,8 +159,8 @@ class _RowCollector:
 
 def flag_duplicate_structures(samples: Sequence[Sample]) -> None:
     """Flag (keep, with a warning) every sample whose structure is identical to another's: the same species,
-    positions and cell (:func:`hacknip.store.structure_hash`). Such rows leak between cross-validation folds."""
-    from hacknip.store import structure_hash
+    positions and cell (:func:`hacknip.features.store.structure_hash`). Such rows leak between cross-validation folds."""
+    from hacknip.features.store import structure_hash
 
     groups: dict[str, list[Sample]] = {}
     for sample in samples:
@@ -296,7 +296,7 @@ def _checked_target(target: Any) -> float:
 
 
 DISORDERED_CHOICES = ("refuse", "approximant")
-"""What readers do with partially occupied sites: refuse the row, or order it (:mod:`hacknip.disorder`)."""
+"""What readers do with partially occupied sites: refuse the row, or order it (:mod:`hacknip.data.disorder`)."""
 APPROXIMANT_MAX_ATOMS = 128
 
 
@@ -308,7 +308,7 @@ def pymatgen_to_atoms(structure, disordered: str = "refuse") -> Atoms:
     if disordered != "approximant":
         raise ValueError("partially occupied sites (disordered structure); pass --disordered approximant to order "
                          "it in a supercell, or give an ordered structure")
-    from hacknip.disorder import ordered_approximant
+    from hacknip.data.disorder import ordered_approximant
 
     approximant = ordered_approximant(structure, max_atoms=APPROXIMANT_MAX_ATOMS)
     if approximant.dropped:
@@ -601,71 +601,6 @@ def read_ase_file(path: Path, target: str | None = None, on_error: str = "raise"
             continue
         collector.add(f"structure {index}", sample_id, lambda atoms=atoms: atoms, atoms.info.get(target))
     return collector.dataset(target, flag_duplicates=True)
-
-
-def read_dataset(path: str | Path, *, target: str | None = None, structure_column: str = "cif",
-                 id_column: str | None = None, targets: str | Path | None = None,
-                 on_error: str = "raise", smiles_column: str | None = None, disordered: str = "refuse") -> Dataset:
-    """Read any supported input, chosen by what ``path`` is. Molecules (a table with a SMILES column, an SDF file)
-    get RDKit geometries, unrelaxed: :func:`hacknip.molecules.molecules_to_dataset` relaxes them with a backbone.
-    ``disordered="approximant"`` orders CIF/POSCAR structures with partially occupied sites (the ordered cell is
-    what gets featurised, and the sample is flagged with its description). ``target=UNLABELLED`` reads structures
-    without targets (for prediction). Bad rows raise a :class:`BadInputError` naming the row, or with
-    ``on_error="skip"`` are listed in ``Dataset.skipped``.
-
-    Example::
-
-        data = hacknip.read_dataset("matbench_phonons.json.gz")
-        structures, y = [sample.atoms for sample in data.samples], data.targets
-    """
-    if disordered not in DISORDERED_CHOICES:
-        raise InputError(f"disordered must be one of {', '.join(DISORDERED_CHOICES)}, not {disordered!r}")
-    path = Path(path)
-    if not path.exists():
-        raise FileNotFoundError(f"no such file or folder: {path}")
-    name = path.name.lower()
-    if path.is_dir():
-        return read_structure_folder(path, Path(targets) if targets else None, target, id_column, on_error,
-                                     disordered)
-    if name.endswith((".json", ".json.gz")):
-        return read_matbench(path, on_error, target)
-    if is_molecule_input(path, structure_column, smiles_column):
-        from hacknip.molecules import molecules_to_dataset
-
-        return molecules_to_dataset(path, smiles_column=smiles_column, target=target, id_column=id_column,
-                                    on_error=on_error)
-    if name.endswith((".csv", ".parquet")):
-        return read_cif_table(path, structure_column, target, id_column, on_error, disordered)
-    if name.endswith((".xyz", ".extxyz", ".db", ".traj")):
-        return read_ase_file(path, target, on_error)
-    raise InputError(f"{path}: unknown input kind; give a matbench_*.json.gz, a CSV/parquet with a CIF or SMILES "
-                     "column, an SDF file, an extxyz/ASE database, or a folder of CIF/POSCAR files with targets.csv")
-
-
-def is_molecule_input(path: Path, structure_column: str = "cif", smiles_column: str | None = None) -> bool:
-    """An SDF file, or a table with a SMILES column (named by ``smiles_column`` or called smiles) and no CIF column."""
-    name = Path(path).name.lower()
-    if name.endswith(".sdf"):
-        return True
-    return (name.endswith((".csv", ".parquet")) and structure_column not in _columns(Path(path))
-            and bool(smiles_column or _smiles_table(Path(path))))
-
-
-def _columns(path: Path) -> list[str]:
-    if path.stat().st_size == 0:
-        return []
-    if path.suffix == ".parquet":
-        import pyarrow.parquet as pq
-
-        try:
-            return list(pq.read_schema(path).names)
-        except (OSError, ValueError) as error:
-            raise InputError(f"{path}: not a readable parquet file ({_first_line(error)}); write it again") from None
-    return [str(column) for column in _read_csv(path, nrows=0).columns]
-
-
-def _smiles_table(path: Path) -> bool:
-    return any(column.lower() == "smiles" for column in _columns(path))
 
 
 def read_extra_features(dataset: Dataset, path: str | Path, columns: Sequence[str], targets: str | Path | None = None

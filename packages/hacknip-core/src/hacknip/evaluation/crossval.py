@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 
 from hacknip.errors import InputError
-from hacknip.head import CLASSIFICATION, REGRESSION, Head
+from hacknip.plugins.head import CLASSIFICATION, REGRESSION, Head
 
 MATBENCH_SEED = 18012019
 N_FOLDS = 5

@@ -22,17 +22,17 @@ from typing import Any
 import numpy as np
 
 from hacknip import __version__
-from hacknip.backbone import file_sha256
+from hacknip.data.structures import DISORDERED_CHOICES, Dataset, read_extra_features
 from hacknip.errors import InputError, UntrustedFileError
-from hacknip.evaluation import TARGET_TRANSFORMS, get_target_transform
-from hacknip.evaluation import predict as head_prediction
-from hacknip.featurize import featurize, layer_matrix
-from hacknip.head import CLASSIFICATION, REGRESSION
-from hacknip.pooling import parse_pooling
-from hacknip.registry import get_head_spec, load_backbone, resolve_backbone
+from hacknip.evaluation.crossval import TARGET_TRANSFORMS, get_target_transform
+from hacknip.evaluation.crossval import predict as head_prediction
+from hacknip.features.featurize import dataset_keys, featurize, layer_matrix
+from hacknip.features.pooling import parse_pooling
+from hacknip.features.store import FeatureStore
+from hacknip.plugins.backbone import file_sha256
+from hacknip.plugins.head import CLASSIFICATION, REGRESSION
+from hacknip.plugins.registry import get_head_spec, load_backbone, resolve_backbone
 from hacknip.report import strict_json
-from hacknip.store import FeatureStore
-from hacknip.structures import DISORDERED_CHOICES, Dataset, read_extra_features
 
 FORMAT = "hacknip-model/1"
 MODEL_FILE = "model.json"
@@ -120,8 +120,6 @@ class SavedModel:
                                name=saved["name"])
             dataset = dataset.drop(report.rejected)
             blocks.append((report.features, saved["layers"]))
-        from hacknip.pipeline import dataset_keys
-
         keys = dataset_keys(dataset)
         extras = read_extra_features(dataset, source, self.model.get("extra_features", []), targets)
         return dataset, np.concatenate([*(layer_matrix(features, keys, layers, pooling) for features, layers in blocks),

@@ -44,7 +44,7 @@ class HeadSpec:
 
     def estimator_class(self) -> type:
         """The head's class (or factory), imported on first use."""
-        from hacknip.plugins import resolve_factory
+        from hacknip.plugins.manager import resolve_factory
 
         return resolve_factory("head", self)
 

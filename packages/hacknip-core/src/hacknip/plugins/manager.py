@@ -5,7 +5,7 @@ set it to an empty string to load none. Plugin modules are imported, but they re
 
 One faulty third-party plugin must not break every command: a plugin whose import fails (any exception, ``SystemExit``
 included; ``KeyboardInterrupt`` goes through) is skipped with a :class:`PluginWarning` naming its distribution, and
-:mod:`hacknip.registry` isolates each plugin's hooks the same way. Plugins are ordered deterministically: this
+:mod:`hacknip.plugins.registry` isolates each plugin's hooks the same way. Plugins are ordered deterministically: this
 project's own distributions (:data:`OWN_DISTRIBUTIONS`) first, then third-party ones by distribution name; the first
 one to register a name keeps it.
 """
@@ -23,7 +23,7 @@ from typing import Any
 
 import pluggy
 
-from hacknip import hookspecs
+from hacknip.plugins import hookspecs
 
 ENTRY_POINT_GROUP = "hacknip"
 LOAD_PLUGINS_ENV = "HACKNIP_LOAD_PLUGINS"

@@ -15,12 +15,12 @@ from typing import Any
 import numpy as np
 from ase.data import chemical_symbols
 
-from hacknip.backbone import Backbone, check_layers, concurrent_batches, supercell_rule
+from hacknip.data.structures import BadInputError, Dataset, Sample, SkippedRow
 from hacknip.errors import BadStructureError, InputError
-from hacknip.pooling import atom_statistics, pool
-from hacknip.store import BackboneFeatures, Claims, FeatureStore, Record, structure_hash
-from hacknip.structures import BadInputError, Dataset, Sample, SkippedRow
-from hacknip.supercell import cutoff_supercell
+from hacknip.features.pooling import atom_statistics, pool
+from hacknip.features.store import BackboneFeatures, Claims, FeatureStore, Record, structure_hash
+from hacknip.features.supercell import cutoff_supercell
+from hacknip.plugins.backbone import Backbone, check_layers, concurrent_batches, supercell_rule
 
 FLUSH_SECONDS = 5.0
 CLAIM_POLL_SECONDS = 0.5
@@ -106,7 +106,7 @@ def featurize(
         raise InputError(f"batch size must be at least 1, got {batch_size}")
     layers = check_layers(backbone, range(len(backbone.layer_widths)) if layers is None else layers)
     features = store.open(backbone.identity(), names=[n for n in (backbone.name, name) if n])
-    keys = [structure_hash(sample.atoms) for sample in dataset.samples]
+    keys = dataset_keys(dataset)
     rejected: list[SkippedRow] = []
     todo, seen = [], set()
     for index in features.missing(keys, layers):
@@ -288,6 +288,11 @@ def _featurize_batch(dataset, backbone, keys, batch, layers, on_error) -> tuple[
         except BadStructureError as error:
             rejected.append(_reject(dataset, sample, f"{backbone.name} cannot featurise it: {error}", on_error))
     return records, rejected
+
+
+def dataset_keys(dataset: Dataset) -> list[str]:
+    """The store key (content hash) of every sample, in order."""
+    return [structure_hash(sample.atoms) for sample in dataset.samples]
 
 
 def layer_matrix(features: BackboneFeatures, keys: Sequence[str], layers: Sequence[int],

@@ -42,7 +42,7 @@ class ElectrolyteParseError(ValueError):
 
 @dataclass(frozen=True)
 class Part:
-    """One component of a parsed description, in the units of :mod:`hacknip.mixtures`."""
+    """One component of a parsed description, in the units of :mod:`hacknip.data.mixtures`."""
 
     name: str
     amount: float

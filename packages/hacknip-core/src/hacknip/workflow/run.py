@@ -12,9 +12,15 @@ from typing import Any
 import numpy as np
 
 from hacknip import __version__
-from hacknip.compose import Member, parse_backbones
+from hacknip.data.read import is_molecule_input, read_dataset
+from hacknip.data.structures import (
+    BadInputError,
+    Dataset,
+    read_extra_features,
+    read_sample_columns,
+)
 from hacknip.errors import InputError
-from hacknip.evaluation import (
+from hacknip.evaluation.crossval import (
     MATBENCH_SEED,
     N_FOLDS,
     PRIMARY_METRIC,
@@ -33,20 +39,13 @@ from hacknip.evaluation import (
     random_folds,
     stratified_folds,
 )
-from hacknip.featurize import featurize, layer_matrix
-from hacknip.head import CLASSIFICATION, REGRESSION
-from hacknip.leaderboard import SUMMARY_FILE, find_matbench_file, leaderboard_rank
-from hacknip.pooling import parse_pooling
-from hacknip.registry import UnknownNameError, check_backbones, create_head, get_head_spec, load_backbone
-from hacknip.store import BackboneFeatures, FeatureStore, structure_hash
-from hacknip.structures import (
-    BadInputError,
-    Dataset,
-    is_molecule_input,
-    read_dataset,
-    read_extra_features,
-    read_sample_columns,
-)
+from hacknip.evaluation.leaderboard import SUMMARY_FILE, find_matbench_file, leaderboard_rank
+from hacknip.features.compose import Member, parse_backbones
+from hacknip.features.featurize import dataset_keys, featurize, layer_matrix
+from hacknip.features.pooling import parse_pooling
+from hacknip.features.store import BackboneFeatures, FeatureStore
+from hacknip.plugins.head import CLASSIFICATION, REGRESSION
+from hacknip.plugins.registry import UnknownNameError, check_backbones, create_head, get_head_spec, load_backbone
 
 VALIDATION_FILE = "matbench_v0.1_validation.json.gz"
 Progress = Callable[[str, int], Callable[[int], None]]
@@ -72,7 +71,7 @@ class RunConfig:
     targets: Path | None = None
     on_error: str = "raise"
     disordered: str = "refuse"
-    """Partially occupied sites: ``refuse`` the row, or featurise an ``approximant`` (hacknip.disorder)."""
+    """Partially occupied sites: ``refuse`` the row, or featurise an ``approximant`` (hacknip.data.disorder)."""
     batch_size: int = 16
     device: str = "cpu"
     backbone_options: dict[str, Any] = field(default_factory=dict)
@@ -118,7 +117,7 @@ def load_data(config: RunConfig, progress: Progress = no_progress) -> Dataset:
 
 def _molecules(config: RunConfig, progress: Progress) -> Dataset:
     """Molecules get 3D geometries, relaxed with the first backbone of the expression (stored, reused)."""
-    from hacknip.molecules import RelaxOptions, molecules_to_dataset
+    from hacknip.data.molecules import RelaxOptions, molecules_to_dataset
 
     relaxing = parse_backbones(config.backbone)[0].name if config.relax else None
     relax = RelaxOptions(fmax=config.relax_fmax, steps=config.relax_steps) if config.relax else None
@@ -173,10 +172,6 @@ def _stored_only(member: Member, dataset: Dataset, store: FeatureStore, missing_
     n_layers = max(chosen.stored_layers()) + 1
     member.resolve(n_layers)
     return MemberFeatures(member, chosen, n_layers, 0.0, 0, len(keys))
-
-
-def dataset_keys(dataset: Dataset) -> list[str]:
-    return [structure_hash(sample.atoms) for sample in dataset.samples]
 
 
 GROUP_SPLIT = "group:"
@@ -369,7 +364,8 @@ def sweep_layers(prepared: Prepared, make_head: Callable[[], Any], progress: Pro
 
 def run(config: RunConfig, progress: Progress = no_progress, save_to: Path | None = None) -> dict[str, Any]:
     """Run the whole pipeline and return the results dictionary (see :mod:`hacknip.report` for the files).
-    With ``save_to``, also fit the chosen configuration on every row and save it there (see :mod:`hacknip.saved_model`)."""
+    With ``save_to``, also fit the chosen configuration on every row and save it there (see
+    :mod:`hacknip.workflow.saved_model`)."""
     started = time.perf_counter()
     prepared = prepare(config, progress)
     make_head = head_factory(config, prepared.task)
@@ -388,7 +384,7 @@ def run(config: RunConfig, progress: Progress = no_progress, save_to: Path | Non
 
     results = results_dict(prepared, per_layer, chosen, final, X.shape[1])
     if save_to is not None:
-        from hacknip.saved_model import save_model
+        from hacknip.workflow.saved_model import save_model
 
         results["saved_model"] = str(save_model(save_to, prepared, chosen, config.head_params, final.summary()))
     results["timings_s"] = {

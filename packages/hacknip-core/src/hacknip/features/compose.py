@@ -102,7 +102,7 @@ def _split_member(text: str) -> tuple[str, str | None]:
 
 def parse_backbones(expression: str) -> list[Member]:
     """Parse a backbone expression; a malformed layer list is an :class:`~hacknip.errors.InputError` saying how to write
-    it. Names are not checked here (see :func:`hacknip.registry.check_backbones`)."""
+    it. Names are not checked here (see :func:`hacknip.plugins.registry.check_backbones`)."""
     members = []
     for text in expression.split("+"):
         text = text.strip()

@@ -1,0 +1,1 @@
+"""Data readers: crystals (Matbench, CIF/POSCAR folders, tables, extxyz), molecules, mixtures, disordered structures."""

@@ -1,0 +1,1 @@
+"""Evaluation: folds, metrics and cross-validation, hyperparameter tuning, the Matbench leaderboard."""

@@ -1,0 +1,1 @@
+"""The workflow: a whole run (featurise, sweep layers, cross-validate, report) and saved models."""
