@@ -10,7 +10,7 @@ import pytest
 from click.testing import CliRunner
 
 from hacknip.cli import cli
-from hacknip.evaluation.crossval import TARGET_TRANSFORMS, TransformedTargetHead
+from hacknip.evaluation.crossval import TARGET_TRANSFORMS, fitted_pipeline, make_model
 
 
 @pytest.mark.parametrize("name, values", [("log10", [0.01, 1.0, 250.0]), ("ln", [0.5, 3.0, 1e4]),
@@ -20,13 +20,16 @@ def test_inverse_undoes_forward(name, values):
     np.testing.assert_allclose(transform.inverse(transform.forward(np.array(values))), values, rtol=1e-12)
 
 
-def test_transformed_head_learns_the_transformed_target_and_predicts_the_original():
+def test_a_model_learns_the_transformed_target_and_predicts_the_original():
     from sklearn.linear_model import LinearRegression
 
     X = np.linspace(0, 2, 50)[:, None]
     y = 10.0 ** (3 * X[:, 0])  # exactly linear in log10
-    head = TransformedTargetHead(LinearRegression(), TARGET_TRANSFORMS["log10"]).fit(X, y)
-    np.testing.assert_allclose(head.predict(X), y, rtol=1e-9)
+    model = make_model(LinearRegression(), TARGET_TRANSFORMS["log10"]).fit(X, y)
+    np.testing.assert_allclose(model.predict(X), y, rtol=1e-9)
+    scaler, head = fitted_pipeline(model)  # the scaler saw X on the original scale, the head learnt log10(y)
+    np.testing.assert_allclose(scaler.mean_, [1.0])
+    np.testing.assert_allclose(head.predict(scaler.transform(X)), 3 * X[:, 0], atol=1e-9)
 
 
 def _run(*args):

@@ -169,53 +169,53 @@ def get_target_transform(name: str | None) -> TargetTransform | None:
     return TARGET_TRANSFORMS[name]
 
 
-class TransformedTargetHead:
-    """A regression head trained on transformed targets, predicting on the original scale."""
-
-    task_kinds = frozenset({REGRESSION})
-
-    def __init__(self, head: Head, transform: TargetTransform):
-        self.head, self.transform = head, transform
-
-    def fit(self, X: np.ndarray, y: np.ndarray) -> TransformedTargetHead:
-        self.head.fit(X, self.transform.forward(y))
-        return self
-
-    def predict(self, X: np.ndarray) -> np.ndarray:
-        return self.transform.inverse(self.head.predict(X))
-
-
-def cross_validate(X: np.ndarray, y: np.ndarray, folds: Folds, make_head: Callable[[], Head],
-                   on_fold: Callable[[], None] | None = None, task: str = REGRESSION,
-                   score_transform: Callable[[np.ndarray], np.ndarray] | None = None) -> CVResult:
-    """Fit a fresh head on each training fold (features standardised on that fold) and score its test fold.
-    ``score_transform`` maps targets and predictions before scoring (metrics on a transformed scale)."""
-    return cross_validate_per_fold([(X, make_head)] * len(folds), y, folds, on_fold, task, score_transform)
-
-
-def cross_validate_per_fold(fold_models: Sequence[tuple[np.ndarray, Callable[[], Head]]], y: np.ndarray, folds: Folds,
-                            on_fold: Callable[[], None] | None = None, task: str = REGRESSION,
-                            score_transform: Callable[[np.ndarray], np.ndarray] | None = None) -> CVResult:
-    """``cross_validate`` with each fold's own features and head, ``(X, make_head)`` per fold (e.g. the
-    configuration each outer fold's tuning chose)."""
+def make_model(head: Head, transform: TargetTransform | None = None):
+    """What is trained on embeddings: a scikit-learn ``Pipeline`` of a ``StandardScaler`` (fitted on the training rows
+    only) and the head, inside a ``TransformedTargetRegressor`` when the head learns a transformed target (its
+    predictions are mapped back to the original scale)."""
+    from sklearn.compose import TransformedTargetRegressor
+    from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
 
+    model = make_pipeline(StandardScaler(), head)
+    if transform is None:
+        return model
+    return TransformedTargetRegressor(model, func=transform.forward, inverse_func=transform.inverse, check_inverse=False)
+
+
+def fitted_pipeline(model):
+    """The fitted scaler-and-head ``Pipeline`` of a model from :func:`make_model`."""
+    return getattr(model, "regressor_", model)
+
+
+def cross_validate(X: np.ndarray, y: np.ndarray, folds: Folds, make_model: Callable[[], Any],
+                   on_fold: Callable[[], None] | None = None, task: str = REGRESSION,
+                   score_transform: Callable[[np.ndarray], np.ndarray] | None = None) -> CVResult:
+    """Fit a fresh model (:func:`make_model`: scaler and head) on each training fold and score its test fold.
+    ``score_transform`` maps targets and predictions before scoring (metrics on a transformed scale)."""
+    return cross_validate_per_fold([(X, make_model)] * len(folds), y, folds, on_fold, task, score_transform)
+
+
+def cross_validate_per_fold(fold_models: Sequence[tuple[np.ndarray, Callable[[], Any]]], y: np.ndarray, folds: Folds,
+                            on_fold: Callable[[], None] | None = None, task: str = REGRESSION,
+                            score_transform: Callable[[np.ndarray], np.ndarray] | None = None) -> CVResult:
+    """``cross_validate`` with each fold's own features and model, ``(X, make_model)`` per fold (e.g. the
+    configuration each outer fold's tuning chose)."""
     scale = score_transform or (lambda values: values)
     predictions = np.full(len(y), np.nan)
     scores = []
-    for number, ((train, test), (X, make_head)) in enumerate(zip(folds, fold_models, strict=True)):
-        scaler = StandardScaler().fit(X[train])
-        head = make_head().fit(scaler.transform(X[train]), y[train])
-        predictions[test] = predict(head, scaler.transform(X[test]), task)
+    for number, ((train, test), (X, make)) in enumerate(zip(folds, fold_models, strict=True)):
+        model = make().fit(X[train], y[train])
+        predictions[test] = predict(model, X[test], task)
         scores.append({"fold": number, **METRICS[task](scale(y[test]), scale(predictions[test]))})
         if on_fold:
             on_fold()
     return CVResult(scores, predictions, task)
 
 
-def predict(head: Head, X: np.ndarray, task: str) -> np.ndarray:
-    """The value a head predicts for ``task``: its prediction, or P(y=1) for classification."""
-    return head.predict_proba(X)[:, 1] if task == CLASSIFICATION else head.predict(X)
+def predict(model: Any, X: np.ndarray, task: str) -> np.ndarray:
+    """The value a model (or head) predicts for ``task``: its prediction, or P(y=1) for classification."""
+    return model.predict_proba(X)[:, 1] if task == CLASSIFICATION else model.predict(X)
 
 
 def dummy_cv(y: np.ndarray, folds: Folds, task: str = REGRESSION) -> CVResult:

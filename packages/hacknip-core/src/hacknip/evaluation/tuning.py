@@ -43,7 +43,7 @@ from hacknip.workflow.run import (
     Prepared,
     Progress,
     RunConfig,
-    head_factory,
+    model_factory,
     no_progress,
     prepare,
     results_dict,
@@ -141,8 +141,8 @@ class _Tuner:
         self.y = prepared.y
         self.study_prefix = _study_prefix(prepared, settings)
 
-    def make_head(self, params: dict[str, Any]):
-        return head_factory(self.prepared.config, self.prepared.task, tuned=params)
+    def new_model(self, params: dict[str, Any]):
+        return model_factory(self.prepared.config, self.prepared.task, tuned=params)
 
     def tune_scope(self, scope: Scope) -> ScopeWinner:
         sweep, candidates = self._candidate_layers(scope)
@@ -156,7 +156,7 @@ class _Tuner:
             raise InputError("--layers needs exactly one backbone without @LAYERS in --backbone")
         sweep, chosen = [], {}
         if self.settings.layers is None or len(swept) != 1:
-            sweep, chosen, _ = sweep_layers(self.prepared.subset(scope.rows, scope.folds), self.make_head({}), self.progress)
+            sweep, chosen, _ = sweep_layers(self.prepared.subset(scope.rows, scope.folds), self.new_model({}), self.progress)
         if len(swept) != 1:
             return sweep, [chosen]
         member = swept[0]
@@ -186,7 +186,7 @@ class _Tuner:
             params = self.search_space(trial)
             trial.set_user_attr("head_params", _jsonable(params))
             trial.set_user_attr("worker", f"{socket.gethostname()}:{os.getpid()}")
-            return cross_validate(X, y, scope.folds, self.make_head(params), task=self.prepared.task,
+            return cross_validate(X, y, scope.folds, self.new_model(params), task=self.prepared.task,
                                   score_transform=self.prepared.score_transform).mean()
 
         advance = self.progress(f"tuning {scope.name}, {format_backbones(layers)}", self.settings.n_trials)
@@ -200,12 +200,12 @@ class _Tuner:
 
     def score_outer_folds(self, winners: list[ScopeWinner]) -> CVResult:
         """Refit each fold's winner on its training rows and score it on the test fold it never saw."""
-        fold_models = [(self.prepared.matrix(winner.layers), self.make_head(winner.head_params)) for winner in winners]
+        fold_models = [(self.prepared.matrix(winner.layers), self.new_model(winner.head_params)) for winner in winners]
         return cross_validate_per_fold(fold_models, self.y, self.prepared.folds, task=self.prepared.task,
                                        score_transform=self.prepared.score_transform)
 
     def cross_validate(self, winner: ScopeWinner) -> CVResult:
-        return self.prepared.cross_validate(self.prepared.matrix(winner.layers), self.make_head(winner.head_params))
+        return self.prepared.cross_validate(self.prepared.matrix(winner.layers), self.new_model(winner.head_params))
 
 
 def _outer_scope(prepared: Prepared, number: int, train: np.ndarray, settings: TuneSettings) -> Scope:

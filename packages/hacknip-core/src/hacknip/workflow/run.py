@@ -26,7 +26,6 @@ from hacknip.evaluation.crossval import (
     PRIMARY_METRIC,
     SCORE_SCALES,
     CVResult,
-    TransformedTargetHead,
     best_layer,
     check_task,
     cross_validate,
@@ -34,6 +33,7 @@ from hacknip.evaluation.crossval import (
     get_target_transform,
     group_folds,
     infer_task,
+    make_model,
     matbench_folds,
     molecule_scaffolds,
     random_folds,
@@ -235,14 +235,13 @@ def choose_task(config: RunConfig, y: np.ndarray, head_spec) -> str:
     return task
 
 
-def head_factory(config: RunConfig, task: str, tuned: dict[str, Any] | None = None) -> Callable[[], Any]:
-    """Heads that serve classification take ``task="classification"``; regression is every head's default.
-    ``tuned`` hyperparameters come first; the user's ``--head-param`` values override them."""
+def model_factory(config: RunConfig, task: str, tuned: dict[str, Any] | None = None) -> Callable[[], Any]:
+    """Makes the scaler-and-head model (:func:`hacknip.evaluation.crossval.make_model`) of the run's head. Heads that
+    serve classification take ``task="classification"``; regression is every head's default. ``tuned``
+    hyperparameters come first; the user's ``--head-param`` values override them."""
     params = {**(tuned or {}), **config.head_params, **({"task": task} if task == CLASSIFICATION else {})}
     transform = get_target_transform(config.target_transform)
-    if transform is None:
-        return lambda: create_head(config.head, **params)
-    return lambda: TransformedTargetHead(create_head(config.head, **params), transform)
+    return lambda: make_model(create_head(config.head, **params), transform)
 
 
 def check_target_transform(config: RunConfig, dataset: Dataset, task: str) -> None:
@@ -293,8 +292,8 @@ class Prepared:
         transform = get_target_transform(self.config.target_transform)
         return transform.forward if transform and self.config.score_scale == "transformed" else None
 
-    def cross_validate(self, X: np.ndarray, make_head: Callable[[], Any], on_fold=None) -> CVResult:
-        return cross_validate(X, self.y, self.folds, make_head, on_fold=on_fold, task=self.task,
+    def cross_validate(self, X: np.ndarray, new_model: Callable[[], Any], on_fold=None) -> CVResult:
+        return cross_validate(X, self.y, self.folds, new_model, on_fold=on_fold, task=self.task,
                               score_transform=self.score_transform)
 
     def subset(self, rows: np.ndarray, folds: list) -> Prepared:
@@ -340,7 +339,7 @@ def check_targets(dataset: Dataset, n_folds: int = N_FOLDS) -> None:
                          f"check --target")
 
 
-def sweep_layers(prepared: Prepared, make_head: Callable[[], Any], progress: Progress = no_progress):
+def sweep_layers(prepared: Prepared, new_model: Callable[[], Any], progress: Progress = no_progress):
     """Cross-validate every layer of each backbone without fixed layers; keep the best (L*) for each.
 
     Returns ``(per_layer entries, chosen layers by backbone name, CVResult by (name, layer))``."""
@@ -354,7 +353,7 @@ def sweep_layers(prepared: Prepared, make_head: Callable[[], Any], progress: Pro
         sweep = []
         for layer in range(item.n_layers):
             X = layer_matrix(item.features, prepared.keys, [layer], parse_pooling(prepared.config.pooling))
-            result = prepared.cross_validate(X, make_head, on_fold=advance)
+            result = prepared.cross_validate(X, new_model, on_fold=advance)
             results[(item.member.name, layer)] = result
             sweep.append({"backbone": item.member.name, "layer": layer, **result.summary()})
         per_layer += sweep
@@ -368,10 +367,10 @@ def run(config: RunConfig, progress: Progress = no_progress, save_to: Path | Non
     :mod:`hacknip.workflow.saved_model`)."""
     started = time.perf_counter()
     prepared = prepare(config, progress)
-    make_head = head_factory(config, prepared.task)
+    new_model = model_factory(config, prepared.task)
 
     sweep_started = time.perf_counter()
-    per_layer, chosen, sweep_results = sweep_layers(prepared, make_head, progress)
+    per_layer, chosen, sweep_results = sweep_layers(prepared, new_model, progress)
     sweep_seconds = time.perf_counter() - sweep_started
 
     final_started = time.perf_counter()
@@ -379,7 +378,7 @@ def run(config: RunConfig, progress: Progress = no_progress, save_to: Path | Non
     final = _already_scored(prepared.members, chosen, sweep_results)
     if final is None:
         advance = progress(f"final cross-validation ({config.head})", len(prepared.folds))
-        final = prepared.cross_validate(X, make_head, on_fold=advance)
+        final = prepared.cross_validate(X, new_model, on_fold=advance)
     final_seconds = time.perf_counter() - final_started
 
     results = results_dict(prepared, per_layer, chosen, final, X.shape[1])

@@ -24,7 +24,7 @@ import numpy as np
 from hacknip import __version__
 from hacknip.data.structures import DISORDERED_CHOICES, Dataset, read_extra_features
 from hacknip.errors import InputError, UntrustedFileError
-from hacknip.evaluation.crossval import TARGET_TRANSFORMS, get_target_transform
+from hacknip.evaluation.crossval import TARGET_TRANSFORMS, fitted_pipeline, get_target_transform, make_model
 from hacknip.evaluation.crossval import predict as head_prediction
 from hacknip.features.featurize import dataset_keys, featurize, layer_matrix
 from hacknip.features.pooling import parse_pooling
@@ -42,20 +42,18 @@ HEAD_ARRAY_PREFIX = "head/"
 
 def save_model(folder: Path, prepared, layers: dict[str, list[int]], head_params: dict[str, Any],
                cv_summary: dict[str, float]) -> Path:
-    """Fit scaler and head on every row of ``prepared`` at ``layers`` and write the model folder."""
-    from sklearn.preprocessing import StandardScaler
-
+    """Fit the model (:func:`~hacknip.evaluation.crossval.make_model`: scaler, head, target transform) on every row of
+    ``prepared`` at ``layers`` and write each step to the model folder: the scaler's arrays, the head's JSON state
+    and arrays, the transform's name."""
     config = prepared.config
     head_class = _head_class(config.head)
     if not hasattr(head_class, "from_state"):
         raise InputError(f"head {config.head!r} cannot be saved safely (it has no get_state/from_state); pick "
                          f"another head or save nothing")
     X = prepared.matrix(layers)
-    scaler = StandardScaler().fit(X)
     task_param = {"task": CLASSIFICATION} if prepared.task == CLASSIFICATION else {}
-    transform = get_target_transform(config.target_transform)
-    y = transform.forward(prepared.y) if transform else prepared.y
-    head = head_class(**head_params, **task_param).fit(scaler.transform(X), y)
+    model = make_model(head_class(**head_params, **task_param), get_target_transform(config.target_transform))
+    scaler, head = fitted_pipeline(model.fit(X, prepared.y))
     meta, head_arrays = head.get_state()
     model = {
         "format": FORMAT,
@@ -104,6 +102,16 @@ class SavedModel:
                              f"head_state and {ARRAYS_FILE} ({type(error).__name__}: {error}); the model folder is "
                              f"damaged or was edited: save it again with hacknip run --save") from error
 
+    def pipeline(self):
+        """The saved scaler and head as a fitted scikit-learn ``Pipeline`` (predictions on the scale the head learnt)."""
+        from sklearn.pipeline import make_pipeline
+        from sklearn.preprocessing import StandardScaler
+
+        scaler = StandardScaler()
+        scaler.mean_, scaler.scale_ = self.arrays["scaler_mean"], self.arrays["scaler_scale"]
+        scaler.var_, scaler.n_features_in_ = scaler.scale_ ** 2, len(scaler.mean_)
+        return make_pipeline(scaler, self.head())
+
     def features(self, dataset: Dataset, store: FeatureStore, batch_size: int = 16, device: str = "cpu",
                  on_error: str = "raise", progress=None, source: Path | None = None,
                  targets: Path | None = None, trust_checkpoints: bool = False) -> tuple[Dataset, np.ndarray]:
@@ -129,8 +137,7 @@ class SavedModel:
         if X.shape[1] != self.model["n_features"]:
             raise InputError(f"{self.folder}: the model takes {self.model['n_features']} features, but its backbones, "
                              f"layers, pooling and extra features give {X.shape[1]}; the model folder was edited")
-        scaled = (X - self.arrays["scaler_mean"]) / self.arrays["scaler_scale"]
-        value = head_prediction(self.head(), scaled, self.task)
+        value = head_prediction(self.pipeline(), X, self.task)
         transform = get_target_transform(self.model.get("target_transform"))
         value = transform.inverse(value) if transform else value
         if self.task == CLASSIFICATION:
