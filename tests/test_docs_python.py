@@ -41,5 +41,7 @@ def test_python_page_runs(tmp_path, monkeypatch, capsys):
 
     printed = capsys.readouterr().out
     assert "200 structures" in printed and "CV MAE" in printed and "chosen:" in printed
+    assert "RunResult(chgnet -> ridge on 200 samples: mae" in printed
+    assert (work / "runs" / "phonons-chgnet-ridge" / "results.json").exists() and (work / "model" / "model.json").exists()
     assert (work / "parity.png").stat().st_size > 10_000
     assert namespace["X"].shape == (200, 5 * 64)

@@ -4,8 +4,10 @@ Importing this package is cheap: heavy libraries (torch, pymatgen, scikit-learn,
 used. The library's entry points load on first access:
 
 - :class:`hacknip.Featurizer` — structures -> embeddings, a scikit-learn transformer (``hacknip.features.featurizer``);
-- :func:`hacknip.read_dataset` — read any supported input into a ``Dataset`` (``hacknip.data.structures``);
-- :func:`hacknip.load_backbone` — load an installed backbone by name (``hacknip.plugins.registry``).
+- :func:`hacknip.read_dataset` — read any supported input into a ``Dataset`` (``hacknip.data.read``);
+- :func:`hacknip.load_backbone` — load an installed backbone by name (``hacknip.plugins.registry``);
+- :func:`hacknip.run`, :func:`hacknip.tune`, :func:`hacknip.load_model` — the whole job, as the command line's
+  ``run``, ``tune`` and ``predict`` (``hacknip.api``), with results as a :class:`hacknip.RunResult`.
 
 Example::
 
@@ -25,18 +27,25 @@ from hacknip.plugins.hookspecs import hookimpl
 __version__ = "0.1.0"
 
 if TYPE_CHECKING:
+    from hacknip.api import load_model, run, tune
     from hacknip.data.read import read_dataset
     from hacknip.features.featurizer import Featurizer
     from hacknip.plugins.registry import load_backbone
+    from hacknip.workflow.results import RunResult
 
 _LAZY = {
     "Featurizer": "hacknip.features.featurizer",
     "read_dataset": "hacknip.data.read",
     "load_backbone": "hacknip.plugins.registry",
+    "run": "hacknip.api",
+    "tune": "hacknip.api",
+    "load_model": "hacknip.api",
+    "RunResult": "hacknip.workflow.results",
 }
 """Public names and the module each comes from, imported on first access."""
 
-__all__ = ["Featurizer", "__version__", "hookimpl", "load_backbone", "read_dataset"]
+__all__ = ["Featurizer", "RunResult", "__version__", "hookimpl", "load_backbone", "load_model", "read_dataset", "run",
+           "tune"]
 
 
 def __getattr__(name: str) -> Any:

@@ -502,7 +502,7 @@ def tune(out, overwrite, protocol, n_trials, patience, layers_text, inner_folds,
     """Tune the head's hyperparameters and the layer with Optuna; report honest (nested) scores and params.json."""
     from rich.console import Console
 
-    from hacknip.evaluation.tuning import TuneSettings
+    from hacknip.evaluation.tuning import TuneSettings, storage_url
     from hacknip.evaluation.tuning import tune as tune_pipeline
 
     if n_trials < 1 or patience < 1:
@@ -510,7 +510,7 @@ def tune(out, overwrite, protocol, n_trials, patience, layers_text, inner_folds,
     config = _model_config(options)
     _check_outputs(out, None, config.store, overwrite)
     settings = TuneSettings(n_trials=n_trials, patience=patience, protocol=protocol, inner_folds=inner_folds,
-                            layers=_parse_layer_list(layers_text), storage=_storage_url(storage), seed=seed)
+                            layers=_parse_layer_list(layers_text), storage=storage_url(storage), seed=seed)
     _quiet_optuna()
     with progress_bars() as start:
         results = tune_pipeline(config, settings, start)
@@ -534,17 +534,6 @@ def _parse_layer_list(text: str | None) -> list[int] | None:
         return [int(part) for part in text.split(",")]
     except ValueError:
         raise click.BadParameter(f"{text!r}: write layers as 3,4,5", param_hint="--layers") from None
-
-
-def _storage_url(storage: str | None) -> str:
-    if storage and "://" in storage:
-        return storage
-    if storage:
-        return f"sqlite:///{Path(storage).resolve()}"
-    from hacknip.features.store import hacknip_home
-
-    hacknip_home().mkdir(parents=True, exist_ok=True)
-    return f"sqlite:///{hacknip_home() / 'studies.db'}"
 
 
 def _run_name(data: Path, backbone: str, head: str) -> str:

@@ -88,6 +88,18 @@ class ScopeWinner:
     sweep: list[dict] = field(default_factory=list)
 
 
+def storage_url(storage: str | None) -> str:
+    """An Optuna storage URL: an RDB URL as given, a file path as SQLite, or ``$HACKNIP_HOME/studies.db``."""
+    if storage and "://" in storage:
+        return storage
+    if storage:
+        return f"sqlite:///{Path(storage).resolve()}"
+    from hacknip.features.store import hacknip_home
+
+    hacknip_home().mkdir(parents=True, exist_ok=True)
+    return f"sqlite:///{hacknip_home() / 'studies.db'}"
+
+
 def tune(config: RunConfig, settings: TuneSettings, progress: Progress = no_progress) -> dict[str, Any]:
     """Tune, score honestly (or as the paper did), and return ``results.json``'s dictionary."""
     try:

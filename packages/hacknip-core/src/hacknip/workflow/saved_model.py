@@ -133,6 +133,22 @@ class SavedModel:
         return dataset, np.concatenate([*(layer_matrix(features, keys, layers, pooling) for features, layers in blocks),
                                         extras], axis=1)
 
+    def predict_structures(self, structures: Any, store: str | Path | None = None, batch_size: int = 16,
+                           device: str = "cpu", trust_checkpoints: bool = False):
+        """Predictions for structures given as :class:`hacknip.Featurizer` takes them (pymatgen, ASE, CIF text, paths),
+        as a DataFrame of ``id`` (the position) and ``predicted`` (and ``probability`` for classification).
+        A model with extra features needs them per sample: use the command line's ``hacknip predict`` on a table."""
+        import pandas as pd
+
+        from hacknip.features.featurizer import structure_items, structures_dataset
+
+        if self.model.get("extra_features"):
+            raise InputError(f"{self.folder}: this model also takes {', '.join(self.model['extra_features'])} per sample; "
+                             f"predict with hacknip predict on a table that has those columns")
+        dataset = structures_dataset(structure_items(structures), self.model.get("disordered", "refuse"))
+        dataset, X = self.features(dataset, FeatureStore(store), batch_size, device, trust_checkpoints=trust_checkpoints)
+        return pd.DataFrame({"id": dataset.ids, **self.predict(X)})
+
     def predict(self, X: np.ndarray) -> dict[str, np.ndarray]:
         if X.shape[1] != self.model["n_features"]:
             raise InputError(f"{self.folder}: the model takes {self.model['n_features']} features, but its backbones, "
