@@ -1,5 +1,5 @@
 """The MODNet head: upstream's relevance-redundancy feature selection, learning, classification, reproducibility,
-hyperparameter checks and registration."""
+hyperparameter checks and creation by name. What every head promises is checked by test_head_conformance.py."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from sklearn.datasets import make_classification, make_friedman1
 from sklearn.preprocessing import StandardScaler
 
 from hacknip.plugins.head import CLASSIFICATION, REGRESSION
-from hacknip.plugins.registry import create_head, head_specs
+from hacknip.plugins.registry import create_head
 from hacknip_heads.modnet import (
     MODNetHead,
     cross_nmi,
@@ -116,24 +116,19 @@ def test_regression_beats_the_mean_by_far(regression_data):
     assert head.hidden_layer_sizes_ == (32, 16, 8) and head.n_epochs_ == FAST["epochs"]
 
 
-def test_classification_probabilities_and_accuracy(classification_data):
+def test_classification_accuracy(classification_data):
+    # Probabilities' shape and range, and the absence of predict_proba for regression: the HeadConformance suite.
     X_train, y_train, X_test, y_test = classification_data
     head = MODNetHead(task=CLASSIFICATION, n_feat=10, **FAST).fit(X_train, y_train)
-    probabilities = head.predict_proba(X_test)
-    assert probabilities.shape == (len(X_test), 2)
-    assert np.all((probabilities >= 0) & (probabilities <= 1))
-    np.testing.assert_allclose(probabilities.sum(axis=1), 1.0, atol=1e-6)
     assert np.mean(head.predict(X_test) == y_test) > 0.8
-    assert not hasattr(MODNetHead(), "predict_proba")  # regression heads have no probabilities
 
 
-def test_same_random_state_same_model_and_other_states_differ(regression_data):
+def test_other_random_states_give_other_models(regression_data):
+    # That the same state gives the same model is checked by the HeadConformance suite.
     X_train, y_train, X_test, _ = regression_data
     params = {**FAST, "epochs": 10}
     first = MODNetHead(random_state=3, **params).fit(X_train, y_train).predict(X_test)
-    again = MODNetHead(random_state=3, **params).fit(X_train, y_train).predict(X_test)
     other = MODNetHead(random_state=4, **params).fit(X_train, y_train).predict(X_test)
-    np.testing.assert_array_equal(first, again)
     assert not np.allclose(first, other)
 
 
@@ -184,7 +179,7 @@ def test_bad_hyperparameters_are_named(params, message):
         MODNetHead(**params).fit(X, y)
 
 
-def test_search_space_gives_valid_heads():
+def test_search_space_builds_the_papers_blocks_from_depth_and_width():
     optuna = pytest.importorskip("optuna")
     trial = optuna.trial.FixedTrial({"depth": 2, "width": 132, "n_feat": 255, "lr": 0.004464, "batch_size": 32,
                                      "out_act": "relu"})
@@ -193,8 +188,6 @@ def test_search_space_gives_valid_heads():
     assert MODNetHead(**params)._checked_hyperparameters() == [[132], [132], [], []]
 
 
-def test_registered_as_modnet_for_both_tasks():
-    spec = head_specs()["modnet"]
-    assert spec.task_kinds == frozenset({REGRESSION, CLASSIFICATION})
+def test_created_by_name():  # its spec (package, tasks) is checked with the other heads' in test_heads.py
     head = create_head("modnet", n_feat=5, task=CLASSIFICATION)
     assert isinstance(head, MODNetHead) and head.n_feat == 5 and head.random_state == 0

@@ -11,35 +11,7 @@ from click.testing import CliRunner
 from conftest import write_cif_table
 
 from hacknip.cli import cli
-from hacknip.plugins.head import CLASSIFICATION, REGRESSION
-from hacknip.plugins.registry import get_head_spec
-
-SMALL = {"lightgbm": {"n_estimators": 20}, "xgboost": {"n_estimators": 20}, "ridge": {},
-         "mlp": {"max_epochs": 15, "hidden_layer_sizes": [16]}, "modnet": {"epochs": 15, "n_feat": 8}}
-
-
-@pytest.mark.parametrize("task", [REGRESSION, CLASSIFICATION])
-@pytest.mark.parametrize("name", sorted(SMALL))
-def test_every_head_survives_a_round_trip_through_its_state(name, task):
-    import importlib
-
-    module_name, _, attr = get_head_spec(name).factory.partition(":")
-    head_class = getattr(importlib.import_module(module_name), attr)
-    rng = np.random.default_rng(1)
-    X = rng.normal(size=(120, 10))
-    y = X[:, 0] - 0.5 * X[:, 1] + 0.1 * rng.normal(size=120)
-    if task == CLASSIFICATION:
-        y = (y > 0).astype(float)
-    params = {**SMALL[name], "task": task}
-    head = head_class(**params).fit(X, y)
-    meta, arrays = head.get_state()
-    json.dumps(meta)  # JSON, not pickle
-    assert all(isinstance(value, np.ndarray) and value.dtype != object for value in arrays.values())
-    restored = head_class.from_state(params, json.loads(json.dumps(meta)), arrays)
-    if task == CLASSIFICATION:
-        np.testing.assert_allclose(restored.predict_proba(X), head.predict_proba(X), rtol=1e-6, atol=1e-7)
-    else:
-        np.testing.assert_allclose(restored.predict(X), head.predict(X), rtol=1e-6, atol=1e-7)
+from hacknip.plugins.head import REGRESSION
 
 
 @pytest.fixture

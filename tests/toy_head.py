@@ -1,5 +1,9 @@
 """A small, real head for testing tuning: k-nearest neighbours with a declared Optuna search space.
 
+It does not subclass hacknip's BaseHead: it is what a minimal third-party head looks like, a scikit-learn estimator
+whose ``task`` decides its estimator type and whether ``predict_proba`` exists (scikit-learn's ``available_if``), and
+it runs the HeadConformance suite (test_head_conformance.py). It has no ``get_state``, so it cannot be saved.
+
 ``fit_delay`` (seconds slept per fit) lets a test make trials slow enough for two workers to overlap.
 """
 
@@ -9,6 +13,7 @@ import time
 
 from sklearn.base import BaseEstimator
 from sklearn.neighbors import KNeighborsClassifier, KNeighborsRegressor
+from sklearn.utils.metaestimators import available_if
 
 from hacknip import hookimpl
 from hacknip.plugins.head import CLASSIFICATION, REGRESSION, HeadSpec
@@ -34,8 +39,14 @@ class KNNHead(BaseEstimator):
     def predict(self, X):
         return self.model_.predict(X)
 
+    @available_if(lambda head: head.task == CLASSIFICATION)
     def predict_proba(self, X):
         return self.model_.predict_proba(X)
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.estimator_type = "classifier" if self.task == CLASSIFICATION else "regressor"
+        return tags
 
 
 class ToyHeadPlugin:

@@ -1,6 +1,7 @@
-"""Shallow models ("heads") for hacknip: MODNet (in PyTorch), LightGBM, XGBoost, a PyTorch MLP and ridge.
+"""Shallow models ("heads") for hacknip: MODNet (in PyTorch), LightGBM, XGBoost and a PyTorch MLP.
 
-Importing this package is cheap: each head class, and the library behind it, loads on first access.
+Importing this package is cheap: each head class, and the library behind it, loads on first access. ``RidgeHead``
+now lives in hacknip-core (:mod:`hacknip.plugins.ridge_head`); it is still importable from here.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ _HEAD_MODULES = {
     "LightGBMHead": "hacknip_heads.lightgbm_head",
     "XGBoostHead": "hacknip_heads.xgboost_head",
     "MLPHead": "hacknip_heads.mlp",
-    "RidgeHead": "hacknip_heads.ridge",
+    "RidgeHead": "hacknip.plugins.ridge_head",
 }
 
 __all__ = ["__version__", *_HEAD_MODULES]

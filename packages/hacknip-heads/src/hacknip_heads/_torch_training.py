@@ -17,6 +17,12 @@ def torch_seed(random_state) -> int:
     return int(check_random_state(random_state).randint(np.iinfo(np.int32).max))
 
 
+def float32_tensor(X: np.ndarray) -> torch.Tensor:
+    """``X`` as a float32 tensor of its own: a copy, so that read-only inputs (memory-mapped arrays, as joblib passes
+    large ones) are fine and the caller's array is never written through the tensor."""
+    return torch.from_numpy(np.array(X, dtype=np.float32))
+
+
 def train_one_epoch(network: nn.Module, X: torch.Tensor, y: torch.Tensor, loss_function, optimizer,
                     batch_size: int) -> float:
     """One pass over shuffled minibatches; returns the mean training loss over rows (as Keras reports it)."""
@@ -40,8 +46,8 @@ def evaluate_loss(network: nn.Module, X: torch.Tensor, y: torch.Tensor, loss_fun
 def predict_in_chunks(network: nn.Module, X: np.ndarray) -> torch.Tensor:
     network.eval()
     with torch.no_grad():
-        chunks = torch.as_tensor(X, dtype=torch.float32).split(PREDICT_CHUNK_ROWS)
-        return torch.cat([network(chunk) for chunk in chunks])
+        return torch.cat([network(float32_tensor(X[start:start + PREDICT_CHUNK_ROWS]))
+                          for start in range(0, len(X), PREDICT_CHUNK_ROWS)])
 
 
 class EarlyStopping:

@@ -8,7 +8,7 @@ import lightgbm
 import numpy as np
 
 from hacknip.plugins.head import CLASSIFICATION, REGRESSION
-from hacknip_heads._base import BaseHead
+from hacknip.plugins.head_base import BaseHead
 
 
 class LightGBMHead(BaseHead):

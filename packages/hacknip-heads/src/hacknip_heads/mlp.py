@@ -11,8 +11,15 @@ from torch import nn
 
 from hacknip.errors import InputError
 from hacknip.plugins.head import CLASSIFICATION, REGRESSION
-from hacknip_heads._base import BaseHead
-from hacknip_heads._torch_training import EarlyStopping, evaluate_loss, predict_in_chunks, torch_seed, train_one_epoch
+from hacknip.plugins.head_base import BaseHead
+from hacknip_heads._torch_training import (
+    EarlyStopping,
+    evaluate_loss,
+    float32_tensor,
+    predict_in_chunks,
+    torch_seed,
+    train_one_epoch,
+)
 
 Split = tuple[torch.Tensor, torch.Tensor]  # (features, targets)
 
@@ -66,8 +73,8 @@ class MLPHead(BaseHead):
         self._check_hyperparameters()
         seed = torch_seed(self.random_state)
         train_rows, validation_rows = (torch.as_tensor(rows) for rows in self._split_rows(y, seed))
-        features = torch.as_tensor(X, dtype=torch.float32)
-        targets = torch.as_tensor(self._scaled_targets(y), dtype=torch.float32)
+        features = float32_tensor(X)
+        targets = float32_tensor(self._scaled_targets(y))
         # A forked RNG keeps weight initialisation, shuffling and dropout reproducible without touching the
         # caller's global torch random state.
         with torch.random.fork_rng(devices=[]):
@@ -133,7 +140,7 @@ class MLPHead(BaseHead):
 
     def _restore(self, meta, arrays) -> None:
         self.network_ = _build_network(self.n_features_in_, self.hidden_layer_sizes, self.dropout)
-        self.network_.load_state_dict({name: torch.as_tensor(value) for name, value in arrays.items()})
+        self.network_.load_state_dict({name: torch.from_numpy(np.array(value)) for name, value in arrays.items()})
         self.network_.eval()
         if self.task != CLASSIFICATION:
             self.target_mean_, self.target_scale_ = meta["target_mean"], meta["target_scale"]

@@ -30,10 +30,11 @@ from torch import nn
 
 from hacknip.errors import InputError
 from hacknip.plugins.head import CLASSIFICATION, REGRESSION
-from hacknip_heads._base import BaseHead
+from hacknip.plugins.head_base import BaseHead
 from hacknip_heads._torch_training import (
     EarlyStopping,
     evaluate_loss,
+    float32_tensor,
     predict_in_chunks,
     torch_seed,
     train_one_epoch,
@@ -323,8 +324,8 @@ class MODNetHead(BaseHead):
         return None if self.task == CLASSIFICATION else self.out_act
 
     def _train(self, X: np.ndarray, y: np.ndarray, rng: np.random.Generator) -> None:
-        features = torch.as_tensor(X, dtype=torch.float32)
-        targets = torch.as_tensor(y, dtype=torch.int64 if self.task == CLASSIFICATION else torch.float32)
+        features = float32_tensor(X)
+        targets = torch.from_numpy(np.array(y, dtype=np.int64 if self.task == CLASSIFICATION else np.float32))
         train_rows, validation_rows = _split_rows(len(y), self.val_fraction, rng)
         train = (features[train_rows], targets[train_rows])
         validation = (features[validation_rows], targets[validation_rows])
@@ -397,7 +398,7 @@ class MODNetHead(BaseHead):
         self.hidden_layer_sizes_ = tuple(meta["hidden_layer_sizes"])
         self.scaler_ = _AffineScaler(arrays["scaler/multiply"], arrays["scaler/add"]) if meta["scaled"] else None
         self.network_ = _build_network(self.n_feat_, self.hidden_layer_sizes_, self.act, self._output_activation())
-        self.network_.load_state_dict({name.removeprefix("network/"): torch.as_tensor(value)
+        self.network_.load_state_dict({name.removeprefix("network/"): torch.from_numpy(np.array(value))
                                        for name, value in arrays.items() if name.startswith("network/")})
         self.network_.eval()
 

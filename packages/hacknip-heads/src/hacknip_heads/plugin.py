@@ -1,5 +1,5 @@
 """The hacknip plugin: registers this package's heads as light specs (no torch, boosting library or sklearn
-is imported until a head is created)."""
+is imported until a head is created). The linear ``ridge`` head comes with hacknip-core itself."""
 
 from __future__ import annotations
 
@@ -32,12 +32,6 @@ HEAD_SPECS = (
         factory="hacknip_heads.modnet:MODNetHead",
         task_kinds=BOTH_TASKS,
         description="MODNet in PyTorch: NMI relevance-redundancy feature selection + feed-forward network (the paper's head)",
-    ),
-    HeadSpec(
-        name="ridge",
-        factory="hacknip_heads.ridge:RidgeHead",
-        task_kinds=BOTH_TASKS,
-        description="Linear baseline: RidgeCV (regression) or LogisticRegressionCV (classification)",
     ),
 )
 

@@ -7,7 +7,7 @@ from typing import Any
 import xgboost
 
 from hacknip.plugins.head import CLASSIFICATION, REGRESSION
-from hacknip_heads._base import BaseHead
+from hacknip.plugins.head_base import BaseHead
 
 
 class XGBoostHead(BaseHead):

@@ -1,8 +1,17 @@
-"""The ``Head`` protocol: a shallow model trained on structure embeddings, scikit-learn style.
+"""The ``Head`` protocol: a shallow model trained on structure embeddings, a scikit-learn estimator.
 
 Heads receive standardised features (hacknip fits a scaler on each training fold) and must not keep state
-between ``fit`` calls. ``predict_proba`` is required for heads serving classification. A head class may offer a
-``search_space(trial)`` classmethod returning hyperparameters drawn from an Optuna trial (used by tuning).
+between ``fit`` calls. hacknip creates a head with the user's hyperparameters, plus ``task="classification"`` for
+classification (regression is every head's default). A head serving classification has ``predict_proba`` (columns
+P(class 0), P(class 1)) only then: a regressor has none (scikit-learn's ``available_if`` idiom), which is how
+scikit-learn's scorers and ``Pipeline`` tell them apart.
+
+Optional, each used when present: ``get_state()`` with the ``from_state(params, meta, arrays)`` classmethod (a fitted
+head as JSON plus numeric arrays, what ``hacknip run --save`` writes without pickle), and a ``search_space(trial)``
+classmethod returning hyperparameters drawn from an Optuna trial (what ``hacknip tune`` searches).
+
+:class:`hacknip.plugins.head_base.BaseHead` implements all of this for a model with ``_fit`` and a fitted ``model_``;
+:class:`hacknip.plugins.testing.HeadConformance` checks it (see docs/plugins.md, "Writing a head plugin").
 """
 
 from __future__ import annotations

@@ -1,7 +1,9 @@
 """Plugin discovery: pluggy hooks found through the ``hacknip`` entry-point group, loaded on first use.
 
-``HACKNIP_LOAD_PLUGINS`` (comma-separated distribution names) limits which installed plugins load;
-set it to an empty string to load none. Plugin modules are imported, but they register light specs only.
+hacknip-core's own plugins (:data:`DEFAULT_PLUGINS`: the ``ridge`` head) are registered first, under the distribution
+``hacknip-core``, so that hacknip alone can run a job (as simonw/llm registers its default plugins). Then
+``HACKNIP_LOAD_PLUGINS`` (comma-separated distribution names) limits which installed plugins load; set it to an empty
+string to load none but the core's own. Plugin modules are imported, but they register light specs only.
 
 One faulty third-party plugin must not break every command: a plugin whose import fails (any exception, ``SystemExit``
 included; ``KeyboardInterrupt`` goes through) is skipped with a :class:`PluginWarning` naming its distribution, and
@@ -13,6 +15,7 @@ one to register a name keeps it.
 from __future__ import annotations
 
 import difflib
+import importlib
 import os
 import pkgutil
 import re
@@ -33,6 +36,11 @@ OWN_DISTRIBUTIONS = frozenset({
     "hacknip-equiformer",
 })
 """This project's distributions: their names take precedence over any third-party plugin's."""
+
+CORE_DISTRIBUTION = "hacknip-core"
+DEFAULT_PLUGINS = ("hacknip.plugins.default_heads",)
+"""Plugin modules inside hacknip-core, registered (under their module name) before any entry point, whatever
+``HACKNIP_LOAD_PLUGINS`` says: they are part of the core package, not installed plugins."""
 
 
 class PluginWarning(UserWarning):
@@ -124,12 +132,14 @@ def _free_name(info: PluginInfo) -> str:
 def load_plugins() -> pluggy.PluginManager:
     """Import every allowed entry-point plugin once; later calls return the same manager.
 
-    Own distributions load first, then third-party ones sorted by distribution name. A plugin that cannot be
-    imported or registered is skipped with a :class:`PluginWarning` naming its distribution."""
+    hacknip-core's :data:`DEFAULT_PLUGINS` come first, then own distributions, then third-party ones sorted by
+    distribution name. A plugin that cannot be imported or registered is skipped with a :class:`PluginWarning`
+    naming its distribution."""
     global _loaded
     if _loaded:
         return pm
     _loaded = True
+    _register_default_plugins()
     allowed = _allowed_distributions()
     try:
         found = list(metadata.entry_points(group=ENTRY_POINT_GROUP))
@@ -163,6 +173,25 @@ def load_plugins() -> pluggy.PluginManager:
         _distributions[name] = PluginInfo(name, info.package, info.version)
         _warn_unknown_hooks(module, _distributions[name])
     return pm
+
+
+def _register_default_plugins() -> None:
+    version = _core_version()
+    for module_name in DEFAULT_PLUGINS:
+        module = importlib.import_module(module_name)
+        if pm.is_registered(module):  # load_plugins again after a reset (tests do): already there
+            continue
+        pm.register(module, name=module_name)
+        _distributions[module_name] = PluginInfo(module_name, CORE_DISTRIBUTION, version)
+
+
+def _core_version() -> str:
+    try:
+        return metadata.version(CORE_DISTRIBUTION)
+    except metadata.PackageNotFoundError:  # run from a source tree that is not installed
+        from hacknip import __version__
+
+        return __version__
 
 
 def _warn_unknown_hooks(plugin: object, info: PluginInfo) -> None:

@@ -1,4 +1,5 @@
-"""A conformance suite that any backbone plugin runs against itself.
+"""Conformance suites that any backbone or head plugin runs against itself: :class:`BackboneConformance` and
+:class:`HeadConformance` (at the end of this module).
 
 Use it from your plugin's tests by subclassing and providing a ``backbone`` fixture::
 
@@ -22,8 +23,10 @@ right shape (what the library gives it, e.g. its embedding with no messages), or
 
 from __future__ import annotations
 
+import io
 import json
 from concurrent.futures import ThreadPoolExecutor
+from typing import Any
 
 import numpy as np
 import pytest
@@ -32,6 +35,7 @@ from ase.build import bulk
 
 from hacknip.errors import BadStructureError
 from hacknip.plugins.backbone import Backbone, concurrent_batches, identity_key
+from hacknip.plugins.head import CLASSIFICATION, REGRESSION, Head
 
 RTOL = 1e-4
 ATOL = 1e-5
@@ -202,3 +206,297 @@ class BackboneConformance:
     def test_rejects_unknown_layer(self, backbone, structures):
         with pytest.raises(ValueError, match="layer"):
             backbone.per_atom_features(structures[:1], [len(backbone.layer_widths)])
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Heads
+# ---------------------------------------------------------------------------------------------------------------------
+
+HEAD_TASKS = (REGRESSION, CLASSIFICATION)
+NUMERIC_KINDS = "biuf"
+"""Array dtype kinds a head's saved state may use: bool, int, unsigned, float (never object, which needs pickle)."""
+
+
+def easy_regression(seed: int = 0, n_train: int = 200, n_test: int = 100, n_features: int = 8):
+    """``(X_train, y_train, X_test, y_test)``: standardised features (as hacknip gives heads), a smooth target of three
+    of them and a little noise."""
+    rng = np.random.default_rng(seed)
+    X = rng.normal(size=(n_train + n_test, n_features))
+    y = X[:, 0] - 0.5 * X[:, 1] + 0.5 * np.tanh(X[:, 2]) + 0.1 * rng.normal(size=len(X))
+    return X[:n_train], y[:n_train], X[n_train:], y[n_train:]
+
+
+def easy_classification(seed: int = 0, n_train: int = 200, n_test: int = 100, n_features: int = 8):
+    """Like :func:`easy_regression`, with 0/1 labels (hacknip's classification targets) from a noisy linear rule."""
+    rng = np.random.default_rng(seed)
+    X = rng.normal(size=(n_train + n_test, n_features))
+    y = (X[:, 0] - 0.5 * X[:, 1] + 0.3 * rng.normal(size=len(X)) > 0).astype(np.int64)
+    return X[:n_train], y[:n_train], X[n_train:], y[n_train:]
+
+
+class EndOfRangeTrial:
+    """Stands in for an Optuna trial, answering the low (or high) end of every range and the first (or last) choice;
+    ``asked`` records the answers, to replay them through ``optuna.trial.FixedTrial``."""
+
+    def __init__(self, end: str):
+        self.end = end
+        self.asked: dict[str, Any] = {}
+
+    def _answer(self, name: str, values):
+        self.asked[name] = values[0] if self.end == "low" else values[-1]
+        return self.asked[name]
+
+    def suggest_int(self, name, low, high, step=1, log=False):
+        return self._answer(name, (low, high))
+
+    def suggest_float(self, name, low, high, *, step=None, log=False):
+        return self._answer(name, (low, high))
+
+    def suggest_categorical(self, name, choices):
+        return self._answer(name, list(choices))
+
+
+def same_params(first: dict[str, Any], second: dict[str, Any]) -> bool:
+    """Equal hyperparameter dicts, comparing arrays by value."""
+    if first.keys() != second.keys():
+        return False
+    return all(np.array_equal(a, b) if isinstance(a, np.ndarray) or isinstance(b, np.ndarray) else a == b
+               for a, b in ((first[key], second[key]) for key in first))
+
+
+def _saved_and_loaded(arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """``arrays`` written with ``np.savez`` and read back with ``allow_pickle=False``, as a saved model is."""
+    buffer = io.BytesIO()
+    np.savez(buffer, **arrays)
+    buffer.seek(0)
+    with np.load(buffer, allow_pickle=False) as loaded:
+        return {name: loaded[name] for name in loaded.files}
+
+
+class HeadConformance:
+    """Checks every promise of the :class:`hacknip.plugins.head.Head` protocol, and what hacknip relies on besides:
+    scikit-learn's ``clone``, ``get_params``/``set_params`` and estimator type, shapes and dtypes, determinism with
+    the head's seed, learning an easy problem, probabilities for classification, ``get_state``/``from_state`` without
+    pickle and ``search_space(trial)`` (each when the head offers it).
+
+    Subclass it and provide a ``head`` fixture: an unfitted head as hacknip creates it for regression (the user's
+    hyperparameters, no ``task``), with settings that fit in a fraction of a second (few trees, few epochs)::
+
+        import pytest
+        from hacknip.plugins.testing import HeadConformance
+
+        class TestMyHead(HeadConformance):
+            @pytest.fixture(scope="class")
+            @classmethod
+            def head(cls):
+                return MyHead(n_estimators=20)
+
+    For classification the suite does what hacknip does: ``clone(head).set_params(task="classification")``. Tests for
+    a task the head's ``task_kinds`` leave out are skipped. Override ``regression_data`` or ``classification_data``
+    (``(X_train, y_train, X_test, y_test)``) to test on other data.
+    """
+
+    mean_error_ratio = 0.5
+    """On the easy regression problem the head's mean absolute error must be below this fraction of the mean
+    predictor's."""
+
+    min_roc_auc = 0.85
+    """On the easy classification problem the ROC AUC of ``predict_proba`` must be above this."""
+
+    @pytest.fixture(scope="class")
+    @classmethod
+    def regression_data(cls):
+        return easy_regression()
+
+    @pytest.fixture(scope="class")
+    @classmethod
+    def classification_data(cls):
+        return easy_classification()
+
+    @pytest.fixture(scope="class")
+    @classmethod
+    def regressor(cls, head):
+        from sklearn.base import clone
+
+        if REGRESSION not in type(head).task_kinds:
+            pytest.skip(f"{type(head).__name__} does not declare regression")
+        return clone(head)
+
+    @pytest.fixture(scope="class")
+    @classmethod
+    def classifier(cls, head):
+        from sklearn.base import clone
+
+        if CLASSIFICATION not in type(head).task_kinds:
+            pytest.skip(f"{type(head).__name__} does not declare classification")
+        return clone(head).set_params(task=CLASSIFICATION)
+
+    @pytest.fixture(scope="class")
+    @classmethod
+    def fitted_regressor(cls, regressor, regression_data):
+        return _fitted(regressor, regression_data)
+
+    @pytest.fixture(scope="class")
+    @classmethod
+    def fitted_classifier(cls, classifier, classification_data):
+        return _fitted(classifier, classification_data)
+
+    @pytest.fixture(params=HEAD_TASKS)
+    def task(self, request):
+        return request.param
+
+    @pytest.fixture
+    def fitted(self, request, task):
+        """The fitted head and its data, for each task the head declares."""
+        if task == REGRESSION:
+            return request.getfixturevalue("fitted_regressor"), request.getfixturevalue("regression_data")
+        return request.getfixturevalue("fitted_classifier"), request.getfixturevalue("classification_data")
+
+    # -- the protocol and scikit-learn's conventions ------------------------------------------------------------------
+
+    def test_satisfies_protocol(self, head):
+        assert isinstance(head, Head), f"{type(head).__name__} lacks a member of hacknip.plugins.head.Head"
+        kinds = type(head).task_kinds
+        assert isinstance(kinds, frozenset) and kinds and kinds <= set(HEAD_TASKS), \
+            f"task_kinds must be a non-empty frozenset of {HEAD_TASKS}, got {kinds!r}"
+
+    def test_regressor_is_a_scikit_learn_regressor_without_probabilities(self, regressor):
+        from sklearn.base import is_regressor
+
+        assert is_regressor(regressor), "scikit-learn's tags must say regressor (estimator_type='regressor')"
+        assert not hasattr(regressor, "predict_proba"), \
+            "a regressor must have no predict_proba (scikit-learn's available_if idiom), or scorers take it for a classifier"
+
+    def test_classifier_is_a_scikit_learn_classifier_with_probabilities(self, classifier):
+        from sklearn.base import is_classifier
+
+        assert is_classifier(classifier), "with task='classification', scikit-learn's tags must say classifier"
+        assert hasattr(classifier, "predict_proba"), "hacknip scores classification with predict_proba(X)[:, 1]"
+
+    def test_clone_and_params_round_trip(self, head):
+        from sklearn.base import clone
+
+        params = head.get_params()
+        assert same_params(clone(head).get_params(), params)
+        assert same_params(type(head)(**head.get_params(deep=False)).get_params(), params)
+        fresh = clone(head)
+        assert fresh.set_params(**head.get_params(deep=False)) is fresh, "set_params must return the head"
+        assert same_params(fresh.get_params(), params)
+
+    # -- fitting and predicting --------------------------------------------------------------------------------------
+
+    def test_regression_predictions_are_finite_floats_one_per_row(self, fitted_regressor, regression_data):
+        X_test = regression_data[2]
+        predictions = fitted_regressor.predict(X_test)
+        assert isinstance(predictions, np.ndarray) and predictions.shape == (len(X_test),), \
+            f"predict must return an array of shape ({len(X_test)},), got {type(predictions).__name__} " \
+            f"{getattr(predictions, 'shape', '')}"
+        assert np.issubdtype(predictions.dtype, np.floating), f"regression predictions are {predictions.dtype}"
+        assert np.isfinite(predictions).all()
+
+    def test_regression_beats_the_mean(self, fitted_regressor, regression_data):
+        _, y_train, X_test, y_test = regression_data
+        mean_error = np.abs(y_test - y_train.mean()).mean()
+        error = np.abs(y_test - fitted_regressor.predict(X_test)).mean()
+        assert error < self.mean_error_ratio * mean_error, \
+            f"MAE {error:.3f} on an easy problem; predicting the mean gives {mean_error:.3f}"
+
+    def test_classification_gives_labels_and_probabilities(self, fitted_classifier, classification_data):
+        from sklearn.metrics import roc_auc_score
+
+        _, y_train, X_test, y_test = classification_data
+        probabilities = fitted_classifier.predict_proba(X_test)
+        assert isinstance(probabilities, np.ndarray) and probabilities.shape == (len(X_test), 2), \
+            f"predict_proba must return shape ({len(X_test)}, 2), got {getattr(probabilities, 'shape', None)}"
+        assert np.issubdtype(probabilities.dtype, np.floating)
+        assert ((probabilities >= 0) & (probabilities <= 1)).all(), "probabilities outside [0, 1]"
+        np.testing.assert_allclose(probabilities.sum(axis=1), 1.0, atol=1e-6, err_msg="rows must sum to 1")
+        labels = fitted_classifier.predict(X_test)
+        assert labels.shape == (len(X_test),) and set(np.unique(labels).tolist()) <= set(np.unique(y_train).tolist())
+        clear = np.abs(probabilities[:, 1] - 0.5) > 1e-9
+        np.testing.assert_array_equal(labels[clear], np.where(probabilities[clear, 1] > 0.5, 1, 0),
+                                      err_msg="predict must give the more probable class")
+        auc = roc_auc_score(y_test, probabilities[:, 1])
+        assert auc > self.min_roc_auc, f"ROC AUC {auc:.3f} on an easy problem"
+
+    def test_rejects_a_different_feature_count(self, fitted):
+        head, (_, _, X_test, _) = fitted
+        with pytest.raises(ValueError):
+            head.predict(X_test[:, :-1])
+
+    def test_deterministic_with_its_seed_and_no_state_kept_between_fits(self, fitted, task):
+        """Fitting a clone, even one fitted on other data before, gives the same predictions: hacknip's results are
+        reproducible, and each cross-validation fold starts afresh."""
+        from sklearn.base import clone
+
+        head, (X_train, y_train, X_test, _) = fitted
+        other = easy_regression(seed=1) if task == REGRESSION else easy_classification(seed=1)
+        again = clone(head).fit(other[0][:, :-1], other[1]).fit(X_train, y_train)
+        np.testing.assert_array_equal(again.predict(X_test), head.predict(X_test))
+        if task == CLASSIFICATION:
+            np.testing.assert_array_equal(again.predict_proba(X_test), head.predict_proba(X_test))
+
+    # -- saving without pickle ---------------------------------------------------------------------------------------
+
+    def test_state_round_trip_without_pickle(self, fitted, task):
+        """``get_state()`` gives JSON-able metadata and numeric arrays; ``from_state(params, meta, arrays)`` after a
+        trip through JSON and ``np.savez``/``np.load(allow_pickle=False)`` predicts exactly as the fitted head."""
+        head, (_, _, X_test, _) = fitted
+        if not hasattr(head, "get_state"):
+            pytest.skip(f"{type(head).__name__} has no get_state/from_state: hacknip run --save refuses it")
+        assert hasattr(type(head), "from_state"), "a head with get_state needs the from_state classmethod too"
+        meta, arrays = head.get_state()
+        meta = json.loads(json.dumps(meta))  # TypeError here: the metadata is not JSON
+        for name, value in arrays.items():
+            assert isinstance(name, str) and isinstance(value, np.ndarray), f"state array {name!r}: {type(value)}"
+            assert value.dtype.kind in NUMERIC_KINDS, f"state array {name!r} has dtype {value.dtype} (not numeric)"
+        params = json.loads(json.dumps(head.get_params(deep=False)))  # as model.json keeps them
+        restored = type(head).from_state(params, meta, _saved_and_loaded(arrays))
+        np.testing.assert_array_equal(restored.predict(X_test), head.predict(X_test))
+        if task == CLASSIFICATION:
+            np.testing.assert_array_equal(restored.predict_proba(X_test), head.predict_proba(X_test))
+
+    # -- tuning ------------------------------------------------------------------------------------------------------
+
+    @pytest.mark.parametrize("end", ["low", "high"])
+    def test_search_space_gives_hyperparameters_the_head_accepts(self, head, end):
+        """``search_space(trial)`` answers with constructor arguments (JSON-able: tuning writes them down), also at the
+        ends of its ranges; Optuna accepts the same calls (replayed through ``optuna.trial.FixedTrial``)."""
+        from sklearn.base import clone
+
+        space = getattr(type(head), "search_space", None)
+        if space is None:
+            pytest.skip(f"{type(head).__name__} declares no search_space: hacknip tune refuses it")
+        trial = EndOfRangeTrial(end)
+        params = space(trial)
+        assert isinstance(params, dict)
+        unknown = set(params) - set(head.get_params(deep=False))
+        assert not unknown, f"search_space gives {sorted(unknown)}, which are not hyperparameters of the head"
+        json.dumps(params)
+        type(head)(**params)
+        clone(head).set_params(**params)
+        try:
+            import optuna
+        except ImportError:
+            return
+        assert same_params(space(optuna.trial.FixedTrial(trial.asked)), params)
+
+    def test_search_space_low_end_fits(self, head, regression_data, classification_data):
+        """The cheapest corner of the search space (on top of the ``head`` fixture's settings) fits and predicts."""
+        from sklearn.base import clone
+
+        space = getattr(type(head), "search_space", None)
+        if space is None:
+            pytest.skip(f"{type(head).__name__} declares no search_space")
+        tuned = clone(head).set_params(**space(EndOfRangeTrial("low")))
+        if REGRESSION not in type(head).task_kinds:
+            tuned.set_params(task=CLASSIFICATION)
+        X_train, y_train, X_test, _ = regression_data if REGRESSION in type(head).task_kinds else classification_data
+        assert np.isfinite(tuned.fit(X_train, y_train).predict(X_test).astype(np.float64)).all()
+
+
+def _fitted(head, data):
+    X_train, y_train, _, _ = data
+    returned = head.fit(X_train, y_train)
+    assert returned is head, f"fit must return the head itself (scikit-learn's convention), got {type(returned).__name__}"
+    return head

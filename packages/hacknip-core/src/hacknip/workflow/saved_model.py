@@ -3,7 +3,7 @@
 A model folder holds ``model.json`` (format, backbone identities and layers, pooling, task, head name, params and
 JSON state) and ``arrays.npz`` (scaler and head arrays, written and read with ``allow_pickle=False``). Nothing is
 unpickled: a head is saved only if it can describe itself as JSON plus arrays (``get_state()`` and the
-``from_state(params, meta, arrays)`` classmethod; every head in hacknip-heads can).
+``from_state(params, meta, arrays)`` classmethod; every head of hacknip-core and hacknip-heads can).
 
 A model folder is someone else's file: :func:`load_model` validates every field against the format before use, and
 a backbone checkpoint that ``model.json`` names is checked against the saved sha256 before anything reads it, and

@@ -1,4 +1,6 @@
-"""A linear baseline head: ridge regression or L2-penalised logistic regression, strength chosen by CV."""
+"""The ``ridge`` head, shipped with hacknip-core (so that hacknip alone can run a job): ridge regression or
+L2-penalised logistic regression, strength chosen by cross-validation. Registered by
+:mod:`hacknip.plugins.default_heads`."""
 
 from __future__ import annotations
 
@@ -10,7 +12,7 @@ from sklearn.model_selection import StratifiedKFold
 
 from hacknip.errors import InputError
 from hacknip.plugins.head import CLASSIFICATION, REGRESSION
-from hacknip_heads._base import BaseHead
+from hacknip.plugins.head_base import BaseHead
 
 DEFAULT_ALPHAS = np.logspace(-3, 3, 13)
 
@@ -18,7 +20,10 @@ DEFAULT_ALPHAS = np.logspace(-3, 3, 13)
 class RidgeHead(BaseHead):
     """Regression: :class:`~sklearn.linear_model.RidgeCV` choosing ``alpha`` by efficient leave-one-out.
     Classification: :class:`~sklearn.linear_model.LogisticRegressionCV` over ``C = 1 / alpha`` with stratified
-    ``cv``-fold cross-validation scored by log-loss. ``alphas=None`` means ``np.logspace(-3, 3, 13)``."""
+    ``cv``-fold cross-validation scored by log-loss. ``alphas=None`` means ``np.logspace(-3, 3, 13)``.
+
+    ``max_iter`` bounds the logistic solver; classification keeps the iterations it ran in ``n_iter_`` (per fold and
+    ``C``, as ``LogisticRegressionCV`` reports them). Regression is a closed-form solve: no iterations, no ``n_iter_``."""
 
     def __init__(
         self,
@@ -46,11 +51,13 @@ class RidgeHead(BaseHead):
 
     def _fit(self, X, y) -> None:
         alphas = DEFAULT_ALPHAS if self.alphas is None else np.asarray(self.alphas, dtype=np.float64)
+        if hasattr(self, "n_iter_"):  # a regression refit must not keep the previous classification's count
+            del self.n_iter_
         if self.task == CLASSIFICATION:
-            self.model_ = self._logistic_model(alphas, y)
+            self.model_ = self._logistic_model(alphas, y).fit(X, y)
+            self.n_iter_ = self.model_.n_iter_
         else:
-            self.model_ = RidgeCV(alphas=alphas, fit_intercept=self.fit_intercept)
-        self.model_.fit(X, y)
+            self.model_ = RidgeCV(alphas=alphas, fit_intercept=self.fit_intercept).fit(X, y)
 
     def _logistic_model(self, alphas: np.ndarray, y: np.ndarray) -> LogisticRegressionCV:
         smallest_class = int(np.bincount(y).min())
