@@ -43,11 +43,9 @@ def test_the_shipped_model(chgnet):
     assert identity["checkpoint_sha256"] == file_sha256(pretrained_checkpoint("0.3.0"))
 
 
-def test_registered_spec_matches_the_loaded_model(chgnet):
-    spec = backbone_specs()["chgnet"]
+def test_registered_spec_names_its_package(chgnet):
+    spec = backbone_specs()["chgnet"]  # cutoff, widths and supercells: the conformance suite's spec check
     assert spec.package == "hacknip-chgnet" and spec.library == "chgnet"
-    assert (spec.cutoff, spec.layer_widths, spec.needs_supercell) == (
-        chgnet.cutoff, chgnet.layer_widths, chgnet.needs_supercell)
 
 
 def test_local_checkpoint_through_the_registry(chgnet, tmp_path):

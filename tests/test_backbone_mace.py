@@ -72,6 +72,8 @@ def mace(model_file):
 
 
 class TestMACEConformance(BackboneConformance):
+    spec_name = "mace-mp-0b3-medium"  # the medium MACE-MP architecture, random weights
+
     @pytest.fixture(scope="class")
     @classmethod
     def backbone(cls, mace):

@@ -61,6 +61,18 @@ def isolated_atom(element: int, cutoff: float) -> Atoms:
     return Atoms(numbers=[element], positions=[[side / 2] * 3], cell=[side] * 3, pbc=True)
 
 
+def sparse_structures(cutoff: float) -> list[Atoms]:
+    """Structures whose graphs are sparse, where a model may skip modules for some inputs (e.g. bond or angle
+    convolutions when no bond is short enough): a two-atom molecule in a box wider than ``cutoff`` (periodic, so every
+    backbone takes it), the same molecule without periodicity, and a rock-salt cell with long (4.5 Å) bonds."""
+    side = float(cutoff) + 6.0
+    molecule = Atoms("H2", positions=[[side / 2, side / 2, side / 2 - 0.37], [side / 2, side / 2, side / 2 + 0.37]],
+                     cell=[side] * 3, pbc=True)
+    free = molecule.copy()
+    free.pbc = False
+    return [molecule, free, bulk("CsI", "rocksalt", a=9.0)]
+
+
 def _assert_one_line(error: BadStructureError, what: str) -> None:
     message = str(error)
     assert message.strip() and "\n" not in message.strip(), f"{what}: the message should be one line: {message!r}"
@@ -86,6 +98,10 @@ def assert_features_close(actual: np.ndarray, expected: np.ndarray, what: str) -
 class BackboneConformance:
     """Checks every promise of the Backbone protocol. Subclass it and provide a ``backbone`` fixture."""
 
+    spec_name: str | None = None
+    """The registered name whose spec (cutoff, layer widths, supercells) the backbone must match, when the fixture
+    loads it from a checkpoint of that architecture (``"orb-v2"``); by default the backbone's own name."""
+
     @pytest.fixture(scope="class")
     @classmethod
     def structures(cls) -> list[Atoms]:
@@ -109,6 +125,50 @@ class BackboneConformance:
         assert isinstance(backbone.needs_supercell, bool)
         if backbone.supported_elements is not None:
             assert all(1 <= z <= 118 for z in backbone.supported_elements)
+
+    def test_features_are_float_numpy_arrays(self, one_pass, all_layers):
+        """numpy arrays of float32 or float64 (not torch tensors, not ints): the store and pooling read them as such."""
+        for index, features in enumerate(one_pass):
+            for layer in all_layers:
+                values = features[layer]
+                assert isinstance(values, np.ndarray), \
+                    f"structure {index}, layer {layer}: a {type(values).__module__}.{type(values).__name__}, not a " \
+                    "numpy array (call .detach().cpu().numpy() on tensors)"
+                assert values.dtype in (np.float32, np.float64), \
+                    f"structure {index}, layer {layer}: dtype {values.dtype}, expected float32 or float64"
+
+    def test_spec_matches_the_loaded_model(self, backbone):
+        """What ``hacknip list`` shows (the registered spec: cutoff, layer widths, supercells) is what loads."""
+        from hacknip.plugins.registry import backbone_specs
+
+        spec = backbone_specs().get(self.spec_name or backbone.name)
+        if spec is None:
+            pytest.skip(f"{backbone.name} is not a registered name (a checkpoint's model may differ from its spec; set "
+                        f"spec_name when it is of a registered architecture)")
+        loaded = (float(backbone.cutoff), tuple(backbone.layer_widths), backbone.needs_supercell)
+        registered = (float(spec.cutoff), tuple(spec.layer_widths), spec.needs_supercell)
+        assert loaded == registered, f"{spec.name}: the spec registers (cutoff, layer_widths, needs_supercell) = " \
+                                     f"{registered}, the loaded model has {loaded}"
+
+    def test_sparse_structures_reach_every_layer(self, backbone, all_layers):
+        """Every layer is returned for sparse graphs too: capturing layers with hooks on modules that a model skips
+        for some inputs (no bond short enough for a bond convolution) must not lose or fail those layers."""
+        candidates = sparse_structures(backbone.cutoff)
+        usable = [atoms for atoms in candidates if backbone.supported_elements is None
+                  or set(atoms.numbers.tolist()) <= backbone.supported_elements]
+        if not usable:
+            pytest.skip(f"{backbone.name} knows none of the sparse structures' elements (H, Cs, I)")
+        for atoms in usable:
+            what = f"{atoms.get_chemical_formula()} ({'periodic' if atoms.pbc.any() else 'non-periodic'})"
+            try:
+                (features,) = backbone.per_atom_features([atoms], all_layers)
+            except BadStructureError as error:  # a model may refuse a non-periodic input, with a clear line
+                _assert_one_line(error, what)
+                continue
+            assert sorted(features) == all_layers, f"{what}: layers {sorted(features)} of {all_layers}"
+            for layer in all_layers:
+                assert features[layer].shape == (len(atoms), backbone.layer_widths[layer]), f"{what}, layer {layer}"
+                assert np.isfinite(features[layer]).all(), f"{what}: non-finite features at layer {layer}"
 
     def test_identity_is_json_and_stable(self, backbone):
         identity = backbone.identity()
