@@ -192,3 +192,10 @@ def test_plugin_module_does_not_import_torch_or_chgnet():
     imported = {line.rsplit("|", 1)[-1].strip() for line in result.stderr.splitlines() if "|" in line}
     heavy = sorted(name for name in imported if name.split(".")[0] in {"torch", "chgnet", "pymatgen", "numpy"})
     assert not heavy, f"hacknip_chgnet.plugin imports {heavy}"
+
+
+def test_loading_prints_nothing_and_leaves_stdout_alone(capsys):
+    stdout = sys.stdout
+    backbone = load_backbone("chgnet")
+    backbone.calculator()
+    assert sys.stdout is stdout and capsys.readouterr().out == ""  # chgnet prints on construction: silenced

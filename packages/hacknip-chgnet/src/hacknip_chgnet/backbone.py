@@ -18,11 +18,10 @@ have nothing to convolve; chgnet warns about it unless ``on_isolated_atoms="igno
 
 from __future__ import annotations
 
-import contextlib
-import io
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
+from unittest import mock
 
 import chgnet
 import numpy as np
@@ -209,6 +208,14 @@ def with_full_rank_cell(atoms: Atoms, vacuum: float) -> Atoms:
 
 
 def _quietly(function: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
-    """CHGNet prints on every model construction; keep that out of hacknip's progress output."""
-    with contextlib.redirect_stdout(io.StringIO()):
+    """CHGNet prints on every model and calculator construction; silence chgnet's own ``print`` for the call (a name
+    in chgnet's modules), leaving ``sys.stdout`` and everyone else's output alone."""
+    import chgnet.model.dynamics
+    import chgnet.model.model
+
+    def silent(*args: Any, **kwargs: Any) -> None:
+        return None
+
+    with mock.patch.object(chgnet.model.model, "print", silent, create=True), \
+            mock.patch.object(chgnet.model.dynamics, "print", silent, create=True):
         return function(*args, **kwargs)

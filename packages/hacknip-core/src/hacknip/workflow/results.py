@@ -59,6 +59,7 @@ class RunResult:
 
     @property
     def score_std(self) -> float:
+        """The primary metric's standard deviation over the test folds."""
         return self._number(f"{self.metric}_std")
 
     @property
