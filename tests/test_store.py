@@ -415,3 +415,23 @@ def test_two_processes_featurising_into_one_store_split_the_work(tmp_path):
     stored_keys = [key for shard in features.path.glob("shard-*.npz") for key in np.load(shard)["key"].tolist()]
     assert len(stored_keys) == len(set(stored_keys)) == 24
     assert list((features.path / "claims").iterdir()) == []
+
+
+def test_a_shard_another_process_writes_right_after_a_listing_is_seen(tmp_path):
+    dataset = _dataset(8)
+    ours = featurize(dataset.subset(range(4)), ToyBackbone(), FeatureStore(tmp_path)).features
+    report = featurize(dataset.subset(range(4, 8)), ToyBackbone(), FeatureStore(tmp_path))  # as another process would
+    assert len(ours) == 4
+    ours.refresh()  # within the file system's timestamp tick of the write: listed again all the same
+    assert len(ours) == 8 and all(ours.has(key, [0, 1, 2]) for key in report.keys)
+
+
+def test_a_settled_folder_is_not_listed_again(tmp_path, monkeypatch):
+    features = featurize(_dataset(4), ToyBackbone(), FeatureStore(tmp_path)).features
+    old = features.path.stat().st_mtime_ns - 10_000_000_000
+    os.utime(features.path, ns=(old, old))
+    features.refresh()  # lists the folder once more and records its (now settled) time
+    listed = []
+    monkeypatch.setattr(type(features.path), "glob", lambda self, pattern: listed.append(pattern) or iter(()))
+    features.refresh()
+    assert listed == []

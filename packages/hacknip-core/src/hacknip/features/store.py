@@ -54,6 +54,8 @@ HOME_ENV = "HACKNIP_HOME"
 DAMAGED_FOLDER = "damaged"
 CLAIMS_FOLDER = "claims"
 _shard_counter = count()
+SETTLED_NS = 2_000_000_000
+"""A folder whose modification time is older than this (2 s) is taken as settled: unchanged since it was listed."""
 _UNREADABLE = (OSError, EOFError, ValueError, KeyError, zipfile.BadZipFile, zlib.error)
 """What numpy and zipfile raise for a damaged ``.npz``: truncated (BadZipFile, EOFError), bit flips (BadZipFile: bad
 CRC-32, zlib.error), garbage (ValueError: numpy takes it for a pickle, which it refuses to load)."""
@@ -116,10 +118,17 @@ class BackboneFeatures:
         self._shards: dict[Path, dict[str, np.ndarray]] = {}
         self.set_aside: list[Path] = []
         """Damaged shards this object moved to ``damaged/``."""
+        self._listed_at: int | None = None
         self.refresh()
 
     def refresh(self) -> None:
-        """Index shards written since the last look (by this or another process); set aside unreadable ones."""
+        """Index shards written since the last look (by this or another process); set aside unreadable ones. The
+        folder is listed again unless its modification time is unchanged and old: file systems stamp times coarsely,
+        so a shard renamed into the folder within the same tick as the last listing could otherwise go unseen."""
+        stamp = os.stat(self.path).st_mtime_ns
+        if stamp == self._listed_at and time.time_ns() - stamp > SETTLED_NS:
+            return
+        self._listed_at = stamp
         for shard in sorted(self.path.glob("shard-*.npz")):
             if shard in self._index:
                 continue
