@@ -141,9 +141,13 @@ class BackboneFeatures:
                 self._set_aside(shard, error)
                 continue
             self._index[shard] = (keys, layers)
-            for row, key in enumerate(keys):
-                for layer in layers:
-                    self._where.setdefault((key, layer), (shard, row))
+            self._locate(shard, keys, layers)
+
+    def _locate(self, shard: Path, keys: list[str], layers: list[int]) -> None:
+        """Where each (structure, layer) of a shard is; the first shard to hold one keeps it."""
+        for row, key in enumerate(keys):
+            for layer in layers:
+                self._where.setdefault((key, layer), (shard, row))
 
     def has(self, key: str, layers: Iterable[int]) -> bool:
         return all((key, layer) in self._where for layer in layers)
@@ -152,16 +156,7 @@ class BackboneFeatures:
         """Positions in ``keys`` that lack any of ``layers``. The shards holding the others are read whole first (they
         are needed next anyway), so a damaged one is set aside here and its structures count as missing."""
         layers = list(layers)
-        shards = {self._where[(key, layer)][0] for key in keys for layer in layers if (key, layer) in self._where}
-        damaged = False
-        for shard in sorted(shards):
-            try:
-                self._shard(shard)
-            except _UNREADABLE as error:
-                self._set_aside(shard, error)
-                damaged = True
-        if damaged:
-            self._reindex()
+        self._verify({self._where[(key, layer)][0] for key in keys for layer in layers if (key, layer) in self._where})
         return [i for i, key in enumerate(keys) if not self.has(key, layers)]
 
     def write(self, records: Sequence[Record]) -> None:
@@ -203,22 +198,24 @@ class BackboneFeatures:
         warnings.warn(f"{shard}: damaged feature-store shard ({type(error).__name__}: {error}); moved to {target}, its "
                       f"structures will be computed again", DamagedShardWarning, stacklevel=3)
 
-    def _reindex(self) -> None:
-        self._where.clear()
-        for shard, (keys, layers) in sorted(self._index.items()):
-            for row, key in enumerate(keys):
-                for layer in layers:
-                    self._where.setdefault((key, layer), (shard, row))
-
-    def check(self) -> tuple[int, list[Path]]:
-        """Read every shard whole: ``(readable shards, damaged shards set aside)``."""
-        self.refresh()
-        for shard in sorted(self._index):
+    def _verify(self, shards: Iterable[Path]) -> None:
+        """Read these shards whole; set damaged ones aside and forget where their structures were."""
+        damaged = False
+        for shard in sorted(shards):
             try:
                 self._shard(shard)
             except _UNREADABLE as error:
                 self._set_aside(shard, error)
-        self._reindex()
+                damaged = True
+        if damaged:
+            self._where.clear()
+            for shard, (keys, layers) in sorted(self._index.items()):
+                self._locate(shard, keys, layers)
+
+    def check(self) -> tuple[int, list[Path]]:
+        """Read every shard whole: ``(readable shards, damaged shards set aside)``."""
+        self.refresh()
+        self._verify(list(self._index))
         return len(self._index), list(self.set_aside)
 
     def read(self, keys: Sequence[str], layer: int) -> tuple[dict[str, np.ndarray], np.ndarray]:

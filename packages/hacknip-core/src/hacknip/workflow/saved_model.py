@@ -238,10 +238,10 @@ def _validate_arrays(arrays: dict[str, np.ndarray], n_features: int, arrays_file
                              f"{MODEL_FILE}); the model folder is damaged or was edited: save it again")
 
 
-def checkpoint_file(name: str) -> Path | None:
-    """The local file a backbone name loads weights from (``chgnet:/x/weights.pth``, ``uma-s-1p1:/x/uma.pt:omol``), or
-    None when it loads its plugin's own weights (``chgnet``, ``sevennet:7net-l3i5``)."""
-    _, checkpoint = resolve_backbone(name)
+def checkpoint_file(checkpoint: str | None) -> Path | None:
+    """The local file the checkpoint part of a backbone name loads weights from (``/x/weights.pth`` of
+    ``chgnet:/x/weights.pth``, ``/x/uma.pt`` of ``uma-s-1p1:/x/uma.pt:omol``), or None when the name loads its
+    plugin's own weights (no checkpoint part, or a pretrained name such as ``7net-l3i5``)."""
     if checkpoint is None:
         return None
     parts = checkpoint.split(":")
@@ -252,7 +252,8 @@ def checkpoint_file(name: str) -> Path | None:
 def check_checkpoint(saved: dict[str, Any], folder: Path, trust: bool) -> None:
     """Before a model folder's backbone loads a checkpoint file it names: the file must be the one the model was
     trained with (sha256), and, when its plugin unpickles checkpoints, the user must have said they trust it."""
-    path = checkpoint_file(saved["name"])
+    spec, checkpoint = resolve_backbone(saved["name"])
+    path = checkpoint_file(checkpoint)
     if path is None:
         return
     expected, actual = saved["identity"].get("checkpoint_sha256"), file_sha256(path)
@@ -260,8 +261,7 @@ def check_checkpoint(saved: dict[str, Any], folder: Path, trust: bool) -> None:
         raise UntrustedFileError(f"{folder}: backbone {saved['name']!r} names the checkpoint {path}, whose sha256 "
                                  f"{actual[:16]}... is not the {str(expected)[:16]}... the model was trained with; "
                                  f"nothing was loaded. Put the original checkpoint there, or retrain")
-    spec, _ = resolve_backbone(saved["name"])
-    if not trust and not getattr(spec, "safe_checkpoints", False):
+    if not trust and not spec.safe_checkpoints:
         raise UntrustedFileError(f"{folder}: the model names the checkpoint file {path}, which {spec.library or spec.name} "
                                  f"loads by unpickling, and unpickling a file can run any code in it; hacknip does not "
                                  f"do that on a model folder's say-so. If you trust that file, pass --trust-checkpoint")
