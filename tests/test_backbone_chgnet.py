@@ -17,7 +17,7 @@ from conftest import RunsCode
 from hacknip.errors import BadStructureError, UntrustedFileError
 from hacknip.plugins.backbone import file_sha256, identity_key
 from hacknip.plugins.registry import backbone_specs, load_backbone
-from hacknip.plugins.testing import BackboneConformance, reference_structures
+from hacknip.plugins.testing import BackboneConformance, TrainableConformance, reference_structures
 from hacknip_chgnet.backbone import CHGNetBackbone, load, pretrained_checkpoint
 
 
@@ -31,6 +31,13 @@ class TestCHGNetConformance(BackboneConformance):
     @classmethod
     def backbone(cls, chgnet):
         return chgnet
+
+
+class TestCHGNetTrainable(TrainableConformance):
+    @pytest.fixture(scope="class")
+    @classmethod
+    def backbone(cls):
+        return load()  # its own copy: the suite changes requires_grad
 
 
 def test_the_shipped_model(chgnet):

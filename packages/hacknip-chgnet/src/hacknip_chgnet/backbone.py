@@ -18,6 +18,7 @@ have nothing to convolve; chgnet warns about it unless ``on_isolated_atoms="igno
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -160,6 +161,11 @@ class CHGNetBackbone:
         graphs = [self._graph(atoms, start + offset) for offset, atoms in enumerate(batch)]
         return self._one_pass(graphs, [len(atoms) for atoms in batch], layers)
 
+    def trainable(self, layer: int) -> CHGNetTrainable:
+        """The network truncated after ``layer`` for fine-tuning (:mod:`hacknip.plugins.trainable`); it shares this
+        backbone's modules, so training it changes this backbone."""
+        return CHGNetTrainable(self, layer)
+
     def calculator(self, **options: Any):
         """CHGNet's own ASE calculator on the same network (energy, forces, stress, magmoms)."""
         from chgnet.model.dynamics import CHGNetCalculator
@@ -219,3 +225,61 @@ def _quietly(function: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
     with mock.patch.object(chgnet.model.model, "print", silent, create=True), \
             mock.patch.object(chgnet.model.dynamics, "print", silent, create=True):
         return function(*args, **kwargs)
+
+
+class CHGNetTrainable(torch.nn.Module):
+    """CHGNet truncated after ``layer``, its per-atom features kept with gradients (for fine-tuning).
+
+    Groups, by what reaches layer ``layer`` (``L``): ``embedding`` = the atom embedding, and from ``L >= 1`` the bond
+    basis/embedding/weights of the atom graph, from ``L >= 2`` those of the bond graph and the angle embedding;
+    ``interactions`` = ``atom_conv_layers[:L]``, ``bond_conv_layers[:L-1]`` and ``angle_layers[:L-2]`` (bond layer
+    ``i`` feeds atom layer ``i + 1``, angle layer ``i`` feeds bond layer ``i + 1``); ``past_layer`` = the rest
+    (later layers, readout norm and MLP, magnetic-moment head, composition model)."""
+
+    supports_mixed_precision = False
+
+    def __init__(self, backbone: CHGNetBackbone, layer: int) -> None:
+        super().__init__()
+        self.backbone_name = backbone.name
+        self.layer = layer
+        self.width = backbone.layer_widths[layer]
+        self.network = backbone.network
+        self._graph = backbone._graph
+        self._module = backbone._layer_modules[layer]
+
+    def inputs(self, structures: Sequence[Atoms]) -> list[CrystalGraph]:
+        return [self._graph(atoms, index) for index, atoms in enumerate(structures)]
+
+    def forward(self, inputs: Sequence[CrystalGraph]) -> list[torch.Tensor]:
+        device = next(self.network.parameters()).device
+        graphs = [graph.to(device) for graph in inputs]
+        with warnings.catch_warnings():
+            # chgnet makes each cell's volume a float of a lattice that requires grad (for stress); harmless here
+            warnings.filterwarnings("ignore", "Converting a tensor with requires_grad=True to a scalar", UserWarning)
+            captured = forward_capturing(lambda: self.network(graphs, task="e"), {self.layer: self._module},
+                                         [self.layer], detach=False)
+        return list(torch.split(captured[self.layer], [graph.atomic_number.shape[0] for graph in graphs]))
+
+    def parameter_groups(self) -> dict[str, list[str]]:
+        layer, net = self.layer, self.network
+        embedding = ["atom_embedding"]
+        if layer >= 1:
+            embedding += ["bond_basis_expansion.rbf_expansion_ag", "bond_embedding", "bond_weights_ag"]
+        if layer >= 2:
+            embedding += ["bond_basis_expansion.rbf_expansion_bg", "angle_basis_expansion", "bond_weights_bg",
+                          "angle_embedding"]
+        interactions = [f"atom_conv_layers.{i}" for i in range(layer)]
+        if isinstance(net.bond_conv_layers, torch.nn.ModuleList):
+            interactions += [f"bond_conv_layers.{i}" for i in range(max(layer - 1, 0))]
+        if isinstance(net.angle_layers, torch.nn.ModuleList):
+            interactions += [f"angle_layers.{i}" for i in range(max(layer - 2, 0))]
+        groups: dict[str, list[str]] = {"embedding": [], "interactions": [], "past_layer": []}
+        for name, _ in self.named_parameters():
+            inner = name.removeprefix("network.")
+            if any(inner.startswith(prefix + ".") for prefix in embedding):
+                groups["embedding"].append(name)
+            elif any(inner.startswith(prefix + ".") for prefix in interactions):
+                groups["interactions"].append(name)
+            else:
+                groups["past_layer"].append(name)
+        return groups

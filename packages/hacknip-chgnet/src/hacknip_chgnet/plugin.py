@@ -18,6 +18,7 @@ def register_backbones(register):
         layer_widths=CHGNET_LAYER_WIDTHS,
         needs_supercell=False,
         library="chgnet",
+        trainable=True,
         safe_checkpoints=True,  # read with torch.load(weights_only=True), the network built from the dict inside
         description="CHGNet 0.3.0 (MPtrj, 412k params): layer 0 = atom embedding, 1-4 = atom convolutions",
     ))

@@ -86,6 +86,9 @@ class BackboneSpec:
     safe_checkpoints: bool = False
     """True when the factory loads local checkpoint files without unpickling (``torch.load(weights_only=True)`` or
     safetensors), so that a checkpoint file cannot run code when it is loaded."""
+    trainable: bool = False
+    """True when the loaded backbone can be fine-tuned: it has ``trainable(layer)`` (see
+    :mod:`hacknip.plugins.trainable`)."""
     supercell_rule: str = PERPENDICULAR_WIDTH
     """How far cells are repeated when ``needs_supercell`` (see :mod:`hacknip.features.supercell`)."""
     options: dict[str, Any] = field(default_factory=dict)

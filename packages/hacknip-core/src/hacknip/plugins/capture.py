@@ -20,12 +20,14 @@ def forward_capturing(
     modules: Mapping[int, Any],
     layers: Sequence[int],
     extract: Callable[[int, Any], Any] = lambda layer, output: output,
+    detach: bool = True,
 ) -> dict[int, Any]:
     """Call ``run()`` (which runs the network forward) with hooks on ``modules[layer]`` for each requested layer.
 
     ``extract(layer, output)`` turns a module output into the per-atom tensor to keep (e.g. the scalar part).
-    Returns ``{layer: tensor}`` (detached). Each hooked module must run exactly once per forward pass. Passes in
-    other threads through the same modules are not captured (hooks are per module, not per call).
+    Returns ``{layer: tensor}``, detached unless ``detach=False`` (fine-tuning: the captured tensors keep the graph
+    of the aborted pass, so gradients flow back through every module that ran). Each hooked module must run exactly
+    once per forward pass. Passes in other threads through the same modules are not captured (hooks are per module, not per call).
     """
     wanted = sorted(set(layers))
     deepest = wanted[-1]
@@ -38,7 +40,8 @@ def forward_capturing(
         def hook(module, inputs, output):
             if threading.get_ident() != caller:
                 return None
-            captured[layer] = extract(layer, output).detach()
+            kept = extract(layer, output)
+            captured[layer] = kept.detach() if detach else kept
             if layer == deepest:
                 raise _ReachedDeepestLayer
 

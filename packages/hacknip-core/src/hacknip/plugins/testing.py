@@ -268,6 +268,81 @@ class BackboneConformance:
             backbone.per_atom_features(structures[:1], [len(backbone.layer_widths)])
 
 
+class TrainableConformance:
+    """Checks the fine-tuning extension (:mod:`hacknip.plugins.trainable`) of a backbone, at every layer: its groups
+    partition the parameters; after a backward pass exactly the unfrozen parameters have gradients, under the default
+    freezing and with everything before the layer unfrozen; the features keep their gradients and equal those of
+    ``per_atom_features``. Subclass it and provide a ``backbone`` fixture, as for :class:`BackboneConformance`."""
+
+    @pytest.fixture(scope="class")
+    @classmethod
+    def structures(cls) -> list[Atoms]:
+        return reference_structures()[:2]
+
+    @pytest.fixture(scope="class")
+    @classmethod
+    def all_layers(cls, backbone) -> list[int]:
+        return list(range(len(backbone.layer_widths)))
+
+    def test_offers_a_trainable_network(self, backbone):
+        from hacknip.plugins.trainable import TrainableNetwork, is_trainable
+
+        assert is_trainable(backbone)
+        network = backbone.trainable(len(backbone.layer_widths) - 1)
+        assert isinstance(network, TrainableNetwork)
+        assert network.width == backbone.layer_widths[-1]
+        assert isinstance(network.supports_mixed_precision, bool)
+
+    def test_groups_partition_the_parameters(self, backbone, all_layers):
+        from hacknip.plugins.trainable import FROZEN_BY_DEFAULT, INTERACTIONS, check_groups
+
+        for layer in all_layers:
+            groups = check_groups(backbone.trainable(layer), FROZEN_BY_DEFAULT)
+            assert INTERACTIONS in groups
+            if layer > 0:
+                assert groups[INTERACTIONS], f"layer {layer}: no interaction parameters to train"
+
+    @pytest.mark.parametrize("frozen", ["default", "past-layer-only"])
+    def test_gradients_reach_exactly_the_unfrozen_parameters(self, backbone, structures, all_layers, frozen):
+        from hacknip.plugins.trainable import FROZEN_BY_DEFAULT, PAST_LAYER, freeze
+
+        names = FROZEN_BY_DEFAULT if frozen == "default" else (PAST_LAYER,)
+        for layer in all_layers:
+            network = backbone.trainable(layer)
+            groups = freeze(network, names)
+            try:
+                for parameter in network.parameters():
+                    parameter.grad = None
+                outputs = network(network.inputs(structures))
+                unfrozen = {name for group, members in groups.items() if group not in names for name in members}
+                if not unfrozen:
+                    assert not any(output.requires_grad for output in outputs)
+                    continue
+                sum(output.square().mean() for output in outputs).backward()
+                with_grad = {name for name, parameter in network.named_parameters() if parameter.grad is not None}
+                assert with_grad == unfrozen, (f"layer {layer}, frozen {names}: no gradient for "
+                                               f"{sorted(unfrozen - with_grad)[:5]}, unexpected gradient for "
+                                               f"{sorted(with_grad - unfrozen)[:5]}")
+            finally:
+                for parameter in network.parameters():
+                    parameter.requires_grad_(True)
+                    parameter.grad = None
+
+    def test_features_equal_per_atom_features(self, backbone, structures, all_layers):
+        import torch
+
+        expected = backbone.per_atom_features(structures, all_layers)
+        for layer in all_layers:
+            network = backbone.trainable(layer)
+            with torch.no_grad():
+                outputs = network(network.inputs(structures))
+            assert len(outputs) == len(structures)
+            for index, (output, atoms) in enumerate(zip(outputs, structures)):
+                assert tuple(output.shape) == (len(atoms), backbone.layer_widths[layer])
+                assert_features_close(output.detach().cpu().double().numpy(), expected[index][layer],
+                                      f"layer {layer}, structure {index}: trainable network vs per_atom_features")
+
+
 # ---------------------------------------------------------------------------------------------------------------------
 # Heads
 # ---------------------------------------------------------------------------------------------------------------------
