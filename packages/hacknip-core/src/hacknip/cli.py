@@ -272,15 +272,24 @@ def _split_option(context, parameter, value: str) -> str:
 
 
 def model_options(command):
-    """Options shared by the commands that train heads (run, tune)."""
+    """Options shared by the commands that train heads on embeddings (run, tune)."""
     options = [
         click.option("--head", help="Shallow model (see hacknip list)  [default: lightgbm]"),
         click.option("--head-param", "head_params", multiple=True, help="Head hyperparameter KEY=VALUE (repeatable)."),
         click.option("--pooling", help="mean, sum, max, std, or several joined by '+'  [default: mean]"),
-        click.option("--task", type=click.Choice(["auto", "regression", "classification"]), default="auto",
-                     show_default=True, help="auto: classification when every target is 0 or 1."),
         click.option("--extra-features", help="Per-sample scalar columns (or extxyz info keys) appended to the "
                                                "embedding, comma-separated, e.g. temperature."),
+    ]
+    for option in reversed(options):
+        command = option(command)
+    return scoring_options(command)
+
+
+def scoring_options(command):
+    """Options shared by every command that cross-validates a model (run, tune, finetune, curve)."""
+    options = [
+        click.option("--task", type=click.Choice(["auto", "regression", "classification"]), default="auto",
+                     show_default=True, help="auto: classification when every target is 0 or 1."),
         click.option("--target-transform", type=click.Choice(["none", "log10", "ln", "neglog10_1m"]), default="none",
                      show_default=True, help="Regression: train on a transformed target (neglog10_1m = -log10(1-y)); "
                                              "predictions are mapped back."),
@@ -350,8 +359,9 @@ def _read_params(path: Path | None) -> dict | None:
     return content
 
 
-RUN_OUTPUTS = ("results.json", "parity.png", "roc.png", "layers.png", "params.json")
-MODEL_OUTPUTS = ("model.json", "arrays.npz")
+RUN_OUTPUTS = ("results.json", "parity.png", "roc.png", "layers.png", "params.json", "finetune.log", "curve.json",
+               "curve.png", "update_ratios.png", "curve.log")
+MODEL_OUTPUTS = ("model.json", "arrays.npz", "weights.safetensors")
 
 
 def _check_output_folder(folder: Path, option: str, ours: tuple[str, ...], overwrite: bool) -> None:
@@ -427,6 +437,102 @@ def run(out, params_file, save_to, overwrite, **options):
     _write_and_print(results, out, config.data)
 
 
+def finetune_options(command):
+    """The fine-tuning recipe (defaults: the paper's, section 5.7)."""
+    options = [
+        click.option("--epochs", type=click.IntRange(min=1), default=200, show_default=True, help="Training epochs."),
+        click.option("--lr-backbone", type=click.FloatRange(min=0), default=1e-5, show_default=True,
+                     help="AdamW learning rate of the unfrozen backbone parameters."),
+        click.option("--lr-head", type=click.FloatRange(min=0), default=1e-3, show_default=True,
+                     help="AdamW learning rate of the MLP head."),
+        click.option("--weight-decay", type=click.FloatRange(min=0), default=1e-4, show_default=True),
+        click.option("--hidden", default="128,128", show_default=True, help="MLP head hidden layer sizes (SiLU)."),
+        click.option("--validation-fraction", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=0.1,
+                     show_default=True, help="Carved from each training fold to keep the best epoch."),
+        click.option("--patience", type=click.IntRange(min=1),
+                     help="Stop after this many epochs without a better validation score  [default: train every epoch]"),
+        click.option("--freeze", default="embedding,past_layer", show_default=True,
+                     help="Parameter groups kept as pretrained (see the backbone's groups); 'past_layer' is never "
+                          "reached anyway."),
+        click.option("--loss", type=click.Choice(["mae", "mse"]), default="mae", show_default=True,
+                     help="Regression training loss (on the standardised target)."),
+        click.option("--seed", default=0, show_default=True, help="Head initialisation, validation carve, batch order."),
+        click.option("--mixed-precision", is_flag=True, help="bfloat16 autocast on a GPU, where the backbone allows."),
+        click.option("--checkpoints", type=click.Path(file_okay=False, path_type=Path),
+                     help="Epoch checkpoints, so that a killed run resumes  [default: $HACKNIP_HOME/finetune]"),
+    ]
+    for option in reversed(options):
+        command = option(command)
+    return command
+
+
+def _finetune_options(options: dict):
+    """Pop the recipe's options into a FinetuneOptions."""
+    from hacknip.finetune.trainer import FinetuneOptions
+
+    try:
+        hidden = tuple(int(size) for size in options.pop("hidden").split(",") if size.strip())
+    except ValueError:
+        raise click.BadParameter("--hidden takes sizes such as 128,128") from None
+    frozen = tuple(g.strip() for g in options.pop("freeze").split(",") if g.strip() and g.strip() != "none")
+    return FinetuneOptions(hidden=hidden, epochs=options.pop("epochs"), lr_backbone=options.pop("lr_backbone"),
+                           lr_head=options.pop("lr_head"), weight_decay=options.pop("weight_decay"),
+                           batch_size=options["batch_size"], validation_fraction=options.pop("validation_fraction"),
+                           patience=options.pop("patience"), frozen=frozen, loss=options.pop("loss"),
+                           seed=options.pop("seed"), device=options["device"],
+                           mixed_precision=options.pop("mixed_precision")).check()
+
+
+def _scoring_config(options: dict):
+    options = dict(options)
+    options["backbone_options"] = _parse_key_values(options["backbone_options"], "--backbone-option")
+    options["target_transform"] = None if options["target_transform"] == "none" else options["target_transform"]
+    for name in ("out", "overwrite"):
+        options.pop(name, None)
+    return _run_config(**options)
+
+
+def epoch_logger(start, log_file: Path):
+    """``on_epoch(fold, epoch, planned)`` drawing one bar per fold and writing each epoch to the terminal and to
+    ``log_file``."""
+    bars: dict[int, object] = {}
+
+    def on_epoch(fold: int, entry, planned: int) -> None:
+        if fold not in bars:
+            bars[fold] = start(f"  {'final fit' if fold < 0 else f'fold {fold + 1}'} epochs", planned)
+        bars[fold](1)
+        line = (f"{'final' if fold < 0 else f'fold {fold + 1}'} epoch {entry.epoch + 1}/{planned}: train loss "
+                f"{entry.train_loss:.4g}, validation {entry.validation:.4g} ({entry.seconds:.1f} s)")
+        with open(log_file, "a", encoding="utf-8") as log:
+            log.write(line + "\n")
+
+    return on_epoch
+
+
+@cli.command()
+@data_options
+@scoring_options
+@finetune_options
+@click.option("--save", "save_to", type=click.Path(path_type=Path),
+              help="Also fine-tune on every row and save that model to this folder (for hacknip predict).")
+@friendly_errors
+def finetune(out, overwrite, save_to, checkpoints, **options):
+    """Fine-tune a backbone end to end with an MLP head (the paper's recipe) on the same folds as hacknip run, and
+    report the same way (results.json, parity.png or roc.png; epochs in finetune.log). Rerun to resume."""
+    from hacknip.workflow.finetune import default_checkpoints
+    from hacknip.workflow.finetune import finetune as finetune_pipeline
+
+    recipe = _finetune_options(options)
+    config = _scoring_config(options)
+    out = out or Path("runs") / _run_name(config.data, config.backbone, "finetune")
+    _check_outputs(out, save_to, config.store, overwrite)
+    out.mkdir(parents=True, exist_ok=True)
+    with progress_bars() as start:
+        results = finetune_pipeline(config, recipe, start, checkpoints or default_checkpoints(),
+                                    epoch_logger(start, out / "finetune.log"), save_to)
+    _write_and_print(results, out, config.data)
+
+
 @cli.command()
 @click.argument("model_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
 @click.option("--data", required=True, type=click.Path(exists=True, path_type=Path),
@@ -452,7 +558,8 @@ def run(out, params_file, save_to, overwrite, **options):
 @friendly_errors
 def predict(model_dir, data, target, structure_column, id_column, targets, on_error, disordered, batch_size, device,
             store_path, out, trust_checkpoint):
-    """Predict with a model saved by hacknip run --save (refuses a backbone that differs from the saved one)."""
+    """Predict with a model saved by hacknip run --save or hacknip finetune --save (refuses a backbone that differs
+    from the saved one)."""
     import pandas as pd
     from rich.console import Console
 
@@ -460,18 +567,22 @@ def predict(model_dir, data, target, structure_column, id_column, targets, on_er
     from hacknip.data.structures import UNLABELLED
     from hacknip.evaluation.crossval import METRICS
     from hacknip.features.store import FeatureStore
-    from hacknip.workflow.saved_model import load_model
+    from hacknip.workflow.saved_finetuned import SavedFinetuned, load_saved
 
-    model = load_model(model_dir)
+    model = load_saved(model_dir)
     _check_output_file(out)
     features_store = FeatureStore(store_path)
     features_store.check_usable()
     dataset = read_dataset(data, target=target or UNLABELLED, structure_column=structure_column, id_column=id_column,
                            targets=targets, on_error=on_error, disordered=disordered or model.model.get("disordered", "refuse"))
     with progress_bars() as start:
-        dataset, X = model.features(dataset, features_store, batch_size, device, on_error, start, data, targets,
-                                    trust_checkpoints=trust_checkpoint)
-    predictions = model.predict(X)
+        if isinstance(model, SavedFinetuned):
+            dataset, predictions = model.predict_dataset(dataset, batch_size, device, on_error, start,
+                                                         trust_checkpoints=trust_checkpoint)
+        else:
+            dataset, X = model.features(dataset, features_store, batch_size, device, on_error, start, data, targets,
+                                        trust_checkpoints=trust_checkpoint)
+            predictions = model.predict(X)
     table = pd.DataFrame({"id": dataset.ids, **({"true": dataset.targets} if target else {}), **predictions})
     table.to_csv(out, index=False)
     console = Console()

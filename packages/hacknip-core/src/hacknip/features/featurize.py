@@ -52,7 +52,7 @@ class FeaturizeInterrupted(KeyboardInterrupt):
                          f"now in {features.path}. Run the same command again to compute the rest")
 
 
-def _reject(dataset: Dataset, sample: Sample, reason: str, on_error: str) -> SkippedRow:
+def reject_row(dataset: Dataset, sample: Sample, reason: str, on_error: str) -> SkippedRow:
     if on_error == "raise":
         raise BadInputError(dataset.source, sample.row, sample.id, reason)
     return SkippedRow(sample.row, sample.id, reason)
@@ -113,7 +113,7 @@ def featurize(
         sample = dataset.samples[index]
         if unknown := unsupported_elements(sample, backbone):
             reason = f"{backbone.name} does not know element(s) {', '.join(unknown)}"
-            rejected.append(_reject(dataset, sample, reason, on_error))
+            rejected.append(reject_row(dataset, sample, reason, on_error))
         elif keys[index] not in seen:  # the same structure twice is computed once
             seen.add(keys[index])
             todo.append(index)
@@ -286,7 +286,7 @@ def _featurize_batch(dataset, backbone, keys, batch, layers, on_error) -> tuple[
         try:
             records += _records(backbone, [sample], [key], layers)
         except BadStructureError as error:
-            rejected.append(_reject(dataset, sample, f"{backbone.name} cannot featurise it: {error}", on_error))
+            rejected.append(reject_row(dataset, sample, f"{backbone.name} cannot featurise it: {error}", on_error))
     return records, rejected
 
 

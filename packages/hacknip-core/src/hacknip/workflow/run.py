@@ -416,33 +416,21 @@ def out_of_fold_predictions(dataset: Dataset, final: CVResult, folds) -> dict[st
     return {**predictions, "predicted": final.predictions.tolist()}
 
 
-def results_dict(prepared: Prepared, per_layer: list[dict], chosen: dict[str, list[int]], final: CVResult,
-                 n_features: int) -> dict[str, Any]:
-    """The ``results.json`` schema shared by ``hacknip run`` and ``hacknip tune``."""
-    config, dataset, member_features, folds = prepared.config, prepared.dataset, prepared.members, prepared.folds
-    scale = prepared.score_transform or (lambda values: values)
-    dummy = dummy_cv(scale(prepared.y), folds, prepared.task)
-    single = len(member_features) == 1 and len(chosen[member_features[0].member.name]) == 1
-    best = chosen[member_features[0].member.name][0] if single else chosen
+def scored_results(config: RunConfig, dataset: Dataset, final: CVResult, folds: list, folds_source: str) -> dict[str, Any]:
+    """The part of ``results.json`` every way of scoring a model shares (``run``, ``tune``, ``finetune``): the data, the
+    folds, the scores and the dummy model's, the skipped and flagged rows, out-of-fold predictions, the leaderboard."""
+    transform = get_target_transform(config.target_transform)
+    scale = transform.forward if transform and config.score_scale == "transformed" else (lambda values: values)
+    dummy = dummy_cv(scale(dataset.targets), folds, final.task)
     results: dict[str, Any] = {
         "hacknip_version": __version__,
         "data": str(config.data),
         "task": dataset.matbench_task,
         "target": dataset.target_name,
         "backbone": config.backbone,
-        "backbones": [{"name": i.member.name, "identity": i.features.identity, "layers": chosen[i.member.name],
-                       "computed": i.computed, "reused_from_store": i.reused} for i in member_features],
-        "head": config.head,
-        "head_package": prepared.head_spec.package,
-        "head_params": config.head_params,
-        "pooling": "+".join(parse_pooling(config.pooling)),
-        "extra_features": list(config.extra_features),
         "disordered": config.disordered,
-        "n_features": n_features,
         "n_samples": len(dataset.samples),
-        "folds_source": prepared.folds_source,
-        "per_layer": per_layer,
-        "best_layer": best,
+        "folds_source": folds_source,
         "task_kind": final.task,
         "target_transform": config.target_transform,
         "scored_on": config.score_scale if config.target_transform else "original",
@@ -464,3 +452,22 @@ def results_dict(prepared: Prepared, per_layer: list[dict], chosen: dict[str, li
             results["leaderboard"] = rank.as_dict() if rank else None
     return results
 
+
+def results_dict(prepared: Prepared, per_layer: list[dict], chosen: dict[str, list[int]], final: CVResult,
+                 n_features: int) -> dict[str, Any]:
+    """The ``results.json`` schema shared by ``hacknip run`` and ``hacknip tune``."""
+    config, member_features = prepared.config, prepared.members
+    single = len(member_features) == 1 and len(chosen[member_features[0].member.name]) == 1
+    return {
+        **scored_results(config, prepared.dataset, final, prepared.folds, prepared.folds_source),
+        "backbones": [{"name": i.member.name, "identity": i.features.identity, "layers": chosen[i.member.name],
+                       "computed": i.computed, "reused_from_store": i.reused} for i in member_features],
+        "head": config.head,
+        "head_package": prepared.head_spec.package,
+        "head_params": config.head_params,
+        "pooling": "+".join(parse_pooling(config.pooling)),
+        "extra_features": list(config.extra_features),
+        "n_features": n_features,
+        "per_layer": per_layer,
+        "best_layer": chosen[member_features[0].member.name][0] if single else chosen,
+    }
