@@ -190,3 +190,96 @@ def print_summary(results: dict[str, Any], console) -> None:
         console.print(f"[yellow]skipped[/] {entry['row']} ({entry['id']}): {entry['reason']}")
     for entry in results.get("flagged", []):
         console.print(f"[yellow]flagged[/] {entry['row']} ({entry['id']}): {entry['reason']}")
+
+
+def curve_plot(curve: dict[str, Any], path: Path) -> Path:
+    """MAE against number of samples (the paper's Fig. 3b): each method's mean ± std over repeats, its fitted curve
+    dashed, and the crossing with its bootstrap 16–84 % band."""
+    figure, axes = _figure(6, 4.5)
+    drawn = [method for method, entry in curve["methods"].items() if entry["points"]]
+    if not drawn:
+        from hacknip.errors import InputError
+
+        raise InputError("the curve has no measured points to plot")
+    for method in drawn:
+        _draw_method_curve(axes, method, curve["methods"][method])
+    if curve.get("crossing") and curve["crossing"].get("n") is not None:
+        _draw_crossing(axes, curve["crossing"])
+    axes.set_xscale("log")
+    label = METRIC_LABELS.get(curve.get("metric", "mae"), curve.get("metric", "mae"))
+    axes.set_xlabel("number of samples")
+    axes.set_ylabel(f"{label} of {curve['target']} (mean ± std over repeats)")
+    axes.set_title(f"data efficiency: {curve['target']}", fontsize=9)
+    axes.legend(fontsize=7)
+    figure.tight_layout()
+    figure.savefig(path)
+    return path
+
+
+def _draw_method_curve(axes, method: str, entry: dict[str, Any]) -> None:
+    sizes = sorted({point["n_samples"] for point in entry["points"]})
+    values = [[point["mae"] for point in entry["points"] if point["n_samples"] == size] for size in sizes]
+    drawn = axes.errorbar(sizes, [np.mean(v) for v in values], yerr=[np.std(v) for v in values], marker="o",
+                          capsize=3, linestyle="none", label=method)
+    fitted = entry.get("fit")
+    if fitted:
+        from hacknip.analysis.data_efficiency import Fit
+
+        curve = Fit(fitted["kind"], fitted["params"], tuple(fitted["n_range"]))
+        n = np.geomspace(*curve.n_range, 200)
+        axes.plot(n, curve.predict(n), linestyle="--", linewidth=1, color=drawn.lines[0].get_color(),
+                  label=f"{method} fit: {fitted['formula']}")
+
+
+def _draw_crossing(axes, estimate: dict[str, Any]) -> None:
+    label = f"crossing N ≈ {estimate['n']:.3g}"
+    if estimate.get("low") is not None and estimate.get("high") is not None:
+        axes.axvspan(estimate["low"], estimate["high"], color="grey", alpha=0.2, linewidth=0,
+                     label=f"crossing 16–84 % ({estimate['low']:.3g}–{estimate['high']:.3g})")
+    axes.axvline(estimate["n"], color="black", linewidth=0.8, label=label)
+
+
+def update_ratio_plot(ratios: dict[str, list[float] | np.ndarray], path: Path, fraction_label: str) -> Path:
+    """The distribution of per-neuron update ratios of each method on a log axis, and each median (Fig. 3c).
+
+    Densities are per decade of r (a histogram of log10 r), so areas on the log axis compare fairly; neurons
+    that did not move at all (r = 0) have no place on a log axis and are counted in the legend instead."""
+    arrays = {method: np.asarray(r, dtype=float).ravel() for method, r in ratios.items()}
+    moved = np.concatenate([r[r > 0] for r in arrays.values()]) if arrays else np.empty(0)
+    if not moved.size:
+        from hacknip.errors import InputError
+
+        raise InputError("no positive update ratio to plot")
+    edges = _log_bin_edges(np.log10(moved))
+    figure, axes = _figure(6, 4)
+    for method, r in arrays.items():
+        if np.any(r > 0):
+            _draw_ratio_density(axes, method, r, edges)
+    axes.axvline(0.1, color="grey", linewidth=0.8, linestyle=":")
+    axes.set_xscale("log")
+    axes.set_xlabel(f"per-neuron update ratio r ({fraction_label} vs 100 % of the data)")
+    axes.set_ylabel("probability density (per decade of r)")
+    axes.set_title(f"how far neurons move on {fraction_label} of the data (dotted: r = 0.1)", fontsize=9)
+    axes.legend(fontsize=7)
+    figure.tight_layout()
+    figure.savefig(path)
+    return path
+
+
+def _log_bin_edges(log_r: np.ndarray, bins: int = 40) -> np.ndarray:
+    low, high = float(log_r.min()), float(log_r.max())
+    if high - low < 1e-9:  # one value (or all equal): a one-decade window around it
+        low, high = low - 0.5, high + 0.5
+    return np.linspace(low, high, bins + 1)
+
+
+def _draw_ratio_density(axes, method: str, r: np.ndarray, edges: np.ndarray) -> None:
+    """One method's density and its median; the median counts the unmoved neurons too, as ratio_summary does."""
+    moved = r[r > 0]
+    density, _ = np.histogram(np.log10(moved), bins=edges, density=True)
+    zero_note = f", {r.size - moved.size} at r = 0" if r.size > moved.size else ""
+    drawn = axes.stairs(density, 10.0**edges, fill=True, alpha=0.35, label=f"{method} ({r.size} neurons{zero_note})")
+    median = float(np.median(r))
+    if median > 0:
+        axes.axvline(median, color=drawn.get_facecolor()[:3], linewidth=1.2, linestyle="--",
+                     label=f"{method} median {median:.2g}")
