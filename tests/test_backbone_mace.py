@@ -23,7 +23,7 @@ from hacknip.features.featurize import featurize
 from hacknip.features.store import FeatureStore
 from hacknip.plugins.backbone import file_sha256, identity_key
 from hacknip.plugins.registry import backbone_specs, load_backbone
-from hacknip.plugins.testing import BackboneConformance, reference_structures
+from hacknip.plugins.testing import BackboneConformance, TrainableConformance, reference_structures
 from hacknip_mace import backbone as mace_backbone
 from hacknip_mace.plugin import DEFAULT_MODEL, MACE_MP_CUTOFF, MACE_MP_LAYER_WIDTHS, PRETRAINED_MODELS, factory_name
 
@@ -78,6 +78,13 @@ class TestMACEConformance(BackboneConformance):
     @classmethod
     def backbone(cls, mace):
         return mace
+
+
+class TestMACETrainable(TrainableConformance):
+    @pytest.fixture(scope="class")
+    @classmethod
+    def backbone(cls, model_file):
+        return load_backbone(f"mace:{model_file}")  # its own copy: the suite changes requires_grad
 
 
 def test_the_local_model(mace, model_file):

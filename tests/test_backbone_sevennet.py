@@ -17,7 +17,7 @@ from hacknip.errors import BadStructureError, UntrustedFileError
 from hacknip.plugins.backbone import file_sha256, identity_key
 from hacknip.plugins.capture import scalar_channels
 from hacknip.plugins.registry import backbone_specs, load_backbone
-from hacknip.plugins.testing import BackboneConformance, reference_structures
+from hacknip.plugins.testing import BackboneConformance, TrainableConformance, reference_structures
 from hacknip_sevennet.backbone import SafeCheckpoint, SevenNetBackbone, load, pretrained_checkpoint, read_checkpoint
 from hacknip_sevennet.plugin import SHIPPED_MODELS
 
@@ -32,6 +32,13 @@ class TestSevenNetConformance(BackboneConformance):
     @classmethod
     def backbone(cls, sevennet):
         return sevennet
+
+
+class TestSevenNetTrainable(TrainableConformance):
+    @pytest.fixture(scope="class")
+    @classmethod
+    def backbone(cls):
+        return load()  # its own copy: the suite changes requires_grad
 
 
 def test_the_shipped_model(sevennet):

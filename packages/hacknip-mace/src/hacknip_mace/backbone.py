@@ -10,7 +10,8 @@ dimensions.
 
 Graphs are built the way mace's own ASE calculator builds them (``config_from_atoms`` -> ``AtomicData.from_config``
 -> ``Batch.from_data_list``); several structures go into one batch, and all requested layers come from one forward
-pass that stops after the deepest of them, so no readout, energy, force or stress is computed.
+pass that stops after the deepest of them, so no readout, energy, force or stress is computed. ``trainable(layer)``
+gives the same network truncated after a layer, with gradients, for fine-tuning (:class:`MACETrainable`).
 
 A structure MACE cannot featurise raises :class:`hacknip.errors.BadStructureError`: an element outside the model's
 ``atomic_numbers``. An atom with no neighbour within ``r_max`` (a lone ion, a single-atom molecule) is featurised as
@@ -28,6 +29,7 @@ import functools
 import io
 import re
 import sys
+import threading
 import warnings
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -287,14 +289,100 @@ class MACEBackbone:
     def _extract(self, layer: int, output: torch.Tensor) -> torch.Tensor:
         return output[:, self._columns[layer]].clone()
 
-    def _one_pass(self, structures: list[Atoms], layers: list[int]) -> list[dict[int, np.ndarray]]:
+    def trainable(self, layer: int) -> MACETrainable:
+        """The network truncated after ``layer`` for fine-tuning (:mod:`hacknip.plugins.trainable`); it shares this
+        backbone's modules, so training it changes this backbone."""
+        return MACETrainable(self, layer)
+
+    def _graphs(self, structures: Sequence[Atoms]) -> list[Any]:
         with _default_dtype(self.dtype):
-            graphs = [self._graph(atoms) for atoms in structures]
-        batch = torch_geometric.Batch.from_data_list(graphs).to(self.device).to_dict()
-        run = functools.partial(self.network, batch, training=False, compute_force=False, compute_virials=False,
-                                compute_stress=False)
+            return [self._graph(atoms) for atoms in structures]
+
+    def _run(self, graphs: Sequence[Any], device: torch.device) -> functools.partial:
+        """The network's forward pass on one batch of the graphs (new tensors: the graphs are left as they are),
+        without forces, virials or stress."""
+        batch = torch_geometric.Batch.from_data_list(list(graphs)).to(device).to_dict()
+        return functools.partial(self.network, batch, training=False, compute_force=False, compute_virials=False,
+                                 compute_stress=False)
+
+    def _one_pass(self, structures: list[Atoms], layers: list[int]) -> list[dict[int, np.ndarray]]:
+        run = self._run(self._graphs(structures), self.device)
         with torch.no_grad():
             captured = forward_capturing(run, self._layer_modules, layers, self._extract)
         sizes = [len(atoms) for atoms in structures]
         per_layer = {layer: torch.split(captured[layer].cpu(), sizes) for layer in layers}
         return [{layer: per_layer[layer][index].numpy() for layer in layers} for index in range(len(structures))]
+
+
+@contextlib.contextmanager
+def _geometry_without_gradient(network: torch.nn.Module) -> Iterator[None]:
+    """MACE marks the positions as requiring a gradient in every forward pass (for forces); here the edge vectors and
+    lengths reach the spherical harmonics and the radial embedding detached, so that a backward pass computes no
+    gradient with respect to the geometry (none is needed for fine-tuning). Passes in other threads are left alone."""
+    caller = threading.get_ident()
+
+    def detach_first(module, args):
+        if threading.get_ident() != caller or not args or not isinstance(args[0], torch.Tensor):
+            return None
+        return (args[0].detach(), *args[1:])
+
+    handles = [module.register_forward_pre_hook(detach_first)
+               for module in (getattr(network, "spherical_harmonics", None), getattr(network, "radial_embedding", None))
+               if module is not None]
+    try:
+        yield
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
+class MACETrainable(torch.nn.Module):
+    """MACE truncated after ``layer``, its per-atom features (scalar channels, or all with ``equivariant=True``)
+    kept with gradients (for fine-tuning).
+
+    Groups, by what reaches layer ``layer`` (``L``): ``embedding`` = the node embedding (and the joint embedding of
+    graph-level inputs, for models that have one), and from ``L >= 1`` the radial embedding (trainable only in models
+    built with trainable Bessel weights); ``interactions`` = ``interactions[:L]`` and ``products[:L]`` (layer ``L`` is
+    the output of ``products[L - 1]``, which reads ``interactions[L - 1]``); ``past_layer`` = the rest (later
+    interactions and products, the readouts, the embedding readout, the pair repulsion, the atomic energies and the
+    scale/shift).
+
+    The forward pass is MACE's own, without forces, virials or stress and stopped at the layer; the geometry enters
+    it without a gradient (:func:`_geometry_without_gradient`)."""
+
+    supports_mixed_precision = False
+
+    def __init__(self, backbone: MACEBackbone, layer: int) -> None:
+        super().__init__()
+        self.backbone_name = backbone.name
+        self.layer = layer
+        self.width = backbone.layer_widths[layer]
+        self.network = backbone.network
+        self._graphs = backbone._graphs
+        self._run = backbone._run
+        self._extract = backbone._extract
+        self._module = backbone._layer_modules[layer]
+
+    def inputs(self, structures: Sequence[Atoms]) -> list[Any]:
+        return self._graphs(structures)
+
+    def forward(self, inputs: Sequence[Any]) -> list[torch.Tensor]:
+        run = self._run(inputs, next(self.network.parameters()).device)
+        with _geometry_without_gradient(self.network):
+            captured = forward_capturing(run, {self.layer: self._module}, [self.layer], self._extract, detach=False)
+        return list(torch.split(captured[self.layer], [int(graph.positions.shape[0]) for graph in inputs]))
+
+    def parameter_groups(self) -> dict[str, list[str]]:
+        layer = self.layer
+        embedding = ["node_embedding", "joint_embedding"] + (["radial_embedding"] if layer >= 1 else [])
+        interactions = [f"{blocks}.{index}" for blocks in ("interactions", "products") for index in range(layer)]
+        groups: dict[str, list[str]] = {"embedding": [], "interactions": [], "past_layer": []}
+        for name, _ in self.named_parameters():
+            inner = name.removeprefix("network.")
+            if any(inner.startswith(prefix + ".") for prefix in embedding):
+                groups["embedding"].append(name)
+            elif any(inner.startswith(prefix + ".") for prefix in interactions):
+                groups["interactions"].append(name)
+            else:
+                groups["past_layer"].append(name)
+        return groups

@@ -62,6 +62,7 @@ def register_backbones(register):
             layer_widths=MACE_MP_LAYER_WIDTHS,
             needs_supercell=False,
             library="mace-torch",
+        trainable=True,  # MACEBackbone.trainable: fine-tuning up to a layer
             description=model.description,
             verified=False,  # no real MACE weights can be downloaded on the machines this release was tested on
         ))
@@ -72,6 +73,7 @@ def register_backbones(register):
         layer_widths=MACE_MP_LAYER_WIDTHS,
         needs_supercell=False,
         library="mace-torch",
+        trainable=True,  # MACEBackbone.trainable: fine-tuning up to a layer
         description=("any MACE model: mace:/path/to/file.model (or mace:<mace_mp key>); layers, widths and cutoff are "
                      f"read from the model (listed: {DEFAULT_MODEL}'s, the default). {_LAYERS}"),
         verified=False,

@@ -4,7 +4,8 @@ Layer 0 is the node embedding: the output of ``onehot_to_feature_x`` (one-hot el
 Layer ``i`` (1..n_blocks) is the node feature ``x`` after ``{i-1}_equivariant_gate``, the last module of interaction
 block ``i - 1``, keeping only its scalar (0e) channels; which channels those are is read from the gate's irreps.
 Several structures are batched into one torch_geometric graph; all requested layers come from one forward pass that
-stops after the deepest of them, so no energy, force or stress is computed.
+stops after the deepest of them, so no energy, force or stress is computed. ``trainable(layer)`` gives the same
+network truncated after a layer, with gradients, for fine-tuning (:class:`SevenNetTrainable`).
 
 Checkpoints (pretrained and local) are read with ``torch.load(weights_only=True)``, allowing numpy arrays (SevenNet
 configs hold float32 shift/scale arrays) and nothing else (:func:`read_checkpoint`), then built as sevenn builds them
@@ -48,6 +49,8 @@ DEFAULT_MODEL = "7net-0"
 EMBEDDING_MODULE = "onehot_to_feature_x"
 GATE_MODULE = re.compile(r"(\d+)_equivariant_gate")
 BLOCK_MODULE = re.compile(r"(\d+)_")
+EDGE_MODULES = frozenset({"edge_embedding"})
+"""Modules before the first interaction block that only the convolutions read (not the layer-0 node embedding)."""
 
 
 def load(
@@ -236,10 +239,86 @@ class SevenNetBackbone:
     def _scalar_part(self, layer: int, output: dict[str, torch.Tensor]) -> torch.Tensor:
         return output[KEY.NODE_FEATURE][:, self._scalars[layer]]
 
+    def trainable(self, layer: int) -> SevenNetTrainable:
+        """The network truncated after ``layer`` for fine-tuning (:mod:`hacknip.plugins.trainable`); it shares this
+        backbone's modules, so training it changes this backbone."""
+        return SevenNetTrainable(self, layer)
+
+    @staticmethod
+    def _batch(graphs: Sequence[AtomGraphData], device: torch.device) -> Batch:
+        """One torch_geometric batch of the graphs (new tensors: the graphs themselves are left as they are)."""
+        return Batch.from_data_list(list(graphs)).to(device)
+
     def _one_pass(self, structures: list[Atoms], layers: list[int]) -> list[dict[int, np.ndarray]]:
-        batch = Batch.from_data_list([self._graph(atoms) for atoms in structures]).to(self.device)
+        batch = self._batch([self._graph(atoms) for atoms in structures], self.device)
         with torch.no_grad():
             captured = forward_capturing(lambda: self.network(batch), self._layer_modules, layers, self._scalar_part)
         sizes = [len(atoms) for atoms in structures]
         per_layer = {layer: torch.split(captured[layer].to("cpu", torch.float32), sizes) for layer in layers}
         return [{layer: per_layer[layer][index].numpy() for layer in layers} for index in range(len(structures))]
+
+
+class SevenNetTrainable(torch.nn.Module):
+    """SevenNet truncated after ``layer``, the scalar (0e) part of its per-atom features kept with gradients (for
+    fine-tuning).
+
+    Groups, by what reaches layer ``layer`` (``L``): ``embedding`` = the modules before the first interaction block
+    that feed it: the element embedding (``onehot_to_feature_x``) and, from ``L >= 1``, the edge embedding (its
+    trainable Bessel coefficients), which only the convolutions read; ``interactions`` = every module of blocks
+    ``0..L-1`` (the output of layer ``L`` is block ``L - 1``'s gate, and each block reads only the previous block's
+    node features and the embeddings), including each convolution's ``denominator``, which sevenn keeps constant
+    unless trained with ``train_denominator``; ``past_layer`` = the rest (later blocks, the energy readout and its
+    per-species shift and scale, and at ``L = 0`` the edge embedding).
+
+    The forward pass runs the network's modules as ``AtomGraphSequential.forward`` does but without marking the
+    edge vectors as requiring a gradient (sevenn does, for forces): no gradient with respect to the geometry is
+    computed, and the pass stops at the layer, before the force module."""
+
+    supports_mixed_precision = False
+
+    def __init__(self, backbone: SevenNetBackbone, layer: int) -> None:
+        super().__init__()
+        self.backbone_name = backbone.name
+        self.layer = layer
+        self.width = backbone.layer_widths[layer]
+        self.network = backbone.network
+        self._graph = backbone._graph
+        self._batch = backbone._batch
+        self._scalar_part = backbone._scalar_part
+        self._module = backbone._layer_modules[layer]
+
+    def inputs(self, structures: Sequence[Atoms]) -> list[AtomGraphData]:
+        return [self._graph(atoms) for atoms in structures]
+
+    def forward(self, inputs: Sequence[AtomGraphData]) -> list[torch.Tensor]:
+        batch = self._batch(inputs, next(self.network.parameters()).device)
+        captured = forward_capturing(lambda: self._run(batch), {self.layer: self._module}, [self.layer],
+                                     self._scalar_part, detach=False)
+        return list(torch.split(captured[self.layer], [int(graph.num_nodes) for graph in inputs]))
+
+    def _run(self, batch: Batch) -> Any:
+        network = self.network
+        data = network._preprocess(batch)
+        if network.key_grad is not None:
+            # _preprocess made the batch's edge vectors require a gradient, for forces: not needed here.
+            data[network.key_grad] = data[network.key_grad].detach()
+        for module in network:
+            data = module(data)
+        return data
+
+    def parameter_groups(self) -> dict[str, list[str]]:
+        children = [name for name, _ in self.network.named_children()]
+        first_block = next(index for index, name in enumerate(children) if BLOCK_MODULE.match(name))
+        embedding = [name for name in children[:first_block] if self.layer >= 1 or name not in EDGE_MODULES]
+        interactions = [name for name in children
+                        if (match := BLOCK_MODULE.match(name)) and int(match.group(1)) < self.layer]
+        groups: dict[str, list[str]] = {"embedding": [], "interactions": [], "past_layer": []}
+        for name, _ in self.named_parameters():
+            child = name.removeprefix("network.").split(".", 1)[0]
+            if child in embedding:
+                groups["embedding"].append(name)
+            elif child in interactions:
+                groups["interactions"].append(name)
+            else:
+                groups["past_layer"].append(name)
+        return groups

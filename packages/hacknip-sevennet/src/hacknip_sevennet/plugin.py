@@ -44,6 +44,7 @@ def register_backbones(register):
             layer_widths=model.layer_widths,
             needs_supercell=False,
             library="sevenn",
+            trainable=True,  # SevenNetBackbone.trainable: fine-tuning up to a layer
             safe_checkpoints=True,  # read with torch.load(weights_only=True) (plus numpy arrays), see read_checkpoint
             description=model.description,
         ))

@@ -304,7 +304,7 @@ class TrainableConformance:
 
     @pytest.mark.parametrize("frozen", ["default", "past-layer-only"])
     def test_gradients_reach_exactly_the_unfrozen_parameters(self, backbone, structures, all_layers, frozen):
-        from hacknip.plugins.trainable import FROZEN_BY_DEFAULT, PAST_LAYER, freeze
+        from hacknip.plugins.trainable import FROZEN_BY_DEFAULT, PAST_LAYER, fixed_by_library, freeze
 
         names = FROZEN_BY_DEFAULT if frozen == "default" else (PAST_LAYER,)
         for layer in all_layers:
@@ -314,7 +314,9 @@ class TrainableConformance:
                 for parameter in network.parameters():
                     parameter.grad = None
                 outputs = network(network.inputs(structures))
-                unfrozen = {name for group, members in groups.items() if group not in names for name in members}
+                parameters = dict(network.named_parameters())
+                unfrozen = {name for group, members in groups.items() if group not in names for name in members
+                            if not fixed_by_library(parameters[name])}
                 if not unfrozen:
                     assert not any(output.requires_grad for output in outputs)
                     continue
@@ -325,7 +327,7 @@ class TrainableConformance:
                                                f"{sorted(with_grad - unfrozen)[:5]}")
             finally:
                 for parameter in network.parameters():
-                    parameter.requires_grad_(True)
+                    parameter.requires_grad_(not fixed_by_library(parameter))
                     parameter.grad = None
 
     def test_features_equal_per_atom_features(self, backbone, structures, all_layers):

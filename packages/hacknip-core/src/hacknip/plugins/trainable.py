@@ -13,7 +13,9 @@ Group names are the plugin's, in network order; these names have a meaning share
 - :data:`PAST_LAYER`: everything after ``layer`` (later blocks, the readout / decoder): never reached, so frozen.
 
 Every parameter of the module is in exactly one group, and after a backward pass exactly the parameters of
-unfrozen groups have gradients (:class:`hacknip.plugins.testing.BackboneConformance` checks both).
+unfrozen groups have gradients (:class:`hacknip.plugins.testing.TrainableConformance` checks both). A parameter the
+library itself keeps fixed (``requires_grad`` False when hacknip first sees it, e.g. SevenNet's neighbour-count
+normaliser) stays fixed whatever its group.
 """
 
 from __future__ import annotations
@@ -92,10 +94,22 @@ def check_groups(network: Any, frozen: Sequence[str]) -> dict[str, list[str]]:
     return groups
 
 
+FIXED_BY_LIBRARY = "hacknip_fixed_by_library"
+"""Attribute hacknip sets on each parameter the first time it freezes a network: whether the library built it fixed."""
+
+
+def fixed_by_library(parameter: Any) -> bool:
+    if not hasattr(parameter, FIXED_BY_LIBRARY):
+        setattr(parameter, FIXED_BY_LIBRARY, not parameter.requires_grad)
+    return getattr(parameter, FIXED_BY_LIBRARY)
+
+
 def freeze(network: Any, frozen: Sequence[str]) -> dict[str, list[str]]:
-    """Set ``requires_grad`` of each parameter: False in the ``frozen`` groups, True elsewhere. Returns the groups."""
+    """Set ``requires_grad`` of each parameter: False in the ``frozen`` groups and for parameters the library keeps
+    fixed, True elsewhere. Returns the groups."""
     groups = check_groups(network, frozen)
     frozen_names = {name for group in frozen for name in groups[group]}
     for name, parameter in network.named_parameters():
-        parameter.requires_grad_(name not in frozen_names)
+        fixed = fixed_by_library(parameter)  # recorded before anything here changes requires_grad
+        parameter.requires_grad_(name not in frozen_names and not fixed)
     return groups
