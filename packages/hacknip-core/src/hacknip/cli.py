@@ -183,7 +183,12 @@ def progress_bars():
     with Progress(*columns, transient=False) as progress:
         def start(description: str, total: int):
             task = progress.add_task(description, total=total)
-            return lambda n=1: progress.advance(task, n)
+
+            def advance(n: int = 1) -> None:
+                progress.advance(task, n)
+
+            advance.restart = lambda total: progress.reset(task, total=total)  # type: ignore[attr-defined]
+            return advance
 
         yield start
 
@@ -496,10 +501,14 @@ def epoch_logger(start, log_file: Path):
     """``on_epoch(fold, epoch, planned)`` drawing one bar per fold and writing each epoch to the terminal and to
     ``log_file``."""
     bars: dict[int, object] = {}
+    last_epoch: dict[int, int] = {}
 
     def on_epoch(fold: int, entry, planned: int) -> None:
         if fold not in bars:
             bars[fold] = start(f"  {'final fit' if fold < 0 else f'fold {fold + 1}'} epochs", planned)
+        elif entry.epoch <= last_epoch[fold]:  # a new fit of that fold (hacknip curve: the next subset)
+            bars[fold].restart(planned)
+        last_epoch[fold] = entry.epoch
         bars[fold](1)
         line = (f"{'final' if fold < 0 else f'fold {fold + 1}'} epoch {entry.epoch + 1}/{planned}: train loss "
                 f"{entry.train_loss:.4g}, validation {entry.validation:.4g} ({entry.seconds:.1f} s)")
@@ -531,6 +540,81 @@ def finetune(out, overwrite, save_to, checkpoints, **options):
         results = finetune_pipeline(config, recipe, start, checkpoints or default_checkpoints(),
                                     epoch_logger(start, out / "finetune.log"), save_to)
     _write_and_print(results, out, config.data)
+
+
+@cli.command()
+@data_options
+@scoring_options
+@finetune_options
+@click.option("--head", default="lightgbm", show_default=True, help="HackNIP's shallow model (see hacknip list).")
+@click.option("--head-param", "head_params", multiple=True, help="Head hyperparameter KEY=VALUE (repeatable).")
+@click.option("--pooling", default="mean", show_default=True, help="HackNIP's pooling (mean, max, std, ... joined by '+').")
+@click.option("--fractions", default="0.1,0.3,1", show_default=True, help="Fractions of the data, comma-separated.")
+@click.option("--repeats", type=click.IntRange(min=1), default=5, show_default=True,
+              help="Seeded random subsets per fraction, each scored by 5-fold cross-validation.")
+@click.option("--finetune/--no-finetune", "with_finetune", default=False, show_default=True,
+              help="Also fine-tune the backbone on every subset (the recipe options apply).")
+@click.option("--bootstrap", "n_boot", type=click.IntRange(min=0), default=1000, show_default=True,
+              help="Bootstrap resamples for the crossing's uncertainty.")
+@friendly_errors
+def curve(out, overwrite, checkpoints, head, head_params, pooling, fractions, repeats, with_finetune, n_boot, **options):
+    """The data-efficiency study: HackNIP (and, with --finetune, fine-tuning) on growing random subsets; writes
+    curve.json, curve.png (error against data size, fits, crossing) and update_ratios.png. Rerun to resume."""
+    from rich.console import Console
+
+    from hacknip.report import write_curve
+    from hacknip.workflow.curve import CurveSettings
+    from hacknip.workflow.curve import curve as curve_pipeline
+
+    recipe = _finetune_options(options)
+    try:
+        parsed = tuple(float(f) for f in fractions.split(",") if f.strip())
+    except ValueError:
+        raise click.BadParameter("--fractions takes numbers such as 0.01,0.1,1") from None
+    settings = CurveSettings(fractions=parsed, repeats=repeats, finetune=recipe if with_finetune else None,
+                             seed=recipe.seed, n_boot=n_boot).check()
+    config = _scoring_config({**options, "head": head, "pooling": pooling})
+    config.head_params = _parse_key_values(head_params, "--head-param")
+    out = out or Path("runs") / _run_name(config.data, config.backbone, f"curve-{head}")
+    _check_outputs(out, None, config.store, overwrite)
+    out.mkdir(parents=True, exist_ok=True)
+    console = Console()
+
+    def on_point(point, reused: bool) -> None:
+        line = (f"{point.method} fraction {point.fraction:g} repeat {point.repeat + 1}: {point.n_samples} samples, "
+                + ", ".join(f"{k} {v:.4g}" for k, v in point.scores.items() if k.endswith("_mean"))
+                + (" (stored earlier)" if reused else f" ({point.seconds:.0f} s)"))
+        with open(out / "curve.log", "a", encoding="utf-8") as log:
+            log.write(line + "\n")
+
+    with progress_bars() as start:
+        results = curve_pipeline(config, settings, start, checkpoints, on_point, epoch_logger(start, out / "curve.log"))
+    written = write_curve(results, out)
+    _print_curve(results, console)
+    console.print("wrote " + ", ".join(str(path) for path in written))
+
+
+def _print_curve(results: dict, console) -> None:
+    import numpy as np
+    from rich.table import Table
+
+    metric = results["metric"]
+    table = Table(title=f"{results['backbone']} on {Path(results['data']).name}: {metric} against data size")
+    for column in ("method", "fraction", "samples", f"{metric} mean ± std over repeats"):
+        table.add_column(column)
+    for entry in results["methods"].values():
+        for fraction in results["fractions"]:
+            values = [p[metric] for p in entry["points"] if p["fraction"] == fraction]
+            sizes = {p["n_samples"] for p in entry["points"] if p["fraction"] == fraction}
+            table.add_row(entry["label"], f"{fraction:g}", ",".join(map(str, sorted(sizes))),
+                          f"{np.mean(values):.4g} ± {np.std(values):.2g}")
+    console.print(table)
+    crossing = results.get("crossing")
+    if crossing and crossing.get("n") is not None:
+        band = f" (16-84 %: {crossing['low']:.3g}-{crossing['high']:.3g})" if crossing.get("low") is not None else ""
+        console.print(f"the fitted curves cross at N ≈ {crossing['n']:.3g} samples{band}")
+    elif crossing:
+        console.print("the fitted curves do not cross within the measured sizes")
 
 
 @cli.command()

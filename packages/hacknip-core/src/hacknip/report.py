@@ -43,6 +43,20 @@ def write_results(results: dict[str, Any], out: Path) -> list[Path]:
     return written
 
 
+def write_curve(curve: dict[str, Any], out: Path) -> list[Path]:
+    """``curve.json``, ``curve.png`` and, when update ratios were measured, ``update_ratios.png``."""
+    out.mkdir(parents=True, exist_ok=True)
+    written = [out / "curve.json"]
+    written[0].write_text(strict_json(curve))
+    written.append(curve_plot(curve, out / "curve.png"))
+    ratios = (curve.get("update_ratios") or {}).get("ratios")
+    if ratios:
+        labels = {method: curve["methods"][method].get("label", method) for method in ratios}
+        written.append(update_ratio_plot({labels[m]: r for m, r in ratios.items()}, out / "update_ratios.png",
+                                         f"{100 * curve['update_ratios']['fraction']:g} %"))
+    return written
+
+
 def _figure(width: float, height: float):
     """A figure and its axes, drawn without pyplot: no backend is chosen and no global state is touched."""
     from matplotlib.figure import Figure
@@ -202,7 +216,7 @@ def curve_plot(curve: dict[str, Any], path: Path) -> Path:
 
         raise InputError("the curve has no measured points to plot")
     for method in drawn:
-        _draw_method_curve(axes, method, curve["methods"][method])
+        _draw_method_curve(axes, method, curve["methods"][method], curve.get("metric", "mae"))
     if curve.get("crossing") and curve["crossing"].get("n") is not None:
         _draw_crossing(axes, curve["crossing"])
     axes.set_xscale("log")
@@ -216,9 +230,10 @@ def curve_plot(curve: dict[str, Any], path: Path) -> Path:
     return path
 
 
-def _draw_method_curve(axes, method: str, entry: dict[str, Any]) -> None:
+def _draw_method_curve(axes, method: str, entry: dict[str, Any], metric: str = "mae") -> None:
     sizes = sorted({point["n_samples"] for point in entry["points"]})
-    values = [[point["mae"] for point in entry["points"] if point["n_samples"] == size] for size in sizes]
+    values = [[point[metric] for point in entry["points"] if point["n_samples"] == size] for size in sizes]
+    method = entry.get("label", method)
     drawn = axes.errorbar(sizes, [np.mean(v) for v in values], yerr=[np.std(v) for v in values], marker="o",
                           capsize=3, linestyle="none", label=method)
     fitted = entry.get("fit")

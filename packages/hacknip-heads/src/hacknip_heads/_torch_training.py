@@ -23,6 +23,12 @@ def float32_tensor(X: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(np.array(X, dtype=np.float32))
 
 
+def network_weights(network: nn.Module) -> dict[str, np.ndarray]:
+    """Copies of a network's parameters by name, as numpy arrays: what a head exposes as ``initial_weights_`` (before
+    training) and ``trained_weights_`` (after), for per-neuron update ratios (``hacknip curve``)."""
+    return {name: value.detach().cpu().numpy().copy() for name, value in network.named_parameters()}
+
+
 def train_one_epoch(network: nn.Module, X: torch.Tensor, y: torch.Tensor, loss_function, optimizer,
                     batch_size: int) -> float:
     """One pass over shuffled minibatches; returns the mean training loss over rows (as Keras reports it)."""

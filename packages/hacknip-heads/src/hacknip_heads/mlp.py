@@ -16,6 +16,7 @@ from hacknip_heads._torch_training import (
     EarlyStopping,
     evaluate_loss,
     float32_tensor,
+    network_weights,
     predict_in_chunks,
     torch_seed,
     train_one_epoch,
@@ -119,6 +120,7 @@ class MLPHead(BaseHead):
         optimizer = torch.optim.AdamW(self.network_.parameters(), lr=self.learning_rate,
                                       weight_decay=self.weight_decay)
         early_stopping = EarlyStopping(self.patience)
+        self.initial_weights_ = network_weights(self.network_)
         for epoch in range(1, self.max_epochs + 1):
             train_one_epoch(self.network_, *train, loss_function, optimizer, self.batch_size)
             if len(validation[0]) == 0:
@@ -129,6 +131,7 @@ class MLPHead(BaseHead):
         if early_stopping.best_weights is not None:
             self.network_.load_state_dict(early_stopping.best_weights)
         self.network_.eval()
+        self.trained_weights_ = network_weights(self.network_)
         self.n_epochs_ = epoch
         # Without a validation split (or if its loss was never finite) the last epoch's weights are kept.
         self.best_epoch_ = early_stopping.best_epoch or epoch

@@ -35,6 +35,7 @@ from hacknip_heads._torch_training import (
     EarlyStopping,
     evaluate_loss,
     float32_tensor,
+    network_weights,
     predict_in_chunks,
     torch_seed,
     train_one_epoch,
@@ -333,6 +334,7 @@ class MODNetHead(BaseHead):
         optimizer = torch.optim.Adam(self.network_.parameters(), lr=self.lr, eps=ADAM_EPSILON)
         early_stopping = EarlyStopping(self.patience, EARLY_STOPPING_MIN_DELTA) if self.patience else None
         self.history_ = {"loss": [], "val_loss": []}
+        self.initial_weights_ = network_weights(self.network_)
         for epoch in range(1, self.epochs + 1):
             self.history_["loss"].append(train_one_epoch(self.network_, *train, loss_function, optimizer,
                                                          self.batch_size))
@@ -346,6 +348,7 @@ class MODNetHead(BaseHead):
         if early_stopping is not None and len(validation_rows) and early_stopping.best_weights is not None:
             self.network_.load_state_dict(early_stopping.best_weights)
         self.network_.eval()
+        self.trained_weights_ = network_weights(self.network_)
         self.n_epochs_ = epoch
 
     def _loss_function(self) -> nn.Module:
