@@ -29,7 +29,7 @@ from hacknip.features.store import FeatureStore
 from hacknip.features.supercell import supercell_repeats
 from hacknip.plugins.backbone import file_sha256, identity_key
 from hacknip.plugins.registry import backbone_specs, load_backbone
-from hacknip.plugins.testing import BackboneConformance, reference_structures
+from hacknip.plugins.testing import BackboneConformance, TrainableConformance, reference_structures
 from hacknip_orb import backbone as orb_backbone
 from hacknip_orb.plugin import MODELS
 
@@ -74,6 +74,32 @@ class TestCappedOrbV2Conformance(BackboneConformance):
     def backbone(cls, capped):
         assert capped.needs_supercell
         return capped
+
+
+class TestOrbV2Trainable(TrainableConformance):
+    @pytest.fixture(scope="class")
+    @classmethod
+    def backbone(cls, orb_v2_checkpoint):
+        return load_backbone(f"orb-v2:{orb_v2_checkpoint}")  # its own copy: the suite changes requires_grad
+
+
+def test_fused_path_follows_weights_changed_by_training(orb_v2_checkpoint):
+    """The fused path holds copies of the edge MLPs' weights; after an optimiser step through the trainable network
+    it is rebuilt, so per_atom_features still equals orb's own forward on the new weights."""
+    fused, own = (load_backbone(f"orb-v2:{orb_v2_checkpoint}", inference=inference) for inference in ("fused", "orb"))
+    structures = reference_structures()[:2]
+    fused.per_atom_features(structures, [2])  # the fused path is built and used before training
+    network = fused.trainable(2)
+    optimizer = torch.optim.SGD(network.parameters(), lr=0.1)
+    sum(output.square().mean() for output in network(network.inputs(structures))).backward()
+    optimizer.step()
+    own.network.load_state_dict(fused.network.state_dict())
+    edge_weight = "model.gnn_stacks.1._edge_mlp.mlp.NN-0.weight"
+    assert not torch.equal(fused.network.state_dict()[edge_weight],
+                           torch.load(orb_v2_checkpoint, weights_only=True)[edge_weight])
+    for ours, theirs in zip(*(backbone.per_atom_features(structures, [1, 2]) for backbone in (fused, own))):
+        for layer in (1, 2):
+            np.testing.assert_allclose(ours[layer], theirs[layer], rtol=1e-5, atol=2e-5, err_msg=f"layer {layer}")
 
 
 def test_capped_graph_really_is_not_supercell_invariant(capped, uncapped):

@@ -552,12 +552,17 @@ def finetune(out, overwrite, save_to, checkpoints, **options):
 @click.option("--fractions", default="0.1,0.3,1", show_default=True, help="Fractions of the data, comma-separated.")
 @click.option("--repeats", type=click.IntRange(min=1), default=5, show_default=True,
               help="Seeded random subsets per fraction, each scored by 5-fold cross-validation.")
+@click.option("--full-repeats", type=click.IntRange(min=1),
+              help="Repeats of the full data (fraction 1; they differ only by their folds)  [default: --repeats]")
 @click.option("--finetune/--no-finetune", "with_finetune", default=False, show_default=True,
               help="Also fine-tune the backbone on every subset (the recipe options apply).")
+@click.option("--finetune-backbone", help="What --finetune trains, NAME@L  [default: the first --backbone, up to its "
+                                          "last layer]")
 @click.option("--bootstrap", "n_boot", type=click.IntRange(min=0), default=1000, show_default=True,
               help="Bootstrap resamples for the crossing's uncertainty.")
 @friendly_errors
-def curve(out, overwrite, checkpoints, head, head_params, pooling, fractions, repeats, with_finetune, n_boot, **options):
+def curve(out, overwrite, checkpoints, head, head_params, pooling, fractions, repeats, full_repeats, with_finetune,
+          finetune_backbone, n_boot, **options):
     """The data-efficiency study: HackNIP (and, with --finetune, fine-tuning) on growing random subsets; writes
     curve.json, curve.png (error against data size, fits, crossing) and update_ratios.png. Rerun to resume."""
     from rich.console import Console
@@ -571,7 +576,8 @@ def curve(out, overwrite, checkpoints, head, head_params, pooling, fractions, re
         parsed = tuple(float(f) for f in fractions.split(",") if f.strip())
     except ValueError:
         raise click.BadParameter("--fractions takes numbers such as 0.01,0.1,1") from None
-    settings = CurveSettings(fractions=parsed, repeats=repeats, finetune=recipe if with_finetune else None,
+    settings = CurveSettings(fractions=parsed, repeats=repeats, full_repeats=full_repeats,
+                             finetune=recipe if with_finetune else None, finetune_backbone=finetune_backbone,
                              seed=recipe.seed, n_boot=n_boot).check()
     config = _scoring_config({**options, "head": head, "pooling": pooling})
     config.head_params = _parse_key_values(head_params, "--head-param")

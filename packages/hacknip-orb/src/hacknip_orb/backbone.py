@@ -4,6 +4,8 @@ Layer 0 is the node features after the GNS encoder (``model._encoder``); layer `
 ``model.gnn_stacks[i - 1]`` (the last layer is what orb's heads read). All requested layers of a batch come from one
 forward pass that stops after the deepest of them, so no head, energy, force or stress is computed: by default the
 fused path of ``hacknip_orb.fused`` (same features, fewer multiply-adds), else orb's own regressor (``inference="orb"``).
+Fine-tuning (:meth:`OrbBackbone.trainable`, :mod:`hacknip.plugins.trainable`) always runs orb's own modules, with
+gradients, and the fused path follows the weights it changes.
 
 Graphs are built with orb's ``ase_atoms_to_atom_graphs`` and batched with ``batch_graphs``. The radius and the
 neighbour cap are options (default: each model's own). A capped graph (orb-v2: 20 neighbours) is not invariant under
@@ -204,6 +206,7 @@ class OrbBackbone:
         self._layer_modules.update({i + 1: stack for i, stack in enumerate(gns.gnn_stacks)})
         with torch.no_grad():
             self._fused = FusedGNS(network) if inference == "fused" and fusable(network) else None
+        self._fused_weights = self._weight_versions() if self._fused else ()
         self.inference = "fused" if self._fused else "orb"
         # the conformance suite checks the fused path under concurrent batches; orb's own path is the reference only
         self.concurrent_batches = self._fused is not None and self.device.type == "cpu"
@@ -234,6 +237,11 @@ class OrbBackbone:
     def _batch_features(self, batch: list[Atoms], layers: list[int], start: int) -> list[dict[int, np.ndarray]]:
         graphs = [self.graph(atoms, start + offset) for offset, atoms in enumerate(batch)]
         return self._one_pass(graphs, [len(atoms) for atoms in batch], layers)
+
+    def trainable(self, layer: int) -> ORBTrainable:
+        """The network truncated after ``layer`` for fine-tuning (:mod:`hacknip.plugins.trainable`); it shares this
+        backbone's modules, so training it changes this backbone (the fused path is rebuilt from the new weights)."""
+        return ORBTrainable(self, layer)
 
     def graph(self, atoms: Atoms, index: int = 0) -> AtomGraphs:
         """orb's graph of one structure with this backbone's radius, neighbour cap and edge method (on the CPU)."""
@@ -318,14 +326,91 @@ class OrbBackbone:
         if not graphs:
             return []
         batch = batch_graphs(graphs).to(self.device)
-        if self._fused:
-            captured = self._fused.node_features(batch, layers)
+        fused = self._current_fused()
+        if fused:
+            captured = fused.node_features(batch, layers)
         else:
             with torch.no_grad():
                 captured = forward_capturing(lambda: self.network(batch), self._layer_modules, layers,
                                              extract=lambda layer, output: output[0])  # (nodes, edges) -> nodes
         per_layer = {layer: torch.split(captured[layer].to("cpu", torch.float32), sizes) for layer in layers}
         return [{layer: per_layer[layer][index].numpy() for layer in layers} for index in range(len(graphs))]
+
+    def _weight_versions(self) -> tuple[int, ...]:
+        """In-place version counters of the GNS parameters (bumped by optimiser steps and ``load_state_dict``)."""
+        return tuple(parameter._version for parameter in self.network.model.parameters())
+
+    def _current_fused(self) -> FusedGNS | None:
+        """The fused path, rebuilt if the network's weights changed since it was built (it holds transposed copies of
+        the edge MLPs' weights), e.g. after fine-tuning through :meth:`trainable`."""
+        if self._fused is None:
+            return None
+        versions = self._weight_versions()
+        if versions != self._fused_weights:
+            with torch.no_grad():
+                self._fused = FusedGNS(self.network)
+            self._fused_weights = versions
+        return self._fused
+
+
+class ORBTrainable(torch.nn.Module):
+    """ORB truncated after ``layer``, its node features kept with gradients (for fine-tuning). It runs orb's own
+    modules (never the fused path, which holds detached copies of weights), whatever the backbone's ``inference``.
+
+    Groups, by what reaches the node features of layer ``layer`` (``L``): ``embedding`` = the atom embedding and the
+    encoder's node MLP, and from ``L >= 1`` everything else that feeds the first message-passing step: the encoder's
+    edge MLP (orb's "initial edge featuriser"), the edge bases and the charge/spin conditioner where the model has
+    them (at ``L = 0`` the edge side of the encoder reaches no node feature); ``interactions`` = ``gnn_stacks[:L]``
+    (each stack's edge update feeds its own node update, so all of a stack reaches its node output); ``past_layer`` =
+    the rest (later stacks, the decoder, the heads, pair repulsion).
+
+    ``inputs`` builds the graph of each structure as ``per_atom_features`` does (:meth:`OrbBackbone.graph`): the
+    features are those of the atoms given, so a capped backbone (``needs_supercell``) is fed its supercells by the
+    caller, as the featurising pipeline does."""
+
+    supports_mixed_precision = False
+
+    def __init__(self, backbone: OrbBackbone, layer: int) -> None:
+        super().__init__()
+        self.backbone_name = backbone.name
+        self.layer = layer
+        self.width = backbone.layer_widths[layer]
+        self.network = backbone.network
+        self._graph = backbone.graph
+        self._module = backbone._layer_modules[layer]
+        # orb's loader leaves every parameter requires_grad=False (inference); start from all trainable, as a new
+        # module does, and let hacknip.plugins.trainable.freeze choose what stays frozen
+        self.network.requires_grad_(True)
+
+    def inputs(self, structures: Sequence[Atoms]) -> list[AtomGraphs]:
+        return [self._graph(atoms, index) for index, atoms in enumerate(structures)]
+
+    def forward(self, inputs: Sequence[AtomGraphs]) -> list[torch.Tensor]:
+        if not inputs:
+            return []
+        device = next(self.network.parameters()).device
+        batch = batch_graphs(list(inputs)).to(device)  # a new batch each call: orb's forward may write into it
+        captured = forward_capturing(lambda: self.network(batch), {self.layer: self._module}, [self.layer],
+                                     extract=lambda layer, output: output[0], detach=False)  # (nodes, edges) -> nodes
+        return list(torch.split(captured[self.layer], [int(graph.n_node.sum()) for graph in inputs]))
+
+    def parameter_groups(self) -> dict[str, list[str]]:
+        gns = self.network.model
+        if self.layer == 0:
+            embedding = ["atom_emb", "_encoder._node_fn"]
+        else:
+            embedding = [name for name, _ in gns.named_children() if name not in ("gnn_stacks", "_decoder")]
+        interactions = [f"gnn_stacks.{i}" for i in range(self.layer)]
+        groups: dict[str, list[str]] = {"embedding": [], "interactions": [], "past_layer": []}
+        for name, _ in self.named_parameters():
+            inner = name.removeprefix("network.model.") if name.startswith("network.model.") else None
+            if inner is not None and any(inner.startswith(prefix + ".") for prefix in embedding):
+                groups["embedding"].append(name)
+            elif inner is not None and any(inner.startswith(prefix + ".") for prefix in interactions):
+                groups["interactions"].append(name)
+            else:
+                groups["past_layer"].append(name)
+        return groups
 
 
 class HacknipORBCalculator(ORBCalculator):

@@ -113,6 +113,7 @@ def register_backbones(register):
             library="orb-models",
             description=model.description,
             safe_checkpoints=True,  # orb-models' load_model reads state_dicts with torch.load(weights_only=True)
+            trainable=True,  # OrbBackbone.trainable(layer): orb's own modules, truncated after the layer
             # Only random weights in orb's own architectures were checked here (no network for the real ones).
             verified=False,
         ))

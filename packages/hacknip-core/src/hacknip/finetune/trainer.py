@@ -134,8 +134,9 @@ class PreparedNetwork:
         return self.network.layer
 
     def restore_pretrained(self) -> None:
-        """Put the backbone's own weights back."""
+        """Put the backbone's own weights back (and inference mode: the backbone's other users expect it)."""
         self.network.load_state_dict(self.pretrained)
+        self.network.eval()
         self.owner = None
 
 

@@ -1,16 +1,18 @@
 """``hacknip curve`` as a function: the paper's data-efficiency study (section 2.2, Fig. 3b-c).
 
 For each fraction of the data, ``repeats`` seeded random subsets, each scored by 5-fold cross-validation (folds
-drawn from the repeat's seed) with HackNIP (features from the store: featurised once, whatever the subsets) and,
-optionally, by fine-tuning the same backbone. Each (method, fraction, repeat) point is stored as it finishes, under
-a folder named by everything that decides it, so that a killed study resumes and a finished point is never redone.
-The fits (power law for fine-tuning, log-linear for HackNIP, as the paper found), their crossing, and the
-per-neuron update ratios of the fraction-trained against the full-data models (fold 0 of repeat 0 of each) come
-from :mod:`hacknip.analysis.data_efficiency`.
+drawn from the repeat's seed; the first repeat of all the data uses ``hacknip run``'s folds, official for Matbench)
+with HackNIP (features from the store: featurised once, whatever the subsets) and, optionally, by fine-tuning the
+same backbone. Each (method, fraction, repeat) point is stored as it finishes, under a folder named by everything
+that decides it, so that a killed study resumes and a finished point is never redone. The fits (power law for
+fine-tuning, log-linear for HackNIP, as the paper found), their crossing, and the per-neuron update ratios of the
+fraction-trained against the full-data models (fold 0 of repeat 0 of each) come from
+:mod:`hacknip.analysis.data_efficiency`.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import time
@@ -24,7 +26,6 @@ import numpy as np
 from hacknip import __version__
 from hacknip.errors import InputError
 from hacknip.evaluation.crossval import N_FOLDS, fitted_pipeline, group_folds, random_folds, stratified_folds
-from hacknip.features.store import hacknip_home
 from hacknip.finetune.trainer import FinetuneOptions
 from hacknip.plugins.head import CLASSIFICATION, REGRESSION
 from hacknip.report import strict_json
@@ -41,8 +42,14 @@ MIN_SUBSET = 2 * N_FOLDS
 class CurveSettings:
     fractions: tuple[float, ...] = (0.1, 0.3, 1.0)
     repeats: int = 5
+    full_repeats: int | None = None
+    """Repeats of the full data (fraction 1), which differ only by their folds (None: ``repeats``); the paper
+    fine-tuned once on all of it."""
     finetune: FinetuneOptions | None = None
     """Fine-tune too, with this recipe (None: HackNIP only)."""
+    finetune_backbone: str | None = None
+    """What to fine-tune (``name@L``); default: the first backbone of the expression, up to its last layer (HackNIP
+    may use several layers or backbones, fine-tuning truncates one network after one layer)."""
     seed: int = 0
     n_boot: int = 1000
     update_ratios: bool = True
@@ -53,9 +60,12 @@ class CurveSettings:
             raise InputError(f"fractions must lie in (0, 1], got {list(self.fractions) or 'none'}")
         if len(set(self.fractions)) != len(self.fractions):
             raise InputError(f"fractions repeat: {list(self.fractions)}")
-        if self.repeats < 1:
-            raise InputError(f"repeats must be at least 1, got {self.repeats}")
+        if self.repeats < 1 or (self.full_repeats is not None and self.full_repeats < 1):
+            raise InputError(f"repeats must be at least 1, got {self.repeats} (full data: {self.full_repeats})")
         return self
+
+    def repeats_of(self, fraction: float) -> int:
+        return self.full_repeats if fraction == 1 and self.full_repeats is not None else self.repeats
 
 
 @dataclass
@@ -148,9 +158,13 @@ class PointStore:
         return initial, trained
 
 
-def curve(config: RunConfig, settings: CurveSettings, progress: Progress = no_progress, work: Path | None = None,
+def curve(config: RunConfig, settings: CurveSettings, progress: Progress = no_progress, checkpoints: Path | None = None,
           on_point: OnPoint | None = None, on_epoch=None) -> dict[str, Any]:
-    """Run (or resume) the study and return ``curve.json``'s content (see :mod:`hacknip.report` for its figures)."""
+    """Run (or resume) the study and return ``curve.json``'s content (see :mod:`hacknip.report` for its figures).
+    Points are kept under ``checkpoints/curves`` and fine-tuning's epoch checkpoints under ``checkpoints`` (default
+    ``$HACKNIP_HOME/finetune``)."""
+    from hacknip.workflow.finetune import default_checkpoints
+
     settings.check()
     started = time.perf_counter()
     prepared = prepare(config, progress)
@@ -158,20 +172,22 @@ def curve(config: RunConfig, settings: CurveSettings, progress: Progress = no_pr
     if settings.finetune is not None:
         from hacknip.workflow.finetune import prepare_finetuning
 
-        finetuning = prepare_finetuning(config, settings.finetune, progress)
+        backbone = settings.finetune_backbone or prepared.members[0].member.name
+        finetuning = prepare_finetuning(dataclasses.replace(config, backbone=backbone), settings.finetune, progress)
         _check_same_rows(prepared, finetuning)
-    store = PointStore((work or hacknip_home() / "curves") / _study_key(prepared, settings))
+    checkpoints = checkpoints or default_checkpoints()
+    store = PointStore(checkpoints / "curves" / _study_key(prepared, settings))
     methods = [HACKNIP] + ([FINETUNE] if finetuning else [])
     points: dict[str, list[Point]] = {method: [] for method in methods}
     advance = progress(f"data-efficiency curve ({', '.join(methods)})",
-                       len(methods) * len(settings.fractions) * settings.repeats)
+                       len(methods) * sum(settings.repeats_of(f) for f in settings.fractions))
     try:
         for fraction in sorted(settings.fractions):
-            for repeat in range(settings.repeats):
+            for repeat in range(settings.repeats_of(fraction)):
                 rows = subset_rows(len(prepared.y), fraction, repeat, settings.seed)
                 for method in methods:
                     point, reused = _point(method, store, prepared, finetuning, rows, fraction, repeat, settings,
-                                           on_epoch)
+                                           on_epoch, checkpoints)
                     points[method].append(point)
                     if on_point:
                         on_point(point, reused)
@@ -179,10 +195,12 @@ def curve(config: RunConfig, settings: CurveSettings, progress: Progress = no_pr
     finally:
         if finetuning is not None:
             finetuning.prepared.restore_pretrained()
-    return _curve_results(prepared, settings, points, store, time.perf_counter() - started)
+    finetuned = f"{finetuning.backbone.name}@{finetuning.layer}" if finetuning else None
+    return _curve_results(prepared, settings, points, store, time.perf_counter() - started, finetuned)
 
 
-def _point(method, store, prepared, finetuning, rows, fraction, repeat, settings, on_epoch) -> tuple[Point, bool]:
+def _point(method, store, prepared, finetuning, rows, fraction, repeat, settings, on_epoch,
+           checkpoints) -> tuple[Point, bool]:
     stored = store.get(method, fraction, repeat)
     if stored is not None:
         return stored, True
@@ -190,11 +208,14 @@ def _point(method, store, prepared, finetuning, rows, fraction, repeat, settings
     keep_weights = settings.update_ratios and repeat == 0
     y = prepared.y[rows]
     groups = None if prepared.groups is None else [prepared.groups[row] for row in rows]
-    folds = subset_folds(y, prepared.task, groups, repeat, settings.seed)
+    if len(rows) == len(prepared.y) and repeat == 0:
+        folds = prepared.folds  # all the data: the run's own folds (the official ones for Matbench), as hacknip run
+    else:
+        folds = subset_folds(y, prepared.task, groups, repeat, settings.seed)
     if method == HACKNIP:
         result, layers, weights = _hacknip_scores(prepared.subset(rows, folds), keep_weights)
     else:
-        result, layers, weights = _finetune_scores(finetuning, rows, y, folds, keep_weights, on_epoch)
+        result, layers, weights = _finetune_scores(finetuning, rows, y, folds, keep_weights, on_epoch, checkpoints)
     point = Point(method, fraction, repeat, len(rows), result.summary(), layers, time.perf_counter() - started,
                   result.folds)
     store.put(point, weights)
@@ -221,16 +242,17 @@ def _hacknip_scores(subset: Prepared, keep_weights: bool):
     return result, layers, weights
 
 
-def _finetune_scores(finetuning, rows: np.ndarray, y: np.ndarray, folds: list, keep_weights: bool, on_epoch):
+def _finetune_scores(finetuning, rows: np.ndarray, y: np.ndarray, folds: list, keep_weights: bool, on_epoch,
+                     checkpoints: Path):
     from hacknip.evaluation.crossval import cross_validate_per_fold
-    from hacknip.workflow.finetune import default_checkpoints, score_transform
+    from hacknip.workflow.finetune import score_transform
 
     tuners = []
 
     def make(fold: int):
         def new():
             report = (lambda entry, planned: on_epoch(fold, entry, planned)) if on_epoch else None
-            tuners.append(finetuning.tuner(default_checkpoints(), report))
+            tuners.append(finetuning.tuner(checkpoints, report))
             return tuners[-1]
         return new
 
@@ -266,16 +288,18 @@ def _study_key(prepared: Prepared, settings: CurveSettings) -> str:
     decided_by = {
         "backbone": config.backbone, "identities": [m.features.identity for m in prepared.members],
         "head": config.head, "head_params": config.head_params, "pooling": config.pooling, "task": prepared.task,
-        "split": config.split, "target_transform": config.target_transform, "score_scale": config.score_scale,
+        "split": config.split, "folds": prepared.folds_source, "target_transform": config.target_transform,
+        "score_scale": config.score_scale,
         "extra_features": config.extra_features, "seed": settings.seed,
         "finetune": settings.finetune.as_dict() if settings.finetune else None,
+        "finetune_backbone": settings.finetune_backbone,
     }
     digest.update(json.dumps(decided_by, sort_keys=True, default=str).encode())
     return digest.hexdigest()[:16]
 
 
 def _curve_results(prepared: Prepared, settings: CurveSettings, points: dict[str, list[Point]], store: PointStore,
-                   seconds: float) -> dict[str, Any]:
+                   seconds: float, finetuned: str | None) -> dict[str, Any]:
     from hacknip.analysis.data_efficiency import crossing_estimate, fit
 
     metric = prepared.metric.name
@@ -285,7 +309,7 @@ def _curve_results(prepared: Prepared, settings: CurveSettings, points: dict[str
         pairs = [(p.n_samples, p.scores[f"{metric}_mean"]) for p in method_points]
         enough = regression and len({n for n, _ in pairs}) >= 2
         methods[method] = {
-            "label": _label(method, prepared),
+            "label": _label(method, prepared, finetuned),
             "fit_kind": FIT_KINDS[method] if enough else None,
             "fit": fit(FIT_KINDS[method], *zip(*pairs)).as_dict() if enough else None,
             "points": [{"n_samples": p.n_samples, "fraction": p.fraction, "repeat": p.repeat,
@@ -308,8 +332,10 @@ def _curve_results(prepared: Prepared, settings: CurveSettings, points: dict[str
         "n_total": len(prepared.y),
         "fractions": sorted(settings.fractions),
         "repeats": settings.repeats,
+        "full_repeats": settings.repeats_of(1.0),
         "seed": settings.seed,
         "finetune_recipe": settings.finetune.as_dict() if settings.finetune else None,
+        "finetuned": finetuned,
         "methods": methods,
         "crossing": crossing,
         "update_ratios": update_ratio_summary(store, points, settings),
@@ -339,7 +365,7 @@ def update_ratio_summary(store: PointStore, points: dict[str, list[Point]], sett
     return result
 
 
-def _label(method: str, prepared: Prepared) -> str:
+def _label(method: str, prepared: Prepared, finetuned: str | None = None) -> str:
     if method == HACKNIP:
         return f"HackNIP ({prepared.config.backbone} + {prepared.config.head})"
-    return f"fine-tuned {prepared.config.backbone}"
+    return f"fine-tuned {finetuned}"
