@@ -32,6 +32,18 @@ def toy_plugin():
     pm.unregister(name="toy-test-plugin")
 
 
+@pytest.fixture
+def toy_trainable_plugin():
+    from toy_trainable import ToyTrainablePlugin
+
+    from hacknip.plugins.manager import pm
+
+    plugin = ToyTrainablePlugin()
+    pm.register(plugin, name="toy-trainable-test-plugin")
+    yield plugin
+    pm.unregister(name="toy-trainable-test-plugin")
+
+
 @pytest.fixture(scope="session")
 def phonons_path() -> Path:
     if not PHONONS.exists():

@@ -78,13 +78,13 @@ def list_command(as_json):
     from rich.table import Table
 
     table = Table(title="Backbones")
-    for column in ("name", "package", "cutoff Å", "layers", "widths", "supercells", "verified"):
+    for column in ("name", "package", "cutoff Å", "layers", "widths", "supercells", "fine-tune", "verified"):
         table.add_column(column)
     for spec in backbones.values():
         row = _backbone_row(spec)
         supercells = f"needed ({spec.supercell_rule})" if spec.needs_supercell else "not needed"
         table.add_row(spec.name, f"{spec.package} {spec.package_version}", f"{spec.cutoff:g}", str(row["n_layers"]),
-                      _widths_text(spec.layer_widths), supercells,
+                      _widths_text(spec.layer_widths), supercells, "yes" if spec.trainable else "no",
                       "yes" if spec.verified else "[yellow]no[/]")
     heads_table = Table(title="Heads")
     for column in ("name", "package", "tasks", "description"):
@@ -103,7 +103,8 @@ def _backbone_row(spec) -> dict:
     return {"name": spec.name, "package": spec.package, "version": spec.package_version, "library": spec.library,
             "cutoff": spec.cutoff, "n_layers": len(spec.layer_widths), "layer_widths": list(spec.layer_widths),
             "needs_supercell": spec.needs_supercell, "supercell_rule": spec.supercell_rule if spec.needs_supercell else None,
-            "verified": spec.verified, "safe_checkpoints": spec.safe_checkpoints, "description": spec.description}
+            "verified": spec.verified, "safe_checkpoints": spec.safe_checkpoints, "trainable": spec.trainable,
+            "description": spec.description}
 
 
 def _widths_text(widths) -> str:

@@ -314,7 +314,7 @@ def _curve_results(prepared: Prepared, settings: CurveSettings, points: dict[str
             "fit": fit(FIT_KINDS[method], *zip(*pairs)).as_dict() if enough else None,
             "points": [{"n_samples": p.n_samples, "fraction": p.fraction, "repeat": p.repeat,
                         metric: p.scores[f"{metric}_mean"], f"{metric}_std": p.scores[f"{metric}_std"],
-                        "layers": p.layers, "seconds": p.seconds} for p in method_points],
+                        "layers": p.layers, "seconds": round(p.seconds, 3)} for p in method_points],
         }
     crossing = None
     if len(points) == 2 and all(m["fit"] for m in methods.values()):
