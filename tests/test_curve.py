@@ -11,7 +11,7 @@ from click.testing import CliRunner
 
 from hacknip.cli import cli
 from hacknip.errors import InputError
-from hacknip.finetune.trainer import FinetuneOptions
+from hacknip.finetuning.trainer import FinetuneOptions
 from hacknip.workflow.curve import CurveSettings, curve, subset_folds, subset_rows
 from hacknip.workflow.run import RunConfig
 

@@ -1,4 +1,4 @@
-"""Fine-tuning (hacknip.finetune, hacknip finetune): the recipe, freezing, checkpoints and resume, saving and
+"""Fine-tuning (hacknip.finetuning, hacknip finetune): the recipe, freezing, checkpoints and resume, saving and
 predicting, on a tiny real message-passing network (tests/toy_trainable.py); one real CHGNet run from the command
 line."""
 
@@ -15,9 +15,9 @@ from toy_trainable import ToyTrainableBackbone
 from hacknip.cli import cli
 from hacknip.data.read import read_dataset
 from hacknip.errors import InputError
-from hacknip.finetune.checkpoint import load_tensors
-from hacknip.finetune.model import PropertyModel, mlp_head
-from hacknip.finetune.trainer import BEST_STATE, DONE, LAST_CHECKPOINT, FinetuneOptions, FineTuner, PreparedNetwork
+from hacknip.finetuning.checkpoint import load_tensors
+from hacknip.finetuning.model import PropertyModel, mlp_head
+from hacknip.finetuning.trainer import BEST_STATE, DONE, LAST_CHECKPOINT, FinetuneOptions, FineTuner, PreparedNetwork
 from hacknip.plugins.testing import TrainableConformance
 from hacknip.plugins.trainable import trainable_network
 
@@ -259,3 +259,17 @@ def test_real_chgnet_fine_tunes_from_the_command_line(phonons_path, tmp_path):
     results = json.loads((out / "results.json").read_text())
     assert results["backbones"][0]["identity"]["model"] == "0.3.0" and results["best_layer"] == 2
     assert results["finetune"]["groups"]["interactions"] > 0 and results["finetune"]["trained_parameters"] > 0
+
+
+def test_python_api_finetune_and_load_model(toy_trainable_plugin, phonons_path, tmp_path):
+    import hacknip
+
+    result = hacknip.finetune(phonons_path, "toy-trainable@1", recipe=FinetuneOptions(hidden=(8,), epochs=2), limit=30,
+                              save_to=tmp_path / "model")
+    assert result.metric == "mae" and result.best_layer == 1 and result.score > 0
+    assert len(result.to_dict()["finetune"]["folds"]) == 5
+    model = hacknip.load_model(tmp_path / "model")
+    table = model.predict_structures([sample.atoms for sample in read_dataset(phonons_path).head(3).samples])
+    assert list(table.columns) == ["id", "predicted"] and len(table) == 3
+    with pytest.raises(InputError, match="unknown option"):
+        hacknip.finetune(phonons_path, "toy-trainable", head="mlp")

@@ -6,8 +6,9 @@ used. The library's entry points load on first access:
 - :class:`hacknip.Featurizer` — structures -> embeddings, a scikit-learn transformer (``hacknip.features.featurizer``);
 - :func:`hacknip.read_dataset` — read any supported input into a ``Dataset`` (``hacknip.data.read``);
 - :func:`hacknip.load_backbone` — load an installed backbone by name (``hacknip.plugins.registry``);
-- :func:`hacknip.run`, :func:`hacknip.tune`, :func:`hacknip.load_model` — the whole job, as the command line's
-  ``run``, ``tune`` and ``predict`` (``hacknip.api``), with results as a :class:`hacknip.RunResult`.
+- :func:`hacknip.run`, :func:`hacknip.tune`, :func:`hacknip.finetune`, :func:`hacknip.curve`,
+  :func:`hacknip.load_model` — the whole job, as the command line's ``run``, ``tune``, ``finetune``, ``curve`` and
+  ``predict`` (``hacknip.api``), with results as a :class:`hacknip.RunResult` (a dict for ``curve``).
 
 Example::
 
@@ -27,7 +28,7 @@ from hacknip.plugins.hookspecs import hookimpl
 __version__ = "0.1.0"
 
 if TYPE_CHECKING:
-    from hacknip.api import load_model, run, tune
+    from hacknip.api import curve, finetune, load_model, run, tune
     from hacknip.data.read import read_dataset
     from hacknip.features.featurizer import Featurizer
     from hacknip.plugins.registry import load_backbone
@@ -39,13 +40,15 @@ _LAZY = {
     "load_backbone": "hacknip.plugins.registry",
     "run": "hacknip.api",
     "tune": "hacknip.api",
+    "finetune": "hacknip.api",
+    "curve": "hacknip.api",
     "load_model": "hacknip.api",
     "RunResult": "hacknip.workflow.results",
 }
 """Public names and the module each comes from, imported on first access."""
 
-__all__ = ["Featurizer", "RunResult", "__version__", "hookimpl", "load_backbone", "load_model", "read_dataset", "run",
-           "tune"]
+__all__ = ["Featurizer", "RunResult", "__version__", "curve", "finetune", "hookimpl", "load_backbone", "load_model",
+           "read_dataset", "run", "tune"]
 
 
 def __getattr__(name: str) -> Any:

@@ -1,16 +1,20 @@
-"""The whole job from Python: :func:`run`, :func:`tune` and :func:`load_model`, what ``hacknip run``, ``hacknip tune``
-and ``hacknip predict`` do on the command line, without progress bars or printing. (Structures to embeddings, one
+"""The whole job from Python: :func:`run`, :func:`tune`, :func:`finetune`, :func:`curve` and :func:`load_model`, what
+``hacknip run``, ``tune``, ``finetune``, ``curve`` and ``predict`` do on the command line, without progress bars or
+printing. (Structures to embeddings, one
 step only: :class:`hacknip.Featurizer`.)"""
 
 from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from hacknip.errors import InputError
 from hacknip.workflow.results import RunResult
 from hacknip.workflow.run import RunConfig
+
+if TYPE_CHECKING:
+    from hacknip.finetuning.trainer import FinetuneOptions
 
 
 def run(data: str | Path, backbone: str, head: str = "lightgbm", *, save_to: str | Path | None = None,
@@ -60,18 +64,69 @@ def tune(data: str | Path, backbone: str, head: str = "modnet", *, trials: int =
     return RunResult(tune_job(run_config(data, backbone, head, options), settings))
 
 
+def finetune(data: str | Path, backbone: str, *, recipe: FinetuneOptions | None = None,
+             save_to: str | Path | None = None, checkpoints: str | Path | None = None, **options: Any) -> RunResult:
+    """Fine-tune ``backbone`` (``name`` or ``name@L``: truncated after layer L, default the last) end to end with an
+    MLP head on each outer training fold and score each test fold, as ``hacknip finetune`` does: the same folds,
+    metrics and result fields as :func:`run` (``head`` is ``"finetune"``; ``result.to_dict()["finetune"]`` holds the
+    recipe and each fold's epochs). ``recipe`` defaults to the paper's (:class:`hacknip.finetuning.trainer.FinetuneOptions`);
+    epoch checkpoints go to ``checkpoints`` (default ``$HACKNIP_HOME/finetune``), so a rerun resumes. ``options`` as
+    for :func:`run` (no head options).
+
+    Example::
+
+        from hacknip.finetuning.trainer import FinetuneOptions
+        result = hacknip.finetune("phonons.json.gz", "chgnet", recipe=FinetuneOptions(epochs=50, patience=10))
+    """
+    from hacknip.finetuning.trainer import FinetuneOptions
+    from hacknip.workflow.finetune import default_checkpoints
+    from hacknip.workflow.finetune import finetune as finetune_job
+
+    not_here = sorted({"head", "head_params", "pooling", "extra_features"} & set(options))
+    if not_here:
+        raise InputError(f"unknown option(s) for finetune: {', '.join(not_here)}; fine-tuning trains its own MLP head "
+                         "on mean-pooled features: set its sizes with recipe=FinetuneOptions(hidden=...)")
+    config = run_config(data, backbone, "lightgbm", options)
+    results = finetune_job(config, recipe or FinetuneOptions(), checkpoints=Path(checkpoints or default_checkpoints()),
+                           save_to=Path(save_to) if save_to is not None else None)
+    return RunResult(results)
+
+
+def curve(data: str | Path, backbone: str, head: str = "lightgbm", *, fractions: tuple[float, ...] = (0.1, 0.3, 1.0),
+          repeats: int = 5, full_repeats: int | None = None, recipe: FinetuneOptions | None = None,
+          finetune_backbone: str | None = None, seed: int = 0, n_boot: int = 1000,
+          checkpoints: str | Path | None = None, **options: Any) -> dict[str, Any]:
+    """The data-efficiency study, as ``hacknip curve`` does: HackNIP (``backbone`` + ``head``) and, when ``recipe``
+    is given, fine-tuning, on ``repeats`` seeded subsets of each fraction; returns ``curve.json``'s content (points,
+    fits, crossing, update ratios). Write the files with :func:`hacknip.report.write_curve`.
+
+    Example::
+
+        study = hacknip.curve("phonons.json.gz", "chgnet", fractions=(0.1, 1.0), repeats=3, recipe=FinetuneOptions())
+        study["crossing"]
+    """
+    from hacknip.workflow.curve import CurveSettings
+    from hacknip.workflow.curve import curve as curve_job
+
+    settings = CurveSettings(fractions=tuple(fractions), repeats=repeats, full_repeats=full_repeats, finetune=recipe,
+                             finetune_backbone=finetune_backbone, seed=seed, n_boot=n_boot)
+    return curve_job(run_config(data, backbone, head, options), settings,
+                     checkpoints=Path(checkpoints) if checkpoints is not None else None)
+
+
 def load_model(folder: str | Path):
-    """A model saved by ``hacknip run --save`` (or :func:`run` with ``save_to``), every field validated; predict with
-    its ``predict_structures``. Nothing in the folder is unpickled (see docs/security.md).
+    """A model saved by ``hacknip run --save`` or ``hacknip finetune --save`` (or :func:`run` / :func:`finetune` with
+    ``save_to``), every field validated; predict with its ``predict_structures``. Nothing in the folder is unpickled
+    (see docs/security.md).
 
     Example::
 
         model = hacknip.load_model("model/")
         table = model.predict_structures([atoms_1, atoms_2])   # a DataFrame: id, predicted (and probability)
     """
-    from hacknip.workflow.saved_model import load_model as load
+    from hacknip.workflow.saved_finetuned import load_saved
 
-    return load(Path(folder))
+    return load_saved(Path(folder))
 
 
 _FIELDS = {field.name for field in dataclasses.fields(RunConfig)}

@@ -474,7 +474,7 @@ def finetune_options(command):
 
 def _finetune_options(options: dict):
     """Pop the recipe's options into a FinetuneOptions."""
-    from hacknip.finetune.trainer import FinetuneOptions
+    from hacknip.finetuning.trainer import FinetuneOptions
 
     try:
         hidden = tuple(int(size) for size in options.pop("hidden").split(",") if size.strip())

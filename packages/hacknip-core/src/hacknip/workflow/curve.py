@@ -26,7 +26,7 @@ import numpy as np
 from hacknip import __version__
 from hacknip.errors import InputError
 from hacknip.evaluation.crossval import N_FOLDS, fitted_pipeline, group_folds, random_folds, stratified_folds
-from hacknip.finetune.trainer import FinetuneOptions
+from hacknip.finetuning.trainer import FinetuneOptions
 from hacknip.plugins.head import CLASSIFICATION, REGRESSION
 from hacknip.report import strict_json
 from hacknip.workflow.run import Prepared, Progress, RunConfig, model_factory, no_progress, prepare, sweep_layers

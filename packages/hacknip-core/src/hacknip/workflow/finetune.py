@@ -19,7 +19,7 @@ from hacknip.features.compose import parse_backbones
 from hacknip.features.featurize import dataset_keys, reject_row
 from hacknip.features.store import hacknip_home
 from hacknip.features.supercell import cutoff_supercell
-from hacknip.finetune.trainer import Epoch, FinetuneOptions, FineTuner, PreparedNetwork
+from hacknip.finetuning.trainer import Epoch, FinetuneOptions, FineTuner, PreparedNetwork
 from hacknip.plugins.backbone import check_elements, check_structure, identity_key, supercell_rule
 from hacknip.plugins.registry import load_backbone
 from hacknip.plugins.trainable import trainable_network

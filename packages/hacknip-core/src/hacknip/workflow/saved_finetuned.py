@@ -34,7 +34,7 @@ WEIGHTS_FILE = "weights.safetensors"
 def save_finetuned(folder: Path, run, checkpoints: Path | None, on_epoch, cv_summary: dict[str, float]) -> Path:
     """Fine-tune on every row of ``run`` (a :class:`hacknip.workflow.finetune.Finetuning`; validation carved as in
     each fold) and write the model folder."""
-    from hacknip.finetune.checkpoint import save_tensors
+    from hacknip.finetuning.checkpoint import save_tensors
 
     report = (lambda entry, planned: on_epoch(-1, entry, planned)) if on_epoch else None
     tuner = run.tuner(checkpoints, report).fit(np.arange(len(run.y))[:, None], run.y)
@@ -73,7 +73,7 @@ class SavedFinetuned:
     def predict_dataset(self, dataset: Dataset, batch_size: int = 16, device: str = "cpu", on_error: str = "raise",
                         progress=None, trust_checkpoints: bool = False) -> tuple[Dataset, dict[str, np.ndarray]]:
         """Predictions for every structure the backbone can take (others are rejected as featurising rejects them)."""
-        from hacknip.finetune.trainer import FinetuneOptions, FineTuner, PreparedNetwork
+        from hacknip.finetuning.trainer import FinetuneOptions, FineTuner, PreparedNetwork
         from hacknip.workflow.finetune import build_inputs
 
         saved = self.model["backbone"]
@@ -100,10 +100,22 @@ class SavedFinetuned:
         finally:
             tuner.prepared.restore_pretrained()
 
+    def predict_structures(self, structures: Any, batch_size: int = 16, device: str = "cpu",
+                           trust_checkpoints: bool = False):
+        """Predictions for structures given as :class:`hacknip.Featurizer` takes them (pymatgen, ASE, CIF text, paths),
+        as a DataFrame of ``id`` (the position) and ``predicted`` (and ``probability`` for classification)."""
+        import pandas as pd
+
+        from hacknip.features.featurizer import structure_items, structures_dataset
+
+        dataset = structures_dataset(structure_items(structures), self.model.get("disordered", "refuse"))
+        dataset, predictions = self.predict_dataset(dataset, batch_size, device, trust_checkpoints=trust_checkpoints)
+        return pd.DataFrame({"id": dataset.ids, **predictions})
+
 
 def load_finetuned(folder: Path, model: dict[str, Any]) -> SavedFinetuned:
     """Validate a fine-tuned model's ``model.json`` (already parsed) and read its weights."""
-    from hacknip.finetune.checkpoint import load_tensors
+    from hacknip.finetuning.checkpoint import load_tensors
 
     _validate(model, folder / MODEL_FILE)
     weights_file = folder / WEIGHTS_FILE

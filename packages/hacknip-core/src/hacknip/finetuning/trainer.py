@@ -21,8 +21,8 @@ import numpy as np
 import torch
 
 from hacknip.errors import InputError
-from hacknip.finetune.checkpoint import load_tensors, optimizer_tensors, restore_optimizer, save_tensors
-from hacknip.finetune.model import HEAD_PREFIX, PropertyModel
+from hacknip.finetuning.checkpoint import load_tensors, optimizer_tensors, restore_optimizer, save_tensors
+from hacknip.finetuning.model import HEAD_PREFIX, PropertyModel
 from hacknip.plugins.head import CLASSIFICATION, REGRESSION
 from hacknip.plugins.trainable import FROZEN_BY_DEFAULT, freeze
 
