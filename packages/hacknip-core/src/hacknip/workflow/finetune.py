@@ -3,7 +3,6 @@ folds as ``hacknip run`` → the same ``results.json`` schema, so the two compar
 
 from __future__ import annotations
 
-import hashlib
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -13,14 +12,12 @@ from typing import Any
 import numpy as np
 
 from hacknip.data.structures import Dataset
-from hacknip.errors import BadStructureError, InputError
+from hacknip.errors import InputError
 from hacknip.evaluation.crossval import check_task, cross_validate_per_fold, get_target_transform, infer_task
 from hacknip.features.compose import parse_backbones
-from hacknip.features.featurize import dataset_keys, reject_row
 from hacknip.features.store import hacknip_home
-from hacknip.features.supercell import cutoff_supercell
+from hacknip.finetuning.inputs import build_inputs, fingerprint
 from hacknip.finetuning.trainer import Epoch, FinetuneOptions, FineTuner, PreparedNetwork
-from hacknip.plugins.backbone import check_elements, check_structure, identity_key, supercell_rule
 from hacknip.plugins.registry import load_backbone
 from hacknip.plugins.trainable import trainable_network
 from hacknip.workflow.run import (
@@ -107,39 +104,9 @@ def prepare_finetuning(config: RunConfig, options: FinetuneOptions, progress: Pr
                       time.perf_counter() - inputs_started)
 
 
-def fingerprint(backbone: Any, dataset: Dataset) -> str:
-    """A hash of the backbone's identity and of every structure's content, in order."""
-    digest = hashlib.sha256(identity_key(backbone.identity()).encode())
-    for key in dataset_keys(dataset):
-        digest.update(key.encode())
-    return digest.hexdigest()
-
-
 def default_checkpoints() -> Path:
     """Where fine-tuning keeps its epoch checkpoints unless told otherwise: ``$HACKNIP_HOME/finetune``."""
     return hacknip_home() / "finetune"
-
-
-def build_inputs(dataset: Dataset, backbone: Any, network: Any, on_error: str,
-                 progress: Progress = no_progress) -> tuple[Dataset, list[Any]]:
-    """Each structure's network input (through a cutoff supercell where the backbone needs one); a structure the
-    backbone cannot take is a :class:`~hacknip.data.structures.BadInputError`, or with ``on_error="skip"`` a rejected
-    row."""
-    advance = progress(f"building {backbone.name} graphs", len(dataset.samples))
-    inputs, rejected = [], []
-    for sample in dataset.samples:
-        atoms = sample.atoms
-        try:
-            check_structure(atoms, 0, backbone.name)
-            if backbone.supported_elements is not None:
-                check_elements([atoms], backbone.supported_elements, backbone.name)
-            if backbone.needs_supercell:
-                atoms = cutoff_supercell(atoms, backbone.cutoff, supercell_rule(backbone))
-            inputs.extend(network.inputs([atoms]))
-        except BadStructureError as error:
-            rejected.append(reject_row(dataset, sample, f"{backbone.name} cannot take it: {error}", on_error))
-        advance(1)
-    return dataset.drop(rejected), inputs
 
 
 def finetune(config: RunConfig, options: FinetuneOptions, progress: Progress = no_progress,

@@ -73,8 +73,8 @@ class SavedFinetuned:
     def predict_dataset(self, dataset: Dataset, batch_size: int = 16, device: str = "cpu", on_error: str = "raise",
                         progress=None, trust_checkpoints: bool = False) -> tuple[Dataset, dict[str, np.ndarray]]:
         """Predictions for every structure the backbone can take (others are rejected as featurising rejects them)."""
+        from hacknip.finetuning.inputs import build_inputs, no_progress
         from hacknip.finetuning.trainer import FinetuneOptions, FineTuner, PreparedNetwork
-        from hacknip.workflow.finetune import build_inputs
 
         saved = self.model["backbone"]
         check_checkpoint(saved, self.folder, trust_checkpoints)
@@ -84,7 +84,7 @@ class SavedFinetuned:
         recipe = self.model["recipe"]
         options = FinetuneOptions(hidden=tuple(recipe["hidden"]), seed=recipe["seed"], frozen=tuple(recipe["frozen"]),
                                   batch_size=batch_size, device=device)
-        dataset, inputs = build_inputs(dataset, backbone, network, on_error, progress or (lambda *a: lambda n=1: None))
+        dataset, inputs = build_inputs(dataset, backbone, network, on_error, progress or no_progress)
         tuner = FineTuner(PreparedNetwork(network, inputs, options.frozen, device), options, self.task,
                           target_transform=get_target_transform(self.model.get("target_transform")))
         try:
