@@ -191,7 +191,14 @@ def print_summary(results: dict[str, Any], console) -> None:
     summary.add_column()
     summary.add_row("samples", f"{results['n_samples']} ({len(results['skipped'])} skipped)")
     summary.add_row("folds", results["folds_source"])
-    summary.add_row("best layer", _layers_text(results["best_layer"]))
+    if "finetune" in results:
+        recipe = results["finetune"]["recipe"]
+        summary.add_row("fine-tuned", f"up to {_layers_text(results['best_layer'])}, "
+                                      f"{results['finetune']['trained_parameters']:,} backbone parameters trained, "
+                                      f"MLP {'x'.join(map(str, recipe['hidden']))}, {recipe['epochs']} epochs"
+                                      + (f" (patience {recipe['patience']})" if recipe["patience"] else ""))
+    else:
+        summary.add_row("best layer", _layers_text(results["best_layer"]))
     for row in _score_rows(results):
         summary.add_row(*row)
     if results.get("leaderboard"):
