@@ -87,7 +87,8 @@ def finetune(data: str | Path, backbone: str, *, recipe: FinetuneOptions | None 
         raise InputError(f"unknown option(s) for finetune: {', '.join(not_here)}; fine-tuning trains its own MLP head "
                          "on mean-pooled features: set its sizes with recipe=FinetuneOptions(hidden=...)")
     config = run_config(data, backbone, "lightgbm", options)
-    results = finetune_job(config, recipe or FinetuneOptions(), checkpoints=Path(checkpoints or default_checkpoints()),
+    recipe = _recipe_with(recipe or FinetuneOptions(), options)
+    results = finetune_job(config, recipe, checkpoints=Path(checkpoints or default_checkpoints()),
                            save_to=Path(save_to) if save_to is not None else None)
     return RunResult(results)
 
@@ -108,6 +109,7 @@ def curve(data: str | Path, backbone: str, head: str = "lightgbm", *, fractions:
     from hacknip.workflow.curve import CurveSettings
     from hacknip.workflow.curve import curve as curve_job
 
+    recipe = _recipe_with(recipe, options) if recipe is not None else None
     settings = CurveSettings(fractions=tuple(fractions), repeats=repeats, full_repeats=full_repeats, finetune=recipe,
                              finetune_backbone=finetune_backbone, seed=seed, n_boot=n_boot)
     return curve_job(run_config(data, backbone, head, options), settings,
@@ -130,6 +132,12 @@ def load_model(folder: str | Path):
 
 
 _FIELDS = {field.name for field in dataclasses.fields(RunConfig)}
+
+
+def _recipe_with(recipe: FinetuneOptions, options: dict[str, Any]) -> FinetuneOptions:
+    """The recipe trains on ``device`` with ``batch_size`` when they are given as options, as on the command line."""
+    given = {name: options[name] for name in ("device", "batch_size") if name in options}
+    return dataclasses.replace(recipe, **given)
 
 
 def run_config(data: str | Path, backbone: str, head: str, options: dict[str, Any]) -> RunConfig:

@@ -41,7 +41,7 @@ class FinetuneOptions:
     lr_backbone: float = 1e-5
     lr_head: float = 1e-3
     weight_decay: float = 1e-4
-    batch_size: int = 32
+    batch_size: int = 16
     validation_fraction: float = 0.1
     """Carved from each training fold (never from its test fold) to pick the best epoch."""
     patience: int | None = None
