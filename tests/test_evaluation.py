@@ -69,6 +69,19 @@ def test_dummy_matches_the_published_matbench_dummy(phonons_path, validation_fil
     assert dummy.mae_mean == pytest.approx(323.9822, abs=1e-3)  # leaderboard's Dummy entry for phonons
 
 
+def test_a_rank_needs_the_whole_task_on_its_official_folds(phonons_path):
+    from hacknip.data.read import read_dataset
+    from hacknip.evaluation.leaderboard import official_task_size
+    from hacknip.workflow.run import VALIDATION_FILE, RunConfig, why_not_ranked
+
+    assert official_task_size(MATBENCH, phonons_path.parent / VALIDATION_FILE) == 1265
+    dataset = read_dataset(phonons_path)
+    config = RunConfig(data=phonons_path, backbone="chgnet")
+    assert why_not_ranked(config, dataset, "official Matbench v0.1 folds (x)") is None
+    assert "all 1265 rows" in why_not_ranked(config, dataset.head(100), "official Matbench v0.1 folds (x)")
+    assert "official folds" in why_not_ranked(config, dataset, "KFold(5, shuffle=True, random_state=18012019)")
+
+
 def test_leaderboard_rank(phonons_path):
     summary = phonons_path.parent / "leaderboard" / "matbench_v0.1_leaderboard_summary.csv"
     rank = leaderboard_rank(MATBENCH, 35.0, summary)

@@ -205,6 +205,8 @@ def print_summary(results: dict[str, Any], console) -> None:
         board = results["leaderboard"]
         ahead = ", ".join(f"{e['algorithm']} {e['mae_mean']:.4g}" for e in board["ahead"][:3])
         summary.add_row("leaderboard", f"rank {board['rank']} of {board['out_of']}" + (f" (best: {ahead})" if ahead else ""))
+    elif results.get("leaderboard_note"):
+        summary.add_row("leaderboard", f"not ranked: {results['leaderboard_note']}")
     summary.add_row("time", f"{results['timings_s']['total']:.1f} s")
     console.print(summary)
     for entry in results["skipped"]:

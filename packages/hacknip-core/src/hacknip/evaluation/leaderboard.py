@@ -41,3 +41,16 @@ def find_matbench_file(data_path: Path, name: str) -> Path | None:
         if candidate.exists():
             return candidate
     return None
+
+
+def official_task_size(task: str, validation_file: str | Path) -> int | None:
+    """How many rows the official Matbench folds of ``task`` hold (None when the file has no such task)."""
+    import gzip
+    import json
+
+    opener = gzip.open if str(validation_file).endswith(".gz") else open
+    with opener(validation_file, "rt") as handle:
+        splits = json.load(handle)["splits"]
+    if task not in splits:
+        return None
+    return len({sample_id for fold in splits[task].values() for sample_id in fold["test"]})

@@ -39,7 +39,7 @@ from hacknip.evaluation.crossval import (
     random_folds,
     stratified_folds,
 )
-from hacknip.evaluation.leaderboard import SUMMARY_FILE, find_matbench_file, leaderboard_rank
+from hacknip.evaluation.leaderboard import SUMMARY_FILE, find_matbench_file, leaderboard_rank, official_task_size
 from hacknip.features.compose import Member, parse_backbones
 from hacknip.features.featurize import dataset_keys, featurize, layer_matrix
 from hacknip.features.pooling import parse_pooling
@@ -447,10 +447,27 @@ def scored_results(config: RunConfig, dataset: Dataset, final: CVResult, folds: 
         results["relative_mae"] = final.mae_mean / dummy.mae_mean
     if dataset.matbench_task and final.task == REGRESSION:
         summary = config.leaderboard_file or find_matbench_file(Path(config.data), SUMMARY_FILE)
-        if summary:
+        unranked = summary and why_not_ranked(config, dataset, folds_source)
+        if unranked:
+            results["leaderboard_note"] = unranked
+        elif summary:
             rank = leaderboard_rank(dataset.matbench_task, final.mae_mean, summary)
             results["leaderboard"] = rank.as_dict() if rank else None
     return results
+
+
+def why_not_ranked(config: RunConfig, dataset: Dataset, folds_source: str) -> str | None:
+    """Why a Matbench score cannot be ranked on the leaderboard, or None when it can: a rank compares scores on the
+    same rows and the same folds, i.e. the whole task on its official folds."""
+    task = dataset.matbench_task
+    if not folds_source.startswith("official Matbench"):
+        return f"the leaderboard ranks scores on the official folds of {task}; this run used {folds_source}"
+    folds_file = config.folds_file or find_matbench_file(Path(config.data), VALIDATION_FILE)
+    size = official_task_size(task, folds_file) if folds_file else None
+    if size is not None and len(dataset.samples) != size:
+        return (f"the leaderboard ranks scores on all {size} rows of {task}; this run scored {len(dataset.samples)} "
+                f"({'--limit' if config.limit else 'rows skipped'})")
+    return None
 
 
 def results_dict(prepared: Prepared, per_layer: list[dict], chosen: dict[str, list[int]], final: CVResult,
