@@ -132,3 +132,14 @@ def test_run_with_a_grouped_split_never_splits_a_formula(toy_plugin, tmp_path):
     assert bad.exit_code == 1 and "no column 'nope' for --split group:nope" in bad.output
     typo = CliRunner().invoke(cli, ["run", "--data", str(table), "--backbone", "toy", "--split", "grouped"])
     assert typo.exit_code == 2 and "group:COLUMN" in typo.output
+
+
+@pytest.mark.parametrize("columns", ["80", "160"])
+def test_list_never_cuts_a_name(columns):
+    listed = json.loads(CliRunner().invoke(cli, ["list", "--json"]).output)
+    result = CliRunner().invoke(cli, ["list"], env={"COLUMNS": columns})
+    assert result.exit_code == 0, result.output
+    cells = {cell.strip() for line in result.output.splitlines() for cell in line.split("│")}
+    for entry in listed["backbones"] + listed["heads"]:
+        assert entry["name"] in cells, f"{entry['name']} is cut at {columns} columns"
+    assert ("hacknip-chgnet" in result.output) == (columns == "160")  # narrow: the package column goes first

@@ -77,22 +77,30 @@ def list_command(as_json):
     from rich.console import Console
     from rich.table import Table
 
+    console = Console()
+    wide = console.width >= 120  # narrower: the package and verified columns go (hacknip list --json has them)
     table = Table(title="Backbones")
-    for column in ("name", "package", "cutoff Å", "layers", "widths", "supercells", "fine-tune", "verified"):
+    # a name is what the user types: never cut it (other columns wrap or go first)
+    table.add_column("name", no_wrap=True, min_width=max((len(name) for name in backbones), default=4))
+    columns = ("package", "cutoff Å", "layers", "widths", "supercells", "fine-tune", "verified") if wide else \
+        ("cutoff Å", "layers", "widths", "supercells", "fine-tune")
+    for column in columns:
         table.add_column(column)
     for spec in backbones.values():
         row = _backbone_row(spec)
-        supercells = f"needed ({spec.supercell_rule})" if spec.needs_supercell else "not needed"
-        table.add_row(spec.name, f"{spec.package} {spec.package_version}", f"{spec.cutoff:g}", str(row["n_layers"]),
-                      _widths_text(spec.layer_widths), supercells, "yes" if spec.trainable else "no",
-                      "yes" if spec.verified else "[yellow]no[/]")
+        supercells = (f"needed ({spec.supercell_rule})" if wide else "needed") if spec.needs_supercell else "no"
+        cells = [f"{spec.cutoff:g}", str(row["n_layers"]), _widths_text(spec.layer_widths), supercells,
+                 "yes" if spec.trainable else "no"]
+        if wide:
+            cells = [f"{spec.package} {spec.package_version}", *cells, "yes" if spec.verified else "[yellow]no[/]"]
+        table.add_row(spec.name, *cells)
     heads_table = Table(title="Heads")
-    for column in ("name", "package", "tasks", "description"):
+    heads_table.add_column("name", no_wrap=True, min_width=max((len(name) for name in heads), default=4))
+    for column in ("package", "tasks", "description"):
         heads_table.add_column(column)
     for spec in heads.values():
         heads_table.add_row(spec.name, f"{spec.package} {spec.package_version}", ", ".join(sorted(spec.task_kinds)),
                             spec.description)
-    console = Console()
     console.print(table)
     console.print(heads_table)
     if not backbones:
