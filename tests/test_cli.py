@@ -143,3 +143,21 @@ def test_list_never_cuts_a_name(columns):
     for entry in listed["backbones"] + listed["heads"]:
         assert entry["name"] in cells, f"{entry['name']} is cut at {columns} columns"
     assert ("hacknip-chgnet" in result.output) == (columns == "160")  # narrow: the package column goes first
+
+
+def test_progress_is_written_as_lines_when_stdout_is_not_a_terminal(monkeypatch):
+    import io
+
+    from hacknip import cli as cli_module
+
+    now = [0.0]
+    monkeypatch.setattr(cli_module.time, "monotonic", lambda: now[0])
+    stream = io.StringIO()
+    advance = cli_module.PlainProgress(stream, every=5.0).start("featurising with chgnet", 4)
+    for when in (1.0, 6.5, 7.0, 8.0):
+        now[0] = when
+        advance(1)
+    lines = stream.getvalue().splitlines()
+    assert lines[0] == "featurising with chgnet: 0/4, 0 s"
+    assert lines[1].startswith("featurising with chgnet: 2/4, 6 s, eta ")  # 5 s after the last line
+    assert lines[-1] == "featurising with chgnet: 4/4, 8 s" and len(lines) == 3

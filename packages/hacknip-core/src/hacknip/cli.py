@@ -7,6 +7,7 @@ import json
 import os
 import re
 import signal
+import sys
 import time
 import warnings
 from contextlib import contextmanager
@@ -175,9 +176,17 @@ def data_options(command):
     return command
 
 
+PLAIN_PROGRESS_SECONDS = 5.0
+"""How often progress is written as a plain line when stdout is not a terminal (CI, batch jobs, ``> run.log``)."""
+
+
 @contextmanager
 def progress_bars():
-    """A rich progress display; yields ``start(description, total) -> advance(n)``."""
+    """A rich progress display in a terminal, plain progress lines elsewhere; yields ``start(description, total) ->
+    advance(n)`` (``advance.restart(total)`` starts its count again)."""
+    if not sys.stdout.isatty():
+        yield PlainProgress(sys.stdout, PLAIN_PROGRESS_SECONDS).start
+        return
     from rich.progress import (
         BarColumn,
         MofNCompleteColumn,
@@ -200,6 +209,39 @@ def progress_bars():
             return advance
 
         yield start
+
+
+class PlainProgress:
+    """Progress as lines (``description: done/total, elapsed, eta``): one when a task starts, then at most one every
+    ``every`` seconds, and one when it completes, so that a log shows a long job moving."""
+
+    def __init__(self, stream, every: float) -> None:
+        self.stream, self.every = stream, every
+
+    def start(self, description: str, total: int | None):
+        state = {"done": 0, "total": total, "started": time.monotonic(), "written": time.monotonic()}
+
+        def write() -> None:
+            elapsed = time.monotonic() - state["started"]
+            done, planned = state["done"], state["total"]
+            line = f"{description}: {done}" + (f"/{planned}" if planned else "") + f", {elapsed:.0f} s"
+            if planned and 0 < done < planned:
+                line += f", eta {elapsed / done * (planned - done):.0f} s"
+            print(line, file=self.stream, flush=True)
+            state["written"] = time.monotonic()
+
+        def advance(n: int = 1) -> None:
+            state["done"] += n
+            finished = state["total"] is not None and state["done"] >= state["total"]
+            if finished or time.monotonic() - state["written"] >= self.every:
+                write()
+
+        def restart(total: int | None) -> None:
+            state.update(done=0, total=total, started=time.monotonic())
+
+        advance.restart = restart  # type: ignore[attr-defined]
+        write()
+        return advance
 
 
 def _run_config(**options):
