@@ -14,6 +14,7 @@ from torch import nn
 
 from hacknip import hookimpl
 from hacknip.plugins.backbone import BackboneSpec, check_elements, check_layers
+from hacknip.plugins.trainable import groups_by_module
 
 WIDTH = 8
 N_BLOCKS = 3
@@ -86,15 +87,8 @@ class ToyTrainable(nn.Module):
         return [self.network.layers(graph, self.layer)[self.layer] for graph in inputs]
 
     def parameter_groups(self):
-        groups = {"embedding": [], "interactions": [], "past_layer": []}
-        for name, _ in self.named_parameters():
-            if name.startswith("network.embedding."):
-                groups["embedding"].append(name)
-            elif name.startswith("network.blocks.") and int(name.split(".")[2]) < self.layer:
-                groups["interactions"].append(name)
-            else:
-                groups["past_layer"].append(name)
-        return groups
+        return groups_by_module([name for name, _ in self.named_parameters()], ["embedding"],
+                                [f"blocks.{index}" for index in range(self.layer)])
 
 
 def load(checkpoint=None, **options):

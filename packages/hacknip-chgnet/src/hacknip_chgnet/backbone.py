@@ -35,6 +35,7 @@ from pymatgen.io.ase import AseAtomsAdaptor
 from hacknip.errors import BadStructureError, InputError
 from hacknip.plugins.backbone import file_sha256, per_atom_features_in_batches, refusing_pickles
 from hacknip.plugins.capture import forward_capturing
+from hacknip.plugins.trainable import groups_by_module
 
 SPEC_NAME = "chgnet"
 DEFAULT_MODEL = "0.3.0"
@@ -273,13 +274,4 @@ class CHGNetTrainable(torch.nn.Module):
             interactions += [f"bond_conv_layers.{i}" for i in range(max(layer - 1, 0))]
         if isinstance(net.angle_layers, torch.nn.ModuleList):
             interactions += [f"angle_layers.{i}" for i in range(max(layer - 2, 0))]
-        groups: dict[str, list[str]] = {"embedding": [], "interactions": [], "past_layer": []}
-        for name, _ in self.named_parameters():
-            inner = name.removeprefix("network.")
-            if any(inner.startswith(prefix + ".") for prefix in embedding):
-                groups["embedding"].append(name)
-            elif any(inner.startswith(prefix + ".") for prefix in interactions):
-                groups["interactions"].append(name)
-            else:
-                groups["past_layer"].append(name)
-        return groups
+        return groups_by_module([name for name, _ in self.named_parameters()], embedding, interactions)

@@ -51,6 +51,7 @@ with contextlib.redirect_stdout(io.StringIO()):  # mace prints a notice about cu
 from hacknip.errors import InputError
 from hacknip.plugins.backbone import file_sha256, per_atom_features_in_batches
 from hacknip.plugins.capture import forward_capturing, scalar_channels
+from hacknip.plugins.trainable import groups_by_module
 from hacknip_mace.plugin import (
     DEFAULT_MODEL,
     MACE_MP_CUTOFF,
@@ -376,13 +377,4 @@ class MACETrainable(torch.nn.Module):
         layer = self.layer
         embedding = ["node_embedding", "joint_embedding"] + (["radial_embedding"] if layer >= 1 else [])
         interactions = [f"{blocks}.{index}" for blocks in ("interactions", "products") for index in range(layer)]
-        groups: dict[str, list[str]] = {"embedding": [], "interactions": [], "past_layer": []}
-        for name, _ in self.named_parameters():
-            inner = name.removeprefix("network.")
-            if any(inner.startswith(prefix + ".") for prefix in embedding):
-                groups["embedding"].append(name)
-            elif any(inner.startswith(prefix + ".") for prefix in interactions):
-                groups["interactions"].append(name)
-            else:
-                groups["past_layer"].append(name)
-        return groups
+        return groups_by_module([name for name, _ in self.named_parameters()], embedding, interactions)

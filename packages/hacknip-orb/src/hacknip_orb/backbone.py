@@ -47,6 +47,7 @@ from hacknip.errors import BadStructureError, InputError
 from hacknip.features.supercell import perpendicular_widths
 from hacknip.plugins.backbone import SUPERCELL_RULES, file_sha256, per_atom_features_in_batches, refusing_pickles
 from hacknip.plugins.capture import forward_capturing
+from hacknip.plugins.trainable import groups_by_module
 from hacknip_orb.fused import FusedGNS, fusable
 from hacknip_orb.plugin import DEFAULT_MODEL, MODELS, UNCAPPED, factory_name, needs_supercell
 
@@ -401,16 +402,7 @@ class ORBTrainable(torch.nn.Module):
         else:
             embedding = [name for name, _ in gns.named_children() if name not in ("gnn_stacks", "_decoder")]
         interactions = [f"gnn_stacks.{i}" for i in range(self.layer)]
-        groups: dict[str, list[str]] = {"embedding": [], "interactions": [], "past_layer": []}
-        for name, _ in self.named_parameters():
-            inner = name.removeprefix("network.model.") if name.startswith("network.model.") else None
-            if inner is not None and any(inner.startswith(prefix + ".") for prefix in embedding):
-                groups["embedding"].append(name)
-            elif inner is not None and any(inner.startswith(prefix + ".") for prefix in interactions):
-                groups["interactions"].append(name)
-            else:
-                groups["past_layer"].append(name)
-        return groups
+        return groups_by_module([name for name, _ in self.named_parameters()], embedding, interactions, root="network.model.")
 
 
 class HacknipORBCalculator(ORBCalculator):

@@ -43,6 +43,7 @@ from torch_geometric.data import Batch
 from hacknip.errors import InputError
 from hacknip.plugins.backbone import file_sha256, per_atom_features_in_batches, refusing_pickles
 from hacknip.plugins.capture import forward_capturing, scalar_channels
+from hacknip.plugins.trainable import groups_by_module
 
 SPEC_NAME = "sevennet"
 DEFAULT_MODEL = "7net-0"
@@ -312,13 +313,4 @@ class SevenNetTrainable(torch.nn.Module):
         embedding = [name for name in children[:first_block] if self.layer >= 1 or name not in EDGE_MODULES]
         interactions = [name for name in children
                         if (match := BLOCK_MODULE.match(name)) and int(match.group(1)) < self.layer]
-        groups: dict[str, list[str]] = {"embedding": [], "interactions": [], "past_layer": []}
-        for name, _ in self.named_parameters():
-            child = name.removeprefix("network.").split(".", 1)[0]
-            if child in embedding:
-                groups["embedding"].append(name)
-            elif child in interactions:
-                groups["interactions"].append(name)
-            else:
-                groups["past_layer"].append(name)
-        return groups
+        return groups_by_module([name for name, _ in self.named_parameters()], embedding, interactions)

@@ -59,6 +59,22 @@ class TrainableNetwork(Protocol):
         """Names (as in ``named_parameters()``) of the parameters of each group, groups in network order."""
 
 
+def groups_by_module(parameter_names: Sequence[str], embedding: Sequence[str], interactions: Sequence[str],
+                     root: str = "network.") -> dict[str, list[str]]:
+    """Groups from module paths (relative to ``root``): a parameter lying in one of the ``embedding`` modules is in
+    ``embedding``, else one lying in an ``interactions`` module in ``interactions``, else (also anything outside
+    ``root``) in ``past_layer``. What a plugin's ``parameter_groups`` returns once it knows which modules reach the
+    layer."""
+    def lies_in(name: str, modules: Sequence[str]) -> bool:
+        return name.startswith(root) and any(name[len(root):].startswith(module + ".") for module in modules)
+
+    groups: dict[str, list[str]] = {EMBEDDING: [], INTERACTIONS: [], PAST_LAYER: []}
+    for name in parameter_names:
+        group = EMBEDDING if lies_in(name, embedding) else INTERACTIONS if lies_in(name, interactions) else PAST_LAYER
+        groups[group].append(name)
+    return groups
+
+
 def is_trainable(backbone: Any) -> bool:
     return callable(getattr(backbone, "trainable", None))
 
