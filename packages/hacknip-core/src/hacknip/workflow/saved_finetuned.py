@@ -18,14 +18,21 @@ from typing import Any
 import numpy as np
 
 from hacknip import __version__
-from hacknip.data.structures import DISORDERED_CHOICES, Dataset
+from hacknip.data.structures import Dataset
 from hacknip.errors import InputError
-from hacknip.evaluation.crossval import TARGET_TRANSFORMS, get_target_transform
-from hacknip.plugins.head import CLASSIFICATION, REGRESSION
+from hacknip.evaluation.crossval import get_target_transform
+from hacknip.plugins.head import CLASSIFICATION
 from hacknip.plugins.registry import load_backbone
 from hacknip.plugins.trainable import trainable_network
 from hacknip.report import strict_json
-from hacknip.workflow.saved_model import MODEL_FILE, check_checkpoint, check_identity
+from hacknip.workflow.saved_model import (
+    MODEL_FILE,
+    check_checkpoint,
+    check_identity,
+    check_prediction_fields,
+    field_check,
+    is_count,
+)
 
 FORMAT = "hacknip-finetuned/1"
 WEIGHTS_FILE = "weights.safetensors"
@@ -127,34 +134,21 @@ def load_finetuned(folder: Path, model: dict[str, Any]) -> SavedFinetuned:
 
 
 def _validate(model: dict[str, Any], model_file: Path) -> None:
-    def field(name: str, ok: bool, expected: str) -> None:
-        if not ok:
-            raise InputError(f"{model_file}: field {name!r} is {model.get(name, '<missing>')!r}, expected {expected}; "
-                             "the model folder is damaged or was edited: save it again with hacknip finetune --save")
-
+    field = field_check(model, model_file, "hacknip finetune --save")
     backbone = model.get("backbone")
     field("backbone", isinstance(backbone, dict) and isinstance(backbone.get("name"), str) and backbone["name"]
-          and isinstance(backbone.get("identity"), dict) and _count(backbone.get("layer"), 0),
+          and isinstance(backbone.get("identity"), dict) and is_count(backbone.get("layer"), 0),
           "an object with a name, an identity object and a layer number")
-    field("task", model.get("task") in (REGRESSION, CLASSIFICATION), f"{REGRESSION!r} or {CLASSIFICATION!r}")
-    field("target", isinstance(model.get("target"), str), "the target's name")
-    field("target_transform", model.get("target_transform") in (None, "none", *TARGET_TRANSFORMS),
-          f"null or one of {', '.join(TARGET_TRANSFORMS)}")
-    field("disordered", model.get("disordered", "refuse") in DISORDERED_CHOICES, f"one of {', '.join(DISORDERED_CHOICES)}")
+    check_prediction_fields(model, field)
     recipe = model.get("recipe")
     field("recipe", isinstance(recipe, dict) and isinstance(recipe.get("hidden"), list)
-          and all(_count(size, 1) for size in recipe["hidden"]) and _count(recipe.get("seed"), 0)
+          and all(is_count(size, 1) for size in recipe["hidden"]) and is_count(recipe.get("seed"), 0)
           and isinstance(recipe.get("frozen"), list) and all(isinstance(g, str) for g in recipe["frozen"]),
           "an object with hidden sizes, a seed and the frozen groups")
     for name in ("target_centre", "target_scale"):
         value = model.get(name)
         field(name, isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value),
               "a finite number")
-
-
-def _count(value: Any, minimum: int) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool) and value >= minimum
-
 
 
 def load_saved(folder: Path):

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -189,12 +190,33 @@ def load_model(folder: Path) -> SavedModel:
     return SavedModel(folder, model, arrays)
 
 
-def _validate_model(model: dict[str, Any], model_file: Path) -> None:
-    """Each field of a ``hacknip-model/1`` file, so that a damaged or edited one fails here with the field's name."""
+def field_check(model: dict[str, Any], model_file: Path, command: str) -> Callable[[str, bool, str], None]:
+    """``field(name, ok, expected)``: raises, unless ``ok``, a one-line error naming the field of ``model_file``, what
+    it holds and what was expected, and that ``command`` saves the folder again."""
     def field(name: str, ok: bool, expected: str) -> None:
         if not ok:
             raise InputError(f"{model_file}: field {name!r} is {model.get(name, '<missing>')!r}, expected {expected}; "
-                             f"the model folder is damaged or was edited: save it again with hacknip run --save")
+                             f"the model folder is damaged or was edited: save it again with {command}")
+    return field
+
+
+def check_prediction_fields(model: dict[str, Any], field: Callable[[str, bool, str], None]) -> None:
+    """The fields every model folder has: what it predicts and how structures are read for it."""
+    field("task", model.get("task") in (REGRESSION, CLASSIFICATION), f"{REGRESSION!r} or {CLASSIFICATION!r}")
+    field("target", isinstance(model.get("target"), str), "the target's name")
+    field("target_transform", model.get("target_transform") in (None, "none", *TARGET_TRANSFORMS),
+          f"null or one of {', '.join(TARGET_TRANSFORMS)}")
+    field("disordered", model.get("disordered", "refuse") in DISORDERED_CHOICES, f"one of {', '.join(DISORDERED_CHOICES)}")
+
+
+def is_count(value: Any, minimum: int) -> bool:
+    """An int (not a bool) of at least ``minimum``."""
+    return isinstance(value, int) and not isinstance(value, bool) and value >= minimum
+
+
+def _validate_model(model: dict[str, Any], model_file: Path) -> None:
+    """Each field of a ``hacknip-model/1`` file, so that a damaged or edited one fails here with the field's name."""
+    field = field_check(model, model_file, "hacknip run --save")
 
     backbones = model.get("backbones")
     field("backbones", isinstance(backbones, list) and len(backbones) > 0, "a non-empty list")
@@ -202,23 +224,17 @@ def _validate_model(model: dict[str, Any], model_file: Path) -> None:
         entry_ok = (isinstance(saved, dict) and isinstance(saved.get("name"), str) and saved["name"]
                     and isinstance(saved.get("identity"), dict) and isinstance(saved.get("layers"), list)
                     and len(saved["layers"]) > 0
-                    and all(isinstance(layer, int) and not isinstance(layer, bool) and layer >= 0
-                            for layer in saved["layers"]))
+                    and all(is_count(layer, 0) for layer in saved["layers"]))
         field("backbones", entry_ok, f"entry {index} to hold a name, an identity object and a list of layer numbers")
     pooling = model.get("pooling")
     field("pooling", isinstance(pooling, str) and _parses(parse_pooling, pooling), "a pooling such as 'mean+max'")
-    field("task", model.get("task") in (REGRESSION, CLASSIFICATION), f"{REGRESSION!r} or {CLASSIFICATION!r}")
-    field("target", isinstance(model.get("target"), str), "the target's name")
-    field("target_transform", model.get("target_transform") in (None, "none", *TARGET_TRANSFORMS),
-          f"null or one of {', '.join(TARGET_TRANSFORMS)}")
+    check_prediction_fields(model, field)
     extras = model.get("extra_features", [])
     field("extra_features", isinstance(extras, list) and all(isinstance(c, str) for c in extras), "a list of column names")
-    field("disordered", model.get("disordered", "refuse") in DISORDERED_CHOICES, f"one of {', '.join(DISORDERED_CHOICES)}")
     field("head", isinstance(model.get("head"), str) and model["head"], "a head name")
     field("head_params", isinstance(model.get("head_params"), dict), "an object of hyperparameters")
     n_features = model.get("n_features")
-    field("n_features", isinstance(n_features, int) and not isinstance(n_features, bool) and n_features > 0,
-          "a positive integer")
+    field("n_features", is_count(n_features, 1), "a positive integer")
 
 
 def _parses(parse, text: str) -> bool:
