@@ -173,7 +173,8 @@ def curve(config: RunConfig, settings: CurveSettings, progress: Progress = no_pr
         from hacknip.workflow.finetune import prepare_finetuning
 
         backbone = settings.finetune_backbone or prepared.members[0].member.name
-        finetuning = prepare_finetuning(dataclasses.replace(config, backbone=backbone), settings.finetune, progress)
+        finetuning = prepare_finetuning(dataclasses.replace(config, backbone=backbone), settings.finetune, progress,
+                                        prepared.dataset)  # read once
         _check_same_rows(prepared, finetuning)
     checkpoints = checkpoints or default_checkpoints()
     store = PointStore(checkpoints / "curves" / _study_key(prepared, settings))
@@ -215,7 +216,7 @@ def _point(method, store, prepared, finetuning, rows, fraction, repeat, settings
     if method == HACKNIP:
         result, layers, weights = _hacknip_scores(prepared.subset(rows, folds), keep_weights)
     else:
-        result, layers, weights = _finetune_scores(finetuning, rows, y, folds, keep_weights, on_epoch, checkpoints)
+        result, layers, weights = _finetune_scores(finetuning, rows, folds, keep_weights, on_epoch, checkpoints)
     point = Point(method, fraction, repeat, len(rows), result.summary(), layers, time.perf_counter() - started,
                   result.folds)
     store.put(point, weights)
@@ -242,23 +243,8 @@ def _hacknip_scores(subset: Prepared, keep_weights: bool):
     return result, layers, weights
 
 
-def _finetune_scores(finetuning, rows: np.ndarray, y: np.ndarray, folds: list, keep_weights: bool, on_epoch,
-                     checkpoints: Path):
-    from hacknip.evaluation.crossval import cross_validate_per_fold
-    from hacknip.workflow.finetune import score_transform
-
-    tuners = []
-
-    def make(fold: int):
-        def new():
-            report = (lambda entry, planned: on_epoch(fold, entry, planned)) if on_epoch else None
-            tuners.append(finetuning.tuner(checkpoints, report))
-            return tuners[-1]
-        return new
-
-    X = rows[:, None]  # the tuner reads rows of the whole dataset's inputs
-    result = cross_validate_per_fold([(X, make(fold)) for fold in range(len(folds))], y, folds, task=finetuning.task,
-                                     score_transform=score_transform(finetuning.config))
+def _finetune_scores(finetuning, rows: np.ndarray, folds: list, keep_weights: bool, on_epoch, checkpoints: Path):
+    result, tuners = finetuning.cross_validate(rows, folds, checkpoints, on_epoch)
     weights = None
     if keep_weights:
         tuner = tuners[0]

@@ -13,7 +13,7 @@ import numpy as np
 
 from hacknip.data.structures import Dataset
 from hacknip.errors import InputError
-from hacknip.evaluation.crossval import check_task, cross_validate_per_fold, get_target_transform, infer_task
+from hacknip.evaluation.crossval import CVResult, check_task, cross_validate_per_fold, get_target_transform, infer_task
 from hacknip.features.compose import parse_backbones
 from hacknip.features.store import hacknip_home
 from hacknip.finetuning.inputs import build_inputs, fingerprint
@@ -28,6 +28,7 @@ from hacknip.workflow.run import (
     load_data,
     make_folds,
     no_progress,
+    score_transform,
     scored_results,
     split_groups,
 )
@@ -65,6 +66,24 @@ class Finetuning:
         return FineTuner(self.prepared, self.options, self.task, checkpoints, on_epoch,
                          get_target_transform(self.config.target_transform))
 
+    def cross_validate(self, rows: np.ndarray, folds: list, checkpoints: Path | None = None,
+                       on_epoch: OnEpoch | None = None, on_fold=None) -> tuple[CVResult, list[FineTuner]]:
+        """Fine-tune on each training fold of ``rows`` (rows of the whole dataset; ``folds`` are positions within
+        them) and score its test fold, as ``hacknip run`` scores a head; also the tuners, fold by fold."""
+        tuners: list[FineTuner] = []
+
+        def new_tuner(fold: int) -> Callable[[], FineTuner]:
+            def make() -> FineTuner:
+                report = (lambda entry, planned: on_epoch(fold, entry, planned)) if on_epoch else None
+                tuners.append(self.tuner(checkpoints, report))
+                return tuners[-1]
+            return make
+
+        X = rows[:, None]  # a tuner reads its rows of the dataset's inputs
+        result = cross_validate_per_fold([(X, new_tuner(fold)) for fold in range(len(folds))], self.y[rows], folds,
+                                         on_fold=on_fold, task=self.task, score_transform=score_transform(self.config))
+        return result, tuners
+
 
 def chosen_layer(expression: str, n_layers: int) -> tuple[str, int]:
     """The backbone name and the layer to fine-tune up to: ``name@L``, or the last layer."""
@@ -80,17 +99,20 @@ def chosen_layer(expression: str, n_layers: int) -> tuple[str, int]:
     return member.name, (fixed[0] if fixed is not None else n_layers - 1)
 
 
-def prepare_finetuning(config: RunConfig, options: FinetuneOptions, progress: Progress = no_progress) -> Finetuning:
-    """Read the data, load the backbone and build its network input for every structure (rows it cannot take are
-    rejected as featurising rejects them), decide the task and the outer folds."""
+def prepare_finetuning(config: RunConfig, options: FinetuneOptions, progress: Progress = no_progress,
+                       dataset: Dataset | None = None) -> Finetuning:
+    """Read the data (unless ``dataset`` is the data already read), load the backbone and build its network input
+    for every structure (rows it cannot take are rejected as featurising rejects them), decide the task and the outer
+    folds."""
     started = time.perf_counter()
     options.check()
     name = parse_backbones(config.backbone)[0].name
     backbone = load_backbone(name, device=config.device, **config.backbone_options)
     name, layer = chosen_layer(config.backbone, len(backbone.layer_widths))
     network = trainable_network(backbone, layer)
-    dataset = load_data(config, progress)
-    check_targets(dataset)
+    if dataset is None:
+        dataset = load_data(config, progress)
+        check_targets(dataset)
     read_seconds = time.perf_counter() - started
 
     inputs_started = time.perf_counter()
@@ -135,19 +157,8 @@ def finetune(config: RunConfig, options: FinetuneOptions, progress: Progress = n
 
 def cross_validated(run: Finetuning, progress: Progress = no_progress, checkpoints: Path | None = None,
                     on_epoch: OnEpoch | None = None) -> dict[str, Any]:
-    tuners: list[FineTuner] = []
-
-    def new_tuner(fold: int) -> Callable[[], FineTuner]:
-        def make() -> FineTuner:
-            report = (lambda entry, planned: on_epoch(fold, entry, planned)) if on_epoch else None
-            tuners.append(run.tuner(checkpoints, report))
-            return tuners[-1]
-        return make
-
     advance = progress(f"fine-tuning {run.backbone.name}@{run.layer} ({len(run.folds)} folds)", len(run.folds))
-    X = np.arange(len(run.y))[:, None]
-    final = cross_validate_per_fold([(X, new_tuner(fold)) for fold in range(len(run.folds))], run.y, run.folds,
-                                    on_fold=advance, task=run.task, score_transform=score_transform(run.config))
+    final, tuners = run.cross_validate(np.arange(len(run.y)), run.folds, checkpoints, on_epoch, on_fold=advance)
     results = scored_results(run.config, run.dataset, final, run.folds, run.folds_source)
     results.update({
         "backbones": [{"name": run.backbone.name, "identity": run.backbone.identity(), "layers": [run.layer],
@@ -171,9 +182,4 @@ def cross_validated(run: Finetuning, progress: Progress = no_progress, checkpoin
 
 def trained_parameter_count(prepared: PreparedNetwork) -> int:
     return sum(parameter.numel() for parameter in prepared.network.parameters() if parameter.requires_grad)
-
-
-def score_transform(config: RunConfig):
-    transform = get_target_transform(config.target_transform)
-    return transform.forward if transform and config.score_scale == "transformed" else None
 

@@ -244,6 +244,13 @@ def model_factory(config: RunConfig, task: str, tuned: dict[str, Any] | None = N
     return lambda: make_model(create_head(config.head, **params), transform)
 
 
+def score_transform(config: RunConfig) -> Callable[[np.ndarray], np.ndarray] | None:
+    """What targets and predictions pass through before scoring: the target transform with ``--score-scale
+    transformed``, else nothing."""
+    transform = get_target_transform(config.target_transform)
+    return transform.forward if transform and config.score_scale == "transformed" else None
+
+
 def check_target_transform(config: RunConfig, dataset: Dataset, task: str) -> None:
     transform = get_target_transform(config.target_transform)
     if config.score_scale not in SCORE_SCALES:
@@ -289,8 +296,7 @@ class Prepared:
 
     @property
     def score_transform(self) -> Callable[[np.ndarray], np.ndarray] | None:
-        transform = get_target_transform(self.config.target_transform)
-        return transform.forward if transform and self.config.score_scale == "transformed" else None
+        return score_transform(self.config)
 
     def cross_validate(self, X: np.ndarray, new_model: Callable[[], Any], on_fold=None) -> CVResult:
         return cross_validate(X, self.y, self.folds, new_model, on_fold=on_fold, task=self.task,
@@ -419,8 +425,7 @@ def out_of_fold_predictions(dataset: Dataset, final: CVResult, folds) -> dict[st
 def scored_results(config: RunConfig, dataset: Dataset, final: CVResult, folds: list, folds_source: str) -> dict[str, Any]:
     """The part of ``results.json`` every way of scoring a model shares (``run``, ``tune``, ``finetune``): the data, the
     folds, the scores and the dummy model's, the skipped and flagged rows, out-of-fold predictions, the leaderboard."""
-    transform = get_target_transform(config.target_transform)
-    scale = transform.forward if transform and config.score_scale == "transformed" else (lambda values: values)
+    scale = score_transform(config) or (lambda values: values)
     dummy = dummy_cv(scale(dataset.targets), folds, final.task)
     results: dict[str, Any] = {
         "hacknip_version": __version__,
