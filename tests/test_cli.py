@@ -148,7 +148,7 @@ def test_list_never_cuts_a_name(columns):
 def test_progress_is_written_as_lines_when_stdout_is_not_a_terminal(monkeypatch):
     import io
 
-    from hacknip import cli as cli_module
+    from hacknip.cli import common as cli_module
 
     now = [0.0]
     monkeypatch.setattr(cli_module.time, "monotonic", lambda: now[0])

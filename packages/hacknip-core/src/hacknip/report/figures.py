@@ -1,60 +1,12 @@
-"""What a run leaves behind: ``results.json``, a parity plot (regression) or ROC curves (classification), a
-layer-sweep plot, and the printed summary."""
+"""The figures of a run and of a data-efficiency study, drawn without pyplot: no backend is chosen and no global
+state is touched. Each ``*_figure`` returns a matplotlib Figure; each ``*_plot`` writes one to a path."""
 
 from __future__ import annotations
 
-import json
-import math
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-
-
-def strict_json(value: Any) -> str:
-    """JSON that strict parsers accept: NaN and infinities (an R² of a one-row fold, say) become null."""
-    return json.dumps(_finite(value), indent=2, allow_nan=False)
-
-
-def _finite(value: Any) -> Any:
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    if isinstance(value, dict):
-        return {key: _finite(item) for key, item in value.items()}
-    if isinstance(value, list | tuple):
-        return [_finite(item) for item in value]
-    if isinstance(value, np.ndarray):
-        return _finite(value.tolist())
-    if isinstance(value, np.generic):
-        return _finite(value.item())
-    return value
-
-
-def write_results(results: dict[str, Any], out: Path) -> list[Path]:
-    out.mkdir(parents=True, exist_ok=True)
-    written = [out / "results.json"]
-    written[0].write_text(strict_json(results))
-    if _is_classification(results):
-        written.append(roc_plot(results, out / "roc.png"))
-    else:
-        written.append(parity_plot(results, out / "parity.png"))
-    if results["per_layer"]:
-        written.append(layer_plot(results, out / "layers.png"))
-    return written
-
-
-def write_curve(curve: dict[str, Any], out: Path) -> list[Path]:
-    """``curve.json``, ``curve.png`` and, when update ratios were measured, ``update_ratios.png``."""
-    out.mkdir(parents=True, exist_ok=True)
-    written = [out / "curve.json"]
-    written[0].write_text(strict_json(curve))
-    written.append(curve_plot(curve, out / "curve.png"))
-    ratios = (curve.get("update_ratios") or {}).get("ratios")
-    if ratios:
-        labels = {method: curve["methods"][method].get("label", method) for method in ratios}
-        written.append(update_ratio_plot({labels[m]: r for m, r in ratios.items()}, out / "update_ratios.png",
-                                         f"{100 * curve['update_ratios']['fraction']:g} %"))
-    return written
 
 
 def _figure(width: float, height: float):
@@ -77,7 +29,7 @@ def parity_values(results: dict[str, Any]) -> tuple[np.ndarray, np.ndarray, str]
     return true, predicted, str(results["target"])
 
 
-def parity_plot(results: dict[str, Any], path: Path) -> Path:
+def parity_figure(results: dict[str, Any]):
     true, predicted, label = parity_values(results)
     low, high = float(min(true.min(), predicted.min())), float(max(true.max(), predicted.max()))
     figure, axes = _figure(5, 5)
@@ -85,15 +37,14 @@ def parity_plot(results: dict[str, Any], path: Path) -> Path:
     axes.plot([low, high], [low, high], color="black", linewidth=0.8)
     axes.set_xlabel(f"true {label}")
     axes.set_ylabel(f"predicted {label} (out of fold)")
-    axes.set_title(f"{results['backbone']} @ {_layers_text(results['best_layer'])} + {results['head']}\n"
+    axes.set_title(f"{results['backbone']} @ {layers_text(results['best_layer'])} + {results['head']}\n"
                    f"MAE {results['mae_mean']:.4g} ± {results['mae_std']:.2g}, R² {results['r2_mean']:.3f}", fontsize=9)
     axes.set_aspect("equal")
     figure.tight_layout()
-    figure.savefig(path)
-    return path
+    return figure
 
 
-def roc_plot(results: dict[str, Any], path: Path) -> Path:
+def roc_figure(results: dict[str, Any]):
     """One out-of-fold ROC curve per fold, and the diagonal of a model that guesses."""
     from sklearn.metrics import roc_curve
 
@@ -110,24 +61,23 @@ def roc_plot(results: dict[str, Any], path: Path) -> Path:
     axes.plot([0, 1], [0, 1], color="black", linewidth=0.8, linestyle="--")
     axes.set_xlabel("false positive rate")
     axes.set_ylabel("true positive rate")
-    axes.set_title(f"{results['backbone']} @ {_layers_text(results['best_layer'])} + {results['head']}: {results['target']}\n"
+    axes.set_title(f"{results['backbone']} @ {layers_text(results['best_layer'])} + {results['head']}: {results['target']}\n"
                    f"ROC-AUC {results['roc_auc_mean']:.3f} ± {results['roc_auc_std']:.3f}, "
                    f"accuracy {results['accuracy_mean']:.3f}", fontsize=9)
     axes.legend(fontsize=7, loc="lower right")
     axes.set_aspect("equal")
     figure.tight_layout()
-    figure.savefig(path)
-    return path
+    return figure
 
 
-def _is_classification(results: dict[str, Any]) -> bool:
+def is_classification(results: dict[str, Any]) -> bool:
     return results.get("task_kind") == "classification"
 
 
 METRIC_LABELS = {"mae": "MAE", "roc_auc": "ROC-AUC", "accuracy": "accuracy", "rmse": "RMSE"}
 
 
-def layer_plot(results: dict[str, Any], path: Path) -> Path:
+def layer_figure(results: dict[str, Any]):
     metric = results["metric"]
     figure, axes = _figure(6, 4)
     for name in dict.fromkeys(entry["backbone"] for entry in results["per_layer"]):
@@ -139,83 +89,26 @@ def layer_plot(results: dict[str, Any], path: Path) -> Path:
     axes.xaxis.set_major_locator(MaxNLocator(integer=True))
     axes.set_xlabel("layer (0 = embedding)")
     label = METRIC_LABELS.get(metric, metric)
-    axes.set_ylabel(f"{label} ({_sweep_folds(results)}-fold mean ± std)")
+    axes.set_ylabel(f"{label} ({sweep_folds(results)}-fold mean ± std)")
     # the dummy is named, not drawn: its MAE is usually several times larger and would flatten the curves
     axes.set_title(f"layer sweep, {results['head']} head, {results['pooling']} pooling "
                    f"(dummy {label} {results[f'dummy_{metric}_mean']:.4g})", fontsize=9)
     axes.legend(fontsize=8)
     figure.tight_layout()
-    figure.savefig(path)
-    return path
+    return figure
 
 
-def _layers_text(best: Any) -> str:
+def layers_text(best: Any) -> str:
     if isinstance(best, dict):
         return ", ".join(f"{name} {','.join(map(str, layers))}" for name, layers in best.items())
     return f"layer {best}"
 
 
-def _sweep_folds(results: dict[str, Any]) -> int:
+def sweep_folds(results: dict[str, Any]) -> int:
     return results.get("sweep_folds", len(results["folds"]))
 
 
-def _score_rows(results: dict[str, Any]) -> list[tuple[str, str]]:
-    if _is_classification(results):
-        return [("ROC-AUC", f"{results['roc_auc_mean']:.3f} ± {results['roc_auc_std']:.3f}"),
-                ("accuracy", f"{results['accuracy_mean']:.3f} ± {results['accuracy_std']:.3f}"),
-                ("dummy ROC-AUC / accuracy", f"{results['dummy_roc_auc_mean']:.3f} / {results['dummy_accuracy_mean']:.3f}")]
-    return [("MAE", f"{results['mae_mean']:.4g} ± {results['mae_std']:.3g}"),
-            ("RMSE / R²", f"{results['rmse_mean']:.4g} / {results['r2_mean']:.3f}"),
-            ("dummy MAE", f"{results['dummy_mae_mean']:.4g}"),
-            ("relative MAE", f"{results['relative_mae']:.3f}")]
-
-
-def print_summary(results: dict[str, Any], console) -> None:
-    from rich.table import Table
-
-    if results["per_layer"]:
-        table = Table(title=f"Layer sweep ({results['head']}, {results['pooling']} pooling, {_sweep_folds(results)} folds)")
-        metric = results["metric"]
-        for column in ("backbone", "layer", METRIC_LABELS.get(metric, metric), "± std"):
-            table.add_column(column, justify="right" if column != "backbone" else "left")
-        best = results["best_layer"]
-        for entry in results["per_layer"]:
-            is_best = entry["layer"] == best if not isinstance(best, dict) else [entry["layer"]] == best.get(entry["backbone"])
-            style = "bold green" if is_best else None
-            table.add_row(entry["backbone"], str(entry["layer"]), f"{entry[f'{metric}_mean']:.4g}",
-                          f"{entry[f'{metric}_std']:.3g}", style=style)
-        console.print(table)
-    summary = Table(title=f"{results['backbone']} → {results['head']} on {results['task'] or results['data']}",
-                    show_header=False)
-    summary.add_column(style="bold")
-    summary.add_column()
-    summary.add_row("samples", f"{results['n_samples']} ({len(results['skipped'])} skipped)")
-    summary.add_row("folds", results["folds_source"])
-    if "finetune" in results:
-        recipe = results["finetune"]["recipe"]
-        summary.add_row("fine-tuned", f"up to {_layers_text(results['best_layer'])}, "
-                                      f"{results['finetune']['trained_parameters']:,} backbone parameters trained, "
-                                      f"MLP {'x'.join(map(str, recipe['hidden']))}, {recipe['epochs']} epochs"
-                                      + (f" (patience {recipe['patience']})" if recipe["patience"] else ""))
-    else:
-        summary.add_row("best layer", _layers_text(results["best_layer"]))
-    for row in _score_rows(results):
-        summary.add_row(*row)
-    if results.get("leaderboard"):
-        board = results["leaderboard"]
-        ahead = ", ".join(f"{e['algorithm']} {e['mae_mean']:.4g}" for e in board["ahead"][:3])
-        summary.add_row("leaderboard", f"rank {board['rank']} of {board['out_of']}" + (f" (best: {ahead})" if ahead else ""))
-    elif results.get("leaderboard_note"):
-        summary.add_row("leaderboard", f"not ranked: {results['leaderboard_note']}")
-    summary.add_row("time", f"{results['timings_s']['total']:.1f} s")
-    console.print(summary)
-    for entry in results["skipped"]:
-        console.print(f"[yellow]skipped[/] {entry['row']} ({entry['id']}): {entry['reason']}")
-    for entry in results.get("flagged", []):
-        console.print(f"[yellow]flagged[/] {entry['row']} ({entry['id']}): {entry['reason']}")
-
-
-def curve_plot(curve: dict[str, Any], path: Path) -> Path:
+def curve_figure(curve: dict[str, Any]):
     """MAE against number of samples (the paper's Fig. 3b): each method's mean ± std over repeats, its fitted curve
     dashed, and the crossing with its bootstrap 16–84 % band."""
     figure, axes = _figure(6, 4.5)
@@ -235,8 +128,7 @@ def curve_plot(curve: dict[str, Any], path: Path) -> Path:
     axes.set_title(f"data efficiency: {curve['target']}", fontsize=9)
     axes.legend(fontsize=7)
     figure.tight_layout()
-    figure.savefig(path)
-    return path
+    return figure
 
 
 def _draw_method_curve(axes, method: str, entry: dict[str, Any], metric: str = "mae") -> None:
@@ -263,7 +155,7 @@ def _draw_crossing(axes, estimate: dict[str, Any]) -> None:
     axes.axvline(estimate["n"], color="black", linewidth=0.8, label=label)
 
 
-def update_ratio_plot(ratios: dict[str, list[float] | np.ndarray], path: Path, fraction_label: str) -> Path:
+def update_ratio_figure(ratios: dict[str, list[float] | np.ndarray], fraction_label: str):
     """The distribution of per-neuron update ratios of each method on a log axis, and each median (Fig. 3c).
 
     Densities are per decade of r (a histogram of log10 r), so areas on the log axis compare fairly; neurons
@@ -286,8 +178,7 @@ def update_ratio_plot(ratios: dict[str, list[float] | np.ndarray], path: Path, f
     axes.set_title(f"how far neurons move on {fraction_label} of the data (dotted: r = 0.1)", fontsize=9)
     axes.legend(fontsize=7)
     figure.tight_layout()
-    figure.savefig(path)
-    return path
+    return figure
 
 
 def _log_bin_edges(log_r: np.ndarray, bins: int = 40) -> np.ndarray:
@@ -307,3 +198,28 @@ def _draw_ratio_density(axes, method: str, r: np.ndarray, edges: np.ndarray) -> 
     if median > 0:
         axes.axvline(median, color=drawn.get_facecolor()[:3], linewidth=1.2, linestyle="--",
                      label=f"{method} median {median:.2g}")
+
+
+def save(figure, path: Path) -> Path:
+    figure.savefig(path)
+    return path
+
+
+def parity_plot(results: dict[str, Any], path: Path) -> Path:
+    return save(parity_figure(results), path)
+
+
+def roc_plot(results: dict[str, Any], path: Path) -> Path:
+    return save(roc_figure(results), path)
+
+
+def layer_plot(results: dict[str, Any], path: Path) -> Path:
+    return save(layer_figure(results), path)
+
+
+def curve_plot(curve: dict[str, Any], path: Path) -> Path:
+    return save(curve_figure(curve), path)
+
+
+def update_ratio_plot(ratios: dict[str, list[float] | np.ndarray], path: Path, fraction_label: str) -> Path:
+    return save(update_ratio_figure(ratios, fraction_label), path)

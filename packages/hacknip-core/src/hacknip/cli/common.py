@@ -1,0 +1,417 @@
+"""What the commands share: error reporting, progress display, the option groups, and output folders."""
+
+from __future__ import annotations
+
+import functools
+import json
+import re
+import sys
+import time
+from contextlib import contextmanager
+from pathlib import Path
+
+import click
+
+from hacknip.errors import InputError
+
+_debug = False
+"""--debug: show the traceback of every error, including those written for people."""
+
+
+def set_debug(debug: bool) -> None:
+    global _debug
+    _debug = debug
+
+
+def friendly_errors(command):
+    """Problems a user can fix (:class:`HacknipError`, a file that cannot be read or written, a missing optional
+    library) become one clear line and exit status 1; anything else is a bug and keeps its traceback. An interrupted
+    featurisation says what it stored."""
+
+    @functools.wraps(command)
+    def wrapper(*args, **kwargs):
+        from hacknip.errors import HacknipError
+        from hacknip.features.featurize import FeaturizeInterrupted
+
+        try:
+            return command(*args, **kwargs)
+        except FeaturizeInterrupted as interrupted:
+            click.echo(f"\n{interrupted}", err=True)
+            raise SystemExit(130) from None
+        except (HacknipError, OSError, ImportError) as error:
+            if _debug:
+                raise
+            raise click.ClickException(_one_line(error)) from error
+
+    return wrapper
+
+
+def _one_line(error: BaseException) -> str:
+    if isinstance(error, OSError) and error.filename:
+        return f"{error.filename}: {error.strerror or error}"
+    text = error.args[0] if isinstance(error, KeyError) and error.args else str(error)
+    return " ".join(str(text).split())
+
+
+def data_options(command):
+    """Options shared by every command that reads a dataset."""
+    options = [
+        click.option("--data", "data", required=True, type=click.Path(exists=True, path_type=Path),
+                     help="matbench_*.json.gz, CSV/parquet with a CIF column, extxyz/ASE db, or a folder of CIF/POSCAR."),
+        click.option("--backbone", "-b", required=True,
+                     help="Backbone(s): 'chgnet', 'chgnet@4', 'chgnet@1-4', 'sevennet+chgnet', 'sevennet:/path/model.pth'."),
+        click.option("--target", help="Target column / info key (default: the only numeric one, or Matbench's)."),
+        click.option("--structure-column", default="cif", show_default=True, help="Column holding CIF text (tables)."),
+        click.option("--id-column", help="Column holding sample ids (tables) or file names (folders)."),
+        click.option("--targets", type=click.Path(exists=True, path_type=Path), help="Targets CSV for a folder input."),
+        click.option("--on-error", type=click.Choice(["raise", "skip"]), default="raise", show_default=True,
+                     help="On a bad row: stop with an error naming it, or skip it and list it in the results."),
+        click.option("--disordered", type=click.Choice(["refuse", "approximant"]), default="refuse", show_default=True,
+                     help="Structures with partially occupied sites: refuse the row, or featurise an ordered "
+                          "approximant (smallest supercell of <= 128 atoms holding every element; hacknip.data.disorder)."),
+        click.option("--limit", type=click.IntRange(min=1), help="Use only the first N structures (quick tries)."),
+        click.option("--batch-size", type=click.IntRange(min=1), default=16, show_default=True,
+                     help="Structures per forward pass."),
+        click.option("--device", default="cpu", show_default=True, help="torch device for the backbone."),
+        click.option("--backbone-option", "backbone_options", multiple=True,
+                     help="Backbone loader option KEY=VALUE (repeatable), e.g. default_dtype=float64, modal=R2SCAN."),
+        click.option("--store", type=click.Path(path_type=Path), envvar="HACKNIP_STORE",
+                     help="Feature store folder (default: $HACKNIP_HOME/features)."),
+        click.option("--smiles-column", help="Molecules: the SMILES column of a table (default: a column called smiles)."),
+        click.option("--relax/--no-relax", default=True, show_default=True,
+                     help="Molecules: relax RDKit geometries with the first backbone's calculator (BFGS)."),
+        click.option("--relax-fmax", default=0.01, show_default=True, help="Molecules: relaxation force threshold, eV/Å."),
+        click.option("--relax-steps", default=100, show_default=True, help="Molecules: most relaxation steps."),
+        click.option("--workers", default=1, show_default=True, help="Molecules: processes embedding and relaxing."),
+        click.option("--on-nonconverged", type=click.Choice(["keep", "skip"]), default="keep", show_default=True,
+                     help="Molecules: keep (and flag) or skip relaxations that did not converge."),
+    ]
+    for option in reversed(options):
+        command = option(command)
+    return command
+
+
+PLAIN_PROGRESS_SECONDS = 5.0
+"""How often progress is written as a plain line when stdout is not a terminal (CI, batch jobs, ``> run.log``)."""
+
+
+@contextmanager
+def progress_bars():
+    """A rich progress display in a terminal, plain progress lines elsewhere; yields ``start(description, total) ->
+    advance(n)`` (``advance.restart(total)`` starts its count again)."""
+    if not sys.stdout.isatty():
+        yield PlainProgress(sys.stdout, PLAIN_PROGRESS_SECONDS).start
+        return
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
+
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+               TextColumn("eta"), TimeRemainingColumn())
+    with Progress(*columns, transient=False) as progress:
+        def start(description: str, total: int):
+            task = progress.add_task(description, total=total)
+
+            def advance(n: int = 1) -> None:
+                progress.advance(task, n)
+
+            advance.restart = lambda total: progress.reset(task, total=total)  # type: ignore[attr-defined]
+            return advance
+
+        yield start
+
+
+class PlainProgress:
+    """Progress as lines (``description: done/total, elapsed, eta``): one when a task starts, then at most one every
+    ``every`` seconds, and one when it completes, so that a log shows a long job moving."""
+
+    def __init__(self, stream, every: float) -> None:
+        self.stream, self.every = stream, every
+
+    def start(self, description: str, total: int | None):
+        state = {"done": 0, "total": total, "started": time.monotonic(), "written": time.monotonic()}
+
+        def write() -> None:
+            elapsed = time.monotonic() - state["started"]
+            done, planned = state["done"], state["total"]
+            line = f"{description}: {done}" + (f"/{planned}" if planned else "") + f", {elapsed:.0f} s"
+            if planned and 0 < done < planned:
+                line += f", eta {elapsed / done * (planned - done):.0f} s"
+            print(line, file=self.stream, flush=True)
+            state["written"] = time.monotonic()
+
+        def advance(n: int = 1) -> None:
+            state["done"] += n
+            finished = state["total"] is not None and state["done"] >= state["total"]
+            if finished or time.monotonic() - state["written"] >= self.every:
+                write()
+
+        def restart(total: int | None) -> None:
+            state.update(done=0, total=total, started=time.monotonic())
+
+        advance.restart = restart  # type: ignore[attr-defined]
+        write()
+        return advance
+
+
+def run_config(**options):
+    from hacknip.workflow.run import RunConfig
+
+    return RunConfig(**options)
+
+
+def parse_key_values(values, option: str) -> dict:
+    params = {}
+    for text in values:
+        key, sep, value = text.partition("=")
+        if not sep or not key:
+            raise click.BadParameter(f"{text!r}: write KEY=VALUE, e.g. n_estimators=500", param_hint=option)
+        try:
+            params[key] = json.loads(value)
+        except json.JSONDecodeError:
+            params[key] = value
+    return params
+
+
+def _split_option(context, parameter, value: str) -> str:
+    from hacknip.workflow.run import check_split
+
+    try:
+        return check_split(value)
+    except ValueError as error:
+        raise click.BadParameter(str(error), ctx=context, param=parameter) from None
+
+
+def model_options(command):
+    """Options shared by the commands that train heads on embeddings (run, tune)."""
+    options = [
+        click.option("--head", help="Shallow model (see hacknip list)  [default: lightgbm]"),
+        click.option("--head-param", "head_params", multiple=True, help="Head hyperparameter KEY=VALUE (repeatable)."),
+        click.option("--pooling", help="mean, sum, max, std, or several joined by '+'  [default: mean]"),
+        click.option("--extra-features", help="Per-sample scalar columns (or extxyz info keys) appended to the "
+                                               "embedding, comma-separated, e.g. temperature."),
+    ]
+    for option in reversed(options):
+        command = option(command)
+    return scoring_options(command)
+
+
+def scoring_options(command):
+    """Options shared by every command that cross-validates a model (run, tune, finetune, curve)."""
+    options = [
+        click.option("--task", type=click.Choice(["auto", "regression", "classification"]), default="auto",
+                     show_default=True, help="auto: classification when every target is 0 or 1."),
+        click.option("--target-transform", type=click.Choice(["none", "log10", "ln", "neglog10_1m"]), default="none",
+                     show_default=True, help="Regression: train on a transformed target (neglog10_1m = -log10(1-y)); "
+                                             "predictions are mapped back."),
+        click.option("--score-scale", type=click.Choice(["original", "transformed"]), default="original",
+                     show_default=True, help="Report metrics on the original or the transformed target scale."),
+        click.option("--split", default="auto", show_default=True, callback=_split_option,
+                     help="auto: official Matbench folds when they apply, else (Stratified)KFold; random: KFold; "
+                          "scaffold: Bemis-Murcko scaffold folds (molecules); group:COLUMN: rows sharing that "
+                          "column's value stay in one test fold (e.g. group:formula)."),
+        click.option("--folds", "folds_file", type=click.Path(exists=True, path_type=Path),
+                     help="Matbench validation file (default: matbench_v0.1_validation.json.gz beside --data)."),
+        click.option("--leaderboard", "leaderboard_file", type=click.Path(exists=True, path_type=Path),
+                     help="Matbench leaderboard summary CSV (default: leaderboard/ beside --data)."),
+        click.option("--out", type=click.Path(path_type=Path),
+                     help="Output folder, new or empty (default: runs/<data>-<backbone>-<head>-<time>)."),
+        click.option("--overwrite", is_flag=True,
+                     help="Replace the files an earlier run wrote in --out (and an earlier model in --save)."),
+    ]
+    for option in reversed(options):
+        command = option(command)
+    return command
+
+
+def model_config(options: dict, replay: dict | None = None):
+    """A RunConfig from the command's options, with a replayed configuration (--params) filled in."""
+    options = dict(options)
+    options["backbone_options"] = parse_key_values(options["backbone_options"], "--backbone-option")
+    options["head_params"] = parse_key_values(options["head_params"], "--head-param")
+    if replay:
+        options.update(_replayed(options, replay))
+    options["head"] = options["head"] or "lightgbm"
+    options["target_transform"] = None if options["target_transform"] == "none" else options["target_transform"]
+    options["extra_features"] = [c.strip() for c in (options["extra_features"] or "").split(",") if c.strip()]
+    options["pooling"] = options["pooling"] or "mean"
+    options.pop("out", None)
+    options.pop("overwrite", None)
+    return run_config(**options)
+
+
+def _replayed(options: dict, replay: dict) -> dict:
+    from hacknip.plugins.registry import check_backbones
+
+    wanted = [m.name for m in check_backbones(options["backbone"], allow_missing=True)]
+    given = [m.name for m in check_backbones(replay["backbone"], allow_missing=True)]
+    if wanted != given:
+        raise InputError(f"--params was tuned for --backbone {replay['backbone']!r}, not {options['backbone']!r}")
+    for name in ("head", "pooling"):
+        if options[name] and options[name] != replay[name]:
+            raise InputError(f"--params was tuned for --{name} {replay[name]}, not {options[name]}; leave --{name} out")
+    return {"backbone": replay["backbone"], "head": replay["head"], "pooling": replay["pooling"],
+            "head_params": {**replay["head_params"], **options["head_params"]}}
+
+
+def read_params(path: Path | None) -> dict | None:
+    """A tuned configuration: ``params.json`` from ``hacknip tune``, or the ``params`` of its results.json."""
+    if path is None:
+        return None
+    try:
+        content = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise InputError(f"{path}: not valid JSON ({error}); use the params.json that hacknip tune wrote") from None
+    content = content.get("params", content) if isinstance(content, dict) else {}
+    missing = {"backbone", "head", "head_params", "pooling"} - set(content)
+    if missing:
+        raise InputError(f"{path}: not a tuned configuration (no {', '.join(sorted(missing))}); use the params.json "
+                         f"that hacknip tune wrote")
+    return content
+
+
+RUN_OUTPUTS = ("results.json", "parity.png", "roc.png", "layers.png", "params.json", "finetune.log", "curve.json",
+               "curve.png", "update_ratios.png", "curve.log")
+MODEL_OUTPUTS = ("model.json", "arrays.npz", "weights.safetensors")
+
+
+def _check_output_folder(folder: Path, option: str, ours: tuple[str, ...], overwrite: bool) -> None:
+    """Before any work: ``folder`` must be new, empty, or (with --overwrite) hold only what hacknip writes there, which
+    is then removed, so that old and new results never mix."""
+    if folder.exists() and not folder.is_dir():
+        raise InputError(f"{option} {folder} is a file; name a folder")
+    for parent in folder.parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise InputError(f"{option} {folder}: {parent} is a file, so the folder cannot be made")
+            break
+    present = sorted(p.name for p in folder.iterdir()) if folder.is_dir() else []
+    if not present:
+        return
+    others = [name for name in present if name not in ours]
+    if not overwrite or others:
+        what = ", ".join(present[:4]) + (", ..." if len(present) > 4 else "")
+        hint = "choose a new folder or pass --overwrite to replace hacknip's files there" if not others else \
+            "choose a new or empty folder (--overwrite replaces only hacknip's own files)"
+        raise InputError(f"{option} {folder} already holds {what}: {hint}")
+    for name in present:
+        (folder / name).unlink()
+
+
+def check_output_file(path: Path) -> None:
+    if path.is_dir():
+        raise InputError(f"--out {path} is a folder; name a CSV file")
+    if not path.parent.is_dir():
+        raise InputError(f"--out {path}: the folder {path.parent} does not exist")
+
+
+def check_outputs(out: Path | None, save_to: Path | None, store, overwrite: bool) -> None:
+    from hacknip.features.store import FeatureStore
+
+    _check_output_folder(out or Path("runs") / "new", "--out", RUN_OUTPUTS, overwrite)
+    if save_to is not None:
+        _check_output_folder(save_to, "--save", MODEL_OUTPUTS, overwrite)
+    FeatureStore(store).check_usable()
+
+
+def write_and_print(results: dict, out: Path | None, data: Path, extra_files: dict | None = None) -> None:
+    from rich.console import Console
+
+    from hacknip.report import print_summary, strict_json, write_results
+
+    out = out or Path("runs") / run_name(data, results["backbone"], results["head"])
+    written = write_results(results, out)
+    for name, content in (extra_files or {}).items():
+        (out / name).write_text(strict_json(content))
+        written.append(out / name)
+    console = Console()
+    print_summary(results, console)
+    console.print("wrote " + ", ".join(str(path) for path in written))
+
+
+def finetune_options(command):
+    """The fine-tuning recipe (defaults: the paper's, section 5.7)."""
+    options = [
+        click.option("--epochs", type=click.IntRange(min=1), default=200, show_default=True, help="Training epochs."),
+        click.option("--lr-backbone", type=click.FloatRange(min=0), default=1e-5, show_default=True,
+                     help="AdamW learning rate of the unfrozen backbone parameters."),
+        click.option("--lr-head", type=click.FloatRange(min=0), default=1e-3, show_default=True,
+                     help="AdamW learning rate of the MLP head."),
+        click.option("--weight-decay", type=click.FloatRange(min=0), default=1e-4, show_default=True),
+        click.option("--hidden", default="128,128", show_default=True, help="MLP head hidden layer sizes (SiLU)."),
+        click.option("--validation-fraction", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=0.1,
+                     show_default=True, help="Carved from each training fold to keep the best epoch."),
+        click.option("--patience", type=click.IntRange(min=1),
+                     help="Stop after this many epochs without a better validation score  [default: train every epoch]"),
+        click.option("--freeze", default="embedding,past_layer", show_default=True,
+                     help="Parameter groups kept as pretrained (see the backbone's groups); 'past_layer' is never "
+                          "reached anyway."),
+        click.option("--loss", type=click.Choice(["mae", "mse"]), default="mae", show_default=True,
+                     help="Regression training loss (on the standardised target)."),
+        click.option("--seed", default=0, show_default=True, help="Head initialisation, validation carve, batch order."),
+        click.option("--mixed-precision", is_flag=True, help="bfloat16 autocast on a GPU, where the backbone allows."),
+        click.option("--checkpoints", type=click.Path(file_okay=False, path_type=Path),
+                     help="Epoch checkpoints, so that a killed run resumes  [default: $HACKNIP_HOME/finetune]"),
+    ]
+    for option in reversed(options):
+        command = option(command)
+    return command
+
+
+def recipe_from_options(options: dict):
+    """Pop the recipe's options into a FinetuneOptions."""
+    from hacknip.finetuning.trainer import FinetuneOptions
+
+    try:
+        hidden = tuple(int(size) for size in options.pop("hidden").split(",") if size.strip())
+    except ValueError:
+        raise click.BadParameter("--hidden takes sizes such as 128,128") from None
+    frozen = tuple(g.strip() for g in options.pop("freeze").split(",") if g.strip() and g.strip() != "none")
+    return FinetuneOptions(hidden=hidden, epochs=options.pop("epochs"), lr_backbone=options.pop("lr_backbone"),
+                           lr_head=options.pop("lr_head"), weight_decay=options.pop("weight_decay"),
+                           batch_size=options["batch_size"], validation_fraction=options.pop("validation_fraction"),
+                           patience=options.pop("patience"), frozen=frozen, loss=options.pop("loss"),
+                           seed=options.pop("seed"), device=options["device"],
+                           mixed_precision=options.pop("mixed_precision")).check()
+
+
+def scoring_config(options: dict):
+    options = dict(options)
+    options["backbone_options"] = parse_key_values(options["backbone_options"], "--backbone-option")
+    options["target_transform"] = None if options["target_transform"] == "none" else options["target_transform"]
+    for name in ("out", "overwrite"):
+        options.pop(name, None)
+    return run_config(**options)
+
+
+def epoch_logger(start, log_file: Path):
+    """``on_epoch(fold, epoch, planned)`` drawing one bar per fold and writing each epoch to the terminal and to
+    ``log_file``."""
+    bars: dict[int, object] = {}
+    last_epoch: dict[int, int] = {}
+
+    def on_epoch(fold: int, entry, planned: int) -> None:
+        if fold not in bars:
+            bars[fold] = start(f"  {'final fit' if fold < 0 else f'fold {fold + 1}'} epochs", planned)
+        elif entry.epoch <= last_epoch[fold]:  # a new fit of that fold (hacknip curve: the next subset)
+            bars[fold].restart(planned)
+        last_epoch[fold] = entry.epoch
+        bars[fold](1)
+        line = (f"{'final' if fold < 0 else f'fold {fold + 1}'} epoch {entry.epoch + 1}/{planned}: train loss "
+                f"{entry.train_loss:.4g}, validation {entry.validation:.4g} ({entry.seconds:.1f} s)")
+        with open(log_file, "a", encoding="utf-8") as log:
+            log.write(line + "\n")
+
+    return on_epoch
+
+
+def run_name(data: Path, backbone: str, head: str) -> str:
+    stem = data.name.split(".")[0]
+    return re.sub(r"[^A-Za-z0-9._@+-]+", "_", f"{stem}-{backbone}-{head}-{time.strftime('%Y%m%d-%H%M%S')}")
+
+
