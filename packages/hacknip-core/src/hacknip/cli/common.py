@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import json
 import re
+import shlex
 import sys
 import time
 from contextlib import contextmanager
@@ -275,8 +276,8 @@ def read_params(path: Path | None) -> dict | None:
     return content
 
 
-RUN_OUTPUTS = ("results.json", "parity.png", "roc.png", "layers.png", "params.json", "finetune.log", "curve.json",
-               "curve.png", "update_ratios.png", "curve.log")
+RUN_OUTPUTS = ("results.json", "parity.png", "roc.png", "layers.png", "epochs.png", "report.html", "params.json",
+               "finetune.log", "curve.json", "curve.png", "update_ratios.png", "curve.log")
 MODEL_OUTPUTS = ("model.json", "arrays.npz", "weights.safetensors")
 
 
@@ -325,6 +326,7 @@ def write_and_print(results: dict, out: Path | None, data: Path, extra_files: di
     from hacknip.report import print_summary, strict_json, write_results
 
     out = out or Path("runs") / run_name(data, results["backbone"], results["head"])
+    results.setdefault("provenance", {})["command"] = command_line()
     written = write_results(results, out)
     for name, content in (extra_files or {}).items():
         (out / name).write_text(strict_json(content))
@@ -408,6 +410,21 @@ def epoch_logger(start, log_file: Path):
             log.write(line + "\n")
 
     return on_epoch
+
+
+class RecordingGroup(click.Group):
+    """A command group that keeps the arguments it was given, so that a command can record how it was called."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        ctx.meta["hacknip.argv"] = list(args)
+        return super().parse_args(ctx, args)
+
+
+def command_line() -> str | None:
+    """The command as typed (``hacknip run --data ...``), for the provenance of what it writes."""
+    context = click.get_current_context(silent=True)
+    argv = context.find_root().meta.get("hacknip.argv") if context else None
+    return shlex.join(["hacknip", *argv]) if argv is not None else None
 
 
 def run_name(data: Path, backbone: str, head: str) -> str:

@@ -13,8 +13,10 @@ import click
 
 from hacknip import __version__
 from hacknip.cli.common import (
+    RecordingGroup,
     check_output_file,
     check_outputs,
+    command_line,
     data_options,
     epoch_logger,
     finetune_options,
@@ -32,9 +34,10 @@ from hacknip.cli.common import (
     set_debug,
     write_and_print,
 )
+from hacknip.cli.report_command import report
 
 
-@click.group()
+@click.group(cls=RecordingGroup)
 @click.version_option(__version__, prog_name="hacknip")
 @click.option("--debug", is_flag=True, help="Show the full traceback of every error.")
 def cli(debug):
@@ -270,6 +273,7 @@ def curve(out, overwrite, checkpoints, head, head_params, pooling, fractions, re
 
     with progress_bars() as start:
         results = curve_pipeline(config, settings, start, checkpoints, on_point, epoch_logger(start, out / "curve.log"))
+    results.setdefault("provenance", {})["command"] = command_line()
     written = write_curve(results, out)
     _print_curve(results, console)
     console.print("wrote " + ", ".join(str(path) for path in written))
@@ -410,6 +414,9 @@ def _parse_layer_list(text: str | None) -> list[int] | None:
         return [int(part) for part in text.split(",")]
     except ValueError:
         raise click.BadParameter(f"{text!r}: write layers as 3,4,5", param_hint="--layers") from None
+
+
+cli.add_command(report)
 
 
 def _terminate(signum, frame):

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import csv
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 SUMMARY_FILE = "matbench_v0.1_leaderboard_summary.csv"
@@ -16,12 +16,15 @@ class Rank:
     """1 = best; where the result would stand among the entries."""
     entries: int
     better: list[tuple[str, float]]
-    """The entries ahead of the result: (algorithm, mean MAE)."""
+    """The entries ahead of the result: (algorithm, mean MAE), best first."""
     file: str
+    behind: list[tuple[str, float]] = field(default_factory=list)
+    """The entries the result is ahead of (or ties), best first."""
 
     def as_dict(self) -> dict:
         return {"task": self.task, "rank": self.rank, "out_of": self.entries + 1,
-                "ahead": [{"algorithm": a, "mae_mean": m} for a, m in self.better], "leaderboard_file": self.file}
+                "ahead": [{"algorithm": a, "mae_mean": m} for a, m in self.better],
+                "behind": [{"algorithm": a, "mae_mean": m} for a, m in self.behind], "leaderboard_file": self.file}
 
 
 def leaderboard_rank(task: str, mae_mean: float, summary_file: str | Path) -> Rank | None:
@@ -30,8 +33,9 @@ def leaderboard_rank(task: str, mae_mean: float, summary_file: str | Path) -> Ra
         entries = [(row["algorithm"], float(row["mean_mae"])) for row in csv.DictReader(handle) if row["task"] == task]
     if not entries:
         return None
-    better = sorted((entry for entry in entries if entry[1] < mae_mean), key=lambda entry: entry[1])
-    return Rank(task, len(better) + 1, len(entries), better, str(summary_file))
+    ordered = sorted(entries, key=lambda entry: entry[1])
+    better = [entry for entry in ordered if entry[1] < mae_mean]
+    return Rank(task, len(better) + 1, len(entries), better, str(summary_file), ordered[len(better):])
 
 
 def find_matbench_file(data_path: Path, name: str) -> Path | None:

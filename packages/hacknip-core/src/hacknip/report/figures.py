@@ -223,3 +223,65 @@ def curve_plot(curve: dict[str, Any], path: Path) -> Path:
 
 def update_ratio_plot(ratios: dict[str, list[float] | np.ndarray], path: Path, fraction_label: str) -> Path:
     return save(update_ratio_figure(ratios, fraction_label), path)
+
+
+def training_figure(results: dict[str, Any]):
+    """Fine-tuning: each fold's validation score against epoch, its kept (best) epoch marked."""
+    figure, axes = _figure(6, 4)
+    for index, fold in enumerate(results["finetune"]["folds"]):
+        history = fold["history"]
+        drawn = axes.plot([e["epoch"] + 1 for e in history], [e["validation"] for e in history], linewidth=1,
+                          label=f"fold {index + 1}")
+        if fold.get("best_epoch") is not None:
+            axes.plot(fold["best_epoch"] + 1, fold["best_validation"], marker="o", color=drawn[0].get_color())
+    axes.set_xlabel("epoch")
+    what = "validation MAE" if results.get("task_kind") != "classification" else "validation log loss"
+    axes.set_ylabel(f"{what} ({results['target']})" if what.endswith("MAE") else what)
+    axes.set_title("fine-tuning: validation score per epoch (dot: the epoch kept)", fontsize=9)
+    axes.legend(fontsize=7)
+    figure.tight_layout()
+    return figure
+
+
+def layer_curves_figure(curves: list) -> Any:
+    """Several runs' layer sweeps overlaid (:class:`hacknip.analysis.depth.DepthCurve`): one panel per task and metric,
+    one line per run and backbone, mean ± std over folds."""
+    from matplotlib.figure import Figure
+    from matplotlib.ticker import MaxNLocator
+
+    panels = list(dict.fromkeys((c.task, c.metric) for c in curves))
+    columns = min(len(panels), 2)
+    rows = -(-len(panels) // columns)
+    figure = Figure(figsize=(6 * columns, 4 * rows), dpi=120)
+    for index, (task, metric) in enumerate(panels):
+        axes = figure.add_subplot(rows, columns, index + 1)
+        for curve in (c for c in curves if (c.task, c.metric) == (task, metric)):
+            axes.errorbar(curve.layers, curve.scores, yerr=curve.stds, marker="o", capsize=3,
+                          label=f"{curve.run}: {curve.backbone}")
+        axes.xaxis.set_major_locator(MaxNLocator(integer=True))
+        axes.set_xlabel("layer (0 = embedding)")
+        axes.set_ylabel(f"{METRIC_LABELS.get(metric, metric)} (fold mean ± std)")
+        axes.set_title(task, fontsize=9)
+        axes.legend(fontsize=7)
+    figure.tight_layout()
+    return figure
+
+
+def depth_figure(curves: list) -> Any:
+    """Min–max-normalised score against relative depth (the paper's Fig. 5a): 0 = the run's best layer, 1 = its
+    worst; the best layer L* of each curve ringed."""
+    figure, axes = _figure(7, 4.5)
+    for curve in curves:
+        normalised = curve.normalised
+        drawn = axes.plot(curve.relative_depth, normalised, marker="o", markersize=4, linewidth=1.2,
+                          label=f"{curve.run}: {curve.task} ({curve.backbone})")
+        best = curve.best_index
+        axes.plot(curve.relative_depth[best], normalised[best], marker="o", markersize=11, fillstyle="none",
+                  color=drawn[0].get_color())
+    axes.set_xlabel("relative depth (layer / last layer; 0 = embedding)")
+    axes.set_ylabel("normalised error (0 = best layer, 1 = worst)")
+    axes.set_title("which depth is most informative, per task (ring: L*)", fontsize=9)
+    axes.set_ylim(-0.05, 1.05)
+    axes.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.0, 0.5))
+    figure.tight_layout()
+    return figure

@@ -4,12 +4,26 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from hacknip.report.figures import curve_plot, is_classification, layer_plot, parity_plot, roc_plot, update_ratio_plot
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
+from hacknip.report.figures import (
+    curve_figure,
+    is_classification,
+    layer_figure,
+    parity_figure,
+    roc_figure,
+    training_figure,
+    update_ratio_figure,
+)
+from hacknip.report.html import PageFigure, png_bytes
+from hacknip.report.run_page import curve_page, run_page
 
 
 def strict_json(value: Any) -> str:
@@ -31,30 +45,59 @@ def _finite(value: Any) -> Any:
     return value
 
 
-def write_results(results: dict[str, Any], out: Path) -> list[Path]:
+def write_results(results: dict[str, Any], out: Path, extra_figures: Sequence[PageFigure] = ()) -> list[Path]:
+    """``results.json``, the figures as PNG (parity or ROC, the layer sweep, fine-tuning's epochs) and ``report.html``,
+    which shows the same figures and ``extra_figures`` (UMAPs, say)."""
     out.mkdir(parents=True, exist_ok=True)
     written = [out / "results.json"]
     written[0].write_text(strict_json(results))
-    if is_classification(results):
-        written.append(roc_plot(results, out / "roc.png"))
-    else:
-        written.append(parity_plot(results, out / "parity.png"))
-    if results["per_layer"]:
-        written.append(layer_plot(results, out / "layers.png"))
+    shown = _written_figures(run_figures(results), out, written)
+    written.append(out / "report.html")
+    written[-1].write_text(run_page(json.loads(written[0].read_text()), [*shown, *extra_figures]), encoding="utf-8")
     return written
+
+
+def run_figures(results: dict[str, Any]) -> list[tuple[str, Figure, str]]:
+    """(file name, figure, alt text) of each figure of a run."""
+    model = f"{results['backbone']} + {results['head']}"
+    if is_classification(results):
+        figures = [("roc.png", roc_figure(results), f"ROC curve of each test fold of {model} for {results['target']}")]
+    else:
+        figures = [("parity.png", parity_figure(results),
+                    f"Out-of-fold predicted against true {results['target']} for {model}")]
+    if results["per_layer"]:
+        figures.append(("layers.png", layer_figure(results),
+                        f"Cross-validated {results['metric']} of each layer of {results['backbone']}"))
+    if results.get("finetune", {}).get("folds"):
+        figures.append(("epochs.png", training_figure(results), "Validation score per epoch of each fine-tuned fold"))
+    return figures
+
+
+def _written_figures(figures: list[tuple[str, Figure, str]], out: Path, written: list[Path]) -> list[PageFigure]:
+    """Each figure drawn once: written as PNG to ``out`` and kept for the page."""
+    shown = []
+    for name, figure, alt in figures:
+        png = png_bytes(figure)
+        (out / name).write_bytes(png)
+        written.append(out / name)
+        shown.append(PageFigure(png, alt, name))
+    return shown
 
 
 def write_curve(curve: dict[str, Any], out: Path) -> list[Path]:
-    """``curve.json``, ``curve.png`` and, when update ratios were measured, ``update_ratios.png``."""
+    """``curve.json``, ``curve.png``, when update ratios were measured ``update_ratios.png``, and ``report.html``."""
     out.mkdir(parents=True, exist_ok=True)
     written = [out / "curve.json"]
     written[0].write_text(strict_json(curve))
-    written.append(curve_plot(curve, out / "curve.png"))
+    figures = [("curve.png", curve_figure(curve), f"{curve['metric']} of {curve['target']} against number of samples")]
     ratios = (curve.get("update_ratios") or {}).get("ratios")
     if ratios:
         labels = {method: curve["methods"][method].get("label", method) for method in ratios}
-        written.append(update_ratio_plot({labels[m]: r for m, r in ratios.items()}, out / "update_ratios.png",
-                                         f"{100 * curve['update_ratios']['fraction']:g} %"))
+        figures.append(("update_ratios.png",
+                        update_ratio_figure({labels[m]: r for m, r in ratios.items()},
+                                            f"{100 * curve['update_ratios']['fraction']:g} %"),
+                        "Distribution of per-neuron update ratios of each method"))
+    shown = _written_figures(figures, out, written)
+    written.append(out / "report.html")
+    written[-1].write_text(curve_page(json.loads(written[0].read_text()), shown), encoding="utf-8")
     return written
-
-

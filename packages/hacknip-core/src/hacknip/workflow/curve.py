@@ -29,6 +29,7 @@ from hacknip.evaluation.crossval import N_FOLDS, fitted_pipeline, group_folds, r
 from hacknip.finetuning.trainer import FinetuneOptions
 from hacknip.plugins.head import CLASSIFICATION, REGRESSION
 from hacknip.report import strict_json
+from hacknip.workflow.provenance import provenance
 from hacknip.workflow.run import Prepared, Progress, RunConfig, model_factory, no_progress, prepare, sweep_layers
 
 HACKNIP, FINETUNE = "hacknip", "finetune"
@@ -327,6 +328,7 @@ def _curve_results(prepared: Prepared, settings: CurveSettings, points: dict[str
         "update_ratios": update_ratio_summary(store, points, settings),
         "points_folder": str(store.folder),
         "seconds": round(seconds, 3),
+        "provenance": {**provenance(prepared.config.data), "seeds": {"folds and subsets": settings.seed}},
     }
 
 

@@ -46,6 +46,7 @@ from hacknip.features.pooling import parse_pooling
 from hacknip.features.store import BackboneFeatures, FeatureStore
 from hacknip.plugins.head import CLASSIFICATION, REGRESSION
 from hacknip.plugins.registry import UnknownNameError, check_backbones, create_head, get_head_spec, load_backbone
+from hacknip.workflow.provenance import provenance
 
 VALIDATION_FILE = "matbench_v0.1_validation.json.gz"
 Progress = Callable[[str, int], Callable[[int], None]]
@@ -447,6 +448,7 @@ def scored_results(config: RunConfig, dataset: Dataset, final: CVResult, folds: 
         "flagged": [entry.as_dict() for entry in dataset.flagged],
         "predictions": out_of_fold_predictions(dataset, final, folds),
         "leaderboard": None,
+        "provenance": provenance(config.data),
     }
     if final.task == REGRESSION:
         results["relative_mae"] = final.mae_mean / dummy.mae_mean
