@@ -16,8 +16,10 @@ sys.path.insert(0, str(TESTS))
 
 @pytest.fixture(autouse=True)
 def isolated_home(tmp_path, monkeypatch):
-    """Every test gets its own feature store."""
+    """Every test gets its own feature store, and the CLI relaxes molecules in this process (a backbone registered by a
+    test does not exist in a worker process; the tests that need workers ask for them)."""
     monkeypatch.setenv("HACKNIP_HOME", str(tmp_path / "hacknip-home"))
+    monkeypatch.setenv("HACKNIP_WORKERS", "1")
 
 
 @pytest.fixture

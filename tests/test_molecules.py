@@ -166,10 +166,11 @@ def test_parallel_workers_give_the_serial_result(tmp_path):
     path = _table(tmp_path, MOLECULES)
     serial = molecules_to_dataset(path, backbone=MorseBackbone(), relax_options=FEW_STEPS,
                                   store=FeatureStore(tmp_path / "serial"))
-    progress = []
+    progress, totals = [], []
     parallel = molecules_to_dataset(path, backbone=MorseBackbone(), relax_options=FEW_STEPS, workers=2,
-                                    store=FeatureStore(tmp_path / "parallel"), on_progress=progress.append)
-    assert sum(progress) == 3
+                                    store=FeatureStore(tmp_path / "parallel"), on_progress=progress.append,
+                                    on_total=lambda n: totals.append((n, len(progress))))
+    assert sum(progress) == 3 and totals == [(3, 0)], "the total is known before the first molecule is done"
     assert parallel.ids == serial.ids
     for one, other in zip(serial.samples, parallel.samples):
         np.testing.assert_allclose(one.atoms.positions, other.atoms.positions, atol=1e-8)
@@ -256,3 +257,14 @@ def test_fragments_of_a_salt_do_not_overlap():
     chlorine = int(np.flatnonzero(salt.numbers == 17)[0])
     distances = np.delete(np.linalg.norm(salt.positions - salt.positions[chlorine], axis=1), chlorine)
     assert distances.min() >= 3.0
+
+
+def test_the_command_line_relaxes_on_every_available_core_unless_told(monkeypatch, tmp_path):
+    import os
+
+    from hacknip.cli.common import run_config
+    from hacknip.data.molecules import available_cores
+
+    assert available_cores() == len(os.sched_getaffinity(0))
+    assert run_config(data=tmp_path, backbone="chgnet", workers=None).workers == available_cores()
+    assert run_config(data=tmp_path, backbone="chgnet", workers=1).workers == 1

@@ -83,7 +83,9 @@ def data_options(command):
                      help="Molecules: relax RDKit geometries with the first backbone's calculator (BFGS)."),
         click.option("--relax-fmax", default=0.01, show_default=True, help="Molecules: relaxation force threshold, eV/Å."),
         click.option("--relax-steps", default=100, show_default=True, help="Molecules: most relaxation steps."),
-        click.option("--workers", default=1, show_default=True, help="Molecules: processes embedding and relaxing."),
+        click.option("--workers", type=click.IntRange(min=1), envvar="HACKNIP_WORKERS",
+                     help="Molecules: processes embedding and relaxing, each loading the backbone once  [default: the "
+                          "available cores; $HACKNIP_WORKERS]"),
         click.option("--on-nonconverged", type=click.Choice(["keep", "skip"]), default="keep", show_default=True,
                      help="Molecules: keep (and flag) or skip relaxations that did not converge."),
     ]
@@ -161,8 +163,11 @@ class PlainProgress:
 
 
 def run_config(**options):
+    from hacknip.data.molecules import available_cores
     from hacknip.workflow.run import RunConfig
 
+    if "workers" in options and options["workers"] is None:
+        options["workers"] = available_cores()
     return RunConfig(**options)
 
 

@@ -370,6 +370,14 @@ def _run_in_worker(job: MoleculeJob):
     return _WORKER.run(job)
 
 
+def available_cores() -> int:
+    """The cores this process may run on (its CPU affinity, which a batch scheduler or container may narrow)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
 def run_jobs(jobs: Sequence[MoleculeJob], runner: _Runner, workers: int = 1, worker_setup: tuple | None = None,
              on_progress: Callable[[int], None] | None = None) -> dict[str, tuple[str, Any]]:
     """Results by job key; ``worker_setup`` is what :func:`_start_worker` gets in each of ``workers`` processes."""
@@ -380,7 +388,7 @@ def run_jobs(jobs: Sequence[MoleculeJob], runner: _Runner, workers: int = 1, wor
             if on_progress:
                 on_progress(1)
         return results
-    threads = max(1, (os.cpu_count() or 1) // workers)
+    threads = max(1, available_cores() // workers)
     # spawn, not fork: a forked copy of a process that has run torch's thread pool can deadlock
     with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"), initializer=_start_worker,
                              initargs=(*worker_setup, threads)) as pool:
@@ -510,6 +518,7 @@ def molecules_to_dataset(
     on_nonconverged: str = "keep",
     on_progress: Callable[[int], None] | None = None,
     limit: int | None = None,
+    on_total: Callable[[int], None] | None = None,
 ) -> Dataset:
     """Labelled molecules relaxed with ``backbone``'s own calculator, ready to featurise with it.
 
@@ -519,7 +528,9 @@ def molecules_to_dataset(
     geometries are stored under ``store``'s folder and reused. ``on_error="skip"`` lists unusable rows in
     ``Dataset.skipped`` instead of raising; non-converged relaxations are kept and listed in
     ``Dataset.flagged`` (``on_nonconverged="skip"`` moves them to ``skipped``). ``on_progress(n)`` is called
-    as molecules finish. ``limit`` keeps only the first rows (before any embedding or relaxation).
+    as molecules finish, after ``on_total(n)`` has said how many there are. ``limit`` keeps only the first rows
+    (before any embedding or relaxation). ``workers`` is 1 by default here (a script that spawns workers needs the
+    ``if __name__ == "__main__":`` guard); the command line defaults to the available cores.
     """
     if on_nonconverged not in NONCONVERGED_CHOICES:
         raise InputError(f"on_nonconverged must be one of {NONCONVERGED_CHOICES}, not {on_nonconverged!r}")
@@ -537,6 +548,8 @@ def molecules_to_dataset(
         rows = [row for row in rows if _elements_known(row, loaded, collector)]
     results = _results_from_store(rows, runner.store)
     todo = list({row.job.key: row.job for row in rows if row.job.key not in results}.values())
+    if on_total:
+        on_total(len(rows))
     if on_progress:
         on_progress(len(rows) - len(todo))
     backbone_ref = backbone if isinstance(backbone, str) and loaded is not None else loaded

@@ -122,12 +122,15 @@ def _molecules(config: RunConfig, progress: Progress) -> Dataset:
 
     relaxing = parse_backbones(config.backbone)[0].name if config.relax else None
     relax = RelaxOptions(fmax=config.relax_fmax, steps=config.relax_steps) if config.relax else None
-    advance = progress(f"3D geometries{f' relaxed with {relaxing}' if relaxing else ''}", None)
+    bar: list[Callable[[int], None]] = []
+    description = (f"3D geometries{f' relaxed with {relaxing}' if relaxing else ''}"
+                   + (f" ({config.workers} workers)" if config.workers > 1 else ""))
     return molecules_to_dataset(config.data, smiles_column=config.smiles_column, target=config.target,
                                 id_column=config.id_column, backbone=relaxing, backbone_options=config.backbone_options,
                                 relax_options=relax, store=FeatureStore(config.store), workers=config.workers,
-                                on_error=config.on_error, on_nonconverged=config.on_nonconverged, on_progress=advance,
-                                limit=config.limit)
+                                on_error=config.on_error, on_nonconverged=config.on_nonconverged,
+                                on_total=lambda total: bar.append(progress(description, total)),
+                                on_progress=lambda n: bar[0](n), limit=config.limit)
 
 
 def checked_backbones(config: RunConfig) -> list[Member]:
