@@ -204,3 +204,18 @@ def test_report_html_is_listed_as_a_file_the_run_may_replace(two_runs, phonons_p
                    "--out", str(two_runs[0]), "--overwrite"])
     assert result.exit_code == 0, result.output
     assert Path(two_runs[0] / "report.html").exists()
+
+
+def test_run_with_umap_puts_the_umaps_on_its_page(toy_plugin, phonons_path, tmp_path):
+    out = tmp_path / "run"
+    result = _run(["run", "--data", str(phonons_path), "--backbone", "toy", "--head", "ridge", "--limit", "80",
+                   "--umap", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    images = _images((out / "report.html").read_text())
+    best = json.loads((out / "results.json").read_text())["best_layer"]
+    assert images[-1][1] == (out / "umap.png").read_bytes()
+    assert images[-1][0].startswith(f"UMAP of the stored embeddings (layer {best}")
+    import pandas as pd
+
+    table = pd.read_csv(out / "umap.csv")
+    assert len(table) == 80 * table["layer"].nunique() and best in set(table["layer"])

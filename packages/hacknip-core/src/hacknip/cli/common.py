@@ -201,6 +201,8 @@ def model_options(command):
         click.option("--pooling", help="mean, sum, max, std, or several joined by '+'  [default: mean]"),
         click.option("--extra-features", help="Per-sample scalar columns (or extxyz info keys) appended to the "
                                                "embedding, comma-separated, e.g. temperature."),
+        click.option("--umap", is_flag=True, help="Also draw UMAPs of the best layer and the last (umap.png, umap.csv, "
+                                                  "and on report.html; needs hacknip-core[analysis])."),
     ]
     for option in reversed(options):
         command = option(command)
@@ -246,6 +248,7 @@ def model_config(options: dict, replay: dict | None = None):
     options["target_transform"] = None if options["target_transform"] == "none" else options["target_transform"]
     options["extra_features"] = [c.strip() for c in (options["extra_features"] or "").split(",") if c.strip()]
     options["pooling"] = options["pooling"] or "mean"
+    options.pop("umap", None)
     options.pop("out", None)
     options.pop("overwrite", None)
     return run_config(**options)
@@ -281,8 +284,8 @@ def read_params(path: Path | None) -> dict | None:
     return content
 
 
-RUN_OUTPUTS = ("results.json", "parity.png", "roc.png", "layers.png", "epochs.png", "report.html", "params.json",
-               "finetune.log", "curve.json", "curve.png", "update_ratios.png", "curve.log")
+RUN_OUTPUTS = ("results.json", "parity.png", "roc.png", "layers.png", "epochs.png", "report.html", "umap.png",
+               "umap.csv", "params.json", "finetune.log", "curve.json", "curve.png", "update_ratios.png", "curve.log")
 MODEL_OUTPUTS = ("model.json", "arrays.npz", "weights.safetensors")
 
 
@@ -325,20 +328,45 @@ def check_outputs(out: Path | None, save_to: Path | None, store, overwrite: bool
     FeatureStore(store).check_usable()
 
 
-def write_and_print(results: dict, out: Path | None, data: Path, extra_files: dict | None = None) -> None:
+def write_and_print(results: dict, out: Path | None, data: Path, extra_files: dict | None = None,
+                    umap_of=None) -> None:
+    """Write the run's files and page (with ``umap_of``, the RunConfig of a run whose features are stored, also its
+    UMAPs), print the summary and what was written."""
     from rich.console import Console
 
-    from hacknip.report import print_summary, strict_json, write_results
+    from hacknip.report import print_summary, strict_json
+    from hacknip.report.files import write_run_files, write_run_page
 
     out = out or Path("runs") / run_name(data, results["backbone"], results["head"])
     results.setdefault("provenance", {})["command"] = command_line()
-    written = write_results(results, out)
+    written, figures = write_run_files(results, out)
     for name, content in (extra_files or {}).items():
         (out / name).write_text(strict_json(content))
         written.append(out / name)
+    if umap_of is not None:
+        figures.append(umap_page_figure(out, umap_of, written))
+    written.append(write_run_page(out, figures))
     console = Console()
     print_summary(results, console)
     console.print("wrote " + ", ".join(str(path) for path in written))
+
+
+def umap_page_figure(out: Path, config, written: list[Path]):
+    """UMAPs of the run in ``out`` (its best layer and its last), written as umap.png and umap.csv, for its page."""
+    from hacknip.analysis.projection import project_run
+    from hacknip.report.html import PageFigure, png_bytes
+    from hacknip.report.umap_figure import umap_figure
+
+    read_as = {"structure_column": config.structure_column, "id_column": config.id_column, "targets": config.targets,
+               "smiles_column": config.smiles_column}
+    with progress_bars() as start:
+        projection = project_run(out, store=config.store, progress=start, **read_as)
+    png = png_bytes(umap_figure(projection))
+    (out / "umap.png").write_bytes(png)
+    projection.table().to_csv(out / "umap.csv", index=False)
+    written += [out / "umap.png", out / "umap.csv"]
+    layers = ", ".join(f"layer {layer}" for layer in projection.coordinates)
+    return PageFigure(png, f"UMAP of the stored embeddings ({layers}) coloured by {projection.target_name}", "umap.png")
 
 
 def finetune_options(command):

@@ -12,6 +12,7 @@ from pathlib import Path
 import click
 
 from hacknip import __version__
+from hacknip.cli.analyze import analyze
 from hacknip.cli.common import (
     RecordingGroup,
     check_output_file,
@@ -193,7 +194,7 @@ def run(out, params_file, save_to, overwrite, **options):
     check_outputs(out, save_to, config.store, overwrite)
     with progress_bars() as start:
         results = run_pipeline(config, start, save_to=save_to)
-    write_and_print(results, out, config.data)
+    write_and_print(results, out, config.data, umap_of=config if options["umap"] else None)
 
 
 @cli.command()
@@ -394,7 +395,8 @@ def tune(out, overwrite, protocol, n_trials, patience, layers_text, inner_folds,
     _quiet_optuna()
     with progress_bars() as start:
         results = tune_pipeline(config, settings, start)
-    write_and_print(results, out, config.data, {"params.json": results["params"]})
+    write_and_print(results, out, config.data, {"params.json": results["params"]},
+                    umap_of=config if options["umap"] else None)
     Console().print(("[bold red]" if results["tuning"]["optimistic"] else "[green]") + results["tuning"]["note"])
 
 
@@ -417,6 +419,7 @@ def _parse_layer_list(text: str | None) -> list[int] | None:
 
 
 cli.add_command(report)
+cli.add_command(analyze)
 
 
 def _terminate(signum, frame):

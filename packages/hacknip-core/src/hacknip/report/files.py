@@ -48,13 +48,23 @@ def _finite(value: Any) -> Any:
 def write_results(results: dict[str, Any], out: Path, extra_figures: Sequence[PageFigure] = ()) -> list[Path]:
     """``results.json``, the figures as PNG (parity or ROC, the layer sweep, fine-tuning's epochs) and ``report.html``,
     which shows the same figures and ``extra_figures`` (UMAPs, say)."""
+    written, shown = write_run_files(results, out)
+    return [*written, write_run_page(out, [*shown, *extra_figures])]
+
+
+def write_run_files(results: dict[str, Any], out: Path) -> tuple[list[Path], list[PageFigure]]:
+    """``results.json`` and the figures as PNG; returns the files and the figures for the page."""
     out.mkdir(parents=True, exist_ok=True)
     written = [out / "results.json"]
     written[0].write_text(strict_json(results))
-    shown = _written_figures(run_figures(results), out, written)
-    written.append(out / "report.html")
-    written[-1].write_text(run_page(json.loads(written[0].read_text()), [*shown, *extra_figures]), encoding="utf-8")
-    return written
+    return written, _written_figures(run_figures(results), out, written)
+
+
+def write_run_page(out: Path, figures: Sequence[PageFigure]) -> Path:
+    """``report.html`` of the results.json in ``out``, showing ``figures``."""
+    page = out / "report.html"
+    page.write_text(run_page(json.loads((out / "results.json").read_text()), figures), encoding="utf-8")
+    return page
 
 
 def run_figures(results: dict[str, Any]) -> list[tuple[str, Figure, str]]:

@@ -37,7 +37,8 @@ class RunResult:
         return copy.deepcopy(self._results)
 
     def save(self, folder: str | Path) -> list[Path]:
-        """Write ``results.json``, the parity (or ROC) plot and the layer plot into ``folder``; returns the files."""
+        """Write ``results.json``, the parity (or ROC) plot, the layer plot and ``report.html`` into ``folder``; returns the
+        files."""
         from hacknip.report import write_results
 
         return write_results(self._results, Path(folder))
