@@ -79,7 +79,7 @@ def test_cli_curve_writes_json_and_figures(toy_trainable_plugin, phonons_path, t
                                       "--epochs", "1", "--hidden", "8", "--out", str(out)],
                                 catch_exceptions=False)
     assert result.exit_code == 0, result.output
-    assert {p.name for p in out.iterdir()} >= {"curve.json", "curve.png", "curve.log"}
+    assert {p.name for p in out.iterdir()} >= {"curve.json", "curve.png", "curve.log", "report.html"}
     saved = json.loads((out / "curve.json").read_text())
     assert saved["finetuned"] == "toy-trainable@3" and len(saved["methods"]["finetune"]["points"]) == 4
     assert "against data size" in result.output

@@ -198,6 +198,8 @@ def test_cli_finetune_save_and_predict(toy_trainable_plugin, phonons_path, tmp_p
     assert len(results["folds"]) == 5 and results["mae_mean"] > 0 and "dummy_mae_mean" in results
     assert [len(fold["history"]) for fold in results["finetune"]["folds"]] == [3] * 5
     assert results["finetune"]["recipe"]["hidden"] == [16, 16] and (out / "parity.png").is_file()
+    page = (out / "report.html").read_text()
+    assert (out / "epochs.png").is_file() and "fine-tuned end to end" in page and "Validation score per epoch" in page
     assert len((out / "finetune.log").read_text().splitlines()) == 5 * 3 + 3  # 5 folds and the final fit
     assert {p.name for p in model.iterdir()} == {"model.json", "weights.safetensors"}
 
