@@ -181,10 +181,11 @@ def test_classification_is_drawn_in_two_colours_with_a_legend(toy_plugin, phonon
 
 
 def test_command_writes_figure_and_table(toy_run):
-    from hacknip.cli.umap_command import umap_command
+    from hacknip.cli import cli
 
     run_dir, store = toy_run
-    result = CliRunner().invoke(umap_command, [str(run_dir), "--store", str(store), "--layers", "0-1", "--seed", "3"])
+    result = CliRunner().invoke(cli, ["analyze", "umap", str(run_dir), "--store", str(store), "--layers", "0-1",
+                                      "--seed", "3"])
     assert result.exit_code == 0, result.output
     assert (run_dir / "umap.png").stat().st_size > 20_000
     table = pd.read_csv(run_dir / "umap.csv")

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import click
 
+from hacknip.cli.jsd_command import jsd
 from hacknip.cli.umap_command import umap_command
 
 
@@ -14,3 +15,4 @@ def analyze():
 
 
 analyze.add_command(umap_command)
+analyze.add_command(jsd)
