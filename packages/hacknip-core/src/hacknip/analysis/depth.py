@@ -54,7 +54,7 @@ class DepthCurve:
     def best_layer_row(self) -> dict[str, Any]:
         """L*, its relative depth, its score, and how much better it is than the last layer (in % of the last's)."""
         best, last = self.best_index, int(np.argmax(self.layers))
-        gain = (self.scores[last] - self.scores[best]) * (-1 if self.higher_is_better else 1)
+        gain = (self.scores[last] - self.scores[best]) * (-1 if self.higher_is_better else 1) + 0.0  # no "-0.0"
         return {"run": self.run, "task": self.task, "backbone": self.backbone, "metric": self.metric,
                 "best_layer": int(self.layers[best]), "last_layer": int(self.layers[last]),
                 "relative_depth": float(self.relative_depth[best]), "best_score": float(self.scores[best]),
