@@ -34,6 +34,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from hacknip.errors import InputError
+from hacknip.progress import Progress, no_progress
 
 if TYPE_CHECKING:
     from ase import Atoms
@@ -47,14 +48,6 @@ ZERO_NORM = 1e-12
 """Feature vectors shorter than this have no direction: cosine 0 with every atom."""
 ALL_ATOMS = "all"
 """Label of the all-atom mean in the per-element table."""
-
-Progress = Callable[[str, int], Callable[[int], None]]
-"""``start(description, total) -> advance(n)``, as :func:`hacknip.workflow.run.no_progress`."""
-
-
-def _silent(description: str, total: int) -> Callable[[int], None]:
-    return lambda n=1: None
-
 
 # --- the divergence -----------------------------------------------------------------------------------------
 
@@ -212,7 +205,7 @@ def jsd_map(atoms: Atoms, backbone: str | Backbone, layers: Sequence[int] | None
     backbone = _loaded(backbone)
     layers = checked_layers(backbone, layers)
     inputs = _featurised_cell(atoms, backbone)
-    start = progress or _silent
+    start = progress or no_progress
     advance = start(f"{backbone.name} forward pass ({len(inputs)} atoms)", 1)
     features = backbone.per_atom_features([inputs], layers)[0]
     advance(1)

@@ -39,7 +39,8 @@ from hacknip.features.featurize import dataset_keys, layer_matrix
 from hacknip.features.pooling import parse_pooling
 from hacknip.features.store import BackboneFeatures, FeatureStore
 from hacknip.plugins.head import CLASSIFICATION
-from hacknip.workflow.run import Progress, RunConfig, load_data, no_progress
+from hacknip.progress import Progress, no_progress
+from hacknip.workflow.run import RunConfig, load_data
 
 INSTALL_HINT = "pip install 'hacknip-core[analysis]'"
 RESULTS_FILE = "results.json"

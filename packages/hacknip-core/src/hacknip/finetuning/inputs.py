@@ -10,10 +10,7 @@ from hacknip.errors import BadStructureError
 from hacknip.features.featurize import dataset_keys, reject_row
 from hacknip.features.supercell import cutoff_supercell
 from hacknip.plugins.backbone import check_elements, check_structure, identity_key, supercell_rule
-
-
-def no_progress(description: str, total: int):
-    return lambda n=1: None
+from hacknip.progress import no_progress
 
 
 def fingerprint(backbone: Any, dataset: Dataset) -> str:

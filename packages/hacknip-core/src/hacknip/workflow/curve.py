@@ -28,9 +28,10 @@ from hacknip.errors import InputError
 from hacknip.evaluation.crossval import N_FOLDS, fitted_pipeline, group_folds, random_folds, stratified_folds
 from hacknip.finetuning.trainer import FinetuneOptions
 from hacknip.plugins.head import CLASSIFICATION, REGRESSION
+from hacknip.progress import Progress, no_progress
 from hacknip.report import strict_json
 from hacknip.workflow.provenance import provenance
-from hacknip.workflow.run import Prepared, Progress, RunConfig, model_factory, no_progress, prepare, sweep_layers
+from hacknip.workflow.run import Prepared, RunConfig, model_factory, prepare, sweep_layers
 
 HACKNIP, FINETUNE = "hacknip", "finetune"
 FIT_KINDS = {HACKNIP: "log_linear", FINETUNE: "power_law"}

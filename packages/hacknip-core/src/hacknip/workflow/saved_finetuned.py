@@ -80,8 +80,9 @@ class SavedFinetuned:
     def predict_dataset(self, dataset: Dataset, batch_size: int = 16, device: str = "cpu", on_error: str = "raise",
                         progress=None, trust_checkpoints: bool = False) -> tuple[Dataset, dict[str, np.ndarray]]:
         """Predictions for every structure the backbone can take (others are rejected as featurising rejects them)."""
-        from hacknip.finetuning.inputs import build_inputs, no_progress
+        from hacknip.finetuning.inputs import build_inputs
         from hacknip.finetuning.trainer import FinetuneOptions, FineTuner, PreparedNetwork
+        from hacknip.progress import no_progress
 
         saved = self.model["backbone"]
         check_checkpoint(saved, self.folder, trust_checkpoints)
