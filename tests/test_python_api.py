@@ -36,7 +36,7 @@ def test_run_returns_what_the_command_line_writes(toy_plugin, table, tmp_path):
     assert written["mae_mean"] == pytest.approx(result.score) and written["best_layer"] == result.best_layer
 
     files = result.save(tmp_path / "saved")
-    assert sorted(p.name for p in files) == ["layers.png", "parity.png", "results.json"]
+    assert sorted(p.name for p in files) == ["layers.png", "parity.png", "report.html", "results.json"]
     again = hacknip.RunResult.from_json(tmp_path / "saved" / "results.json")
     assert again.score == result.score and again.to_dict()["predictions"] == result.to_dict()["predictions"]
 

@@ -87,3 +87,24 @@ def test_a_checkpoint_that_would_run_code_is_refused(tmp_path):
         load(path)
     assert not marker.exists()
     assert backbone_specs()["example-radial"].safe_checkpoints
+
+
+def test_the_command_line_featurises_with_it(tmp_path):
+    """hacknip passes --device to every loader: the example takes it (and refuses a GPU it cannot use)."""
+    import pandas as pd
+    from click.testing import CliRunner
+    from pymatgen.io.ase import AseAtomsAdaptor
+
+    from hacknip.cli import cli
+
+    cells = [bulk("Cu", "fcc", a=3.6), bulk("NaCl", "rocksalt", a=5.64), bulk("Si", "diamond", a=5.43),
+             bulk("Fe", "bcc", a=2.87)]
+    table = tmp_path / "data.csv"
+    cifs = [AseAtomsAdaptor.get_structure(a).to(fmt="cif") for a in cells]
+    pd.DataFrame({"cif": cifs, "y": range(4)}).to_csv(table, index=False)
+    result = CliRunner().invoke(cli, ["featurize", "--data", str(table), "--backbone", "example-radial",
+                                      "--store", str(tmp_path / "store")])
+    assert result.exit_code == 0, result.output
+    assert "example-radial: 4 computed" in result.output
+    with pytest.raises(ValueError, match="CPU only"):
+        load(device="cuda")

@@ -45,9 +45,12 @@ def save_weights(path: str | Path, seed: int = 0) -> None:
     np.savez(path, **make_weights(seed))
 
 
-def load(checkpoint: str | Path | None = None, seed: int = 0, batch_size: int = 64) -> ExampleBackbone:
+def load(checkpoint: str | Path | None = None, seed: int = 0, batch_size: int = 64, device: str = "cpu") -> ExampleBackbone:
     """``checkpoint``: an ``.npz`` written by :func:`save_weights` (what follows the colon in
-    ``--backbone example-radial:/path/weights.npz``); without one, weights drawn with ``seed``."""
+    ``--backbone example-radial:/path/weights.npz``); without one, weights drawn with ``seed``. ``device``: hacknip
+    passes ``--device`` to every loader; this numpy network runs on the CPU only."""
+    if device != "cpu":
+        raise ValueError(f"example-radial runs on the CPU only (numpy), not on {device!r}; use --device cpu")
     if checkpoint is None:
         return ExampleBackbone(make_weights(int(seed)), name=NAME, weights_id=f"seed:{int(seed)}", batch_size=batch_size)
     path = Path(checkpoint)
