@@ -5,6 +5,8 @@ whose lattice vectors exceed the cutoff), same backbone, same process, same stru
     python bench/featurize_throughput.py --backbone chgnet --n 200
     python bench/featurize_throughput.py --backbone orb-v2-paper:orb-v2-random.ckpt --paper-option inference=orb
     python bench/featurize_throughput.py --backbone orb-v2-paper:orb-v2-random.ckpt --ours-only --threads 1
+    python bench/featurize_throughput.py --backbone chgnet --batching --n 300 --supercells 3,4
+    python bench/featurize_throughput.py --backbone chgnet --option batch_size=100000 --sweep 128,1024,4096 --n 580
 
 A backbone that needs supercells (a capped neighbour graph is not supercell-invariant) is compared on identical
 inputs: the paper's protocol gets the same supercells as hacknip, built by the backbone's own rule (``orb-v2-paper``'s
@@ -14,6 +16,18 @@ backbone (e.g. ORB's ``inference=orb``: orb-models' own forward pass); both must
 Prints structures/second for both, their ratio, and how far apart the two protocols' mean embeddings are: they
 must agree as ``numpy.allclose(ours, paper, rtol=1e-5, atol=1e-5)`` (float32 networks summing over 8x more atoms in
 a supercell differ from the primitive cell in the last digits). ``--json FILE`` also writes the numbers.
+
+``--batching`` compares instead how hacknip forms its batches, on a size-skewed set: the ``--n`` structures plus
+supercells (``--supercells 3,4``: 3x3x3 and 4x4x4 repeats) of ``--large`` of them, spread through the data.
+``fixed`` is featurisation as it batched before issue 15, ``--batch-size`` consecutive structures in dataset order;
+``budget`` is today's, largest first with at most ``--batch-size`` structures and ``--batch-atoms`` atoms per batch.
+``--together`` puts the supercells in a row (as a dataset that lists its large cells together) instead.
+Both run with the same threads, alternating ``--repeats`` times, into fresh stores; it prints each one's structures per
+second (the best of its repeats, and per CPU second) and their ratio, and checks that their features agree.
+
+``--sweep B1,B2,...`` times featurisation of the ``--n`` structures with budgets of B1, B2, ... atoms per batch and no
+limit on the count (give the backbone a large batch size of its own too, ``--option batch_size=100000``, or it splits
+the passes itself), ``--threads`` (default 1) batches at once, ``--repeats`` times each: how the default budget was chosen.
 """
 
 from __future__ import annotations
@@ -29,7 +43,10 @@ from pathlib import Path
 
 import numpy as np
 
+import hacknip.features.featurize
 from hacknip.data.read import read_dataset
+from hacknip.data.structures import Dataset, Sample
+from hacknip.features.batching import default_batch_atoms, plan_batches, structure_cost
 from hacknip.features.featurize import batch_threads, featurize, layer_matrix
 from hacknip.features.store import FeatureStore
 from hacknip.features.supercell import cutoff_supercell
@@ -94,6 +111,112 @@ def timed(function):
     return value, Timing(time.perf_counter() - wall, time.process_time() - cpu)
 
 
+def size_skewed(dataset, large, repeats, together=False):
+    """``dataset`` with supercells (each of ``repeats``, cubed) of ``large`` of its structures of at least 8 atoms,
+    spread evenly through it, or ``together`` in the middle (as a dataset that lists its large cells in a row)."""
+    cells = [sample for sample in dataset.samples if len(sample.atoms) >= 8][:large]
+    extra = [Sample(f"{cell.id}-{n}x{n}x{n}", f"{cell.row} repeated {n}x{n}x{n}", cell.atoms.repeat((n, n, n)), cell.target)
+             for n in repeats for cell in cells]
+    samples = list(dataset.samples)
+    if together:
+        samples[len(samples) // 2:len(samples) // 2] = extra
+    for k, sample in enumerate([] if together else extra):
+        samples.insert((k + 1) * len(samples) // (len(extra) + 1), sample)
+    return Dataset(samples, dataset.target_name, f"{dataset.source} + {len(extra)} supercells")
+
+
+def fixed_count(indices, costs, batch_atoms, batch_size):
+    """Featurisation's batches before issue 15: ``batch_size`` consecutive structures, whatever their size."""
+    return [list(indices[start:start + batch_size]) for start in range(0, len(indices), batch_size)]
+
+
+def compare_batching(args, backbone):
+    """Fixed-count batches against the budget of atoms on a size-skewed set: structures/s of each, and their ratio."""
+    from unittest import mock
+
+    dataset = size_skewed(read_dataset(args.data).head(args.n), args.large,
+                          [int(n) for n in args.supercells.split(",") if n.strip()], args.together)
+    sizes = [len(sample.atoms) for sample in dataset.samples]
+    budget = args.batch_atoms or default_batch_atoms(backbone)
+    costs = {index: structure_cost(backbone, sample.atoms) for index, sample in enumerate(dataset.samples)}
+    largest_pass = {mode: max(sum(costs[i] for i in batch) for batch in planner(range(len(sizes)), costs, budget,
+                                                                                  args.batch_size))
+                    for mode, planner in (("fixed", fixed_count), ("budget", plan_batches))}
+    layers = list(range(len(backbone.layer_widths)))
+    backbone.per_atom_features([dataset.samples[0].atoms], layers)  # warm-up
+    timings, matrices = {"fixed": [], "budget": []}, {}
+    for _ in range(args.repeats):
+        for mode in ("fixed", "budget"):
+            planner = fixed_count if mode == "fixed" else plan_batches
+            with tempfile.TemporaryDirectory() as home, \
+                    mock.patch.object(hacknip.features.featurize, "plan_batches", planner):
+                report, timing = timed(lambda: featurize(dataset, backbone, FeatureStore(home), batch_size=args.batch_size,
+                                                         batch_atoms=budget, threads=args.threads))
+                matrices[mode] = layer_matrix(report.features, report.keys, layers, ("mean", "max", "std"))
+            timings[mode].append(timing)
+    best = {mode: min(runs, key=lambda timing: timing.wall) for mode, runs in timings.items()}
+    results = {
+        "backbone": args.backbone,
+        "structures": len(sizes),
+        "atoms": sum(sizes),
+        "largest_structures": sorted(sizes, reverse=True)[:2 * args.large],
+        "supercells_together": args.together,
+        "batch_size": args.batch_size,
+        "batch_atoms": budget,
+        "batches_at_once": batch_threads(backbone, args.threads),
+        "torch_threads": torch_threads(),
+        "machine": platform.processor() or platform.machine(),
+        "repeats": args.repeats,
+        **{f"{mode}_structures_per_s": len(sizes) / best[mode].wall for mode in best},
+        **{f"{mode}_structures_per_s_all_repeats": [round(len(sizes) / t.wall, 2) for t in timings[mode]]
+           for mode in timings},
+        **{f"{mode}_structures_per_cpu_s": len(sizes) / best[mode].cpu for mode in best},
+        **{f"{mode}_largest_pass_atoms": value for mode, value in largest_pass.items()},
+        "budget_over_fixed": best["fixed"].wall / best["budget"].wall,
+        "budget_over_fixed_cpu_time": best["fixed"].cpu / best["budget"].cpu,
+        "max_abs_difference_of_features": float(np.abs(matrices["fixed"] - matrices["budget"]).max()),
+    }
+    for key, value in results.items():
+        print(f"{key:45s} {value:.4g}" if isinstance(value, float) else f"{key:45s} {value}")
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=2))
+
+
+def sweep_budgets(args, backbone):
+    """Structures per CPU second at each budget of atoms per batch, no count limit: where bigger passes stop paying.
+    Budgets run in increasing order, so the growth of the process's peak memory on the first round is what the
+    largest pass of each budget held."""
+    import resource
+
+    dataset = read_dataset(args.data).head(args.n)
+    budgets = sorted(int(b) for b in args.sweep.split(","))
+    backbone.per_atom_features([dataset.samples[0].atoms], list(range(len(backbone.layer_widths))))  # warm-up
+    runs, peak_mb = {budget: [] for budget in budgets}, {}
+    start_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    for _ in range(args.repeats):
+        for budget in budgets:
+            with tempfile.TemporaryDirectory() as home:
+                store = FeatureStore(home)
+                _, timing = timed(lambda store=store, budget=budget: featurize(
+                    dataset, backbone, store, batch_size=10 ** 9, batch_atoms=budget, threads=args.threads or 1))
+            runs[budget].append(timing)
+            peak_mb.setdefault(budget, (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - start_kb) / 1024)
+    atoms = sum(len(sample.atoms) for sample in dataset.samples)
+    print(f"{len(dataset.samples)} structures, {atoms} atoms, {args.threads or 1} batch(es) at once, "
+          f"{torch_threads()} torch threads")
+    for budget, timings in runs.items():
+        per_cpu_s = [len(dataset.samples) / t.cpu for t in timings]
+        print(f"batch_atoms {budget:6d}: {max(per_cpu_s):6.1f} structures per CPU second (repeats: "
+              f"{', '.join(f'{value:.1f}' for value in per_cpu_s)}), {len(dataset.samples) / min(t.wall for t in timings):.1f}"
+              f" per second, peak memory +{peak_mb[budget]:.0f} MB")
+
+
+def torch_threads():
+    import torch
+
+    return torch.get_num_threads()
+
+
 def main():
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # as hacknip's CLI does; must precede the torch import
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -109,6 +232,15 @@ def main():
                         help="time hacknip's side alone (e.g. to compare --threads settings); no paper protocol, "
                              "no agreement check")
     parser.add_argument("--json", type=Path)
+    parser.add_argument("--batching", action="store_true",
+                        help="compare fixed-count batches with the budget of atoms on a size-skewed set instead")
+    parser.add_argument("--batch-atoms", type=int, help="--batching: the budget (default: featurize's for the device)")
+    parser.add_argument("--supercells", default="3,4", help="--batching: supercell repeats, comma-separated")
+    parser.add_argument("--large", type=int, default=3, help="--batching: structures repeated into each supercell size")
+    parser.add_argument("--repeats", type=int, default=2, help="--batching: runs of each, alternating")
+    parser.add_argument("--sweep", help="time these budgets of atoms per batch (comma-separated) instead")
+    parser.add_argument("--together", action="store_true",
+                        help="--batching: the supercells in a row in the middle of the data, not spread through it")
     parser.add_argument("--skip-without-supercells", action="store_true",
                         help="do not also time the paper's protocol on primitive cells")
     args = parser.parse_args()
@@ -118,6 +250,9 @@ def main():
     dataset = read_dataset(args.data).head(args.n)
     structures = [sample.atoms for sample in dataset.samples]
     backbone = load_backbone(args.backbone, **load_options(args.option))
+    if args.batching or args.sweep:
+        (compare_batching if args.batching else sweep_budgets)(args, backbone)
+        return
     paper_backbone = backbone if args.ours_only else load_backbone(args.backbone, **load_options(args.paper_option))
     if paper_backbone.identity() != backbone.identity():
         raise SystemExit("--option / --paper-option changed the backbone identity: the features would differ")

@@ -219,3 +219,12 @@ def test_run_with_umap_puts_the_umaps_on_its_page(toy_plugin, phonons_path, tmp_
 
     table = pd.read_csv(out / "umap.csv")
     assert len(table) == 80 * table["layer"].nunique() and best in set(table["layer"])
+
+
+def test_what_hacknip_writes_never_holds_a_database_password():
+    from hacknip.workflow.provenance import without_passwords
+
+    command = "hacknip tune --storage postgresql+psycopg://me:s3cr%40t@db:5432/hacknip --seed 1"
+    assert without_passwords(command) == "hacknip tune --storage postgresql+psycopg://me:***@db:5432/hacknip --seed 1"
+    for harmless in ("sqlite:////tmp/a.db", "postgresql://me@db/hacknip", "https://example.org/a:b"):
+        assert without_passwords(harmless) == harmless

@@ -73,6 +73,10 @@ def data_options(command):
         click.option("--limit", type=click.IntRange(min=1), help="Use only the first N structures (quick tries)."),
         click.option("--batch-size", type=click.IntRange(min=1), default=16, show_default=True,
                      help="Structures per forward pass."),
+        click.option("--batch-atoms", type=click.IntRange(min=1),
+                     help="Most atoms per featurisation pass, as the backbone sees them; a batch closes at this or "
+                          "--batch-size, whichever comes first, and a bigger structure goes alone  [default: 1024 on "
+                          "a CPU, 8192 on CUDA]"),
         click.option("--device", default="cpu", show_default=True, help="torch device for the backbone."),
         click.option("--backbone-option", "backbone_options", multiple=True,
                      help="Backbone loader option KEY=VALUE (repeatable), e.g. default_dtype=float64, modal=R2SCAN."),
@@ -84,8 +88,15 @@ def data_options(command):
         click.option("--relax-fmax", default=0.01, show_default=True, help="Molecules: relaxation force threshold, eV/Å."),
         click.option("--relax-steps", default=100, show_default=True, help="Molecules: most relaxation steps."),
         click.option("--workers", type=click.IntRange(min=1), envvar="HACKNIP_WORKERS",
-                     help="Molecules: processes embedding and relaxing, each loading the backbone once  [default: the "
-                          "available cores; $HACKNIP_WORKERS]"),
+                     help="Processes, each loading the backbone once: molecules' embedding and relaxing, and the ray "
+                          "executor's workers  [default: the available cores (ray: the cluster's); $HACKNIP_WORKERS]"),
+        click.option("--executor", default="local", show_default=True,
+                     help="Where featurisation's batches run: local (this process), ray (a Ray cluster; pip install "
+                          "'hacknip-core[ray]'), or a plugin's executor."),
+        click.option("--address", help="ray: the cluster to join (auto, ray://head:10001)  [default: start a local Ray "
+                                       "instance for the run]"),
+        click.option("--gpus-per-worker", type=click.FloatRange(min=0), default=0.0, show_default=True,
+                     help="ray: GPUs each worker takes (1 for one GPU per worker; then pass --device cuda)."),
         click.option("--on-nonconverged", type=click.Choice(["keep", "skip"]), default="keep", show_default=True,
                      help="Molecules: keep (and flag) or skip relaxations that did not converge."),
     ]
@@ -166,7 +177,11 @@ def run_config(**options):
     from hacknip.data.molecules import available_cores
     from hacknip.workflow.run import RunConfig
 
-    if "workers" in options and options["workers"] is None:
+    if "executor" in options:
+        address, gpus = options.pop("address"), options.pop("gpus_per_worker")
+        options["executor_options"] = {**({"address": address} if address else {}),
+                                       **({"gpus_per_worker": gpus} if gpus else {})}
+    if "workers" in options and options["workers"] is None and options.get("executor", "local") == "local":
         options["workers"] = available_cores()
     return RunConfig(**options)
 
@@ -457,7 +472,9 @@ def command_line() -> str | None:
     """The command as typed (``hacknip run --data ...``), for the provenance of what it writes."""
     context = click.get_current_context(silent=True)
     argv = context.find_root().meta.get("hacknip.argv") if context else None
-    return shlex.join(["hacknip", *argv]) if argv is not None else None
+    from hacknip.workflow.provenance import without_passwords
+
+    return without_passwords(shlex.join(["hacknip", *argv])) if argv is not None else None
 
 
 def run_name(data: Path, backbone: str, head: str) -> str:

@@ -50,17 +50,20 @@ def cli(debug):
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 def list_command(as_json):
     """Installed backbones and heads (without loading any model)."""
-    from hacknip.plugins.registry import backbone_specs, head_specs
+    from hacknip.plugins.registry import backbone_specs, executor_specs, head_specs
 
-    backbones, heads = backbone_specs(), head_specs()
+    backbones, heads, executors = backbone_specs(), head_specs(), executor_specs()
     if as_json:
         click.echo(json.dumps({
             "backbones": [_backbone_row(spec) for spec in backbones.values()],
             "heads": [{"name": s.name, "package": s.package, "version": s.package_version,
                        "task_kinds": sorted(s.task_kinds), "description": s.description} for s in heads.values()],
+            "executors": [{"name": s.name, "package": s.package, "version": s.package_version,
+                           "description": s.description} for s in executors.values()],
         }, indent=2))
         return
     from rich.console import Console
+    from rich.markup import escape
     from rich.table import Table
 
     console = Console()
@@ -86,9 +89,16 @@ def list_command(as_json):
         heads_table.add_column(column)
     for spec in heads.values():
         heads_table.add_row(spec.name, f"{spec.package} {spec.package_version}", ", ".join(sorted(spec.task_kinds)),
-                            spec.description)
+                            escape(spec.description))
+    executors_table = Table(title="Executors (--executor)")
+    executors_table.add_column("name", no_wrap=True, min_width=max((len(name) for name in executors), default=4))
+    for column in ("package", "description"):
+        executors_table.add_column(column)
+    for spec in executors.values():
+        executors_table.add_row(spec.name, f"{spec.package} {spec.package_version}", escape(spec.description))
     console.print(table)
     console.print(heads_table)
+    console.print(executors_table)
     if not backbones:
         console.print("No backbone plugins installed: pip install hacknip-chgnet (or hacknip-sevennet, ...)")
 

@@ -39,6 +39,7 @@ from hacknip.evaluation.crossval import (
 )
 from hacknip.features.compose import format_backbones
 from hacknip.plugins.head import CLASSIFICATION, HeadSpec
+from hacknip.workflow.provenance import without_passwords
 from hacknip.workflow.run import (
     Prepared,
     Progress,
@@ -296,6 +297,7 @@ def _tuning_summary(settings: TuneSettings, prepared: Prepared, deploy: ScopeWin
     optimistic = settings.protocol == "paper"
     return {
         **asdict(settings),
+        "storage": without_passwords(settings.storage),
         "optimistic": optimistic,
         "note": ("OPTIMISTIC: hyperparameters and layer were chosen by their score on the same outer test folds that "
                  "are reported (the paper's protocol)") if optimistic else

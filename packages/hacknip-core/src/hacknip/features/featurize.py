@@ -1,26 +1,30 @@
-"""Featurising a dataset with a backbone into the feature store: batched, one forward pass for every layer,
-resumable, and never repeated for a structure the store already holds."""
+"""Featurising a dataset with a backbone into the feature store: batched by a budget of atoms (largest first, see
+:mod:`hacknip.features.batching`), one forward pass for every layer, resumable, and never repeated for a structure the
+store already holds."""
 
 from __future__ import annotations
 
-import contextlib
 import sys
 import time
-from collections import deque
 from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any
 
 import numpy as np
 from ase.data import chemical_symbols
 
-from hacknip.data.structures import BadInputError, Dataset, Sample, SkippedRow
-from hacknip.errors import BadStructureError, InputError
-from hacknip.features.pooling import atom_statistics, pool
+from hacknip.data.structures import Dataset, Sample, SkippedRow
+from hacknip.errors import InputError
+from hacknip.features.batch import batch_computation, reject
+from hacknip.features.batching import (
+    check_batch_limits,
+    default_batch_atoms,
+    plan_batches,
+    structure_cost,
+)
+from hacknip.features.pooling import pool
 from hacknip.features.store import BackboneFeatures, Claims, FeatureStore, Record, structure_hash
-from hacknip.features.supercell import cutoff_supercell
-from hacknip.plugins.backbone import Backbone, check_layers, concurrent_batches, supercell_rule
+from hacknip.plugins.backbone import Backbone, check_layers, concurrent_batches
+from hacknip.plugins.executor import BackboneRef, Batch, BatchWork, Executor
 
 FLUSH_SECONDS = 5.0
 CLAIM_POLL_SECONDS = 0.5
@@ -53,31 +57,7 @@ class FeaturizeInterrupted(KeyboardInterrupt):
 
 
 def reject_row(dataset: Dataset, sample: Sample, reason: str, on_error: str) -> SkippedRow:
-    if on_error == "raise":
-        raise BadInputError(dataset.source, sample.row, sample.id, reason)
-    return SkippedRow(sample.row, sample.id, reason)
-
-
-def _records(backbone: Backbone, samples: Sequence[Sample], keys: Sequence[str], layers: list[int]) -> list[Record]:
-    inputs = [s.atoms for s in samples]
-    if backbone.needs_supercell:
-        inputs = [cutoff_supercell(atoms, backbone.cutoff, supercell_rule(backbone)) for atoms in inputs]
-    per_atom = backbone.per_atom_features(inputs, layers)
-    for features in per_atom:
-        _check_finite(backbone, features)
-    return [
-        Record(key, len(sample.atoms), {layer: atom_statistics(features[layer]) for layer in layers})
-        for key, sample, features in zip(keys, samples, per_atom)
-    ]
-
-
-def _check_finite(backbone: Backbone, features: dict[int, np.ndarray]) -> None:
-    """A NaN embedding would poison every model trained on it, and some networks return one silently."""
-    for layer, values in features.items():
-        bad_atoms = int((~np.isfinite(values)).any(axis=1).sum())
-        if bad_atoms:
-            raise BadStructureError(f"non-finite features at layer {layer} for {bad_atoms} atom(s) (for example an atom "
-                                    f"with no neighbour within {backbone.name}'s {backbone.cutoff:g} Å cutoff)")
+    return reject(dataset.source, sample.row, sample.id, reason, on_error)
 
 
 def featurize(
@@ -90,8 +70,17 @@ def featurize(
     on_progress: Callable[[int], None] | None = None,
     name: str | None = None,
     threads: int | None = None,
+    batch_atoms: float | None = None,
+    executor: Executor | None = None,
+    backbone_ref: BackboneRef | None = None,
 ) -> FeaturizeReport:
     """Make sure the store holds ``layers`` (default: all) of every sample; compute only what is missing.
+
+    Batches hold at most ``batch_size`` structures and ``batch_atoms`` atoms (as the backbone sees them: after the
+    cutoff supercell, or its own ``batch_cost``), whichever limit comes first, largest structures first; a structure
+    over the budget goes alone. ``batch_atoms`` defaults by the backbone's device
+    (:func:`hacknip.features.batching.default_batch_atoms`). A batch that runs out of device memory is split in halves
+    and retried; a single structure that still does is a bad row (raised or, with ``on_error="skip"``, rejected).
 
     Samples the backbone cannot featurise (an unknown element, a :class:`BadStructureError` from the backbone) raise
     a :class:`BadInputError` naming the row, or with ``on_error="skip"`` are returned in ``rejected``; any other
@@ -100,10 +89,15 @@ def featurize(
     thread (default: torch's thread count for a backbone that declares ``concurrent_batches``, else 1).
     Structures another process is computing into the same store are waited for, not computed again. An interrupt
     stores what was computed and raises :class:`FeaturizeInterrupted` saying how much.
+
+    ``executor`` decides where batches run (default: this process, :class:`hacknip.features.executors.LocalExecutor`
+    with ``threads``); one that runs them in other processes (``ray``) loads the backbone there from ``backbone_ref``
+    (its registered name and loader options) and refuses a copy whose identity differs. Records always come back
+    here and are written to the store by this process.
     """
     started = time.perf_counter()
-    if batch_size < 1:
-        raise InputError(f"batch size must be at least 1, got {batch_size}")
+    batch_atoms = default_batch_atoms(backbone) if batch_atoms is None else batch_atoms
+    check_batch_limits(batch_size, batch_atoms)
     layers = check_layers(backbone, range(len(backbone.layer_widths)) if layers is None else layers)
     features = store.open(backbone.identity(), names=[n for n in (backbone.name, name) if n])
     keys = dataset_keys(dataset)
@@ -120,21 +114,31 @@ def featurize(
     if on_progress:
         on_progress(len(dataset.samples) - len(todo))
 
-    run = _Run(dataset, backbone, features, keys, layers, on_error, on_progress, batch_threads(backbone, threads))
+    costs = {index: structure_cost(backbone, dataset.samples[index].atoms) for index in todo}
+    if executor is None:
+        from hacknip.features.executors import LocalExecutor
+
+        executor = LocalExecutor(batch_threads(backbone, threads))
+    work = BatchWork(batch_computation(backbone, layers, on_error, dataset.source), backbone_ref, backbone.identity(),
+                     layers, on_error, dataset.source)
+    run = _Run(dataset, features, keys, layers, on_progress, executor, work,
+               lambda indices: plan_batches(indices, costs, batch_atoms, batch_size))
     try:
         with features.claims() as claims:
-            waiting = run.compute(todo, batch_size, claims)
+            waiting = run.compute(todo, claims)
             while waiting:  # structures other processes claimed: wait for them, or take over a claim they let go
                 time.sleep(CLAIM_POLL_SECONDS)
                 features.refresh()
                 still = [i for i in waiting if not features.has(keys[i], layers)]
                 run.progress(len(waiting) - len(still))
-                waiting = run.compute(still, batch_size, claims)
+                waiting = run.compute(still, claims)
     except KeyboardInterrupt as interrupt:
         stored = sum(features.has(key, layers) for key in keys)
         raise FeaturizeInterrupted(features, run.computed, stored, len(keys)) from interrupt
     rejected += run.rejected
     rejected += _same_structure_rejections(dataset, keys, rejected)
+    position = {sample.row: i for i, sample in enumerate(dataset.samples)}
+    rejected.sort(key=lambda row: position.get(row.row, -1))  # batches ran largest first; report in dataset order
     reused = len(keys) - len(features.missing(keys, layers)) - run.computed
     return FeaturizeReport(features, keys, run.computed, reused, rejected, time.perf_counter() - started)
 
@@ -153,13 +157,14 @@ class _Run:
     """One featurisation: computes claimed batches, writes them to the store, and counts."""
 
     dataset: Dataset
-    backbone: Backbone
     features: BackboneFeatures
     keys: list[str]
     layers: list[int]
-    on_error: str
     on_progress: Callable[[int], None] | None
-    threads: int
+    executor: Executor
+    work: BatchWork
+    batches: Callable[[list[int]], list[list[int]]]
+    """Plans the batches of a list of dataset positions (:func:`hacknip.features.batching.plan_batches`)."""
     computed: int = 0
     rejected: list[SkippedRow] = field(default_factory=list)
 
@@ -167,13 +172,13 @@ class _Run:
         if self.on_progress and n:
             self.on_progress(n)
 
-    def compute(self, indices: list[int], batch_size: int, claims: Claims) -> list[int]:
+    def compute(self, indices: list[int], claims: Claims) -> list[int]:
         """Compute the structures at ``indices`` that no other process has claimed; returns those others hold."""
         held_elsewhere: list[int] = []
+        planned = self.batches(indices)
 
         def claimed_batches() -> Iterator[list[int]]:
-            for start in range(0, len(indices), batch_size):
-                batch = indices[start:start + batch_size]
+            for batch in planned:
                 mine = set(claims.take(self.keys[i] for i in batch))
                 held_elsewhere.extend(i for i in batch if self.keys[i] not in mine)
                 self.features.refresh()  # a claim is only worth something while the structure is still missing
@@ -193,25 +198,26 @@ class _Run:
             pending.clear()
             finished.clear()
 
-        threads = min(self.threads, max(1, -(-len(indices) // batch_size)))
         try:
-            with _in_order(self._batch, claimed_batches(), threads,
-                           unconsumed=lambda result: pending.extend(result[1])) as results:
-                for batch, records, bad in results:
-                    pending.extend(records)
-                    finished.extend(self.keys[i] for i in batch)
-                    self.rejected += bad
-                    self.computed += len(records)
+            with self.executor.map_batches(self.work, map(self._batch, claimed_batches()),
+                                           unconsumed=lambda result: pending.extend(result.records)) as results:
+                for result in results:
+                    pending.extend(result.records)
+                    finished.extend(self.keys[i] for i in result.indices)
+                    self.rejected += result.rejected
+                    self.computed += len(result.records)
                     if time.monotonic() - last_flush > FLUSH_SECONDS:
                         flush()
                         last_flush = time.monotonic()
-                    self.progress(len(batch))
+                    self.progress(len(result.indices))
         finally:
             flush()
         return held_elsewhere
 
-    def _batch(self, batch: list[int]) -> tuple[list[int], list[Record], list[SkippedRow]]:
-        return (batch, *_featurize_batch(self.dataset, self.backbone, self.keys, batch, self.layers, self.on_error))
+    def _batch(self, indices: list[int]) -> Batch:
+        samples = [self.dataset.samples[i] for i in indices]
+        return Batch(indices, [s.row for s in samples], [s.id for s in samples], [s.atoms for s in samples],
+                     [self.keys[i] for i in indices])
 
 
 def batch_threads(backbone: Backbone, threads: int | None) -> int:
@@ -227,67 +233,6 @@ def batch_threads(backbone: Backbone, threads: int | None) -> int:
         return threads
     torch = sys.modules.get("torch")
     return torch.get_num_threads() if torch is not None and concurrent_batches(backbone) else 1
-
-
-@contextlib.contextmanager
-def _in_order(function: Callable, items: list, threads: int, unconsumed: Callable[[Any], None]) -> Iterator[Iterator]:
-    """An iterator over ``function(item)`` for each item, in order, with up to ``threads`` items computed at once,
-    each on its own thread; torch runs one thread each meanwhile. If the iterator is left early (an error, Ctrl-C),
-    items not started are cancelled and those already running finish: their results go to ``unconsumed`` (threads
-    cannot be stopped, so their work is kept rather than waited for and lost)."""
-    if threads <= 1:
-        yield map(function, items)
-        return
-    futures: deque[Future] = deque()
-
-    def results(pool: ThreadPoolExecutor) -> Iterator:
-        for item in items:
-            futures.append(pool.submit(function, item))
-            if len(futures) > threads:  # one queued beyond those running: no thread waits for the consumer
-                yield futures.popleft().result()
-        while futures:
-            yield futures.popleft().result()
-
-    with _torch_threads(1), ThreadPoolExecutor(threads, thread_name_prefix="hacknip-featurize") as pool:
-        try:
-            yield results(pool)
-        finally:
-            for future in futures:
-                future.cancel()
-            for future in futures:
-                if not future.cancelled() and future.exception() is None:
-                    unconsumed(future.result())
-
-
-@contextlib.contextmanager
-def _torch_threads(count: int) -> Iterator[None]:
-    torch = sys.modules.get("torch")
-    if torch is None:
-        yield
-        return
-    previous = torch.get_num_threads()
-    torch.set_num_threads(count)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(previous)
-
-
-def _featurize_batch(dataset, backbone, keys, batch, layers, on_error) -> tuple[list[Record], list[SkippedRow]]:
-    samples = [dataset.samples[i] for i in batch]
-    batch_keys = [keys[i] for i in batch]
-    if len(batch) > 1:
-        try:
-            return _records(backbone, samples, batch_keys, layers), []
-        except BadStructureError:
-            pass  # one structure broke the batch: redo it one by one to name the culprit and keep the rest
-    records, rejected = [], []
-    for sample, key in zip(samples, batch_keys):
-        try:
-            records += _records(backbone, [sample], [key], layers)
-        except BadStructureError as error:
-            rejected.append(reject_row(dataset, sample, f"{backbone.name} cannot featurise it: {error}", on_error))
-    return records, rejected
 
 
 def dataset_keys(dataset: Dataset) -> list[str]:

@@ -59,6 +59,8 @@ class Featurizer(TransformerMixin, BaseEstimator):
       featurised raises an :class:`~hacknip.errors.InputError` naming its position (``X[3]: ...``); to leave bad
       structures out, drop them first (``hacknip.read_dataset(path, on_error="skip")`` lists what it left out).
     - ``disordered``: ``"refuse"`` partially occupied sites, or featurise an ordered ``"approximant"``.
+    - ``batch_size``, ``batch_atoms``: the most structures and atoms per forward pass, whichever limit comes first
+      (``batch_atoms=None``: the default for the device, :func:`hacknip.features.batching.default_batch_atoms`).
 
     ``fit`` learns nothing: it checks the parameters and fixes the columns. No progress bars are drawn.
 
@@ -76,7 +78,8 @@ class Featurizer(TransformerMixin, BaseEstimator):
     """
 
     def __init__(self, backbone: str = "chgnet@2", pooling: str = "mean", device: str = "cpu", batch_size: int = 16,
-                 store: str | os.PathLike | None = None, on_error: str = "raise", disordered: str = "refuse"):
+                 store: str | os.PathLike | None = None, on_error: str = "raise", disordered: str = "refuse",
+                 batch_atoms: int | None = None):
         self.backbone = backbone
         self.pooling = pooling
         self.device = device
@@ -84,6 +87,7 @@ class Featurizer(TransformerMixin, BaseEstimator):
         self.store = store
         self.on_error = on_error
         self.disordered = disordered
+        self.batch_atoms = batch_atoms
 
     def fit(self, X: Any, y: Any = None) -> Featurizer:
         """Check the parameters and fix the columns (``layers_``, ``pooling_``, ``feature_names_out_``); nothing is
@@ -136,6 +140,9 @@ class Featurizer(TransformerMixin, BaseEstimator):
             raise InputError(f"disordered={self.disordered!r}: use one of {', '.join(DISORDERED_CHOICES)}")
         if not isinstance(self.batch_size, numbers.Integral) or isinstance(self.batch_size, bool) or self.batch_size < 1:
             raise InputError(f"batch_size={self.batch_size!r}: give a whole number of structures, at least 1")
+        if self.batch_atoms is not None and (not isinstance(self.batch_atoms, numbers.Real)
+                                             or isinstance(self.batch_atoms, bool) or not self.batch_atoms >= 1):
+            raise InputError(f"batch_atoms={self.batch_atoms!r}: give a number of atoms, at least 1, or None")
         for name in ("backbone", "pooling", "device"):
             if not isinstance(getattr(self, name), str):
                 raise InputError(f"{name}={getattr(self, name)!r}: give a string")
@@ -144,7 +151,8 @@ class Featurizer(TransformerMixin, BaseEstimator):
         """One backbone's columns: featurise what the store lacks (every layer, as the command line does, so other
         layers cost nothing later), then pool the stored statistics."""
         try:
-            report = featurize(dataset, cached_backbone(name, self.device), store, batch_size=self.batch_size, name=name)
+            report = featurize(dataset, cached_backbone(name, self.device), store, batch_size=self.batch_size,
+                               name=name, batch_atoms=self.batch_atoms)
         except BadInputError as error:  # its message speaks of --on-error; say where the item is instead
             raise InputError(f"{error.row}: {error.reason}") from None
         return layer_matrix(report.features, report.keys, layers, self.pooling_)

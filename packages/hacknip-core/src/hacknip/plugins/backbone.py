@@ -48,7 +48,16 @@ class Backbone(Protocol):
     A backbone may also set ``concurrent_batches = True`` (read with :func:`concurrent_batches`, default False) when
     ``per_atom_features`` may run in several threads at once (no shared mutable state, no global settings changed
     during a pass) and gains from it: :func:`hacknip.features.featurize.featurize` then gives each of torch's threads a batch of
-    its own."""
+    its own.
+
+    A backbone may also have a ``device`` attribute (its torch device; featurisation picks its default budget of atoms
+    per batch by it, :func:`hacknip.features.batching.default_batch_atoms`, the CPU's without one) and a method
+    ``batch_cost(atoms) -> float`` for when the atom count misjudges its memory: what ``atoms`` (as the backbone sees
+    them, after the cutoff supercell when ``needs_supercell``) costs a batch, in atoms of a typical crystal, e.g. its
+    edges within the cutoff divided by a typical crystal's neighbours per atom. Featurisation fills batches up to a
+    budget of that cost (``batch_atoms``; default cost ``len(atoms)``). It must be cheap (it runs for every structure
+    before any pass) and return a positive finite number; a ``BadStructureError`` from it falls back to the atom
+    count."""
 
     def identity(self) -> dict[str, Any]:
         """JSON-serialisable description of everything that changes the features: name, library and version,
@@ -59,10 +68,11 @@ class Backbone(Protocol):
 
         Returns one dict per structure mapping layer -> array of shape ``(len(atoms), layer_widths[layer])``.
         Raises :class:`hacknip.errors.BadStructureError` (and nothing else) for a structure it cannot featurise: an
-        element outside ``supported_elements``, a structure its graph cannot be built for. Any other exception is
-        taken for a bug and stops a featurisation run. An atom with no neighbour within the cutoff (a lone ion, a
-        single-atom molecule) is not bad input: it gets the features the library gives it (its embedding, no
-        messages); featurisation rejects the row only if they come out non-finite.
+        element outside ``supported_elements``, a structure its graph cannot be built for. Running out of device
+        memory (torch's ``OutOfMemoryError``, or a ``RuntimeError`` saying "out of memory") makes featurisation split
+        the batch in halves; any other exception is taken for a bug and stops a featurisation run. An atom with no
+        neighbour within the cutoff (a lone ion, a single-atom molecule) is not bad input: it gets the features the
+        library gives it (its embedding, no messages); featurisation rejects the row only if they come out non-finite.
         """
 
 

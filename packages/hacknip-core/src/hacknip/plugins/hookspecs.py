@@ -25,3 +25,8 @@ def register_backbones(register):
 @hookspec
 def register_heads(register):
     """Register heads (shallow models): call ``register(HeadSpec(...))`` once for each."""
+
+
+@hookspec
+def register_executors(register):
+    """Register executors (where featurisation's batches run): call ``register(ExecutorSpec(...))`` once for each."""

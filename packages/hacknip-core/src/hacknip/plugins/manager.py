@@ -1,6 +1,7 @@
 """Plugin discovery: pluggy hooks found through the ``hacknip`` entry-point group, loaded on first use.
 
-hacknip-core's own plugins (:data:`DEFAULT_PLUGINS`: the ``ridge`` head) are registered first, under the distribution
+hacknip-core's own plugins (:data:`DEFAULT_PLUGINS`: the ``ridge`` head, the ``local`` and ``ray`` executors) are
+registered first, under the distribution
 ``hacknip-core``, so that hacknip alone can run a job (as simonw/llm registers its default plugins). Then
 ``HACKNIP_LOAD_PLUGINS`` (comma-separated distribution names) limits which installed plugins load; set it to an empty
 string to load none but the core's own. Plugin modules are imported, but they register light specs only.
@@ -38,7 +39,7 @@ OWN_DISTRIBUTIONS = frozenset({
 """This project's distributions: their names take precedence over any third-party plugin's."""
 
 CORE_DISTRIBUTION = "hacknip-core"
-DEFAULT_PLUGINS = ("hacknip.plugins.default_heads",)
+DEFAULT_PLUGINS = ("hacknip.plugins.default_heads", "hacknip.plugins.default_executors")
 """Plugin modules inside hacknip-core, registered (under their module name) before any entry point, whatever
 ``HACKNIP_LOAD_PLUGINS`` says: they are part of the core package, not installed plugins."""
 

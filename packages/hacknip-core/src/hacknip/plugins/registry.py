@@ -18,6 +18,7 @@ from typing import Any
 from hacknip.errors import HacknipError, InputError
 from hacknip.features.compose import Member, parse_backbones
 from hacknip.plugins.backbone import Backbone, BackboneSpec
+from hacknip.plugins.executor import Executor, ExecutorSpec
 from hacknip.plugins.head import Head, HeadSpec
 from hacknip.plugins.manager import (
     LOAD_PLUGINS_ENV,
@@ -34,7 +35,7 @@ class UnknownNameError(HacknipError, LookupError):
     """A backbone or head name that no installed plugin registers."""
 
 
-_KINDS = {"register_backbones": "backbone", "register_heads": "head"}
+_KINDS = {"register_backbones": "backbone", "register_heads": "head", "register_executors": "executor"}
 
 # Which of this project's plugin packages provides a name: a backbone whose name (before any ':') is one of these
 # families or starts with "family-" comes with that package. Install hints are given for these names only, never for
@@ -132,6 +133,18 @@ def backbone_specs() -> dict[str, BackboneSpec]:
 
 def head_specs() -> dict[str, HeadSpec]:
     return _collect("register_heads", HeadSpec)
+
+
+def executor_specs() -> dict[str, ExecutorSpec]:
+    return _collect("register_executors", ExecutorSpec)
+
+
+def create_executor(name: str, **options: Any) -> Executor:
+    """An executor by its registered name (``local``, ``ray``, or a plugin's), with its options."""
+    spec = _lookup(name, specs := executor_specs())
+    if spec is None:
+        raise _unknown("executor", name, specs)
+    return spec.create(**options)
 
 
 def known_package(kind: str, name: str) -> str | None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import platform
+import re
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -40,3 +41,12 @@ def data_sha256(path: Path, chunk: int = 1 << 20) -> str:
             while block := handle.read(chunk):
                 digest.update(block)
     return digest.hexdigest()
+
+
+_URL_PASSWORD = re.compile(r"(\b[a-zA-Z][\w+.-]*://[^/\s:@]+:)[^@\s]+@")
+
+
+def without_passwords(text: str) -> str:
+    """``postgresql://user:secret@host/db`` -> ``postgresql://user:***@host/db``, wherever a URL appears in ``text``:
+    what hacknip writes (results.json, report.html) is meant to be shared."""
+    return _URL_PASSWORD.sub(r"\1***@", text)

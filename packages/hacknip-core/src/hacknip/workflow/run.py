@@ -44,18 +44,20 @@ from hacknip.features.compose import Member, parse_backbones
 from hacknip.features.featurize import dataset_keys, featurize, layer_matrix
 from hacknip.features.pooling import parse_pooling
 from hacknip.features.store import BackboneFeatures, FeatureStore
+from hacknip.plugins.executor import BackboneRef, Executor
 from hacknip.plugins.head import CLASSIFICATION, REGRESSION
-from hacknip.plugins.registry import UnknownNameError, check_backbones, create_head, get_head_spec, load_backbone
+from hacknip.plugins.registry import (
+    UnknownNameError,
+    check_backbones,
+    create_executor,
+    create_head,
+    get_head_spec,
+    load_backbone,
+)
+from hacknip.progress import Progress, no_progress
 from hacknip.workflow.provenance import provenance
 
 VALIDATION_FILE = "matbench_v0.1_validation.json.gz"
-Progress = Callable[[str, int], Callable[[int], None]]
-"""Makes a progress task: ``start(description, total)`` returns ``advance(n)``."""
-
-
-def no_progress(description: str, total: int) -> Callable[[int], None]:
-    return lambda n=1: None
-
 
 @dataclass
 class RunConfig:
@@ -74,6 +76,8 @@ class RunConfig:
     disordered: str = "refuse"
     """Partially occupied sites: ``refuse`` the row, or featurise an ``approximant`` (hacknip.data.disorder)."""
     batch_size: int = 16
+    batch_atoms: int | None = None
+    """Atoms per featurisation batch (``batch_size`` also caps it); ``None``: the default for the device."""
     device: str = "cpu"
     backbone_options: dict[str, Any] = field(default_factory=dict)
     folds_file: Path | None = None
@@ -85,7 +89,13 @@ class RunConfig:
     """Molecules: relax the RDKit geometry with the first backbone's calculator before featurising."""
     relax_fmax: float = 0.01
     relax_steps: int = 100
-    workers: int = 1
+    workers: int | None = 1
+    """Processes for the parallel steps: molecules' geometries, and the ``ray`` executor's actors (None: as many as
+    the machine's cores, or the Ray cluster's)."""
+    executor: str = "local"
+    """Where featurisation's batches run: ``local``, ``ray``, or a plugin's executor (:mod:`hacknip.plugins.executor`)."""
+    executor_options: dict[str, Any] = field(default_factory=dict)
+    """Options of the executor other than ``workers``, e.g. ``address``, ``gpus_per_worker`` for ``ray``."""
     on_nonconverged: str = "keep"
     target_transform: str | None = None
     """Regression: train on ``log10``, ``ln`` or ``neglog10_1m`` (-log10(1-y)) of the target, predict back."""
@@ -118,16 +128,16 @@ def load_data(config: RunConfig, progress: Progress = no_progress) -> Dataset:
 
 def _molecules(config: RunConfig, progress: Progress) -> Dataset:
     """Molecules get 3D geometries, relaxed with the first backbone of the expression (stored, reused)."""
-    from hacknip.data.molecules import RelaxOptions, molecules_to_dataset
+    from hacknip.data.molecules import RelaxOptions, available_cores, molecules_to_dataset
 
     relaxing = parse_backbones(config.backbone)[0].name if config.relax else None
     relax = RelaxOptions(fmax=config.relax_fmax, steps=config.relax_steps) if config.relax else None
     bar: list[Callable[[int], None]] = []
     description = (f"3D geometries{f' relaxed with {relaxing}' if relaxing else ''}"
-                   + (f" ({config.workers} workers)" if config.workers > 1 else ""))
+                   + (f" ({workers} workers)" if (workers := config.workers or available_cores()) > 1 else ""))
     return molecules_to_dataset(config.data, smiles_column=config.smiles_column, target=config.target,
                                 id_column=config.id_column, backbone=relaxing, backbone_options=config.backbone_options,
-                                relax_options=relax, store=FeatureStore(config.store), workers=config.workers,
+                                relax_options=relax, store=FeatureStore(config.store), workers=workers,
                                 on_error=config.on_error, on_nonconverged=config.on_nonconverged,
                                 on_total=lambda total: bar.append(progress(description, total)),
                                 on_progress=lambda n: bar[0](n), limit=config.limit)
@@ -151,13 +161,26 @@ def featurize_members(dataset: Dataset, members: list[Member], config: RunConfig
             results.append(_stored_only(member, dataset, store, missing_plugin))
             continue
         member.resolve(len(backbone.layer_widths))  # fixed layers exist (a checkpoint's model decides how many)
-        advance = progress(f"featurising with {member.name}", len(dataset.samples))
+        advance = progress(f"featurising with {member.name}" + (f" on {config.executor}" if config.executor != "local"
+                                                                else ""), len(dataset.samples))
         report = featurize(dataset, backbone, store, batch_size=config.batch_size, on_error=config.on_error,
-                           on_progress=advance, name=member.name)
+                           on_progress=advance, name=member.name, batch_atoms=config.batch_atoms,
+                           executor=make_executor(config),
+                           backbone_ref=BackboneRef(member.name, {"device": config.device, **config.backbone_options}))
         dataset = dataset.drop(report.rejected)
         results.append(MemberFeatures(member, report.features, len(backbone.layer_widths),
                                       report.seconds, report.computed, report.reused))
     return dataset, results
+
+
+def make_executor(config: RunConfig) -> Executor | None:
+    """The executor the configuration names; None for ``local``, which featurize makes with its own thread count."""
+    if config.executor == "local" and not config.executor_options:
+        return None
+    options = dict(config.executor_options)
+    if config.executor != "local" and config.workers is not None:
+        options["workers"] = config.workers
+    return create_executor(config.executor, **options)
 
 
 def _stored_only(member: Member, dataset: Dataset, store: FeatureStore, missing_plugin: UnknownNameError) -> MemberFeatures:
