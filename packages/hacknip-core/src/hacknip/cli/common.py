@@ -186,6 +186,19 @@ def run_config(**options):
     return RunConfig(**options)
 
 
+def layers_option(context, parameter, text: str | None) -> list[int] | None:
+    """A ``--layers`` option's value: ``"2,4"``, ``"1-3"`` or ``"0,2-4"`` -> layer numbers (None when not given)."""
+    from hacknip.features.compose import BadLayerList, parse_layer_list
+
+    if text is None:
+        return None
+    try:
+        return list(parse_layer_list("".join(text.split())))
+    except BadLayerList as problem:
+        raise click.BadParameter(f"{problem}; write layers as numbers and ranges, e.g. 0-4 or 1,2,4", ctx=context,
+                                 param=parameter) from None
+
+
 def parse_key_values(values, option: str) -> dict:
     params = {}
     for text in values:
@@ -304,7 +317,7 @@ RUN_OUTPUTS = ("results.json", "parity.png", "roc.png", "layers.png", "epochs.pn
 MODEL_OUTPUTS = ("model.json", "arrays.npz", "weights.safetensors")
 
 
-def _check_output_folder(folder: Path, option: str, ours: tuple[str, ...], overwrite: bool) -> None:
+def check_output_folder(folder: Path, option: str, ours: tuple[str, ...], overwrite: bool) -> None:
     """Before any work: ``folder`` must be new, empty, or (with --overwrite) hold only what hacknip writes there, which
     is then removed, so that old and new results never mix."""
     if folder.exists() and not folder.is_dir():
@@ -337,9 +350,9 @@ def check_output_file(path: Path) -> None:
 def check_outputs(out: Path | None, save_to: Path | None, store, overwrite: bool) -> None:
     from hacknip.features.store import FeatureStore
 
-    _check_output_folder(out or Path("runs") / "new", "--out", RUN_OUTPUTS, overwrite)
+    check_output_folder(out or Path("runs") / "new", "--out", RUN_OUTPUTS, overwrite)
     if save_to is not None:
-        _check_output_folder(save_to, "--save", MODEL_OUTPUTS, overwrite)
+        check_output_folder(save_to, "--save", MODEL_OUTPUTS, overwrite)
     FeatureStore(store).check_usable()
 
 

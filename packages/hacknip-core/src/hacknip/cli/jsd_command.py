@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from hacknip.cli.common import _check_output_folder, friendly_errors, parse_key_values, progress_bars, run_name
+from hacknip.cli.common import check_output_folder, friendly_errors, layers_option, parse_key_values, progress_bars, run_name
 
 JSD_OUTPUTS = ("jsd.csv", "jsd-elements.csv", "jsd.png", "structure.extxyz")
 """What the command writes into --out (and, with --overwrite, replaces there)."""
@@ -19,8 +19,8 @@ JSD_OUTPUTS = ("jsd.csv", "jsd-elements.csv", "jsd.png", "structure.extxyz")
 @click.option("--smiles", help="One molecule as SMILES: RDKit conformer with hydrogens, relaxed with the backbone "
                                "(see --relax).")
 @click.option("--backbone", "-b", required=True, help="Backbone name: 'chgnet', 'sevennet', 'mace:/path/x.model'.")
-@click.option("--layers", help="Layers to compare, consecutive pairs in increasing order, e.g. 0-4 or 1,2,4  "
-                               "[default: every layer]")
+@click.option("--layers", callback=layers_option,
+              help="Layers to compare, consecutive pairs in increasing order, e.g. 0-4 or 1,2,4  [default: every layer]")
 @click.option("--relax/--no-relax", default=True, show_default=True,
               help="--smiles: relax the RDKit geometry with the backbone's calculator (BFGS, fmax 0.01 eV/Å, 100 steps).")
 @click.option("--disordered", type=click.Choice(["refuse", "approximant"]), default="refuse", show_default=True,
@@ -43,27 +43,14 @@ def jsd(structure, smiles, backbone, layers, relax, disordered, device, backbone
     """
     if (structure is None) == (smiles is None):
         raise click.UsageError("give one structure: --structure FILE or --smiles SMILES")
-    layer_list = _parse_layer_option(layers)
     _check_plain_backbone(backbone)
     out = out or Path("runs") / run_name(Path(structure.stem if structure else "molecule"), backbone, "jsd")
-    _check_output_folder(out, "--out", JSD_OUTPUTS, overwrite)
+    check_output_folder(out, "--out", JSD_OUTPUTS, overwrite)
     options = {"device": device, **parse_key_values(backbone_options, "--backbone-option")}
-    result, atoms = _compute(structure, smiles, backbone, layer_list, relax, disordered, options)
+    result, atoms = _compute(structure, smiles, backbone, layers, relax, disordered, options)
     out.mkdir(parents=True, exist_ok=True)
     written = _write(result, atoms, out)
     _print_summary(result, written)
-
-
-def _parse_layer_option(text: str | None) -> list[int] | None:
-    from hacknip.features.compose import _BadLayers, _parse_layers
-
-    if text is None:
-        return None
-    try:
-        return list(_parse_layers("".join(text.split())))
-    except _BadLayers as problem:
-        raise click.BadParameter(f"{problem}; write layers as numbers and ranges, e.g. 0-4 or 1,2,4",
-                                 param_hint="--layers") from None
 
 
 def _check_plain_backbone(name: str) -> None:

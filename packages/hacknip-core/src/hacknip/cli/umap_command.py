@@ -7,24 +7,11 @@ from pathlib import Path
 import click
 from click.core import ParameterSource
 
-from hacknip.cli.common import friendly_errors, progress_bars
+from hacknip.cli.common import friendly_errors, layers_option, progress_bars
 
 FIGURE_NAME = "umap.png"
 RECORDED_OPTIONS = ("target", "pooling", "task", "on_error", "disordered", "limit")
 """What a run folder's results.json says itself (its sample ids stand for --limit and skipped rows)."""
-
-
-def parse_layers(context, parameter, text: str | None) -> list[int] | None:
-    """``"2,4"``, ``"1-3"`` or ``"0,2-4"`` -> layer numbers."""
-    if not text:
-        return None
-    layers: list[int] = []
-    for part in text.split(","):
-        first, dash, last = part.strip().partition("-")
-        if not first.isdigit() or (dash and not last.isdigit()):
-            raise click.BadParameter(f"{text!r}: write layers as 2,4 or 1-3", ctx=context, param=parameter)
-        layers += range(int(first), int(last or first) + 1)
-    return layers
 
 
 @click.command(name="umap")
@@ -33,7 +20,7 @@ def parse_layers(context, parameter, text: str | None) -> list[int] | None:
               help="Without RUN_DIR: the dataset (any input hacknip run reads). With RUN_DIR: the run's data, moved.")
 @click.option("--backbone", "-b", help="Without RUN_DIR: one backbone whose features are stored, e.g. chgnet or "
                                        "chgnet@2,4. With RUN_DIR: which member of a joined run (a+b) to project.")
-@click.option("--layers", callback=parse_layers, help="Layers to project, e.g. 2,4 or 1-3  [default: a run's best "
+@click.option("--layers", callback=layers_option, help="Layers to project, e.g. 2,4 or 1-3  [default: a run's best "
                                                       "layer L* and its last layer; without RUN_DIR every stored layer]")
 @click.option("--seed", default=0, show_default=True, help="UMAP random_state: the same seed gives the same picture.")
 @click.option("--n-neighbors", type=click.IntRange(min=2), default=15, show_default=True, help="UMAP n_neighbors.")

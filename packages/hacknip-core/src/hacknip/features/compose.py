@@ -49,27 +49,27 @@ def format_backbones(layers: Mapping[str, Sequence[int]]) -> str:
     return "+".join(Member(name, tuple(chosen)).label for name, chosen in layers.items())
 
 
-class _BadLayers(Exception):
+class BadLayerList(Exception):
     """What is wrong with a layer list (turned into an InputError naming the member)."""
 
 
-def _parse_layers(text: str) -> tuple[int, ...]:
+def parse_layer_list(text: str) -> tuple[int, ...]:
     if not text:
-        raise _BadLayers("no layers after '@'")
+        raise BadLayerList("no layers after '@'")
     layers: list[int] = []
     for part in text.split(","):
         if not part:
-            raise _BadLayers("an empty item in the layer list")
+            raise BadLayerList("an empty item in the layer list")
         match = _ITEM.match(part)
         if match is None:
             if re.fullmatch(r"-\d+(-\d+)?", part):
-                raise _BadLayers(f"{part!r} is negative (layers count from 0)")
-            raise _BadLayers(f"{part!r} is not a layer number or a range like 1-3")
+                raise BadLayerList(f"{part!r} is negative (layers count from 0)")
+            raise BadLayerList(f"{part!r} is not a layer number or a range like 1-3")
         first, last = int(match[1]), int(match[2] or match[1])
         if last < first:
-            raise _BadLayers(f"the range {part} runs backwards (write {last}-{first})")
+            raise BadLayerList(f"the range {part} runs backwards (write {last}-{first})")
         if last > MAX_LAYER:
-            raise _BadLayers(f"layer {last} is beyond any backbone (at most {MAX_LAYER})")
+            raise BadLayerList(f"layer {last} is beyond any backbone (at most {MAX_LAYER})")
         layers += range(first, last + 1)
     return tuple(dict.fromkeys(layers))
 
@@ -115,8 +115,8 @@ def parse_backbones(expression: str) -> list[Member]:
             members.append(Member(name, None))
         else:
             try:
-                members.append(Member(name, _parse_layers(layers)))
-            except _BadLayers as problem:
+                members.append(Member(name, parse_layer_list(layers)))
+            except BadLayerList as problem:
                 raise _layer_error(text, name, str(problem)) from None
     keys = [_name_key(m.name) for m in members]
     for position, key in enumerate(keys):
