@@ -7,7 +7,8 @@ Layout under ``$HACKNIP_HOME/features`` (default ``~/.cache/hacknip/features``):
         shard-<time>-<pid>-<n>.npz  a batch of records: structure hashes, atom counts, and for each layer
                                    the mean / std / max of the per-atom features
 
-        claims/<structure hash>.lock  held (``flock``) by the process computing that structure
+        claims/claims.lock         one byte per structure being computed, locked (POSIX byte-range lock) by the
+                                   process computing it
         damaged/                   shards that could not be read, set aside (their structures are computed again)
 
 Records are keyed by (backbone identity, structure content hash, layer); every pooling is derived from the
@@ -22,6 +23,7 @@ where another is. Files follow the umask, so a store can be shared by a group.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
@@ -53,6 +55,7 @@ except ImportError:  # Windows: no claims; concurrent processes may compute a st
 HOME_ENV = "HACKNIP_HOME"
 DAMAGED_FOLDER = "damaged"
 CLAIMS_FOLDER = "claims"
+CLAIMS_FILE = "claims.lock"
 _shard_counter = count()
 SETTLED_NS = 2_000_000_000
 """A folder whose modification time is older than this (2 s) is taken as settled: unchanged since it was listed."""
@@ -259,46 +262,59 @@ def _check_shard(arrays: dict[str, np.ndarray], keys: list[str], layers: list[in
 
 @dataclass
 class Claims:
-    """Exclusive, advisory locks (``flock``) on structure keys, one lock file each. The operating system drops a
-    lock when its process dies, so a killed featuriser never blocks the others. Holding a claim does not mean the
-    structure is still missing: check the store after claiming (another process may have just finished it)."""
+    """Exclusive, advisory locks on structure keys: one byte of ``claims/claims.lock`` each (a POSIX byte-range lock at
+    an offset drawn from the key), so that claiming creates no file. The operating system drops a process's locks when
+    it dies, so a killed featuriser never blocks the others. Two keys sharing an offset (odds 2^-60) only make one wait
+    for the other. The locks belong to the process: two featurisations in threads of one process do not exclude each
+    other (at worst they compute a structure twice, never wrongly). Holding a claim does not mean the structure is
+    still missing: check the store after claiming (another process may have just finished it)."""
 
     folder: Path
-    held: dict[str, int] = field(default_factory=dict)
+    held: set[str] = field(default_factory=set)
     supported: bool = fcntl is not None
     """False where the file system refuses locks (some network file systems): then every key is taken."""
+    _handle: int | None = None
 
     def take(self, keys: Iterable[str]) -> list[str]:
         """Claim what no other process holds; returns the keys now held by this one."""
         keys = list(keys)
         if not self.supported:
             return keys
-        self.folder.mkdir(exist_ok=True)
         taken = []
         for key in keys:
             if key not in self.held:
-                handle = os.open(self.folder / f"{key}.lock", os.O_RDWR | os.O_CREAT, _file_mode())
                 try:
-                    fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                except BlockingIOError:
-                    os.close(handle)
-                    continue
-                except OSError as error:  # ENOLCK, EOPNOTSUPP: no locks on this file system
-                    os.close(handle)
-                    self.supported = False
+                    fcntl.lockf(self._lock_file(), fcntl.LOCK_EX | fcntl.LOCK_NB, 1, _lock_offset(key))
+                except OSError as error:
+                    if error.errno in (errno.EACCES, errno.EAGAIN):  # another process holds it
+                        continue
+                    self.supported = False  # ENOLCK, EOPNOTSUPP: no locks on this file system
                     warnings.warn(f"{self.folder}: the file system refuses locks ({error}); processes featurising into "
                                   f"this store at once may compute a structure twice", stacklevel=2)
                     return keys
-                self.held[key] = handle
+                self.held.add(key)
             taken.append(key)
         return taken
 
     def release(self, keys: Iterable[str]) -> None:
         for key in keys:
-            handle = self.held.pop(key, None)
-            if handle is not None:
-                (self.folder / f"{key}.lock").unlink(missing_ok=True)
-                os.close(handle)
+            if key in self.held:
+                self.held.discard(key)
+                fcntl.lockf(self._handle, fcntl.LOCK_UN, 1, _lock_offset(key))
+        if not self.held and self._handle is not None:
+            os.close(self._handle)  # closing drops every lock of this process on the file: only when none is held
+            self._handle = None
+
+    def _lock_file(self) -> int:
+        if self._handle is None:
+            self.folder.mkdir(exist_ok=True)
+            self._handle = os.open(self.folder / CLAIMS_FILE, os.O_RDWR | os.O_CREAT, _file_mode())
+        return self._handle
+
+
+def _lock_offset(key: str) -> int:
+    """60 bits drawn from the key: a byte offset well within a 64-bit file offset."""
+    return int.from_bytes(hashlib.blake2b(key.encode(), digest_size=8).digest(), "big") >> 4
 
 
 def _slug(name: str) -> str:
