@@ -175,3 +175,17 @@ def test_two_workers_share_one_study_on_a_postgres_server(postgres, phonons_path
     assert deploy["validation_score"] == best.value
     assert results["mae_mean"] == pytest.approx(best.value)  # the paper protocol reports the winning trial's score
     assert json.loads((tmp_path / "read" / "params.json").read_text()) == results["params"]
+
+
+def test_a_missing_driver_and_an_unreachable_database_are_one_clear_line():
+    import optuna
+
+    from hacknip.errors import InputError
+    from hacknip.evaluation.tuning import open_study
+
+    sampler = optuna.samplers.RandomSampler(seed=0)
+    with pytest.raises(ImportError, match=r"mysql://u:\*\*\*@db/x: no database driver .* pip install pymysql"):
+        open_study("s", "mysql://u:secret@db/x", "minimize", sampler)
+    port = _free_port()
+    with pytest.raises(InputError, match=rf"postgresql\+psycopg://u:\*\*\*@127.0.0.1:{port}/x: the database refused"):
+        open_study("s", f"postgresql+psycopg://u:secret@127.0.0.1:{port}/x", "minimize", sampler)

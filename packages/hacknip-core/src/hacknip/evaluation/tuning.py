@@ -89,6 +89,34 @@ class ScopeWinner:
     sweep: list[dict] = field(default_factory=list)
 
 
+DRIVER_HINTS = {"postgresql": "pip install 'psycopg[binary]' and write postgresql+psycopg://USER@HOST/DATABASE",
+                "mysql": "pip install pymysql and write mysql+pymysql://USER@HOST/DATABASE"}
+TABLE_CREATION_ATTEMPTS = 3
+
+
+def open_study(name: str, storage: str, direction: str, sampler):
+    """Create or load an Optuna study. Workers started together on an empty database may collide creating Optuna's
+    tables (optuna#1092): that is retried. A missing database driver is named, with how to install it."""
+    import optuna
+    from sqlalchemy.exc import SQLAlchemyError
+
+    for attempt in range(TABLE_CREATION_ATTEMPTS):
+        try:
+            return optuna.create_study(study_name=name, storage=storage, load_if_exists=True, direction=direction,
+                                       sampler=sampler)
+        except ImportError as error:
+            dialect = storage.partition("://")[0].partition("+")[0]
+            hint = DRIVER_HINTS.get(dialect, "install the SQLAlchemy driver for this database")
+            raise ImportError(f"--storage {without_passwords(storage)}: no database driver for it ({error}); "
+                              f"{hint}") from error
+        except SQLAlchemyError as error:
+            if attempt == TABLE_CREATION_ATTEMPTS - 1:
+                first_line = str(getattr(error, "orig", None) or error).strip().splitlines()[0]
+                raise InputError(f"--storage {without_passwords(storage)}: the database refused ({first_line}); check "
+                                 f"the URL, that the server runs and that this machine may connect") from error
+            time.sleep(1.0 + attempt)
+
+
 def storage_url(storage: str | None) -> str:
     """An Optuna storage URL: an RDB URL as given, a file path as SQLite, or ``$HACKNIP_HOME/studies.db``."""
     if storage and "://" in storage:
@@ -191,9 +219,8 @@ class _Tuner:
         y = self.y[scope.rows]
         metric = self.prepared.metric
         name = f"{self.study_prefix}/{scope.name}/{format_backbones(layers)}"
-        study = optuna.create_study(study_name=name, storage=self.settings.storage, load_if_exists=True,
-                                    direction="maximize" if metric.greater_is_better else "minimize",
-                                    sampler=optuna.samplers.TPESampler(seed=self.settings.seed))
+        study = open_study(name, self.settings.storage, "maximize" if metric.greater_is_better else "minimize",
+                           optuna.samplers.TPESampler(seed=self.settings.seed))
 
         def objective(trial) -> float:
             params = self.search_space(trial)
