@@ -72,7 +72,8 @@ def data_options(command):
                           "approximant (smallest supercell of <= 128 atoms holding every element; hacknip.data.disorder)."),
         click.option("--limit", type=click.IntRange(min=1), help="Use only the first N structures (quick tries)."),
         click.option("--batch-size", type=click.IntRange(min=1), default=16, show_default=True,
-                     help="Structures per forward pass."),
+                     help="The most structures per forward pass (a batch also closes at --batch-atoms); fine-tuning's "
+                          "training batch."),
         click.option("--batch-atoms", type=click.IntRange(min=1),
                      help="Most atoms per featurisation pass, as the backbone sees them; a batch closes at this or "
                           "--batch-size, whichever comes first, and a bigger structure goes alone  [default: 1024 on "
