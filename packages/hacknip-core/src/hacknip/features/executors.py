@@ -4,7 +4,6 @@ threads where the backbone allows it; ``ray`` hands them to Ray actors, each loa
 from __future__ import annotations
 
 import contextlib
-import os
 import sys
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
@@ -102,7 +101,8 @@ class RayExecutor:
         if started_here:
             ray.init(address=self.address, include_dashboard=False, log_to_driver=False, logging_level="warning")
         try:
-            actors = [self._actor_class().remote(portable) for _ in range(self._worker_count())]
+            actor_class = self._actor_class()
+            actors = [actor_class.remote(portable) for _ in range(self._worker_count())]
             in_flight: dict[Any, Any] = {}
             try:
                 yield self._results(actors, iter(batches), in_flight)
@@ -139,8 +139,10 @@ class RayExecutor:
         load = {id(actor): 0 for actor in actors}
         exhausted = False
         while True:
-            while not exhausted and (actor := min(actors, key=lambda a: load[id(a)])) and \
-                    load[id(actor)] < IN_FLIGHT_PER_WORKER:
+            while not exhausted:
+                actor = min(actors, key=lambda a: load[id(a)])
+                if load[id(actor)] >= IN_FLIGHT_PER_WORKER:
+                    break
                 batch = next(batches, None)
                 if batch is None:
                     exhausted = True
@@ -193,9 +195,6 @@ class RayWorker:
         if self.failure is not None:
             raise self.failure
         return self.run(batch)
-
-    def pid(self) -> int:
-        return os.getpid()
 
 
 def _ray_result(ref) -> BatchResult:

@@ -4,6 +4,7 @@ store already holds."""
 
 from __future__ import annotations
 
+import functools
 import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -115,14 +116,15 @@ def featurize(
         on_progress(len(dataset.samples) - len(todo))
 
     costs = {index: structure_cost(backbone, dataset.samples[index].atoms) for index in todo}
+    plan = functools.partial(plan_batches, costs=costs, batch_atoms=batch_atoms, batch_size=batch_size)
     if executor is None:
         from hacknip.features.executors import LocalExecutor
 
-        executor = LocalExecutor(batch_threads(backbone, threads))
+        # no more threads than batches: a lone batch keeps torch's own threads
+        executor = LocalExecutor(min(batch_threads(backbone, threads), max(1, len(plan(todo)))))
     work = BatchWork(batch_computation(backbone, layers, on_error, dataset.source), backbone_ref, backbone.identity(),
                      layers, on_error, dataset.source)
-    run = _Run(dataset, features, keys, layers, on_progress, executor, work,
-               lambda indices: plan_batches(indices, costs, batch_atoms, batch_size))
+    run = _Run(dataset, features, keys, layers, on_progress, executor, work, plan)
     try:
         with features.claims() as claims:
             waiting = run.compute(todo, claims)

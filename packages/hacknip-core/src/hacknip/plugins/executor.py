@@ -55,7 +55,8 @@ class BackboneRef:
 class BatchWork:
     """What to compute for each batch. ``compute`` runs in this process with the loaded backbone; ``ref``,
     ``identity``, ``layers``, ``on_error`` and ``source`` let a worker process rebuild the same computation
-    (:meth:`in_worker`), or are None where the backbone cannot be loaded by name (then only ``local`` can run it)."""
+    (:meth:`portable`, :func:`hacknip.features.executors.worker_computation`). ``ref`` is None where the backbone
+    cannot be loaded by name (then only ``local`` can run it)."""
 
     compute: Callable[[Batch], BatchResult]
     ref: BackboneRef | None
