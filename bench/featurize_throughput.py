@@ -48,10 +48,10 @@ from hacknip.data.read import read_dataset
 from hacknip.data.structures import Dataset, Sample
 from hacknip.features.batching import default_batch_atoms, plan_batches, structure_cost
 from hacknip.features.featurize import batch_threads, featurize, layer_matrix
-from hacknip.features.store import FeatureStore
 from hacknip.features.supercell import cutoff_supercell
 from hacknip.plugins.backbone import LATTICE_LENGTHS, supercell_rule
 from hacknip.plugins.registry import load_backbone
+from hacknip.store import FeatureStore
 
 DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "matbench" / "matbench_phonons.json.gz"
 TOLERANCE = 1e-5

@@ -79,7 +79,7 @@ def raw_forward(backbone, dataset, batch_size: int) -> None:
 
 def hacknip_featurize(backbone, dataset, batch_size: int) -> None:
     from hacknip.features.featurize import featurize
-    from hacknip.features.store import FeatureStore
+    from hacknip.store import FeatureStore
 
     with tempfile.TemporaryDirectory() as folder:
         report = featurize(dataset, backbone, FeatureStore(folder), batch_size=batch_size, threads=1,
@@ -90,13 +90,13 @@ def hacknip_featurize(backbone, dataset, batch_size: int) -> None:
 def statistics_and_writes(backbone, dataset) -> tuple[float, float]:
     """The parts of hacknip's time that the raw pass does not have: per-atom statistics, and writing the records."""
     from hacknip.features.pooling import atom_statistics
-    from hacknip.features.store import FeatureStore, Record
+    from hacknip.store import FeatureStore, Record
 
     layers = list(range(len(backbone.layer_widths)))
     atoms = [sample.atoms for sample in dataset.samples]
     per_atom = backbone.per_atom_features(atoms, layers)
     started = time.perf_counter()
-    records = [Record(str(i), len(a), {layer: atom_statistics(f[layer]) for layer in layers})
+    records = [Record(f"{i:032x}", len(a), {layer: atom_statistics(f[layer]) for layer in layers})
                for i, (a, f) in enumerate(zip(atoms, per_atom))]
     stats = time.perf_counter() - started
     with tempfile.TemporaryDirectory() as folder:

@@ -31,9 +31,9 @@ def main() -> None:
     from hacknip.data.read import read_dataset
     from hacknip.features.executors import RayExecutor
     from hacknip.features.featurize import featurize
-    from hacknip.features.store import FeatureStore
     from hacknip.plugins.executor import BackboneRef
     from hacknip.plugins.registry import load_backbone
+    from hacknip.store import FeatureStore
 
     dataset = read_dataset(DATA).head(args.n)
     backbone = load_backbone(args.backbone)

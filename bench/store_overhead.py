@@ -17,7 +17,9 @@ from pathlib import Path
 
 import numpy as np
 
-from hacknip.features.store import SETTLED_NS, BackboneFeatures, Claims
+from hacknip.store import Claims
+from hacknip.store.features import SETTLED_NS, BackboneFeatures
+from hacknip.store.shard import encode_keys, write_shard
 
 
 def claim_seconds(n_keys: int, batch: int = 16) -> float:
@@ -33,10 +35,9 @@ def claim_seconds(n_keys: int, batch: int = 16) -> float:
 
 def refresh_milliseconds(n_shards: int, calls: int) -> tuple[float, float]:
     folder = Path(tempfile.mkdtemp())
-    empty = np.zeros((1, 4), np.float32)
+    empty = np.zeros((1, 3, 4), np.float32)
     for i in range(n_shards):
-        np.savez(folder / f"shard-{i:06d}-0-{i}.npz", key=np.array([f"k{i}"]), n_atoms=np.array([1]),
-                 layers=np.array([0]), L0_mean=empty, L0_std=empty, L0_max=empty)
+        write_shard(folder / f"shard-{i:06d}-0-{i}.arrow", encode_keys([f"{i:032x}"]), np.array([1]), {0: empty})
     features = BackboneFeatures(folder, {"name": "bench"})
     fresh = _per_call(features.refresh, calls // 10)
     time.sleep(SETTLED_NS / 1e9 + 0.1)

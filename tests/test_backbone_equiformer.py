@@ -261,7 +261,7 @@ def test_run_reads_equiformer_v2_features_stored_by_another_environment(uma, pho
     from hacknip.cli import cli
     from hacknip.data.read import read_dataset
     from hacknip.features.featurize import featurize
-    from hacknip.features.store import FeatureStore
+    from hacknip.store import FeatureStore
 
     class StandIn:  # what the fairchem-1 environment's backbone would be, identity and all
         name = "equiformer-v2"

@@ -20,10 +20,10 @@ from ase.build import bulk, molecule
 from hacknip.data.structures import BadInputError, Dataset, Sample
 from hacknip.errors import BadStructureError
 from hacknip.features.featurize import featurize
-from hacknip.features.store import FeatureStore
 from hacknip.plugins.backbone import file_sha256, identity_key
 from hacknip.plugins.registry import backbone_specs, load_backbone
 from hacknip.plugins.testing import BackboneConformance, TrainableConformance, reference_structures
+from hacknip.store import FeatureStore
 from hacknip_mace import backbone as mace_backbone
 from hacknip_mace.plugin import DEFAULT_MODEL, MACE_MP_CUTOFF, MACE_MP_LAYER_WIDTHS, PRETRAINED_MODELS, factory_name
 

@@ -25,11 +25,11 @@ from orb_models.forcefield.atomic_system import SystemConfig, ase_atoms_to_atom_
 from hacknip.data.structures import Dataset, Sample
 from hacknip.errors import BadStructureError, UntrustedFileError
 from hacknip.features.featurize import featurize, layer_matrix
-from hacknip.features.store import FeatureStore
 from hacknip.features.supercell import supercell_repeats
 from hacknip.plugins.backbone import file_sha256, identity_key
 from hacknip.plugins.registry import backbone_specs, load_backbone
 from hacknip.plugins.testing import BackboneConformance, TrainableConformance, reference_structures
+from hacknip.store import FeatureStore
 from hacknip_orb import backbone as orb_backbone
 from hacknip_orb.plugin import MODELS
 

@@ -23,8 +23,8 @@ from hacknip.features.batching import (
 )
 from hacknip.features.featurize import featurize, layer_matrix
 from hacknip.features.pooling import STATISTICS, atom_statistics
-from hacknip.features.store import FeatureStore
 from hacknip.features.supercell import cutoff_supercell
+from hacknip.store import FeatureStore
 
 POOLING = ("mean", "sum", "max", "std")
 

@@ -14,9 +14,9 @@ from hacknip.cli import cli
 from hacknip.data.read import read_dataset
 from hacknip.errors import InputError
 from hacknip.features.featurize import dataset_keys, featurize, layer_matrix
-from hacknip.features.store import FeatureStore
 from hacknip.plugins.executor import BackboneRef, PortableWork
 from hacknip.plugins.registry import UnknownNameError, create_executor, executor_specs
+from hacknip.store import FeatureStore
 
 TESTS = Path(__file__).parent
 N_STRUCTURES = 24

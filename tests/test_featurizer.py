@@ -24,13 +24,14 @@ from sklearn.model_selection import GridSearchCV, KFold, cross_val_score
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 from sklearn.utils.validation import check_is_fitted
+from store_files import shard_files, stored_records
 
 from hacknip.data.read import read_dataset
 from hacknip.errors import InputError
 from hacknip.features.featurize import layer_matrix
 from hacknip.features.featurizer import Featurizer, cached_backbone
-from hacknip.features.store import FeatureStore, structure_hash
 from hacknip.plugins.registry import UnknownNameError, load_backbone
+from hacknip.store import FeatureStore, structure_hash
 
 N = 30
 TOY_WIDTH = 4 + 6 + 6
@@ -56,11 +57,6 @@ def fresh_backbones():
 
 def toy_calls() -> int:
     return cached_backbone("toy", "cpu").calls
-
-
-def stored_records(store) -> int:
-    """Structure records in every shard of a store (a structure computed twice counts twice)."""
-    return sum(len(np.load(shard)["key"]) for shard in store.rglob("shard-*.npz"))
 
 
 def test_transform_computes_once_and_matches_the_store(toy_plugin, atoms, tmp_path):
@@ -246,12 +242,12 @@ def test_real_chgnet_reuses_what_the_command_line_stored(phonons_path, phonons, 
     result = CliRunner().invoke(cli, ["featurize", "--data", str(phonons_path), "--backbone", "chgnet", "--limit", "12",
                                       "--store", str(store)])
     assert result.exit_code == 0, result.output
-    shards = sorted(store.rglob("shard-*.npz"))
+    shards = shard_files(store)
     structures = [sample.atoms for sample in phonons.samples[:12]]
 
     featurizer = Featurizer("chgnet@all", pooling="mean+std", store=store)
     X = featurizer.fit_transform(structures)
-    assert sorted(store.rglob("shard-*.npz")) == shards, "the Featurizer must reuse the command line's features"
+    assert shard_files(store) == shards, "the Featurizer must reuse the command line's features"
     assert X.shape == (12, 5 * 64 * 2) and featurizer.get_feature_names_out()[64 * 2] == "chgnet:L1:mean:0"
     features = FeatureStore(store).open(cached_backbone("chgnet", "cpu").identity())
     expected = layer_matrix(features, [structure_hash(a) for a in structures], range(5), ("mean", "std"))

@@ -24,7 +24,7 @@ from hacknip.data.mixtures import (
     read_species_table,
 )
 from hacknip.data.structures import BadInputError
-from hacknip.features.store import FeatureStore
+from hacknip.store import FeatureStore
 
 SPECIES_CSV = Path(__file__).parents[1] / "examples" / "ce" / "species.csv"
 CE_DATA = SHARED_DATA / "ce_kim2023_pnas" / "CE_data.csv"

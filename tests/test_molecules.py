@@ -23,8 +23,8 @@ from hacknip.data.read import read_dataset
 from hacknip.data.structures import BadInputError, Dataset, Sample
 from hacknip.evaluation.crossval import murcko_scaffold, scaffold_folds
 from hacknip.features.featurize import featurize
-from hacknip.features.store import FeatureStore
 from hacknip.features.supercell import cutoff_supercell
+from hacknip.store import FeatureStore
 
 pytest.importorskip("rdkit")
 
@@ -132,7 +132,7 @@ def test_geometry_store_avoids_recomputation(tmp_path):
 
 
 def test_a_damaged_stored_geometry_is_set_aside_and_relaxed_again(tmp_path):
-    from hacknip.features.store import DamagedShardWarning
+    from hacknip.store import DamagedShardWarning
 
     path, store = _table(tmp_path, MOLECULES), FeatureStore(tmp_path / "store")
     first = molecules_to_dataset(path, backbone=MorseBackbone(), relax_options=FEW_STEPS, store=store)

@@ -14,14 +14,15 @@ import pytest
 from ase import Atoms
 from ase.build import bulk
 from ase.neighborlist import neighbor_list
+from store_files import shard_files, shard_keys
 from toy_backbone import ToyBackbone
 
 from hacknip.data.structures import BadInputError, Dataset, Sample
 from hacknip.errors import BadStructureError
 from hacknip.features.featurize import FeaturizeInterrupted, batch_threads, featurize, layer_matrix
 from hacknip.features.pooling import atom_statistics
-from hacknip.features.store import Claims, FeatureStore, structure_hash
 from hacknip.plugins.testing import BackboneConformance, reference_structures
+from hacknip.store import Claims, FeatureStore, structure_hash
 
 
 def _dataset(n=20):
@@ -270,7 +271,7 @@ def test_features_are_readable_from_another_process_without_the_plugin(tmp_path)
     expected = layer_matrix(report.features, report.keys, [1], ("mean",))
     code = (
         "import json, sys, numpy as np\n"
-        "from hacknip.features.store import FeatureStore\n"
+        "from hacknip.store import FeatureStore\n"
         "from hacknip.features.featurize import layer_matrix\n"
         f"store = FeatureStore({str(tmp_path)!r})\n"
         "(identity,) = store.find('toy')\n"
@@ -327,7 +328,7 @@ def _write_store(tmp_path, monkeypatch, n=12):
     monkeypatch.setattr(hacknip.features.featurize, "FLUSH_SECONDS", 0.0)
     dataset = _dataset(n)
     report = featurize(dataset, ToyBackbone(), FeatureStore(tmp_path), batch_size=4)
-    return dataset, sorted(report.features.path.glob("shard-*.npz"))
+    return dataset, shard_files(report.features.path)
 
 
 def _damage(path, kind):
@@ -345,7 +346,7 @@ def _damage(path, kind):
 
 @pytest.mark.parametrize("kind", ["truncated", "zeroed", "bit-flipped", "garbage"])
 def test_a_damaged_shard_is_named_set_aside_and_recomputed_on_the_same_run(tmp_path, monkeypatch, kind):
-    from hacknip.features.store import DamagedShardWarning
+    from hacknip.store import DamagedShardWarning
 
     dataset, shards = _write_store(tmp_path, monkeypatch)
     _damage(shards[1], kind)
@@ -360,7 +361,7 @@ def test_a_damaged_shard_is_named_set_aside_and_recomputed_on_the_same_run(tmp_p
 
 
 def test_store_check_reads_every_shard_and_sets_damaged_ones_aside(tmp_path, monkeypatch):
-    from hacknip.features.store import DamagedShardWarning
+    from hacknip.store import DamagedShardWarning
 
     _, shards = _write_store(tmp_path, monkeypatch)
     features = FeatureStore(tmp_path).open(ToyBackbone().identity())
@@ -395,7 +396,7 @@ sys.path.insert(0, {tests!r})
 from ase.build import bulk
 from toy_backbone import ToyBackbone
 from hacknip.features.featurize import featurize
-from hacknip.features.store import FeatureStore
+from hacknip.store import FeatureStore
 from hacknip.data.structures import Dataset, Sample
 samples = [Sample(f"s{{i}}", f"row {{i}}", bulk("Cu", "fcc", a=3.5 + 0.01 * i), float(i)) for i in range(24)]
 backbone = ToyBackbone(seconds_per_structure=0.05)
@@ -412,7 +413,7 @@ def test_two_processes_featurising_into_one_store_split_the_work(tmp_path):
     assert sum(r["computed"] for r in reports) == sum(r["calls"] for r in reports) == 24
     assert all(r["computed"] > 0 for r in reports), reports  # both worked (each takes over a second alone)
     features = FeatureStore(tmp_path).open(ToyBackbone().identity())
-    stored_keys = [key for shard in features.path.glob("shard-*.npz") for key in np.load(shard)["key"].tolist()]
+    stored_keys = [key for shard in shard_files(features.path) for key in shard_keys(shard)]
     assert len(stored_keys) == len(set(stored_keys)) == 24
     left = list((features.path / "claims").iterdir())  # one empty lock file, whose byte-range locks died with them
     assert [path.name for path in left] == ["claims.lock"] and left[0].stat().st_size == 0
@@ -435,7 +436,11 @@ def test_a_settled_folder_is_not_listed_again(tmp_path, monkeypatch):
     old = features.path.stat().st_mtime_ns - 10_000_000_000
     os.utime(features.path, ns=(old, old))
     features.refresh()  # lists the folder once more and records its (now settled) time
+    import hacknip.store.features as store_features
+
     listed = []
-    monkeypatch.setattr(type(features.path), "glob", lambda self, pattern: listed.append(pattern) or iter(()))
+    monkeypatch.setattr(store_features, "_shard_names", lambda folder: listed.append(folder) or [])
     features.refresh()
     assert listed == []
+    features.refresh(force=True)
+    assert listed == [features.path]

@@ -18,12 +18,13 @@ import pandas as pd
 import pytest
 from click.testing import CliRunner
 from conftest import RunsCode, write_cif_table
+from store_files import shard_files, stored_records
 from toy_backbone import WIDTHS, ToyBackbone
 
 from hacknip import hookimpl
 from hacknip.cli import cli
-from hacknip.features.store import DamagedShardWarning
 from hacknip.plugins.backbone import BackboneSpec, file_sha256
+from hacknip.store import DamagedShardWarning
 
 
 class UnpicklingToy(ToyBackbone):
@@ -212,7 +213,7 @@ def test_a_home_that_is_a_file_is_one_line_before_any_work(toy_plugin, table, tm
 def test_store_check_names_damaged_shards_and_the_next_run_heals(toy_plugin, table, tmp_path):
     store = tmp_path / "store"
     assert _invoke("featurize", "--data", table, "--id-column", "name", "--backbone", "toy", "--store", store).exit_code == 0
-    shard = next(store.glob("*/shard-*.npz"))
+    shard = shard_files(store)[0]
     shard.write_bytes(shard.read_bytes()[:100])
     with pytest.warns(DamagedShardWarning, match=rf"{shard.name}: damaged feature-store shard"):
         result = _invoke("store", "check", "--store", store)
@@ -254,7 +255,7 @@ def test_sigterm_stores_the_finished_batches_and_says_so(table, tmp_path):
     process.send_signal(signal.SIGTERM)
     _, stderr = process.communicate(timeout=60)
     assert process.returncode == 130, stderr
-    stored = sum(len(np.load(shard)["key"]) for shard in store.glob("*/shard-*.npz"))
+    stored = stored_records(store)
     assert 0 < stored < 30
     assert f"{stored} structures computed and stored by this run; {stored} of 30" in " ".join(stderr.split())
     resumed = subprocess.run([sys.executable, "-c", script, *args[:-2]], capture_output=True, text=True, timeout=120)

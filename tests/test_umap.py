@@ -22,8 +22,8 @@ from hacknip.analysis.projection import (
 )
 from hacknip.errors import InputError
 from hacknip.features.featurize import dataset_keys, layer_matrix
-from hacknip.features.store import FeatureStore
 from hacknip.report.umap_figure import CLASS_COLOURS, colour_norm, umap_figure
+from hacknip.store import FeatureStore
 
 N = 60
 

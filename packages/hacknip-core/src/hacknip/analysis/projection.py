@@ -37,9 +37,9 @@ from hacknip.evaluation.crossval import check_task, infer_task
 from hacknip.features.compose import Member, parse_backbones
 from hacknip.features.featurize import dataset_keys, layer_matrix
 from hacknip.features.pooling import parse_pooling
-from hacknip.features.store import BackboneFeatures, FeatureStore
 from hacknip.plugins.head import CLASSIFICATION
 from hacknip.progress import Progress, no_progress
+from hacknip.store import BackboneFeatures, FeatureStore
 from hacknip.workflow.run import RunConfig, load_data
 
 INSTALL_HINT = "pip install 'hacknip-core[analysis]'"

@@ -349,7 +349,7 @@ def check_output_file(path: Path) -> None:
 
 
 def check_outputs(out: Path | None, save_to: Path | None, store, overwrite: bool) -> None:
-    from hacknip.features.store import FeatureStore
+    from hacknip.store import FeatureStore
 
     check_output_folder(out or Path("runs") / "new", "--out", RUN_OUTPUTS, overwrite)
     if save_to is not None:

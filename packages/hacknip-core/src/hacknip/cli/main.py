@@ -140,7 +140,7 @@ def featurize(**options):
     """Featurise a dataset into the feature store (every layer, resumable, nothing computed twice)."""
     from rich.console import Console
 
-    from hacknip.features.store import FeatureStore
+    from hacknip.store import FeatureStore
     from hacknip.workflow.run import checked_backbones, featurize_members, load_data
 
     options["backbone_options"] = parse_key_values(options["backbone_options"], "--backbone-option")
@@ -168,9 +168,9 @@ def store():
               help="Feature store folder (default: $HACKNIP_HOME/features).")
 @friendly_errors
 def store_check(store_path):
-    """Read every shard of every backbone; move damaged ones aside (their structures are computed again by the next
-    run). Exit status 1 when any was damaged."""
-    from hacknip.features.store import FeatureStore
+    """Read every record of every backbone and check it against its checksum; move damaged shards aside (their
+    structures are computed again by the next run) and write each index again. Exit status 1 when any was damaged."""
+    from hacknip.store import FeatureStore
 
     features_store = FeatureStore(store_path)
     if not features_store.root.is_dir():
@@ -186,6 +186,30 @@ def store_check(store_path):
                                                                    f"{folder / 'damaged'}" if damaged else ""))
     if damaged_total:
         raise SystemExit(1)
+
+
+@store.command(name="compact")
+@click.option("--store", "store_path", type=click.Path(path_type=Path), envvar="HACKNIP_STORE",
+              help="Feature store folder (default: $HACKNIP_HOME/features).")
+@friendly_errors
+def store_compact(store_path):
+    """Merge each backbone's small shards (under 64 MB) into shards of up to 1 GB and write its index again. Writers
+    do this themselves once 16 small shards pile up; safe while others read or write the store."""
+    from hacknip.store import FeatureStore
+
+    features_store = FeatureStore(store_path)
+    if not features_store.root.is_dir():
+        raise click.ClickException(f"{features_store.root}: no feature store there")
+    for folder, identity in features_store.folders():
+        if identity is None:
+            click.echo(f"{folder}: no readable identity.json (it is written again by the next run of that backbone)")
+            continue
+        features = features_store.open(identity)
+        before = features.shard_count
+        report = features.compact()
+        features.reindex()
+        click.echo(f"{folder.name}: {before} shards -> {features.shard_count} ({report.merged} merged into "
+                   f"{report.written}, {len(features)} structures, {report.seconds:.1f} s)")
 
 
 @cli.command()
@@ -346,7 +370,7 @@ def predict(model_dir, data, target, structure_column, id_column, targets, on_er
     from hacknip.data.read import read_dataset
     from hacknip.data.structures import UNLABELLED
     from hacknip.evaluation.crossval import METRICS
-    from hacknip.features.store import FeatureStore
+    from hacknip.store import FeatureStore
     from hacknip.workflow.saved_finetuned import SavedFinetuned, load_saved
 
     model = load_saved(model_dir)

@@ -54,8 +54,8 @@ from hacknip.data.structures import (
 )
 from hacknip.errors import InputError
 from hacknip.features.featurize import featurize, layer_matrix
-from hacknip.features.store import FeatureStore
 from hacknip.plugins.backbone import Backbone
+from hacknip.store import FeatureStore
 
 UNITS = ("M", "vol", "wt", "mol", "vol%", "wt%")
 RATIO_UNITS = ("vol", "wt", "mol")

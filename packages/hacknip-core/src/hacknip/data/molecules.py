@@ -49,8 +49,8 @@ from hacknip.data.structures import (
     the_only_numeric,
 )
 from hacknip.errors import InputError
-from hacknip.features.store import DAMAGED_FOLDER, DamagedShardWarning, FeatureStore, _atomic_write, _slug, structure_hash
 from hacknip.plugins.backbone import Backbone, check_elements, identity_key
+from hacknip.store import DAMAGED_FOLDER, DamagedShardWarning, FeatureStore, atomic_write, slug, structure_hash
 
 INSTALL_HINT = "pip install hacknip-core[molecules]"
 NONCONVERGED_CHOICES = ("keep", "skip")
@@ -248,12 +248,12 @@ class GeometryStore:
 
     def __init__(self, root: str | Path, backbone_identity: dict[str, Any], relax: RelaxOptions, vacuum: float):
         identity = {"backbone": backbone_identity, "relax": {**asdict(relax), "vacuum": vacuum}}
-        self.path = Path(root) / "geometries" / f"{_slug(backbone_identity['name'])}-{identity_key(identity)}"
+        self.path = Path(root) / "geometries" / f"{slug(backbone_identity['name'])}-{identity_key(identity)}"
         self.path.mkdir(parents=True, exist_ok=True)
         identity_file = self.path / "identity.json"
         if not identity_file.exists():
             text = json.dumps(identity, indent=2, sort_keys=True, default=str).encode()
-            _atomic_write(identity_file, lambda stream: stream.write(text))
+            atomic_write(identity_file, lambda stream: stream.write(text))
 
     def _file(self, key: str) -> Path:
         return self.path / f"{key}.json"
@@ -280,7 +280,7 @@ class GeometryStore:
 
     def put(self, key: str, record: dict[str, Any]) -> None:
         text = json.dumps(record).encode()
-        _atomic_write(self._file(key), lambda stream: stream.write(text))
+        atomic_write(self._file(key), lambda stream: stream.write(text))
 
 
 def smiles_key(smiles: str, options: EmbedOptions) -> str:

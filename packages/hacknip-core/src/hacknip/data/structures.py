@@ -159,8 +159,8 @@ class _RowCollector:
 
 def flag_duplicate_structures(samples: Sequence[Sample]) -> None:
     """Flag (keep, with a warning) every sample whose structure is identical to another's: the same species,
-    positions and cell (:func:`hacknip.features.store.structure_hash`). Such rows leak between cross-validation folds."""
-    from hacknip.features.store import structure_hash
+    positions and cell (:func:`hacknip.store.structure_hash`). Such rows leak between cross-validation folds."""
+    from hacknip.store import structure_hash
 
     groups: dict[str, list[Sample]] = {}
     for sample in samples:

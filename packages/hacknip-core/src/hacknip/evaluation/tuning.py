@@ -123,7 +123,7 @@ def storage_url(storage: str | None) -> str:
         return storage
     if storage:
         return f"sqlite:///{Path(storage).resolve()}"
-    from hacknip.features.store import hacknip_home
+    from hacknip.store import hacknip_home
 
     hacknip_home().mkdir(parents=True, exist_ok=True)
     return f"sqlite:///{hacknip_home() / 'studies.db'}"

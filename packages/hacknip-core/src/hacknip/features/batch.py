@@ -11,10 +11,10 @@ from hacknip.data.structures import BadInputError, SkippedRow
 from hacknip.errors import BadStructureError
 from hacknip.features.batching import is_out_of_memory, release_cached_memory
 from hacknip.features.pooling import atom_statistics
-from hacknip.features.store import Record
 from hacknip.features.supercell import cutoff_supercell
 from hacknip.plugins.backbone import Backbone, supercell_rule
 from hacknip.plugins.executor import Batch, BatchResult
+from hacknip.store import Record
 
 
 def reject(source: str, row: str, sample_id: str, reason: str, on_error: str) -> SkippedRow:

@@ -23,9 +23,9 @@ from hacknip.features.batching import (
     structure_cost,
 )
 from hacknip.features.pooling import pool
-from hacknip.features.store import BackboneFeatures, Claims, FeatureStore, Record, structure_hash
 from hacknip.plugins.backbone import Backbone, check_layers, concurrent_batches
 from hacknip.plugins.executor import BackboneRef, Batch, BatchWork, Executor
+from hacknip.store import BackboneFeatures, Claims, FeatureStore, Record, structure_hash
 
 FLUSH_SECONDS = 5.0
 CLAIM_POLL_SECONDS = 0.5
@@ -104,6 +104,7 @@ def featurize(
     keys = dataset_keys(dataset)
     rejected: list[SkippedRow] = []
     todo, seen = [], set()
+    features.verify(keys, layers)  # a damaged record found now is computed again by this run
     for index in features.missing(keys, layers):
         sample = dataset.samples[index]
         if unknown := unsupported_elements(sample, backbone):

@@ -35,9 +35,9 @@ from hacknip.errors import InputError
 from hacknip.features.compose import Member
 from hacknip.features.featurize import featurize, layer_matrix
 from hacknip.features.pooling import parse_pooling
-from hacknip.features.store import FeatureStore
 from hacknip.plugins.backbone import Backbone
 from hacknip.plugins.registry import check_backbones, load_backbone, resolve_backbone
+from hacknip.store import FeatureStore
 
 ASE_SUFFIXES = (".xyz", ".extxyz", ".traj")
 """File suffixes read with ASE (one structure per file); any other path is read with pymatgen (CIF, POSCAR, ...)."""

@@ -20,7 +20,7 @@ if TYPE_CHECKING:
     from ase import Atoms
 
     from hacknip.data.structures import SkippedRow
-    from hacknip.features.store import Record
+    from hacknip.store import Record
 
 
 @dataclass

@@ -15,11 +15,11 @@ from hacknip.data.structures import Dataset
 from hacknip.errors import InputError
 from hacknip.evaluation.crossval import CVResult, check_task, cross_validate_per_fold, get_target_transform, infer_task
 from hacknip.features.compose import parse_backbones
-from hacknip.features.store import hacknip_home
 from hacknip.finetuning.inputs import build_inputs, fingerprint
 from hacknip.finetuning.trainer import Epoch, FinetuneOptions, FineTuner, PreparedNetwork
 from hacknip.plugins.registry import load_backbone
 from hacknip.plugins.trainable import trainable_network
+from hacknip.store import hacknip_home
 from hacknip.workflow.run import (
     Progress,
     RunConfig,

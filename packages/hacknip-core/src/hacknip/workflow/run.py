@@ -43,7 +43,6 @@ from hacknip.evaluation.leaderboard import SUMMARY_FILE, find_matbench_file, lea
 from hacknip.features.compose import Member, parse_backbones
 from hacknip.features.featurize import dataset_keys, featurize, layer_matrix
 from hacknip.features.pooling import parse_pooling
-from hacknip.features.store import BackboneFeatures, FeatureStore
 from hacknip.plugins.executor import BackboneRef, Executor
 from hacknip.plugins.head import CLASSIFICATION, REGRESSION
 from hacknip.plugins.registry import (
@@ -55,6 +54,7 @@ from hacknip.plugins.registry import (
     load_backbone,
 )
 from hacknip.progress import Progress, no_progress
+from hacknip.store import BackboneFeatures, FeatureStore
 from hacknip.workflow.provenance import provenance
 
 VALIDATION_FILE = "matbench_v0.1_validation.json.gz"

@@ -29,11 +29,11 @@ from hacknip.evaluation.crossval import TARGET_TRANSFORMS, fitted_pipeline, get_
 from hacknip.evaluation.crossval import predict as head_prediction
 from hacknip.features.featurize import dataset_keys, featurize, layer_matrix
 from hacknip.features.pooling import parse_pooling
-from hacknip.features.store import FeatureStore
 from hacknip.plugins.backbone import file_sha256
 from hacknip.plugins.head import CLASSIFICATION, REGRESSION
 from hacknip.plugins.registry import get_head_spec, load_backbone, resolve_backbone
 from hacknip.report import strict_json
+from hacknip.store import FeatureStore
 
 FORMAT = "hacknip-model/1"
 MODEL_FILE = "model.json"

@@ -1,0 +1,127 @@
+"""The feature store: pooled per-layer statistics of every structure a backbone has seen, on disk.
+
+Layout under ``$HACKNIP_HOME/features`` (default ``~/.cache/hacknip/features``)::
+
+    <backbone-name>-<identity key>/
+        identity.json               the backbone identity the key was made from
+        names.json                  the names users typed for it
+        shard-<time>-<pid>-<n>.arrow records: structure key, atom count, and per layer the mean / std / max of the
+                                    per-atom features with a CRC-32 per row (Arrow IPC, :mod:`hacknip.store.shard`)
+        index.arrow                 every record's shard and row, sorted by key (:mod:`hacknip.store.index`)
+        claims/claims.lock          one byte per structure being computed, locked by the process computing it
+        damaged/                    files that could not be read, set aside (their structures are computed again)
+        index.lock, compact.lock    held by a process writing the index or compacting
+
+Records are keyed by (backbone identity, structure content hash, layer); every pooling is derived from the stored
+statistics. Writers append shards (written under a temporary name and renamed, so a killed run leaves only whole
+shards and the next run computes just what is missing); opening reads the index through a memory map and only the
+shards written since; reading a layer of some structures reads only those rows of that layer. Small shards are merged
+into shards of up to 1 GB by the writer that finds 16 of them (or ``hacknip store compact``). A damaged shard
+(truncated, zeroed, a flipped bit: the row checksums catch those) is named in a :class:`DamagedShardWarning`, moved to
+``damaged/`` and its structures count as missing again. Processes featurising into one store claim structures before
+computing them, so they share the work instead of repeating it. Nothing is pickled; the files are readable from any
+environment with pyarrow (no NIP library needed), so features made where one NIP library is installed combine with
+features made where another is. Files follow the umask, so a store can be shared by a group. Stores of hacknip 0.1
+(``shard-*.npz``) are rewritten in this format when first opened.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from ase import Atoms
+
+from hacknip.errors import InputError
+from hacknip.plugins.backbone import identity_key
+from hacknip.store.claims import Claims
+from hacknip.store.features import BackboneFeatures, CompactionReport, DamagedFeaturesError
+from hacknip.store.files import (
+    DAMAGED_FOLDER,
+    HOME_ENV,
+    DamagedShardWarning,
+    atomic_write,
+    hacknip_home,
+    read_json,
+    slug,
+)
+
+__all__ = ["DAMAGED_FOLDER", "BackboneFeatures", "Claims", "CompactionReport", "DamagedFeaturesError",
+           "DamagedShardWarning", "FeatureStore", "Record", "atomic_write", "hacknip_home", "slug", "structure_hash"]
+
+
+def structure_hash(atoms: Atoms) -> str:
+    """Content hash of a structure: species, positions and cell to 1e-6 Å, and periodicity."""
+    digest = hashlib.sha256()
+    digest.update(np.asarray(atoms.numbers, dtype=np.int64).tobytes())
+    for array in (atoms.positions, atoms.cell.array):
+        digest.update((np.round(np.asarray(array, dtype=np.float64), 6) + 0.0).tobytes())
+    digest.update(np.asarray(atoms.pbc, dtype=np.bool_).tobytes())
+    return digest.hexdigest()[:32]
+
+
+@dataclass
+class Record:
+    """One structure's pooled statistics: ``stats[layer][statistic]`` is a 1-D array."""
+
+    key: str
+    n_atoms: int
+    stats: dict[int, dict[str, np.ndarray]]
+
+
+class FeatureStore:
+    def __init__(self, root: str | Path | None = None):
+        self.root = Path(root) if root else hacknip_home() / "features"
+
+    def check_usable(self) -> None:
+        """Fail early (before any work) when the store cannot be a folder."""
+        for path in (self.root, *self.root.parents):
+            if path.exists():
+                if not path.is_dir():
+                    raise InputError(f"{path} is a file, so the feature store {self.root} cannot be made there; point "
+                                     f"--store or ${HOME_ENV} at a folder")
+                if not os.access(path, os.W_OK | os.X_OK):
+                    raise InputError(f"cannot write to {path} (feature store {self.root}); point --store or ${HOME_ENV} "
+                                     f"at a folder you can write to")
+                return
+
+    def open(self, identity: dict[str, Any], names: Iterable[str] = ()) -> BackboneFeatures:
+        """The features of ``identity``; ``names`` are the backbone names users typed for it (``orb-v2-paper``,
+        ``chgnet:/path/x.pth``), recorded so that another environment can find these features by the same name."""
+        self.check_usable()
+        path = self.root / f"{slug(identity['name'])}-{identity_key(identity)}"
+        path.mkdir(parents=True, exist_ok=True)
+        identity_file = path / "identity.json"
+        if read_json(identity_file) != json.loads(json.dumps(identity)):  # absent or damaged: this identity made the key
+            text = json.dumps(identity, indent=2, sort_keys=True).encode()
+            atomic_write(identity_file, lambda stream: stream.write(text))
+        known = _read_names(path)
+        if not set(names) <= known:
+            text = json.dumps(sorted(known | set(names))).encode()
+            atomic_write(path / "names.json", lambda stream: stream.write(text))
+        return BackboneFeatures(path, identity)
+
+    def folders(self) -> list[tuple[Path, dict[str, Any] | None]]:
+        """Every backbone folder with its identity (``None`` where identity.json is missing or unreadable)."""
+        return [(folder, read_json(folder / "identity.json")) for folder in sorted(self.root.glob("*/"))
+                if folder.is_dir()]
+
+    def identities(self) -> list[dict[str, Any]]:
+        """Every backbone identity with stored features."""
+        return [identity for _, identity in self.folders() if identity is not None]
+
+    def find(self, name: str) -> list[dict[str, Any]]:
+        """Stored identities known under ``name`` (used when the backbone's plugin is not installed here)."""
+        return [identity for folder, identity in self.folders()
+                if identity is not None and (name == identity.get("name") or name in _read_names(folder))]
+
+
+def _read_names(folder: Path) -> set[str]:
+    names = read_json(folder / "names.json")
+    return {name for name in names if isinstance(name, str)} if isinstance(names, list) else set()

@@ -1,0 +1,87 @@
+"""The files of the feature store: where it lives, atomic writes that follow the umask, and advisory locks."""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import re
+import tempfile
+import warnings
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import IO, Any
+
+try:
+    import fcntl
+except ImportError:  # Windows: no locks; concurrent processes may repeat work (never wrongly)
+    fcntl = None
+
+HOME_ENV = "HACKNIP_HOME"
+DAMAGED_FOLDER = "damaged"
+
+
+class DamagedShardWarning(UserWarning):
+    """A feature-store file could not be read; it was moved aside and its structures will be computed again."""
+
+
+def hacknip_home() -> Path:
+    return Path(os.environ.get(HOME_ENV) or Path.home() / ".cache" / "hacknip")
+
+
+def file_mode() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return 0o666 & ~mask
+
+
+def atomic_write(path: Path, write: Callable[[IO[bytes]], Any]) -> None:
+    """Write ``path`` under a temporary name in its folder and rename it: readers see the whole file or none."""
+    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=path.suffix)
+    try:
+        os.chmod(temporary, file_mode())  # mkstemp makes owner-only files; a store may be shared by a group
+        with os.fdopen(handle, "wb") as stream:
+            write(stream)
+            stream.flush()
+            os.fsync(stream.fileno())
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+
+
+def slug(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", name)[:48].strip("_") or "backbone"
+
+
+def read_json(file: Path) -> Any:
+    """A small JSON file of the store, or None when it is absent or damaged (it is rewritten from what it held)."""
+    try:
+        return json.loads(file.read_text())
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError) as error:
+        warnings.warn(f"{file}: unreadable ({error}); it will be written again", DamagedShardWarning, stacklevel=3)
+        return None
+
+
+@contextmanager
+def exclusive(path: Path, wait: bool = False) -> Iterator[bool]:
+    """Try to hold an exclusive lock on ``path`` (created if absent), waiting for it only with ``wait``: yields whether
+    it is held. Where
+    the file system has no locks (Windows, some network file systems) it yields True: the work done under it (indexing,
+    compaction) only repeats or wastes space when two processes do it at once, never loses or mixes records."""
+    if fcntl is None:
+        yield True
+        return
+    handle = os.open(path, os.O_RDWR | os.O_CREAT, file_mode())
+    try:
+        try:
+            fcntl.lockf(handle, fcntl.LOCK_EX if wait else fcntl.LOCK_EX | fcntl.LOCK_NB)
+            held = True
+        except OSError as error:
+            held = error.errno not in (errno.EACCES, errno.EAGAIN)  # ENOLCK, EOPNOTSUPP: no locks here
+        yield held
+    finally:
+        os.close(handle)  # drops the lock
