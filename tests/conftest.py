@@ -16,10 +16,11 @@ sys.path.insert(0, str(TESTS))
 
 @pytest.fixture(autouse=True)
 def isolated_home(tmp_path, monkeypatch):
-    """Every test gets its own feature store, and the CLI relaxes molecules in this process (a backbone registered by a
-    test does not exist in a worker process; the tests that need workers ask for them)."""
+    """Every test gets its own feature store, and the CLI relaxes molecules and fits heads in this process (a backbone
+    or head registered by a test does not exist in a worker process; the tests that need workers ask for them)."""
     monkeypatch.setenv("HACKNIP_HOME", str(tmp_path / "hacknip-home"))
     monkeypatch.setenv("HACKNIP_WORKERS", "1")
+    monkeypatch.setenv("HACKNIP_JOBS", "1")
 
 
 @pytest.fixture

@@ -127,3 +127,23 @@ def test_group_folds_keep_each_group_in_one_test_fold_and_are_reproducible():
     assert all(np.array_equal(a[1], b[1]) for a, b in zip(folds, group_folds(groups)))
     with pytest.raises(ValueError, match="3 distinct groups are too few for 5 grouped folds"):
         group_folds(["a", "b", "c", "a", "b", "c"])
+
+
+def test_fits_in_worker_processes_score_exactly_as_one_after_another():
+    from hacknip.evaluation.crossval import cross_validate, cross_validate_each, make_model
+    from hacknip_heads.lightgbm_head import LightGBMHead
+
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((120, 6))
+    y = X[:, 0] * 2 + np.sin(X[:, 1]) + 0.1 * rng.standard_normal(120)
+    folds = random_folds(len(y))
+    problems = [(k, (lambda k=k: X[:, :k]), lambda: make_model(LightGBMHead(n_estimators=30))) for k in (2, 4, 6)]
+    done = []
+    serial = cross_validate_each(problems, y, folds, on_fold=lambda: done.append(1))
+    parallel = cross_validate_each(problems, y, folds, on_fold=lambda: done.append(2), jobs=2)
+    assert done == [1] * 15 + [2] * 15  # every fit of every problem, as it finished
+    for k in (2, 4, 6):
+        np.testing.assert_array_equal(serial[k].predictions, parallel[k].predictions)
+        assert serial[k].folds == parallel[k].folds
+    alone = cross_validate(X[:, :4], y, folds, lambda: make_model(LightGBMHead(n_estimators=30)))
+    np.testing.assert_array_equal(alone.predictions, parallel[4].predictions)

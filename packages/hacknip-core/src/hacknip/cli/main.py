@@ -3,6 +3,7 @@ fast."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import signal
@@ -219,12 +220,16 @@ def store_compact(store_path):
               help="Replay a tuned configuration (params.json from hacknip tune): its layers, head, pooling and params.")
 @click.option("--save", "save_to", type=click.Path(path_type=Path),
               help="Also fit the chosen configuration on every row and save it to this folder (for hacknip predict).")
+@click.option("--jobs", type=click.IntRange(min=1), envvar="HACKNIP_JOBS",
+              help="Head fits at once, each in its own process (the layer sweep's and the final cross-validation's; "
+                   "the scores do not change)  [default: the available cores; $HACKNIP_JOBS]")
 @friendly_errors
-def run(out, params_file, save_to, overwrite, **options):
+def run(out, params_file, save_to, overwrite, jobs, **options):
     """Featurise, sweep the layers, cross-validate a head, and report (results.json, parity.png or roc.png, layers.png)."""
+    from hacknip.data.molecules import available_cores
     from hacknip.workflow.run import run as run_pipeline
 
-    config = model_config(options, read_params(params_file))
+    config = dataclasses.replace(model_config(options, read_params(params_file)), jobs=jobs or available_cores())
     check_outputs(out, save_to, config.store, overwrite)
     with progress_bars() as start:
         results = run_pipeline(config, start, save_to=save_to)

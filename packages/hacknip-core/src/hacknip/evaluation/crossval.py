@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import gzip
 import json
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -201,15 +201,62 @@ def cross_validate_per_fold(fold_models: Sequence[tuple[np.ndarray, Callable[[],
                             score_transform: Callable[[np.ndarray], np.ndarray] | None = None) -> CVResult:
     """``cross_validate`` with each fold's own features and model, ``(X, make_model)`` per fold (e.g. the
     configuration each outer fold's tuning chose)."""
-    scale = score_transform or (lambda values: values)
     predictions = np.full(len(y), np.nan)
-    scores = []
-    for number, ((train, test), (X, make)) in enumerate(zip(folds, fold_models, strict=True)):
-        model = make().fit(X[train], y[train])
-        predictions[test] = predict(model, X[test], task)
-        scores.append({"fold": number, **METRICS[task](scale(y[test]), scale(predictions[test]))})
+    for (train, test), (X, make) in zip(folds, fold_models, strict=True):
+        predictions[test] = _fit_and_predict(make, X, y, train, test, task)
         if on_fold:
             on_fold()
+    return _scored(predictions, y, folds, task, score_transform)
+
+
+def cross_validate_each(problems: Iterable[tuple[Any, Callable[[], np.ndarray], Callable[[], Any]]], y: np.ndarray,
+                        folds: Folds, on_fold: Callable[[], None] | None = None, task: str = REGRESSION,
+                        score_transform: Callable[[np.ndarray], np.ndarray] | None = None,
+                        jobs: int = 1) -> dict[Any, CVResult]:
+    """``cross_validate`` of several problems, ``(name, make_X, make_model)`` each (e.g. every layer of a sweep), with
+    up to ``jobs`` fits at once, each in its own process (joblib's loky workers, whose BLAS and OpenMP threads joblib
+    limits to their share of the cores). Every (problem, fold) fit is a task of one pool, so the cores stay busy
+    across problems; ``make_X`` is called once per problem, as its fits are handed out. The results equal those of
+    ``jobs=1``: each fit is the same fresh model on the same rows."""
+    problems = list(problems)
+    predictions = {name: np.full(len(y), np.nan) for name, _, _ in problems}
+
+    def tasks():
+        for name, make_X, make in problems:
+            X = make_X()
+            for number, (train, test) in enumerate(folds):
+                yield name, number, make, X, train, test
+
+    if jobs <= 1:
+        finished = ((name, number, _fit_and_predict(make, X, y, train, test, task))
+                    for name, number, make, X, train, test in tasks())
+    else:
+        from joblib import Parallel, delayed
+
+        finished = Parallel(n_jobs=jobs, backend="loky", return_as="generator_unordered")(
+            delayed(_numbered_fit)(name, number, make, X, y, train, test, task)
+            for name, number, make, X, train, test in tasks())
+    for name, number, predicted in finished:
+        predictions[name][folds[number][1]] = predicted
+        if on_fold:
+            on_fold()
+    return {name: _scored(predictions[name], y, folds, task, score_transform) for name, _, _ in problems}
+
+
+def _fit_and_predict(make: Callable[[], Any], X: np.ndarray, y: np.ndarray, train: np.ndarray, test: np.ndarray,
+                     task: str) -> np.ndarray:
+    return predict(make().fit(X[train], y[train]), X[test], task)
+
+
+def _numbered_fit(name, number, make, X, y, train, test, task):
+    return name, number, _fit_and_predict(make, X, y, train, test, task)
+
+
+def _scored(predictions: np.ndarray, y: np.ndarray, folds: Folds, task: str,
+            score_transform: Callable[[np.ndarray], np.ndarray] | None) -> CVResult:
+    scale = score_transform or (lambda values: values)
+    scores = [{"fold": number, **METRICS[task](scale(y[test]), scale(predictions[test]))}
+              for number, (_, test) in enumerate(folds)]
     return CVResult(scores, predictions, task)
 
 

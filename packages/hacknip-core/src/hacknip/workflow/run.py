@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -29,6 +30,7 @@ from hacknip.evaluation.crossval import (
     best_layer,
     check_task,
     cross_validate,
+    cross_validate_each,
     dummy_cv,
     get_target_transform,
     group_folds,
@@ -105,6 +107,8 @@ class RunConfig:
     """Per-sample scalar columns (table columns, or extxyz info keys) appended to the embedding."""
     split: str = "auto"
     """``auto`` (official Matbench folds, else (Stratified)KFold), ``random``, or ``scaffold`` (molecules)."""
+    jobs: int = 1
+    """Head fits at once (the layer sweep's and the final cross-validation's), each in its own process."""
 
 
 @dataclass
@@ -266,9 +270,12 @@ def model_factory(config: RunConfig, task: str, tuned: dict[str, Any] | None = N
     """Makes the scaler-and-head model (:func:`hacknip.evaluation.crossval.make_model`) of the run's head. Heads that
     serve classification take ``task="classification"``; regression is every head's default. ``tuned``
     hyperparameters come first; the user's ``--head-param`` values override them."""
+    from sklearn.base import clone
+
     params = {**(tuned or {}), **config.head_params, **({"task": task} if task == CLASSIFICATION else {})}
     transform = get_target_transform(config.target_transform)
-    return lambda: make_model(create_head(config.head, **params), transform)
+    head = create_head(config.head, **params)  # made here, so that a worker process needs no plugin registry
+    return lambda: make_model(clone(head), transform)
 
 
 def score_transform(config: RunConfig) -> Callable[[np.ndarray], np.ndarray] | None:
@@ -326,8 +333,15 @@ class Prepared:
         return score_transform(self.config)
 
     def cross_validate(self, X: np.ndarray, new_model: Callable[[], Any], on_fold=None) -> CVResult:
+        if self.config.jobs > 1:
+            return self.cross_validate_each([(None, lambda: X, new_model)], on_fold)[None]
         return cross_validate(X, self.y, self.folds, new_model, on_fold=on_fold, task=self.task,
                               score_transform=self.score_transform)
+
+    def cross_validate_each(self, problems, on_fold=None) -> dict[Any, CVResult]:
+        """Several ``(name, make_X, new_model)`` problems, their fits ``config.jobs`` at once."""
+        return cross_validate_each(problems, self.y, self.folds, on_fold=on_fold, task=self.task,
+                                   score_transform=self.score_transform, jobs=self.config.jobs)
 
     def subset(self, rows: np.ndarray, folds: list) -> Prepared:
         """The same preparation restricted to ``rows``, with ``folds`` (positions within those rows) as its folds."""
@@ -383,10 +397,11 @@ def sweep_layers(prepared: Prepared, new_model: Callable[[], Any], progress: Pro
             chosen[item.member.name] = list(fixed)
             continue
         advance = progress(f"layer sweep {item.member.name} ({prepared.config.head})", item.n_layers * len(prepared.folds))
+        pooling = parse_pooling(prepared.config.pooling)
+        problems = [(layer, functools.partial(layer_matrix, item.features, prepared.keys, [layer], pooling), new_model)
+                    for layer in range(item.n_layers)]
         sweep = []
-        for layer in range(item.n_layers):
-            X = layer_matrix(item.features, prepared.keys, [layer], parse_pooling(prepared.config.pooling))
-            result = prepared.cross_validate(X, new_model, on_fold=advance)
+        for layer, result in prepared.cross_validate_each(problems, on_fold=advance).items():
             results[(item.member.name, layer)] = result
             sweep.append({"backbone": item.member.name, "layer": layer, **result.summary()})
         per_layer += sweep
