@@ -161,3 +161,15 @@ def test_progress_is_written_as_lines_when_stdout_is_not_a_terminal(monkeypatch)
     assert lines[0] == "featurising with chgnet: 0/4, 0 s"
     assert lines[1].startswith("featurising with chgnet: 2/4, 6 s, eta ")  # 5 s after the last line
     assert lines[-1] == "featurising with chgnet: 4/4, 8 s" and len(lines) == 3
+
+
+def test_run_with_fits_in_worker_processes_scores_as_one_at_a_time(toy_plugin, phonons_path, tmp_path):
+    results = {}
+    for jobs in ("1", "2"):
+        out = tmp_path / f"jobs{jobs}"
+        result = _run(["run", "--data", str(phonons_path), "--backbone", "toy", "--head", "lightgbm", "--limit", "60",
+                       "--head-param", "n_estimators=20", "--jobs", jobs, "--out", str(out)])
+        assert result.exit_code == 0, result.output
+        results[jobs] = json.loads((out / "results.json").read_text())
+    for part in ("per_layer", "folds", "predictions", "best_layer"):
+        assert results["1"][part] == results["2"][part]
