@@ -173,3 +173,22 @@ def test_run_with_fits_in_worker_processes_scores_as_one_at_a_time(toy_plugin, p
         results[jobs] = json.loads((out / "results.json").read_text())
     for part in ("per_layer", "folds", "predictions", "best_layer"):
         assert results["1"][part] == results["2"][part]
+
+
+def test_the_all_layers_preset_concatenates_layers_unless_told_otherwise(toy_plugin, phonons_path, tmp_path):
+    from toy_backbone import WIDTHS
+
+    def run(*extra):
+        out = tmp_path / f"run{len(list(tmp_path.iterdir()))}"
+        result = _run(["run", "--data", str(phonons_path), "--backbone", *extra, "--head", "ridge", "--limit", "60",
+                       "--out", str(out)])
+        assert result.exit_code == 0, result.output
+        return json.loads((out / "results.json").read_text())
+
+    paper = run("toy")
+    assert paper["preset"]["name"] == "paper" and paper["pooling"] == "mean" and len(paper["per_layer"]) == len(WIDTHS)
+    every = run("toy", "--preset", "all-layers")
+    assert every["preset"]["name"] == "all-layers" and every["pooling"] == "mean+max+std"
+    assert every["per_layer"] == [] and every["n_features"] == 3 * sum(WIDTHS)
+    told = run("toy@1", "--preset", "all-layers", "--pooling", "mean")
+    assert told["per_layer"] == [] and told["n_features"] == WIDTHS[1] and told["pooling"] == "mean"

@@ -227,7 +227,8 @@ def model_options(command):
     options = [
         click.option("--head", help="Shallow model (see hacknip list)  [default: lightgbm]"),
         click.option("--head-param", "head_params", multiple=True, help="Head hyperparameter KEY=VALUE (repeatable)."),
-        click.option("--pooling", help="mean, sum, max, std, or several joined by '+'  [default: mean]"),
+        click.option("--pooling", help="mean, sum, max, std, or several joined by '+'  [default: mean; run: the "
+                                       "preset's]"),
         click.option("--extra-features", help="Per-sample scalar columns (or extxyz info keys) appended to the "
                                                "embedding, comma-separated, e.g. temperature."),
         click.option("--umap", is_flag=True, help="Also draw UMAPs of the best layer and the last (umap.png, umap.csv, "
@@ -276,7 +277,6 @@ def model_config(options: dict, replay: dict | None = None):
     options["head"] = options["head"] or "lightgbm"
     options["target_transform"] = None if options["target_transform"] == "none" else options["target_transform"]
     options["extra_features"] = [c.strip() for c in (options["extra_features"] or "").split(",") if c.strip()]
-    options["pooling"] = options["pooling"] or "mean"
     options.pop("umap", None)
     options.pop("out", None)
     options.pop("overwrite", None)

@@ -220,6 +220,10 @@ def store_compact(store_path):
               help="Replay a tuned configuration (params.json from hacknip tune): its layers, head, pooling and params.")
 @click.option("--save", "save_to", type=click.Path(path_type=Path),
               help="Also fit the chosen configuration on every row and save it to this folder (for hacknip predict).")
+@click.option("--preset", type=click.Choice(["paper", "all-layers"]), default="paper", show_default=True,
+              help="Layers and pooling where --backbone and --pooling leave them open. paper: sweep each backbone's "
+                   "layers, mean pooling (the paper's protocol); all-layers: every layer concatenated, mean+max+std "
+                   "(CHGNet on phonons: 49.2 against 75.5 cm^-1).")
 @click.option("--jobs", type=click.IntRange(min=1), envvar="HACKNIP_JOBS",
               help="Head fits at once, each in its own process (the layer sweep's and the final cross-validation's; "
                    "the scores do not change)  [default: the available cores; $HACKNIP_JOBS]")

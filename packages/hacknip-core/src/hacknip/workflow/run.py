@@ -57,6 +57,7 @@ from hacknip.plugins.registry import (
 )
 from hacknip.progress import Progress, no_progress
 from hacknip.store import BackboneFeatures, FeatureStore
+from hacknip.workflow.presets import DEFAULT_PRESET, get_preset, preset_members
 from hacknip.workflow.provenance import provenance
 
 VALIDATION_FILE = "matbench_v0.1_validation.json.gz"
@@ -69,7 +70,8 @@ class RunConfig:
     head_params: dict[str, Any] = field(default_factory=dict)
     task: str = "auto"
     """``regression``, ``classification``, or ``auto`` (classification when every target is 0 or 1)."""
-    pooling: str = "mean"
+    pooling: str | None = None
+    """Pooling statistics joined by '+'; None: the preset's."""
     target: str | None = None
     structure_column: str = "cif"
     id_column: str | None = None
@@ -109,6 +111,12 @@ class RunConfig:
     """``auto`` (official Matbench folds, else (Stratified)KFold), ``random``, or ``scaffold`` (molecules)."""
     jobs: int = 1
     """Head fits at once (the layer sweep's and the final cross-validation's), each in its own process."""
+    preset: str = DEFAULT_PRESET
+    """Layers and pooling where neither the expression nor ``pooling`` says (:mod:`hacknip.workflow.presets`)."""
+
+    def __post_init__(self) -> None:
+        if self.pooling is None:
+            self.pooling = get_preset(self.preset).pooling
 
 
 @dataclass
@@ -151,7 +159,8 @@ def checked_backbones(config: RunConfig) -> list[Member]:
     """The backbone expression, checked against the installed plugins before any work (names, layer numbers); a name
     no plugin provides passes if the store holds features made for it elsewhere."""
     store = FeatureStore(config.store)
-    return check_backbones(config.backbone, allow_missing=lambda name: bool(store.find(name)))
+    members = check_backbones(config.backbone, allow_missing=lambda name: bool(store.find(name)))
+    return preset_members(members, get_preset(config.preset))
 
 
 def featurize_members(dataset: Dataset, members: list[Member], config: RunConfig, store: FeatureStore,
@@ -434,6 +443,7 @@ def run(config: RunConfig, progress: Progress = no_progress, save_to: Path | Non
         from hacknip.workflow.saved_model import save_model
 
         results["saved_model"] = str(save_model(save_to, prepared, chosen, config.head_params, final.summary()))
+    results["preset"] = {"name": config.preset, "summary": get_preset(config.preset).summary}
     results["timings_s"] = {
         "read": round(prepared.read_seconds, 3),
         "featurize": {i.member.name: round(i.featurize_seconds, 3) for i in prepared.members},
