@@ -180,3 +180,16 @@ def test_a_flipped_bit_found_while_reading_sets_the_shard_aside_and_says_run_aga
         reader.read([_key(i) for i in range(6)], 1)
     assert (features.path / "damaged" / shard.name).exists()
     assert reader.missing([_key(i) for i in range(6)], [1]) == [3, 4, 5]
+
+
+def test_a_reader_that_may_not_write_the_index_reads_the_shards_after_it(tmp_path, monkeypatch):
+    _write(tmp_path, [range(0, 3), range(3, 6), range(6, 9)])
+    monkeypatch.setattr(store_features, "REINDEX_TAIL_SHARDS", 2)
+
+    def refused(*args, **kwargs):
+        raise PermissionError(13, "Permission denied", "index.arrow")
+
+    monkeypatch.setattr(store_features, "write_index", refused)
+    reader = FeatureStore(tmp_path).open(IDENTITY)
+    assert not (reader.path / INDEX_FILE).exists()
+    _assert_reads_back(reader, [8, 0, 4])

@@ -111,8 +111,15 @@ class BackboneFeatures:
                 self._forget(shard_id)  # compacted away or set aside by another process
         for name in sorted(on_disk - set(self._ids)):
             self._add_to_tail(name)
-        if len(self._shards) - self._indexed >= REINDEX_TAIL_SHARDS and self.reindex():
+        if len(self._shards) - self._indexed >= REINDEX_TAIL_SHARDS and self._try_reindex():
             self.refresh(force=True)
+
+    def _try_reindex(self) -> bool:
+        """Write the index again if this process may: a reader of a store it cannot write reads the tail instead."""
+        try:
+            return self.reindex()
+        except PermissionError:
+            return False
 
     def _add_to_tail(self, name: str, shard: Shard | None = None) -> None:
         path = self.path / name
