@@ -112,9 +112,9 @@ def main(argv: list[str] | None = None) -> int:
 
     from hacknip.data.mixtures import embed_mixtures, read_mixture_table, read_species_table
     from hacknip.data.molecules import RelaxOptions
-    from hacknip.store import FeatureStore
     from hacknip.plugins.registry import load_backbone
     from hacknip.report import strict_json
+    from hacknip.store import FeatureStore
 
     started = time.perf_counter()
     args.out.mkdir(parents=True, exist_ok=True)
