@@ -165,3 +165,12 @@ def test_two_worker_processes_share_one_sqlite_study(phonons_path, tmp_path):
     complete = [t for t in trials if t.state.name == "COMPLETE"]
     assert 40 <= len(complete) <= 42  # each worker may finish the trial it started when the other reached 40
     assert len({t.user_attrs["worker"] for t in complete}) == 3  # the warm-up process and both workers
+
+
+def test_trials_with_fits_in_worker_processes_tune_as_one_at_a_time(toy_plugin, toy_head, phonons_path, tmp_path):
+    (tmp_path / "one").mkdir()
+    (tmp_path / "two").mkdir()
+    _, serial = _tune(phonons_path, tmp_path / "one", "--jobs", "1")
+    _, parallel = _tune(phonons_path, tmp_path / "two", "--jobs", "2")
+    assert parallel["params"] == serial["params"] and parallel["folds"] == serial["folds"]
+    assert parallel["tuning"]["per_fold"] == serial["tuning"]["per_fold"]

@@ -231,6 +231,10 @@ def model_options(command):
                                        "preset's]"),
         click.option("--extra-features", help="Per-sample scalar columns (or extxyz info keys) appended to the "
                                                "embedding, comma-separated, e.g. temperature."),
+        click.option("--jobs", type=click.IntRange(min=1), envvar="HACKNIP_JOBS",
+                     help="Head fits at once, each in its own process (run: the layer sweep's and the final "
+                          "cross-validation's; tune: each trial's inner folds too); the scores do not change  "
+                          "[default: the available cores; $HACKNIP_JOBS]"),
         click.option("--umap", is_flag=True, help="Also draw UMAPs of the best layer and the last (umap.png, umap.csv, "
                                                   "and on report.html; needs hacknip-core[analysis])."),
     ]
@@ -277,6 +281,10 @@ def model_config(options: dict, replay: dict | None = None):
     options["head"] = options["head"] or "lightgbm"
     options["target_transform"] = None if options["target_transform"] == "none" else options["target_transform"]
     options["extra_features"] = [c.strip() for c in (options["extra_features"] or "").split(",") if c.strip()]
+    if "jobs" in options and options["jobs"] is None:
+        from hacknip.data.molecules import available_cores
+
+        options["jobs"] = available_cores()
     options.pop("umap", None)
     options.pop("out", None)
     options.pop("overwrite", None)

@@ -3,7 +3,6 @@ fast."""
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 import signal
@@ -224,16 +223,12 @@ def store_compact(store_path):
               help="Layers and pooling where --backbone and --pooling leave them open. paper: sweep each backbone's "
                    "layers, mean pooling (the paper's protocol); all-layers: every layer concatenated, mean+max+std "
                    "(CHGNet on phonons: 49.2 against 75.5 cm^-1).")
-@click.option("--jobs", type=click.IntRange(min=1), envvar="HACKNIP_JOBS",
-              help="Head fits at once, each in its own process (the layer sweep's and the final cross-validation's; "
-                   "the scores do not change)  [default: the available cores; $HACKNIP_JOBS]")
 @friendly_errors
-def run(out, params_file, save_to, overwrite, jobs, **options):
+def run(out, params_file, save_to, overwrite, **options):
     """Featurise, sweep the layers, cross-validate a head, and report (results.json, parity.png or roc.png, layers.png)."""
-    from hacknip.data.molecules import available_cores
     from hacknip.workflow.run import run as run_pipeline
 
-    config = dataclasses.replace(model_config(options, read_params(params_file)), jobs=jobs or available_cores())
+    config = model_config(options, read_params(params_file))
     check_outputs(out, save_to, config.store, overwrite)
     with progress_bars() as start:
         results = run_pipeline(config, start, save_to=save_to)

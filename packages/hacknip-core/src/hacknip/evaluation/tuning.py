@@ -31,7 +31,7 @@ from hacknip.errors import InputError
 from hacknip.evaluation.crossval import (
     CVResult,
     Folds,
-    cross_validate,
+    cross_validate_each,
     cross_validate_per_fold,
     group_folds,
     random_folds,
@@ -226,8 +226,9 @@ class _Tuner:
             params = self.search_space(trial)
             trial.set_user_attr("head_params", _jsonable(params))
             trial.set_user_attr("worker", f"{socket.gethostname()}:{os.getpid()}")
-            return cross_validate(X, y, scope.folds, self.new_model(params), task=self.prepared.task,
-                                  score_transform=self.prepared.score_transform).mean()
+            problem = [(None, lambda: X, self.new_model(params))]
+            return cross_validate_each(problem, y, scope.folds, task=self.prepared.task, jobs=self.prepared.config.jobs,
+                                       score_transform=self.prepared.score_transform)[None].mean()
 
         advance = self.progress(f"tuning {scope.name}, {format_backbones(layers)}", self.settings.n_trials)
         advance(len(_complete(study)))
