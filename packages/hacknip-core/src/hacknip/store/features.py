@@ -21,9 +21,8 @@ from hacknip.store import legacy
 from hacknip.store.claims import CLAIMS_FOLDER, Claims
 from hacknip.store.files import DAMAGED_FOLDER, DamagedShardWarning, exclusive
 from hacknip.store.index import INDEX_FILE, KeyIndex, ShardInfo, read_index, write_index
-from hacknip.store.shard import SUFFIX, Shard, ShardWriter, decode_keys, encode_keys, read_all, write_shard
+from hacknip.store.shard import SUFFIX, Shard, ShardWriter, encode_keys, read_all, write_shard
 
-SHARD_PATTERN = f"shard-*{SUFFIX}"
 SETTLED_NS = 2_000_000_000
 """A folder whose modification time is older than this (2 s) is taken as settled: unchanged since it was listed."""
 REINDEX_TAIL_SHARDS = 16
@@ -251,9 +250,12 @@ class BackboneFeatures:
             raise _StaleIndex(f"{shard.path}: the index points at other records")
         error = ValueError(f"{bad.size} records of layer {layer} fail their checksum")
         self._set_aside(shard.path, error)
-        raise DamagedFeaturesError(f"{shard.path}: damaged feature-store shard ({error}); moved to "
-                                   f"{self.path / DAMAGED_FOLDER}. Run the same command again: its structures will be "
-                                   f"computed again")
+        raise self._damaged(shard.path, error)
+
+    def _damaged(self, path: Path, error: BaseException) -> DamagedFeaturesError:
+        return DamagedFeaturesError(f"{path}: damaged feature-store shard ({type(error).__name__}: {error}); moved to "
+                                    f"{self.path / DAMAGED_FOLDER}. Run the same command again: its structures will "
+                                    f"be computed again")
 
     def verify(self, keys: Sequence[str], layers: Sequence[int]) -> int:
         """Read the records of ``keys`` for ``layers`` and check them; set aside the shards of damaged ones (their
@@ -267,8 +269,8 @@ class BackboneFeatures:
                 self._check_rows(int(shard_id), rows, [layer])
         return len(self.set_aside) - before
 
-    def _check_rows(self, shard_id: int, rows: np.ndarray, layers: Sequence[int]) -> bool:
-        """Read and check ``rows`` of a shard in chunks; set it aside if any fails. Whether it passed."""
+    def _check_rows(self, shard_id: int, rows: np.ndarray, layers: Sequence[int]) -> None:
+        """Read and check ``rows`` of a shard in chunks; set it aside if any fails."""
         try:
             shard = self._shard(shard_id)
             for layer in layers:
@@ -277,11 +279,9 @@ class BackboneFeatures:
                     if (bad := shard.damaged_rows(chunk, layer, shard.read_blocks(chunk, layer))).size:
                         raise ValueError(f"{bad.size} records of layer {layer} fail their checksum")
         except FileNotFoundError:
-            return True  # compacted away meanwhile: its records are elsewhere now
+            pass  # compacted away meanwhile: its records are elsewhere now
         except UNREADABLE as error:
             self._set_aside(self.path / self._shards[shard_id].name, error)
-            return False
-        return True
 
     def check(self) -> tuple[int, list[Path]]:
         """Read every record of every shard and check it; set aside damaged shards and write the index again.
@@ -305,9 +305,7 @@ class BackboneFeatures:
             raise
         except UNREADABLE as error:
             self._set_aside(path, error)
-            raise DamagedFeaturesError(f"{path}: damaged feature-store shard ({type(error).__name__}: {error}); "
-                                       f"moved to {self.path / DAMAGED_FOLDER}. Run the same command again: its "
-                                       f"structures will be computed again") from error
+            raise self._damaged(path, error) from error
         self._keep_open(shard_id, shard)
         return shard
 
@@ -327,12 +325,16 @@ class BackboneFeatures:
         n_atoms = np.array([r.n_atoms for r in records], dtype=np.int64)
         blocks = {layer: np.array([[r.stats[layer][s] for s in STATISTICS] for r in records], dtype=np.float32)
                   for layer in layers}
-        path = self.path / f"shard-{time.time_ns()}-{os.getpid()}-{next(_shard_counter)}{SUFFIX}"
+        path = self._new_shard_path()
         write_shard(path, keys, n_atoms, blocks)
         self._add_to_tail(path.name)
         self.refresh()
         if self._small_shards() >= COMPACT_SMALL_SHARDS:
             self.compact()
+
+    def _new_shard_path(self) -> Path:
+        """A name no other writer uses, sorting after every shard written before (older shards win ties)."""
+        return self.path / f"shard-{time.time_ns()}-{os.getpid()}-{next(_shard_counter)}{SUFFIX}"
 
     def _small_shards(self) -> int:
         return sum(1 for info, alive in zip(self._shards, self._alive) if alive and info.size < SMALL_SHARD_BYTES)
@@ -425,8 +427,7 @@ class BackboneFeatures:
                     if damaged:
                         break  # the rest of this shard is not copied (and it is set aside below)
                     if writer is None:
-                        name = f"shard-{time.time_ns()}-{os.getpid()}-{next(_shard_counter)}{SUFFIX}"
-                        writer = ShardWriter(self.path / name, widths)
+                        writer = ShardWriter(self._new_shard_path(), widths)
                     writer.write(shard.keys[rows], shard.n_atoms[rows], blocks,
                                  {layer: shard.checksums(rows, layer) for layer in widths})
                     seen.update(shard.keys[rows].tolist())
@@ -489,10 +490,6 @@ class BackboneFeatures:
             yield claims
         finally:
             claims.release(list(claims.held))
-
-    def keys(self) -> list[str]:
-        """Every stored structure's key (sorted)."""
-        return decode_keys(self._live_keys())
 
     def _live_keys(self) -> np.ndarray:
         parts = [index.keys[self._alive[index.shard]] for index in (self._main, self._tail)]

@@ -55,12 +55,6 @@ def encode_keys(keys: Sequence[str]) -> np.ndarray:
     return np.frombuffer(raw, dtype=f"S{KEY_BYTES}")
 
 
-def decode_keys(keys: np.ndarray) -> list[str]:
-    text = np.ascontiguousarray(keys).tobytes().hex()
-    step = 2 * KEY_BYTES
-    return [text[i:i + step] for i in range(0, len(text), step)]
-
-
 def row_heads(keys: np.ndarray, n_atoms: np.ndarray) -> list[int]:
     """CRC-32 of each row's key and atom count: where every layer's checksum of that row starts."""
     key_bytes = np.ascontiguousarray(keys).tobytes()

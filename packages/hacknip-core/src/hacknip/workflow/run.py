@@ -29,7 +29,6 @@ from hacknip.evaluation.crossval import (
     CVResult,
     best_layer,
     check_task,
-    cross_validate,
     cross_validate_each,
     dummy_cv,
     get_target_transform,
@@ -342,10 +341,7 @@ class Prepared:
         return score_transform(self.config)
 
     def cross_validate(self, X: np.ndarray, new_model: Callable[[], Any], on_fold=None) -> CVResult:
-        if self.config.jobs > 1:
-            return self.cross_validate_each([(None, lambda: X, new_model)], on_fold)[None]
-        return cross_validate(X, self.y, self.folds, new_model, on_fold=on_fold, task=self.task,
-                              score_transform=self.score_transform)
+        return self.cross_validate_each([(None, lambda: X, new_model)], on_fold)[None]
 
     def cross_validate_each(self, problems, on_fold=None) -> dict[Any, CVResult]:
         """Several ``(name, make_X, new_model)`` problems, their fits ``config.jobs`` at once."""
