@@ -19,6 +19,7 @@ import numpy as np
 
 from hacknip.store import Claims
 from hacknip.store.features import SETTLED_NS, BackboneFeatures
+from hacknip.store.folder import LocalFolder
 from hacknip.store.shard import encode_keys, write_shard
 
 
@@ -34,10 +35,10 @@ def claim_seconds(n_keys: int, batch: int = 16) -> float:
 
 
 def refresh_milliseconds(n_shards: int, calls: int) -> tuple[float, float]:
-    folder = Path(tempfile.mkdtemp())
+    folder = LocalFolder(Path(tempfile.mkdtemp()))
     empty = np.zeros((1, 3, 4), np.float32)
     for i in range(n_shards):
-        write_shard(folder / f"shard-{i:06d}-0-{i}.arrow", encode_keys([f"{i:032x}"]), np.array([1]), {0: empty})
+        write_shard(folder, f"shard-{i:06d}-0-{i}.arrow", encode_keys([f"{i:032x}"]), np.array([1]), {0: empty})
     features = BackboneFeatures(folder, {"name": "bench"})
     fresh = _per_call(features.refresh, calls // 10)
     time.sleep(SETTLED_NS / 1e9 + 0.1)

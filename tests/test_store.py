@@ -8,6 +8,7 @@ import subprocess
 import sys
 import threading
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -369,7 +370,7 @@ def test_store_check_reads_every_shard_and_sets_damaged_ones_aside(tmp_path, mon
     _damage(shards[2], "bit-flipped")
     with pytest.warns(DamagedShardWarning):
         readable, damaged = FeatureStore(tmp_path).open(ToyBackbone().identity()).check()
-    assert (readable, [p.name for p in damaged]) == (2, [shards[2].name])
+    assert (readable, [Path(p).name for p in damaged]) == (2, [shards[2].name])
 
 
 def test_store_files_follow_the_umask(tmp_path, monkeypatch):
@@ -443,4 +444,4 @@ def test_a_settled_folder_is_not_listed_again(tmp_path, monkeypatch):
     features.refresh()
     assert listed == []
     features.refresh(force=True)
-    assert listed == [features.path]
+    assert listed == [features.folder]

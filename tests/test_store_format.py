@@ -77,7 +77,7 @@ def test_a_read_over_more_shards_than_are_kept_open(tmp_path, monkeypatch):
     monkeypatch.setattr(store_features, "REINDEX_TAIL_SHARDS", 100)
     features = _write(tmp_path, [range(i, i + 2) for i in range(0, 12, 2)])
     _assert_reads_back(features, [11, 0, 5, 3, 9, 4, 10, 1, 2, 6, 7, 8])
-    monkeypatch.setattr("hacknip.store.shard.READ_THREADS", 2)
+    monkeypatch.setattr("hacknip.store.folder.READ_THREADS", 2)
     many = _write(tmp_path / "many", [range(i, i + 40) for i in range(0, 200, 40)])  # enough runs to read in threads
     _assert_reads_back(many, list(range(199, -1, -3)))
 
@@ -159,9 +159,9 @@ def test_an_index_pointing_at_the_wrong_rows_is_caught_and_rebuilt(tmp_path):
 
     features = _write(tmp_path, [range(0, 4)])
     assert features.reindex()
-    index, shards = read_index(features.path)
+    index, shards = read_index(features.folder)
     index.row = index.row[::-1].copy()  # every key now points at another record
-    write_index(features.path, index, shards)
+    write_index(features.folder, index, shards)
     _assert_reads_back(FeatureStore(tmp_path).open(IDENTITY), [0, 1, 2, 3])
 
 

@@ -19,6 +19,23 @@ _debug = False
 """--debug: show the traceback of every error, including those written for people."""
 
 
+class StoreLocation(click.ParamType):
+    """A feature store: a folder, or an fsspec URL (``s3://bucket/hacknip``) kept as it is."""
+
+    name = "FOLDER|URL"
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, Path) or "://" not in str(value):
+            return Path(value)
+        return str(value)
+
+
+def store_option(*names: str):
+    return click.option(*(names or ("--store",)), type=StoreLocation(), envvar="HACKNIP_STORE",
+                        help="Feature store: a folder, or an fsspec URL such as s3://bucket/hacknip (pip install "
+                             "'hacknip-core[remote]' s3fs)  [default: $HACKNIP_HOME/features; $HACKNIP_STORE]")
+
+
 def set_debug(debug: bool) -> None:
     global _debug
     _debug = debug
@@ -81,8 +98,7 @@ def data_options(command):
         click.option("--device", default="cpu", show_default=True, help="torch device for the backbone."),
         click.option("--backbone-option", "backbone_options", multiple=True,
                      help="Backbone loader option KEY=VALUE (repeatable), e.g. default_dtype=float64, modal=R2SCAN."),
-        click.option("--store", type=click.Path(path_type=Path), envvar="HACKNIP_STORE",
-                     help="Feature store folder (default: $HACKNIP_HOME/features)."),
+        store_option(),
         click.option("--smiles-column", help="Molecules: the SMILES column of a table (default: a column called smiles)."),
         click.option("--relax/--no-relax", default=True, show_default=True,
                      help="Molecules: relax RDKit geometries with the first backbone's calculator (BFGS)."),

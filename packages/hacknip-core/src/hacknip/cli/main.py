@@ -33,6 +33,7 @@ from hacknip.cli.common import (
     scoring_config,
     scoring_options,
     set_debug,
+    store_option,
     write_and_print,
 )
 from hacknip.cli.report_command import report
@@ -164,8 +165,7 @@ def store():
 
 
 @store.command(name="check")
-@click.option("--store", "store_path", type=click.Path(path_type=Path), envvar="HACKNIP_STORE",
-              help="Feature store folder (default: $HACKNIP_HOME/features).")
+@store_option("--store", "store_path")
 @friendly_errors
 def store_check(store_path):
     """Read every record of every backbone and check it against its checksum; move damaged shards aside (their
@@ -173,7 +173,7 @@ def store_check(store_path):
     from hacknip.store import FeatureStore
 
     features_store = FeatureStore(store_path)
-    if not features_store.root.is_dir():
+    if not features_store.exists():
         raise click.ClickException(f"{features_store.root}: no feature store there")
     damaged_total = 0
     for folder, identity in features_store.folders():
@@ -183,14 +183,13 @@ def store_check(store_path):
         readable, damaged = features_store.open(identity).check()
         damaged_total += len(damaged)
         click.echo(f"{folder.name}: {readable} shards readable" + (f", {len(damaged)} damaged, moved to "
-                                                                   f"{folder / 'damaged'}" if damaged else ""))
+                                                                   f"{folder.where('damaged')}" if damaged else ""))
     if damaged_total:
         raise SystemExit(1)
 
 
 @store.command(name="compact")
-@click.option("--store", "store_path", type=click.Path(path_type=Path), envvar="HACKNIP_STORE",
-              help="Feature store folder (default: $HACKNIP_HOME/features).")
+@store_option("--store", "store_path")
 @friendly_errors
 def store_compact(store_path):
     """Merge each backbone's small shards (under 64 MB) into shards of up to 1 GB and write its index again. Writers
@@ -198,7 +197,7 @@ def store_compact(store_path):
     from hacknip.store import FeatureStore
 
     features_store = FeatureStore(store_path)
-    if not features_store.root.is_dir():
+    if not features_store.exists():
         raise click.ClickException(f"{features_store.root}: no feature store there")
     for folder, identity in features_store.folders():
         if identity is None:
@@ -356,8 +355,7 @@ def _print_curve(results: dict, console) -> None:
 @click.option("--batch-size", type=click.IntRange(min=1), default=16, show_default=True,
               help="Structures per forward pass.")
 @click.option("--device", default="cpu", show_default=True, help="torch device for the backbone.")
-@click.option("--store", "store_path", type=click.Path(path_type=Path), envvar="HACKNIP_STORE",
-              help="Feature store folder (default: $HACKNIP_HOME/features).")
+@store_option("--store", "store_path")
 @click.option("--out", type=click.Path(path_type=Path), default=Path("predictions.csv"), show_default=True,
               help="CSV of id and prediction (and probability for classification).")
 @click.option("--trust-checkpoint", is_flag=True,

@@ -7,7 +7,7 @@ from pathlib import Path
 import click
 from click.core import ParameterSource
 
-from hacknip.cli.common import friendly_errors, layers_option, progress_bars
+from hacknip.cli.common import friendly_errors, layers_option, progress_bars, store_option
 
 FIGURE_NAME = "umap.png"
 RECORDED_OPTIONS = ("target", "pooling", "task", "on_error", "disordered", "limit")
@@ -45,8 +45,7 @@ RECORDED_OPTIONS = ("target", "pooling", "task", "on_error", "disordered", "limi
 @click.option("--disordered", type=click.Choice(["refuse", "approximant"]), default="refuse", show_default=True,
               help="Structures with partially occupied sites (as given to hacknip featurize).")
 @click.option("--limit", type=click.IntRange(min=1), help="Use only the first N structures.")
-@click.option("--store", type=click.Path(path_type=Path), envvar="HACKNIP_STORE",
-              help="Feature store folder (default: $HACKNIP_HOME/features).")
+@store_option()
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path),
               help=f"Figure file; the table (id, target, layer, x, y) goes beside it as .csv  [default: RUN_DIR/"
                    f"{FIGURE_NAME}, else ./{FIGURE_NAME}]")

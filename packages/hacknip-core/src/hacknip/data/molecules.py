@@ -573,7 +573,7 @@ def _runner(backbone: Backbone | None, embed_options, relax_options, store: Feat
     if backbone is None:
         return _Runner(embed_options, relax_options or RelaxOptions())
     vacuum = relax_options.vacuum if relax_options.vacuum is not None else float(backbone.cutoff)
-    root = (store or FeatureStore()).root
+    root = (store or FeatureStore()).local_root
     geometry_store = GeometryStore(root, backbone.identity(), relax_options, vacuum)
     return _Runner(embed_options, relax_options, _calculator_of(backbone), vacuum, geometry_store)
 

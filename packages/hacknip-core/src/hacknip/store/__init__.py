@@ -1,6 +1,7 @@
 """The feature store: pooled per-layer statistics of every structure a backbone has seen, on disk.
 
-Layout under ``$HACKNIP_HOME/features`` (default ``~/.cache/hacknip/features``)::
+Layout under ``$HACKNIP_HOME/features`` (default ``~/.cache/hacknip/features``), or under any folder or fsspec URL
+(``s3://bucket/hacknip``: :mod:`hacknip.store.folder` says what changes on object storage)::
 
     <backbone-name>-<identity key>/
         identity.json               the backbone identity the key was made from
@@ -30,6 +31,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import warnings
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -48,9 +50,9 @@ from hacknip.store.files import (
     DamagedShardWarning,
     atomic_write,
     hacknip_home,
-    read_json,
     slug,
 )
+from hacknip.store.folder import LocalFolder, RemoteFolder, is_url, open_folder
 
 __all__ = ["DAMAGED_FOLDER", "BackboneFeatures", "Claims", "CompactionReport", "DamagedFeaturesError",
            "DamagedShardWarning", "FeatureStore", "Record", "atomic_write", "hacknip_home", "slug", "structure_hash"]
@@ -76,11 +78,26 @@ class Record:
 
 
 class FeatureStore:
+    """Every backbone's stored features under one root: a folder, or an fsspec URL (``s3://bucket/hacknip``) for a
+    store on object storage (``pip install 'hacknip-core[remote]'`` and the file system's package)."""
+
     def __init__(self, root: str | Path | None = None):
-        self.root = Path(root) if root else hacknip_home() / "features"
+        self.root: Path | str = root if is_url(root) else Path(root) if root else hacknip_home() / "features"
+        self.folder = open_folder(self.root)
+
+    @property
+    def local_root(self) -> Path:
+        """Where files that stay on this machine go (relaxed geometries): the root, or ``$HACKNIP_HOME/features`` for a
+        store on object storage."""
+        return self.folder.path if not self.folder.remote else hacknip_home() / "features"
+
+    def exists(self) -> bool:
+        return self.folder.exists()
 
     def check_usable(self) -> None:
         """Fail early (before any work) when the store cannot be a folder."""
+        if self.folder.remote:
+            return  # an object store says what it refuses at the first write, in its own words
         for path in (self.root, *self.root.parents):
             if path.exists():
                 if not path.is_dir():
@@ -95,22 +112,20 @@ class FeatureStore:
         """The features of ``identity``; ``names`` are the backbone names users typed for it (``orb-v2-paper``,
         ``chgnet:/path/x.pth``), recorded so that another environment can find these features by the same name."""
         self.check_usable()
-        path = self.root / f"{slug(identity['name'])}-{identity_key(identity)}"
-        path.mkdir(parents=True, exist_ok=True)
-        identity_file = path / "identity.json"
-        if read_json(identity_file) != json.loads(json.dumps(identity)):  # absent or damaged: this identity made the key
+        folder = self.folder.child(f"{slug(identity['name'])}-{identity_key(identity)}")
+        folder.ensure()
+        if _read_json(folder, "identity.json") != json.loads(json.dumps(identity)):  # absent or damaged: rewrite
             text = json.dumps(identity, indent=2, sort_keys=True).encode()
-            atomic_write(identity_file, lambda stream: stream.write(text))
-        known = _read_names(path)
+            folder.write_atomic("identity.json", lambda stream: stream.write(text))
+        known = _read_names(folder)
         if not set(names) <= known:
             text = json.dumps(sorted(known | set(names))).encode()
-            atomic_write(path / "names.json", lambda stream: stream.write(text))
-        return BackboneFeatures(path, identity)
+            folder.write_atomic("names.json", lambda stream: stream.write(text))
+        return BackboneFeatures(folder, identity)
 
-    def folders(self) -> list[tuple[Path, dict[str, Any] | None]]:
+    def folders(self) -> list[tuple[LocalFolder | RemoteFolder, dict[str, Any] | None]]:
         """Every backbone folder with its identity (``None`` where identity.json is missing or unreadable)."""
-        return [(folder, read_json(folder / "identity.json")) for folder in sorted(self.root.glob("*/"))
-                if folder.is_dir()]
+        return [(folder, _read_json(folder, "identity.json")) for folder in self.folder.children()]
 
     def identities(self) -> list[dict[str, Any]]:
         """Every backbone identity with stored features."""
@@ -122,6 +137,18 @@ class FeatureStore:
                 if identity is not None and (name == identity.get("name") or name in _read_names(folder))]
 
 
-def _read_names(folder: Path) -> set[str]:
-    names = read_json(folder / "names.json")
+def _read_json(folder: LocalFolder | RemoteFolder, name: str) -> Any:
+    """A small JSON file of the store, or None when it is absent or damaged (it is rewritten from what it held)."""
+    try:
+        return json.loads(folder.read_text(name))
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError) as error:
+        warnings.warn(f"{folder.where(name)}: unreadable ({error}); it will be written again", DamagedShardWarning,
+                      stacklevel=3)
+        return None
+
+
+def _read_names(folder: LocalFolder | RemoteFolder) -> set[str]:
+    names = _read_json(folder, "names.json")
     return {name for name in names if isinstance(name, str)} if isinstance(names, list) else set()

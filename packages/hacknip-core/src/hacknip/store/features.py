@@ -19,9 +19,10 @@ from hacknip.errors import InputError
 from hacknip.features.pooling import STATISTICS
 from hacknip.store import legacy
 from hacknip.store.claims import CLAIMS_FOLDER, Claims
-from hacknip.store.files import DAMAGED_FOLDER, DamagedShardWarning, exclusive
+from hacknip.store.files import DAMAGED_FOLDER, DamagedShardWarning
+from hacknip.store.folder import LocalFolder, RemoteFolder, read_into
 from hacknip.store.index import INDEX_FILE, KeyIndex, ShardInfo, read_index, write_index
-from hacknip.store.shard import SUFFIX, Shard, ShardWriter, encode_keys, read_all, write_shard
+from hacknip.store.shard import SUFFIX, Shard, ShardLayout, ShardWriter, encode_keys, write_shard
 
 SETTLED_NS = 2_000_000_000
 """A folder whose modification time is older than this (2 s) is taken as settled: unchanged since it was listed."""
@@ -29,7 +30,8 @@ REINDEX_TAIL_SHARDS = 16
 """Shards written after the index that make the next opener write the index again."""
 SMALL_SHARD_BYTES = 64 << 20
 COMPACT_SMALL_SHARDS = 16
-"""Small shards (under 64 MB) that make the next writer merge them into shards of up to 1 GB."""
+"""Small shards (under 64 MB) that make the next writer merge them into shards of up to 1 GB (on a local folder; on
+object storage, where nothing can lock, only ``hacknip store compact`` merges them)."""
 TARGET_SHARD_BYTES = 1 << 30
 COPY_ROWS = 2048
 """Rows copied at once by compaction and checked at once by :meth:`BackboneFeatures.check`."""
@@ -57,29 +59,34 @@ class CompactionReport:
 class BackboneFeatures:
     """The stored features of one backbone identity (see :mod:`hacknip.store` for the layout)."""
 
-    def __init__(self, path: Path, identity: dict[str, Any]):
-        self.path, self.identity = path, identity
-        self.set_aside: list[Path] = []
+    def __init__(self, folder: LocalFolder | RemoteFolder, identity: dict[str, Any]):
+        self.folder, self.identity = folder, identity
+        self.set_aside: list[str] = []
         """Damaged files this object moved to ``damaged/``."""
         self._opened: dict[int, Shard] = {}
         self._listed_at: int | None = None
         self._index_stamp: tuple | None = None
         self._load_index()
-        if legacy.legacy_shards(path):
+        if not folder.remote and legacy.legacy_shards(folder.path):
             self._migrate()
         self.refresh()
+
+    @property
+    def path(self) -> Path | str:
+        """Where these features live: a folder, or a URL on object storage."""
+        return self.folder.path if not self.folder.remote else str(self.folder)
 
     # ---- what is where -------------------------------------------------------------------------------------------
 
     def _load_index(self) -> None:
         """Read the index (memory-mapped); the tail is listed again by :meth:`refresh`."""
-        self._index_stamp = _stamp(self.path / INDEX_FILE)
+        self._index_stamp = self.folder.stamp(INDEX_FILE)
         try:
-            main, shards = read_index(self.path)
+            main, shards = read_index(self.folder)
         except FileNotFoundError:
             main, shards = KeyIndex.empty(), []
         except UNREADABLE as error:
-            warnings.warn(f"{self.path / INDEX_FILE}: unreadable feature-store index ({type(error).__name__}: "
+            warnings.warn(f"{self.folder.where(INDEX_FILE)}: unreadable feature-store index ({type(error).__name__}: "
                           f"{error}); it is rebuilt from the shards", DamagedShardWarning, stacklevel=3)
             main, shards = KeyIndex.empty(), []
             self._index_stamp = None
@@ -98,13 +105,13 @@ class BackboneFeatures:
         ones. The folder is listed again unless its modification time is unchanged and old: file systems stamp times
         coarsely, so a shard renamed into the folder within the same tick as the last listing could otherwise go
         unseen."""
-        stamp = os.stat(self.path).st_mtime_ns
-        if not force and stamp == self._listed_at and time.time_ns() - stamp > SETTLED_NS:
+        stamp = self.folder.listing_stamp()
+        if not force and stamp is not None and stamp == self._listed_at and time.time_ns() - stamp > SETTLED_NS:
             return
         self._listed_at = stamp
-        if _stamp(self.path / INDEX_FILE) != self._index_stamp:
+        if self.folder.stamp(INDEX_FILE) != self._index_stamp:
             self._load_index()
-        on_disk = set(_shard_names(self.path))
+        on_disk = set(_shard_names(self.folder))
         for shard_id, info in enumerate(self._shards):
             if self._alive[shard_id] and info.name not in on_disk:
                 self._forget(shard_id)  # compacted away or set aside by another process
@@ -120,14 +127,13 @@ class BackboneFeatures:
         except PermissionError:
             return False
 
-    def _add_to_tail(self, name: str, shard: Shard | None = None) -> None:
-        path = self.path / name
+    def _add_to_tail(self, name: str, layout: ShardLayout | None = None) -> None:
         try:
-            shard = shard or Shard(path)
+            shard = Shard(self.folder, name, layout)
         except FileNotFoundError:
             return  # another process compacted it away or set it aside meanwhile
         except UNREADABLE as error:
-            self._set_aside(path, error)
+            self._set_aside(name, error)
             return
         shard_id = len(self._shards)
         self._shards.append(ShardInfo(name, shard.layout))
@@ -227,7 +233,7 @@ class BackboneFeatures:
             staged = np.empty((len(keys), len(STATISTICS), width), np.float32)
             for shard, chosen, first in parts:
                 reads += shard.reads(row_of[chosen], layer, staged[first:first + len(chosen)])
-            read_all(reads)
+            read_into(reads)
             for shard, chosen, first in parts:
                 self._check_read(shard, row_of[chosen], layer, staged[first:first + len(chosen)], queries[chosen],
                                  atoms_of[chosen])
@@ -247,14 +253,15 @@ class BackboneFeatures:
         if not (bad := shard.damaged_rows(rows, layer, blocks, keys, n_atoms)).size:
             return
         if (shard.keys[rows[bad]] != keys[bad]).any() or (shard.n_atoms[rows[bad]] != n_atoms[bad]).any():
-            raise _StaleIndex(f"{shard.path}: the index points at other records")
+            raise _StaleIndex(f"{shard.where}: the index points at other records")
         error = ValueError(f"{bad.size} records of layer {layer} fail their checksum")
-        self._set_aside(shard.path, error)
-        raise self._damaged(shard.path, error)
+        self._set_aside(shard.name, error)
+        raise self._damaged(shard.name, error)
 
-    def _damaged(self, path: Path, error: BaseException) -> DamagedFeaturesError:
-        return DamagedFeaturesError(f"{path}: damaged feature-store shard ({type(error).__name__}: {error}); moved to "
-                                    f"{self.path / DAMAGED_FOLDER}. Run the same command again: its structures will "
+    def _damaged(self, name: str, error: BaseException) -> DamagedFeaturesError:
+        return DamagedFeaturesError(f"{self.folder.where(name)}: damaged feature-store shard ({type(error).__name__}: "
+                                    f"{error}); moved to {self.folder.where(DAMAGED_FOLDER)}. Run the same command "
+                                    f"again: its structures will "
                                     f"be computed again")
 
     def verify(self, keys: Sequence[str], layers: Sequence[int]) -> int:
@@ -281,9 +288,9 @@ class BackboneFeatures:
         except FileNotFoundError:
             pass  # compacted away meanwhile: its records are elsewhere now
         except UNREADABLE as error:
-            self._set_aside(self.path / self._shards[shard_id].name, error)
+            self._set_aside(self._shards[shard_id].name, error)
 
-    def check(self) -> tuple[int, list[Path]]:
+    def check(self) -> tuple[int, list[str]]:
         """Read every record of every shard and check it; set aside damaged shards and write the index again.
         Returns ``(readable shards, damaged files set aside)``."""
         self.refresh(force=True)
@@ -298,14 +305,14 @@ class BackboneFeatures:
         """The open shard (opened now if need be; a damaged one is set aside and raises)."""
         if (shard := self._opened.get(shard_id)) is not None:
             return shard
-        path = self.path / self._shards[shard_id].name
+        name = self._shards[shard_id].name
         try:
-            shard = Shard(path, self._shards[shard_id].layout)
+            shard = Shard(self.folder, name, self._shards[shard_id].layout)
         except FileNotFoundError:
             raise
         except UNREADABLE as error:
-            self._set_aside(path, error)
-            raise self._damaged(path, error) from error
+            self._set_aside(name, error)
+            raise self._damaged(name, error) from error
         self._keep_open(shard_id, shard)
         return shard
 
@@ -325,16 +332,11 @@ class BackboneFeatures:
         n_atoms = np.array([r.n_atoms for r in records], dtype=np.int64)
         blocks = {layer: np.array([[r.stats[layer][s] for s in STATISTICS] for r in records], dtype=np.float32)
                   for layer in layers}
-        path = self._new_shard_path()
-        write_shard(path, keys, n_atoms, blocks)
-        self._add_to_tail(path.name)
+        name = _new_shard_name()
+        self._add_to_tail(name, write_shard(self.folder, name, keys, n_atoms, blocks))
         self.refresh()
-        if self._small_shards() >= COMPACT_SMALL_SHARDS:
+        if not self.folder.remote and self._small_shards() >= COMPACT_SMALL_SHARDS:
             self.compact()
-
-    def _new_shard_path(self) -> Path:
-        """A name no other writer uses, sorting after every shard written before (older shards win ties)."""
-        return self.path / f"shard-{time.time_ns()}-{os.getpid()}-{next(_shard_counter)}{SUFFIX}"
 
     def _small_shards(self) -> int:
         return sum(1 for info, alive in zip(self._shards, self._alive) if alive and info.size < SMALL_SHARD_BYTES)
@@ -342,10 +344,10 @@ class BackboneFeatures:
     def reindex(self, rebuild: bool = False, without: Iterable[str] = ()) -> bool:
         """Write the index again: the current one merged with the shards written since (or, with ``rebuild``, from
         every shard). ``without``: shards to leave out (compaction's sources). False when another process is at it."""
-        with exclusive(self.path / "index.lock") as held:
+        with self.folder.lock("index.lock") as held:
             if not held:
                 return False
-            without, on_disk = set(without), set(_shard_names(self.path))
+            without, on_disk = set(without), set(_shard_names(self.folder))
             keep = [i for i, info in enumerate(self._shards)
                     if self._alive[i] and info.name in on_disk and info.name not in without]
             indexed = set() if rebuild else set(range(self._indexed))
@@ -359,19 +361,20 @@ class BackboneFeatures:
             fresh += sorted(on_disk - without - {self._shards[i].name for i in keep} - set(self._ids))
             added = []
             for name in fresh:
+                known = self._shards[self._ids[name]].layout if name in self._ids else None
                 try:
-                    shard = Shard(self.path / name)
+                    shard = Shard(self.folder, name, known)
                 except FileNotFoundError:
                     continue
                 except UNREADABLE as error:
-                    self._set_aside(self.path / name, error)
+                    self._set_aside(name, error)
                     continue
                 added.append(KeyIndex.of_shard(len(shards), shard.keys, shard.n_atoms))
                 shards.append(ShardInfo(name, shard.layout))
                 shard.close()
             if added:
                 main = main.merged(KeyIndex.concatenated(added))
-            write_index(self.path, main, shards)
+            write_index(self.folder, main, shards)
         self._load_index()
         self._listed_at = None
         return True
@@ -380,7 +383,7 @@ class BackboneFeatures:
         """Merge the small shards (under 64 MB) into shards of up to 1 GB, without repeated records; damaged records
         are left out and their shard set aside. Another process compacting meanwhile makes this a no-op."""
         started = time.perf_counter()
-        with exclusive(self.path / "compact.lock") as held:
+        with self.folder.lock("compact.lock") as held:
             if not held:
                 return CompactionReport(0, 0, time.perf_counter() - started)
             self.refresh(force=True)
@@ -399,14 +402,17 @@ class BackboneFeatures:
                     sources += merged
                     written += outputs
             if sources:
+                for name, layout in written:
+                    self._add_to_tail(name, layout)
                 self.reindex(without=sources)
                 for name in sources:
-                    (self.path / name).unlink(missing_ok=True)
+                    self.folder.remove(name)
                 self.refresh(force=True)
         return CompactionReport(len(sources), len(written), time.perf_counter() - started)
 
-    def _merge(self, widths: dict[int, int], members: list[int]) -> tuple[list[str], list[Path]]:
-        """Copy the records of ``members`` (each structure once) into new shards. Returns (merged names, new shards)."""
+    def _merge(self, widths: dict[int, int], members: list[int]) -> tuple[list[str], list[tuple[str, ShardLayout]]]:
+        """Copy the records of ``members`` (each structure once) into new shards. Returns (merged names, new shards
+        with their layouts)."""
         seen: set[bytes] = set()
         merged, outputs = [], []
         writer = None
@@ -427,19 +433,19 @@ class BackboneFeatures:
                     if damaged:
                         break  # the rest of this shard is not copied (and it is set aside below)
                     if writer is None:
-                        writer = ShardWriter(self._new_shard_path(), widths)
+                        writer = ShardWriter(self.folder, _new_shard_name(), widths)
                     writer.write(shard.keys[rows], shard.n_atoms[rows], blocks,
                                  {layer: shard.checksums(rows, layer) for layer in widths})
                     seen.update(shard.keys[rows].tolist())
                     if writer.bytes >= TARGET_SHARD_BYTES:
-                        outputs.append(writer.commit())
+                        outputs.append((writer.name, writer.commit()))
                         writer = None
                 else:
-                    merged.append(shard.path.name)
+                    merged.append(shard.name)
                     continue
-                self._set_aside(shard.path, ValueError("records fail their checksum"))
+                self._set_aside(shard.name, ValueError("records fail their checksum"))
             if writer is not None:
-                outputs.append(writer.commit())
+                outputs.append((writer.name, writer.commit()))
         except BaseException:
             if writer is not None:
                 writer.abort()
@@ -448,17 +454,13 @@ class BackboneFeatures:
 
     # ---- damage, claims ------------------------------------------------------------------------------------------
 
-    def _set_aside(self, path: Path, error: BaseException) -> None:
-        target = self.path / DAMAGED_FOLDER / path.name
-        target.parent.mkdir(exist_ok=True)
-        try:
-            os.replace(path, target)
-        except FileNotFoundError:
-            pass  # another process set it aside first
-        if (shard_id := self._ids.get(path.name)) is not None:
+    def _set_aside(self, name: str, error: BaseException) -> None:
+        target = self.folder.set_aside(name)
+        if (shard_id := self._ids.get(name)) is not None:
             self._forget(shard_id)
         self.set_aside.append(target)
-        warnings.warn(f"{path}: damaged feature-store shard ({type(error).__name__}: {error}); moved to {target}, its "
+        warnings.warn(f"{self.folder.where(name)}: damaged feature-store shard ({type(error).__name__}: {error}); "
+                      f"moved to {target}, its "
                       f"structures will be computed again", DamagedShardWarning, stacklevel=3)
 
     def _forget(self, shard_id: int) -> None:
@@ -469,23 +471,23 @@ class BackboneFeatures:
 
     def _migrate(self) -> None:
         """Rewrite the ``.npz`` shards of hacknip 0.1 as Arrow shards (same names, so the same order), once."""
-        with exclusive(self.path / "index.lock", wait=True):
-            for path in legacy.legacy_shards(self.path):
+        with self.folder.lock("index.lock", wait=True):
+            for path in legacy.legacy_shards(self.folder.path):
                 try:
                     keys, n_atoms, blocks = legacy.read_legacy_shard(path)
                     if keys:
-                        write_shard(path.with_suffix(SUFFIX), encode_keys(keys), n_atoms, blocks)
+                        write_shard(self.folder, path.with_suffix(SUFFIX).name, encode_keys(keys), n_atoms, blocks)
                 except FileNotFoundError:
                     continue  # migrated by another process meanwhile
                 except legacy.UNREADABLE as error:
-                    self._set_aside(path, error)
+                    self._set_aside(path.name, error)
                     continue
                 path.unlink(missing_ok=True)
 
     @contextmanager
     def claims(self) -> Iterator[Claims]:
         """Claims on structures this process is about to compute, released when the block ends."""
-        claims = Claims(self.path / CLAIMS_FOLDER)
+        claims = Claims(self.folder.path / CLAIMS_FOLDER) if not self.folder.remote else Claims(None, supported=False)
         try:
             yield claims
         finally:
@@ -500,17 +502,13 @@ class _StaleIndex(Exception):
     """The index sent a read to a record of another structure."""
 
 
-def _stamp(path: Path) -> tuple | None:
-    try:
-        stat = os.stat(path)
-    except FileNotFoundError:
-        return None
-    return stat.st_ino, stat.st_mtime_ns, stat.st_size
+def _new_shard_name() -> str:
+    """A name no other writer uses, sorting after every shard written before (older shards win ties)."""
+    return f"shard-{time.time_ns()}-{os.getpid()}-{next(_shard_counter)}{SUFFIX}"
 
 
-def _shard_names(folder: Path) -> list[str]:
-    with os.scandir(folder) as entries:
-        return [e.name for e in entries if e.name.startswith("shard-") and e.name.endswith(SUFFIX)]
+def _shard_names(folder: LocalFolder | RemoteFolder) -> list[str]:
+    return [name for name in folder.files() if name.startswith("shard-") and name.endswith(SUFFIX)]
 
 
 def _layer_table(shards: Sequence[ShardInfo], alive: Sequence[bool] | None = None) -> np.ndarray:

@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import errno
-import json
 import os
 import re
 import tempfile
-import warnings
+import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -55,17 +54,6 @@ def slug(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "_", name)[:48].strip("_") or "backbone"
 
 
-def read_json(file: Path) -> Any:
-    """A small JSON file of the store, or None when it is absent or damaged (it is rewritten from what it held)."""
-    try:
-        return json.loads(file.read_text())
-    except FileNotFoundError:
-        return None
-    except (OSError, ValueError) as error:
-        warnings.warn(f"{file}: unreadable ({error}); it will be written again", DamagedShardWarning, stacklevel=3)
-        return None
-
-
 @contextmanager
 def exclusive(path: Path, wait: bool = False) -> Iterator[bool]:
     """Try to hold an exclusive lock on ``path`` (created if absent), waiting for it only with ``wait``: yields whether
@@ -85,3 +73,18 @@ def exclusive(path: Path, wait: bool = False) -> Iterator[bool]:
         yield held
     finally:
         os.close(handle)  # drops the lock
+
+
+_seek_lock = threading.Lock()
+
+
+def preadv(handle: int, view: memoryview, offset: int) -> int:
+    """Read into ``view`` at ``offset`` without moving the file position (where the system has no ``preadv``,
+    Windows, a seek and a read under a lock)."""
+    if hasattr(os, "preadv"):
+        return os.preadv(handle, [view], offset)
+    with _seek_lock:
+        os.lseek(handle, offset, os.SEEK_SET)
+        data = os.read(handle, len(view))
+    view[:len(data)] = data
+    return len(data)

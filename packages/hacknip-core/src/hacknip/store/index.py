@@ -5,7 +5,7 @@ holds.
 (fixed_size_binary[16]), ``shard`` (uint32, a position in the shard list of the schema metadata), ``row`` (uint32)
 and ``n_atoms`` (int64). The schema metadata lists the shards with their layouts (where each column is), so that
 reading rows needs nothing from a shard but those rows. It is opened through a memory map, so only the pages a search
-touches are read. The index is derived data:
+touches are read (on object storage it is fetched whole: 32 bytes a record). The index is derived data:
 shards written after it (the *tail*) are read at opening, and it is written again (merged, not sorted again) once the
 tail grows; a damaged or missing index is rebuilt from the shards, and every read checks the key it finds in the shard
 itself.
@@ -15,12 +15,11 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
 
-from hacknip.store.files import atomic_write
+from hacknip.store.folder import LocalFolder, RemoteFolder
 from hacknip.store.shard import KEY_BYTES, ShardLayout
 
 INDEX_FILE = "index.arrow"
@@ -92,7 +91,7 @@ class KeyIndex:
         return query, first + np.arange(len(query))
 
 
-def write_index(folder: Path, index: KeyIndex, shards: list[ShardInfo]) -> None:
+def write_index(folder: LocalFolder | RemoteFolder, index: KeyIndex, shards: list[ShardInfo]) -> None:
     table = pa.table({
         "key": pa.FixedSizeBinaryArray.from_buffers(pa.binary(KEY_BYTES), len(index),
                                                     [None, pa.py_buffer(np.ascontiguousarray(index.keys).tobytes())]),
@@ -107,13 +106,13 @@ def write_index(folder: Path, index: KeyIndex, shards: list[ShardInfo]) -> None:
         with pa.ipc.new_file(stream, table.schema) as writer:
             writer.write_table(table)
 
-    atomic_write(folder / INDEX_FILE, write)
+    folder.write_atomic(INDEX_FILE, write)
 
 
-def read_index(folder: Path) -> tuple[KeyIndex, list[ShardInfo]]:
-    """The index and its shard list, memory-mapped. Raises ``FileNotFoundError`` when there is none, and
-    ``pyarrow.ArrowInvalid``, ``ValueError`` or ``KeyError`` when it is damaged."""
-    with pa.memory_map(str(folder / INDEX_FILE)) as mapped:
+def read_index(folder: LocalFolder | RemoteFolder) -> tuple[KeyIndex, list[ShardInfo]]:
+    """The index and its shard list (memory-mapped where the folder is local). Raises ``FileNotFoundError`` when
+    there is none, and ``pyarrow.ArrowInvalid``, ``ValueError`` or ``KeyError`` when it is damaged."""
+    with folder.arrow_source(INDEX_FILE) as mapped:
         reader = pa.ipc.open_file(mapped)
         metadata = reader.schema.metadata or {}
         if metadata.get(b"format") != INDEX_FORMAT.encode():

@@ -12,35 +12,29 @@ Schema metadata: ``format`` (``hacknip-features/1``), ``layers`` and ``statistic
 DuckDB or R's arrow read it as it is (``pyarrow.ipc.open_file``); nothing in it is pickled. A shard holds one or more
 record batches (compaction streams several into one file).
 
-Reading scattered rows costs what those rows weigh: the blocks of a layer are read with ``pread`` at offsets found
-through a memory map of the file, whose data pages are never touched (a memory map would fault in 64 KB around every
-row, and count it all as the process's memory). The keys, atom counts and checksums are small and read whole.
+Reading scattered rows costs what those rows weigh: the blocks of a layer are read with ``pread`` (ranged GETs on object
+storage, :mod:`hacknip.store.folder`) at offsets found in the file's metadata once, then kept in the index (a memory
+map would fault in 64 KB around every row, and count it all as the process's memory). The keys, atom counts and
+checksums are small and read whole.
 """
 
 from __future__ import annotations
 
 import json
-import os
-import threading
 import zlib
 from collections.abc import Iterable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pyarrow as pa
 
 from hacknip.features.pooling import STATISTICS
-from hacknip.store.files import atomic_write, file_mode
+from hacknip.store.folder import LocalFile, LocalFolder, RemoteFile, RemoteFolder, read_into
 
 FORMAT = "hacknip-features/1"
 SUFFIX = ".arrow"
 KEY_BYTES = 16
-READ_THREADS = 16
-"""Reads in flight at once: a disk answers several scattered reads together faster than one after another (16 was
-the fastest of 8, 16, 32 and 64 for 10⁵ rows of a 49 GB store read cold here: 2.6 s against 4.0, 3.3 and 3.8 s)."""
 
 
 def encode_keys(keys: Sequence[str]) -> np.ndarray:
@@ -95,24 +89,26 @@ def record_batch(schema: pa.Schema, keys: np.ndarray, n_atoms: np.ndarray, block
     return pa.RecordBatch.from_arrays(arrays, schema=schema)
 
 
-def write_shard(path: Path, keys: np.ndarray, n_atoms: np.ndarray, blocks: dict[int, np.ndarray]) -> None:
-    schema = shard_schema({layer: block.shape[2] for layer, block in blocks.items()})
-    batch = record_batch(schema, keys, n_atoms, blocks)
-
-    def write(stream) -> None:
-        with pa.ipc.new_file(stream, schema) as writer:
-            writer.write_batch(batch)
-
-    atomic_write(path, write)
+def write_shard(folder: LocalFolder | RemoteFolder, name: str, keys: np.ndarray, n_atoms: np.ndarray,
+                blocks: dict[int, np.ndarray]) -> ShardLayout:
+    """Write one shard of one record batch; returns its layout."""
+    writer = ShardWriter(folder, name, {layer: block.shape[2] for layer, block in blocks.items()})
+    try:
+        writer.write(keys, n_atoms, blocks)
+        return writer.commit()
+    except BaseException:
+        writer.abort()
+        raise
 
 
 class ShardWriter:
-    """Streams record batches into a new shard under a temporary name; :meth:`commit` renames it into place."""
+    """Streams record batches into a new shard, written where its folder says (beside it under a temporary name, or
+    a local temporary file for object storage); :meth:`commit` puts it in place whole."""
 
-    def __init__(self, path: Path, widths: dict[int, int]):
-        self.path, self.schema = path, shard_schema(widths)
-        self.temporary = path.with_name(f".tmp-{path.name}")
-        self._sink = pa.OSFile(str(self.temporary), "wb")
+    def __init__(self, folder: LocalFolder | RemoteFolder, name: str, widths: dict[int, int]):
+        self.folder, self.name, self.schema = folder, name, shard_schema(widths)
+        self.scratch = folder.scratch(name)
+        self._sink = pa.OSFile(str(self.scratch), "wb")
         self._writer = pa.ipc.new_file(self._sink, self.schema)
         self.rows = self.bytes = 0
 
@@ -123,58 +119,21 @@ class ShardWriter:
         self.rows += batch.num_rows
         self.bytes += batch.nbytes
 
-    def commit(self) -> Path:
+    def commit(self) -> ShardLayout:
+        """Put the shard in place; returns its layout (read from the file written, before it leaves this machine)."""
         self._writer.close()
         self._sink.close()
-        handle = os.open(self.temporary, os.O_RDONLY)
-        try:
-            os.fsync(handle)
-        finally:
-            os.close(handle)
-        os.chmod(self.temporary, file_mode())
-        os.replace(self.temporary, self.path)
-        return self.path
+        with pa.memory_map(str(self.scratch)) as mapped:
+            layout = read_layout(mapped)
+        self.folder.commit(self.scratch, self.name)
+        return layout
 
     def abort(self) -> None:
         try:
             self._writer.close()
             self._sink.close()
         finally:
-            self.temporary.unlink(missing_ok=True)
-
-
-_seek_lock = threading.Lock()
-
-
-def read_all(reads: Sequence[tuple[Shard, np.ndarray, int]]) -> None:
-    """Fill each ``(shard, target, offset)``'s target from that offset of that shard, :data:`READ_THREADS` at once
-    (in one pool across shards, so that the disk always has reads queued)."""
-    if len(reads) < 64:
-        for shard, target, offset in reads:
-            shard._pread(target, offset)
-        return
-    chunks = np.array_split(np.arange(len(reads)), 4 * READ_THREADS)
-
-    def read_chunk(chunk: np.ndarray) -> None:
-        for i in chunk:
-            shard, target, offset = reads[i]
-            shard._pread(target, offset)
-
-    with ThreadPoolExecutor(READ_THREADS) as pool:
-        for _ in pool.map(read_chunk, chunks):
-            pass
-
-
-def _preadv(handle: int, view: memoryview, offset: int) -> int:
-    """Read into ``view`` at ``offset`` without moving the file position (where the system has no ``preadv``,
-    Windows, a seek and a read under a lock)."""
-    if hasattr(os, "preadv"):
-        return os.preadv(handle, [view], offset)
-    with _seek_lock:
-        os.lseek(handle, offset, os.SEEK_SET)
-        data = os.read(handle, len(view))
-    view[:len(data)] = data
-    return len(data)
+            self.scratch.unlink(missing_ok=True)
 
 
 @dataclass
@@ -224,8 +183,9 @@ class ShardLayout:
             start += rows
 
 
-def read_layout(mapped: pa.MemoryMappedFile) -> ShardLayout:
-    """Parse a shard's Arrow metadata (through a memory map: its data pages stay untouched)."""
+def read_layout(mapped: pa.NativeFile) -> ShardLayout:
+    """Parse a shard's Arrow metadata (through a memory map, whose data pages stay untouched, or a buffer: the offsets
+    are those of the buffers within the file)."""
     size = mapped.size()
     base = mapped.read_buffer(1).address
     mapped.seek(0)
@@ -256,16 +216,14 @@ class Shard:
     (absent, unreadable), ``pyarrow.ArrowInvalid`` or ``ValueError`` (truncated, zeroed, not a shard) on opening; a
     damaged row is found by :meth:`damaged_rows`."""
 
-    def __init__(self, path: Path, layout: ShardLayout | None = None):
-        self.path = path
-        self._handle: int | None = os.open(path, os.O_RDONLY | getattr(os, "O_BINARY", 0))
+    def __init__(self, folder: LocalFolder | RemoteFolder, name: str, layout: ShardLayout | None = None):
+        self.name, self.where = name, folder.where(name)
+        self.file: LocalFile | RemoteFile | None = folder.open_file(name)
         try:
-            if hasattr(os, "posix_fadvise"):  # scattered rows: no read-ahead around each
-                os.posix_fadvise(self._handle, 0, 0, os.POSIX_FADV_RANDOM)
             if layout is None:
-                with pa.memory_map(str(path)) as mapped:
-                    layout = read_layout(mapped)
-            layout.check(os.fstat(self._handle).st_size)
+                with folder.arrow_source(name) as source:
+                    layout = read_layout(source)
+            layout.check(self.file.size)
         except BaseException:
             self.close()
             raise
@@ -284,14 +242,12 @@ class Shard:
         return self._column("n_atoms", "<i8")
 
     def _column(self, name: str, dtype: str, layer: int | None = None) -> np.ndarray:
-        """A small column, whole: one ``pread`` per record batch (a memory map would read far around each)."""
+        """A small column, whole: one read per record batch (a memory map would read far around each)."""
         label = name if layer is None else f"{name}{layer}"
         if label not in self._columns:
-            parts = []
-            for batch in self.layout.batches:
-                part = np.empty(batch["rows"], dtype=dtype)
-                self._pread(part, batch[name] if layer is None else batch[name][layer])
-                parts.append(part)
+            parts = [np.empty(batch["rows"], dtype=dtype) for batch in self.layout.batches]
+            read_into([(self.file, part, batch[name] if layer is None else batch[name][layer])
+                       for part, batch in zip(parts, self.layout.batches)])
             self._columns[label] = np.concatenate(parts) if parts else np.empty(0, dtype)
         return self._columns[label]
 
@@ -302,35 +258,24 @@ class Shard:
         """The (len(rows), 3, width) float32 blocks of ``layer`` at ``rows`` (ascending reads are the fastest)."""
         rows = np.asarray(rows, dtype=np.int64)
         out = np.empty((len(rows), len(STATISTICS), self.widths[layer]), dtype="<f4")
-        read_all(self.reads(rows, layer, out))
+        read_into(self.reads(rows, layer, out))
         return out
 
-    def reads(self, rows: np.ndarray, layer: int, out: np.ndarray) -> list[tuple[Shard, np.ndarray, int]]:
-        """What :func:`read_all` does to fill ``out`` with the blocks of ``layer`` at ``rows``."""
+    def reads(self, rows: np.ndarray, layer: int, out: np.ndarray) -> list[tuple[LocalFile | RemoteFile, np.ndarray, int]]:
+        """What :func:`hacknip.store.folder.read_into` does to fill ``out`` with the blocks of ``layer`` at ``rows``."""
         flat = out.reshape(len(rows), -1)
-        return [(self, flat[first:first + count], offset) for first, count, offset in self._runs(rows, layer)]
+        return [(self.file, flat[first:first + count], offset) for first, count, offset in self._runs(rows, layer)]
 
     def _runs(self, rows: np.ndarray, layer: int) -> Iterable[tuple[int, int, int]]:
         """``(position in rows, count, file offset)`` of each run of consecutive rows within one record batch."""
         row_bytes = self.row_bytes(layer)
         which = np.searchsorted(self._starts, rows, side="right") - 1
         if len(rows) and (rows.min() < 0 or rows.max() >= self.rows):
-            raise IndexError(f"{self.path}: rows outside 0..{self.rows - 1}")
+            raise IndexError(f"{self.where}: rows outside 0..{self.rows - 1}")
         breaks = np.flatnonzero((np.diff(rows) != 1) | (np.diff(which) != 0)) + 1
         for first, stop in zip(np.r_[0, breaks], np.r_[breaks, len(rows)]):
             batch = self.layout.batches[which[first]]
             yield int(first), int(stop - first), batch["blocks"][layer] + (int(rows[first]) - batch["start"]) * row_bytes
-
-    def _pread(self, target: np.ndarray, offset: int) -> None:
-        if not target.nbytes:
-            return
-        view = memoryview(target).cast("B")
-        done = 0
-        while done < len(view):
-            got = _preadv(self._handle, view[done:], offset + done)
-            if got == 0:
-                raise EOFError(f"{self.path}: ends at {offset + done} bytes, inside a record")
-            done += got
 
     def checksums(self, rows: np.ndarray, layer: int) -> np.ndarray:
         """The stored checksums of ``layer`` at ``rows`` (the layer's checksum column is read the first time)."""
@@ -347,12 +292,6 @@ class Shard:
         return np.flatnonzero(found != self.checksums(rows, layer))
 
     def close(self) -> None:
-        if getattr(self, "_handle", None) is not None:
-            os.close(self._handle)
-            self._handle = None
-
-    def __del__(self) -> None:
-        try:
-            self.close()
-        except Exception:
-            pass
+        if getattr(self, "file", None) is not None:
+            self.file.close()
+            self.file = None

@@ -86,7 +86,7 @@ class RunConfig:
     folds_file: Path | None = None
     leaderboard_file: Path | None = None
     limit: int | None = None
-    store: Path | None = None
+    store: Path | str | None = None  # a folder or an fsspec URL
     smiles_column: str | None = None
     relax: bool = True
     """Molecules: relax the RDKit geometry with the first backbone's calculator before featurising."""
