@@ -50,10 +50,11 @@ def cli(debug):
 @cli.command(name="list")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 def list_command(as_json):
-    """Installed backbones and heads (without loading any model)."""
-    from hacknip.plugins.registry import backbone_specs, executor_specs, head_specs
+    """Installed backbones, descriptors, heads and executors (without loading any model)."""
+    from hacknip.plugins.registry import backbone_specs, descriptor_specs, executor_specs, head_specs
 
     backbones, heads, executors = backbone_specs(), head_specs(), executor_specs()
+    descriptors = descriptor_specs()
     if as_json:
         click.echo(json.dumps({
             "backbones": [_backbone_row(spec) for spec in backbones.values()],
@@ -61,6 +62,8 @@ def list_command(as_json):
                        "task_kinds": sorted(s.task_kinds), "description": s.description} for s in heads.values()],
             "executors": [{"name": s.name, "package": s.package, "version": s.package_version,
                            "description": s.description} for s in executors.values()],
+            "descriptors": [{"name": s.name, "package": s.package, "version": s.package_version, "width": s.width,
+                             "description": s.description} for s in descriptors.values()],
         }, indent=2))
         return
     from rich.console import Console
@@ -97,7 +100,16 @@ def list_command(as_json):
         executors_table.add_column(column)
     for spec in executors.values():
         executors_table.add_row(spec.name, f"{spec.package} {spec.package_version}", escape(spec.description))
+    descriptors_table = Table(title="Descriptors (hand-crafted, one vector per structure: chgnet@all+NAME)")
+    descriptors_table.add_column("name", no_wrap=True, min_width=max((len(name) for name in descriptors), default=4))
+    for column in ("package", "width", "description"):
+        descriptors_table.add_column(column)
+    for spec in descriptors.values():
+        descriptors_table.add_row(spec.name, f"{spec.package} {spec.package_version}", str(spec.width),
+                                  escape(spec.description))
     console.print(table)
+    if descriptors:
+        console.print(descriptors_table)
     console.print(heads_table)
     console.print(executors_table)
     if not backbones:

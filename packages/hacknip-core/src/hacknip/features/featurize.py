@@ -24,6 +24,7 @@ from hacknip.features.batching import (
 )
 from hacknip.features.pooling import pool
 from hacknip.plugins.backbone import Backbone, check_layers, concurrent_batches
+from hacknip.plugins.descriptor import is_descriptor_identity
 from hacknip.plugins.executor import BackboneRef, Batch, BatchWork, Executor
 from hacknip.store import BackboneFeatures, Claims, FeatureStore, Record, structure_hash
 
@@ -139,14 +140,14 @@ def featurize(
         stored = sum(features.has(key, layers) for key in keys)
         raise FeaturizeInterrupted(features, run.computed, stored, len(keys)) from interrupt
     rejected += run.rejected
-    rejected += _same_structure_rejections(dataset, keys, rejected)
+    rejected += same_structure_rejections(dataset, keys, rejected)
     position = {sample.row: i for i, sample in enumerate(dataset.samples)}
     rejected.sort(key=lambda row: position.get(row.row, -1))  # batches ran largest first; report in dataset order
     reused = len(keys) - len(features.missing(keys, layers)) - run.computed
     return FeaturizeReport(features, keys, run.computed, reused, rejected, time.perf_counter() - started)
 
 
-def _same_structure_rejections(dataset: Dataset, keys: list[str], rejected: list[SkippedRow]) -> list[SkippedRow]:
+def same_structure_rejections(dataset: Dataset, keys: list[str], rejected: list[SkippedRow]) -> list[SkippedRow]:
     """A rejected structure's other rows (the same structure under another id) are rejected for the same reason."""
     position = {sample.row: i for i, sample in enumerate(dataset.samples)}
     reasons = {keys[position[r.row]]: r.reason for r in rejected if r.row in position}
@@ -245,7 +246,10 @@ def dataset_keys(dataset: Dataset) -> list[str]:
 
 def layer_matrix(features: BackboneFeatures, keys: Sequence[str], layers: Sequence[int],
                  pooling: tuple[str, ...]) -> np.ndarray:
-    """Pooled features of ``layers`` (concatenated in that order) for the structures ``keys``."""
+    """Pooled features of ``layers`` (concatenated in that order) for the structures ``keys``; a descriptor's vectors
+    as they are (it has no layers and nothing to pool, :mod:`hacknip.features.describe`)."""
+    if is_descriptor_identity(features.identity):
+        return features.read(keys, 0)[0]["mean"]
     blocks = []
     for layer in layers:
         stats, n_atoms = features.read(keys, layer)

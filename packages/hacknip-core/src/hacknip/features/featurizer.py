@@ -33,10 +33,18 @@ from hacknip.data.structures import (
 )
 from hacknip.errors import InputError
 from hacknip.features.compose import Member
+from hacknip.features.describe import describe
 from hacknip.features.featurize import featurize, layer_matrix
 from hacknip.features.pooling import parse_pooling
 from hacknip.plugins.backbone import Backbone
-from hacknip.plugins.registry import check_backbones, load_backbone, resolve_backbone
+from hacknip.plugins.descriptor import Descriptor
+from hacknip.plugins.registry import (
+    check_backbones,
+    descriptor_spec,
+    load_backbone,
+    load_descriptor,
+    resolve_backbone,
+)
 from hacknip.store import FeatureStore
 
 ASE_SUFFIXES = (".xyz", ".extxyz", ".traj")
@@ -99,7 +107,13 @@ class Featurizer(TransformerMixin, BaseEstimator):
         members = fixed_members(self.backbone)
         widths = {member.name: _layer_widths(member.name, self.device) for member in members}
         self.layers_ = {member.name: member.resolve(len(widths[member.name])) for member in members}
-        self.feature_names_out_ = np.asarray(feature_names(self.layers_, widths, self.pooling_), dtype=object)
+        names = []
+        for name, layers in self.layers_.items():
+            if descriptor_spec(name) is not None:  # its own feature names: no layers, no pooling
+                names += [f"{name}:{feature}" for feature in cached_descriptor(name).feature_names]
+            else:
+                names += feature_names({name: layers}, widths, self.pooling_)
+        self.feature_names_out_ = np.asarray(names, dtype=object)
         return self
 
     def transform(self, X: Any) -> np.ndarray:
@@ -151,8 +165,11 @@ class Featurizer(TransformerMixin, BaseEstimator):
         """One backbone's columns: featurise what the store lacks (every layer, as the command line does, so other
         layers cost nothing later), then pool the stored statistics."""
         try:
-            report = featurize(dataset, cached_backbone(name, self.device), store, batch_size=self.batch_size,
-                               name=name, batch_atoms=self.batch_atoms)
+            if descriptor_spec(name) is not None:
+                report = describe(dataset, cached_descriptor(name), store, name=name)
+            else:
+                report = featurize(dataset, cached_backbone(name, self.device), store, batch_size=self.batch_size,
+                                   name=name, batch_atoms=self.batch_atoms)
         except BadInputError as error:  # its message speaks of --on-error; say where the item is instead
             raise InputError(f"{error.row}: {error.reason}") from None
         return layer_matrix(report.features, report.keys, layers, self.pooling_)
@@ -164,6 +181,12 @@ def cached_backbone(name: str, device: str = "cpu") -> Backbone:
     Featurizer passes them (``cached_backbone.cache_clear()`` frees them). Example:
     ``cached_backbone("chgnet", "cpu").layer_widths``."""
     return load_backbone(name, device=device)
+
+
+@functools.lru_cache(maxsize=8)
+def cached_descriptor(name: str) -> Descriptor:
+    """A descriptor a :class:`Featurizer` uses, loaded once per process."""
+    return load_descriptor(name)
 
 
 def fixed_members(expression: str) -> list[Member]:
@@ -181,6 +204,8 @@ def fixed_members(expression: str) -> list[Member]:
 def _layer_widths(name: str, device: str) -> tuple[int, ...]:
     """From the plugin's spec without loading the model, except for a checkpoint (``mace:/x.model``): its model
     decides its layers."""
+    if (described := descriptor_spec(name)) is not None:
+        return (described.width,)
     spec, checkpoint = resolve_backbone(name)
     return tuple(spec.layer_widths) if checkpoint is None else tuple(cached_backbone(name, device).layer_widths)
 

@@ -30,3 +30,9 @@ def register_heads(register):
 @hookspec
 def register_executors(register):
     """Register executors (where featurisation's batches run): call ``register(ExecutorSpec(...))`` once for each."""
+
+
+@hookspec
+def register_descriptors(register):
+    """Register descriptors (hand-crafted structure-level featurisers): call ``register(DescriptorSpec(...))`` once
+    for each."""

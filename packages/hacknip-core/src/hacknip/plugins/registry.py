@@ -18,6 +18,7 @@ from typing import Any
 from hacknip.errors import HacknipError, InputError
 from hacknip.features.compose import Member, parse_backbones
 from hacknip.plugins.backbone import Backbone, BackboneSpec
+from hacknip.plugins.descriptor import Descriptor, DescriptorSpec
 from hacknip.plugins.executor import Executor, ExecutorSpec
 from hacknip.plugins.head import Head, HeadSpec
 from hacknip.plugins.manager import (
@@ -35,7 +36,8 @@ class UnknownNameError(HacknipError, LookupError):
     """A backbone or head name that no installed plugin registers."""
 
 
-_KINDS = {"register_backbones": "backbone", "register_heads": "head", "register_executors": "executor"}
+_KINDS = {"register_backbones": "backbone", "register_heads": "head", "register_executors": "executor",
+          "register_descriptors": "descriptor"}
 
 # Which of this project's plugin packages provides a name: a backbone whose name (before any ':') is one of these
 # families or starts with "family-" comes with that package. Install hints are given for these names only, never for
@@ -66,6 +68,8 @@ def _spec_fault(spec: Any, spec_type: type) -> str | None:
         if (not isinstance(widths, (tuple, list)) or not widths
                 or not all(isinstance(w, numbers.Integral) and not isinstance(w, bool) and w > 0 for w in widths)):
             return f"registered the backbone {name!r} with layer_widths {widths!r} (not a non-empty tuple of positive ints)"
+    if spec_type is DescriptorSpec and not (isinstance(spec.width, numbers.Integral) and spec.width > 0):
+        return f"registered the descriptor {name!r} with width {spec.width!r} (not a positive int)"
     return None
 
 
@@ -137,6 +141,23 @@ def head_specs() -> dict[str, HeadSpec]:
 
 def executor_specs() -> dict[str, ExecutorSpec]:
     return _collect("register_executors", ExecutorSpec)
+
+
+def descriptor_specs() -> dict[str, DescriptorSpec]:
+    return _collect("register_descriptors", DescriptorSpec)
+
+
+def descriptor_spec(name: str) -> DescriptorSpec | None:
+    """The descriptor registered as ``name`` (case-insensitively), or None when ``name`` is not a descriptor."""
+    return _lookup(name, descriptor_specs())
+
+
+def load_descriptor(name: str, **options: Any) -> Descriptor:
+    """An installed descriptor by name (``matminer:magpie``)."""
+    spec = _lookup(name, specs := descriptor_specs())
+    if spec is None:
+        raise _unknown("descriptor", name, specs)
+    return spec.load(**options)
 
 
 def create_executor(name: str, **options: Any) -> Executor:
@@ -241,6 +262,9 @@ def check_backbones(expression: str | Sequence[Member], *,
     members = parse_backbones(expression) if isinstance(expression, str) else list(expression)
     checked = []
     for member in members:
+        if (described := descriptor_spec(member.name)) is not None:
+            checked.append(_descriptor_member(member, described))
+            continue
         try:
             spec, checkpoint = resolve_backbone(member.name)
         except UnknownNameError:
@@ -258,6 +282,13 @@ def check_backbones(expression: str | Sequence[Member], *,
             raise InputError(f"backbone {name!r} is listed twice in {_expression_text(expression)!r}; use @LAYERS to "
                              f"take several layers of one, e.g. {name}@1,3")
     return checked
+
+
+def _descriptor_member(member: Member, spec: DescriptorSpec) -> Member:
+    if member.layers is not None or member.all_layers:
+        raise InputError(f"{member.label}: {spec.name} is a descriptor, one vector per structure, with no layers; write "
+                         f"{spec.name} without '@'")
+    return dataclasses.replace(member, name=spec.name, layers=(0,))
 
 
 def _expression_text(expression: str | Sequence[Member]) -> str:

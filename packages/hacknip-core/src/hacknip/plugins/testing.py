@@ -356,6 +356,65 @@ NUMERIC_KINDS = "biuf"
 """Array dtype kinds a head's saved state may use: bool, int, unsigned, float (never object, which needs pickle)."""
 
 
+class DescriptorConformance:
+    """Checks every promise of the Descriptor protocol (:mod:`hacknip.plugins.descriptor`). Subclass it and provide a
+    ``descriptor`` fixture; set ``spec_name`` when the registered name differs from ``descriptor.name``."""
+
+    spec_name: str | None = None
+
+    @pytest.fixture(scope="class")
+    @classmethod
+    def structures(cls) -> list[Atoms]:
+        return reference_structures()
+
+    @pytest.fixture(scope="class")
+    @classmethod
+    def vectors(cls, descriptor, structures) -> list[np.ndarray]:
+        return [np.asarray(descriptor.describe(atoms)) for atoms in structures]
+
+    def test_satisfies_protocol(self, descriptor):
+        from hacknip.plugins.descriptor import Descriptor
+
+        assert isinstance(descriptor, Descriptor)
+        assert isinstance(descriptor.name, str) and descriptor.name and "@" not in descriptor.name
+        names = descriptor.feature_names
+        assert len(names) >= 1 and all(isinstance(n, str) and n for n in names) and len(set(names)) == len(names)
+
+    def test_spec_width_matches(self, descriptor):
+        from hacknip.plugins.registry import descriptor_spec
+
+        spec = descriptor_spec(self.spec_name or descriptor.name)
+        assert spec is not None, f"{self.spec_name or descriptor.name} is not a registered descriptor"
+        assert spec.width == len(descriptor.feature_names)
+
+    def test_identity_is_json_and_stable(self, descriptor):
+        identity = descriptor.identity()
+        assert json.loads(json.dumps(identity)) == identity
+        assert identity_key(identity) == identity_key(descriptor.identity())
+
+    def test_vectors_are_floats_of_the_promised_length(self, descriptor, vectors):
+        for vector in vectors:
+            assert vector.shape == (len(descriptor.feature_names),)
+            assert np.issubdtype(vector.dtype, np.floating)
+            assert not np.isinf(vector).any()
+
+    def test_mostly_defined_on_common_crystals(self, vectors):
+        assert np.mean([np.isfinite(vector).mean() for vector in vectors]) > 0.9
+
+    def test_deterministic(self, descriptor, structures, vectors):
+        again = [np.asarray(descriptor.describe(atoms)) for atoms in structures]
+        for first, second in zip(vectors, again):
+            np.testing.assert_array_equal(first, second)
+
+    def test_different_structures_differ(self, vectors):
+        assert not np.array_equal(np.nan_to_num(vectors[0]), np.nan_to_num(vectors[1]))
+
+    def test_same_structure_any_atom_order(self, descriptor, structures):
+        atoms = structures[3]
+        reordered = atoms[[2, 0, 1]]
+        np.testing.assert_allclose(descriptor.describe(reordered), descriptor.describe(atoms), rtol=1e-9, atol=1e-9)
+
+
 def easy_regression(seed: int = 0, n_train: int = 200, n_test: int = 100, n_features: int = 8):
     """``(X_train, y_train, X_test, y_test)``: standardised features (as hacknip gives heads), a smooth target of three
     of them and a little noise."""

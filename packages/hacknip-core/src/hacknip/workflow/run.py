@@ -51,8 +51,10 @@ from hacknip.plugins.registry import (
     check_backbones,
     create_executor,
     create_head,
+    descriptor_spec,
     get_head_spec,
     load_backbone,
+    load_descriptor,
 )
 from hacknip.progress import Progress, no_progress
 from hacknip.store import BackboneFeatures, FeatureStore
@@ -167,6 +169,10 @@ def featurize_members(dataset: Dataset, members: list[Member], config: RunConfig
     """Featurise with every backbone; rows any backbone rejects are dropped for all (and listed)."""
     results = []
     for member in members:
+        if descriptor_spec(member.name) is not None:
+            dataset, described = _describe_member(dataset, member, config, store, progress)
+            results.append(described)
+            continue
         try:
             backbone = load_backbone(member.name, device=config.device, **config.backbone_options)
         except UnknownNameError as missing_plugin:
@@ -183,6 +189,20 @@ def featurize_members(dataset: Dataset, members: list[Member], config: RunConfig
         results.append(MemberFeatures(member, report.features, len(backbone.layer_widths),
                                       report.seconds, report.computed, report.reused))
     return dataset, results
+
+
+def _describe_member(dataset: Dataset, member: Member, config: RunConfig, store: FeatureStore,
+                     progress: Progress) -> tuple[Dataset, MemberFeatures]:
+    from hacknip.data.molecules import available_cores
+    from hacknip.features.describe import describe
+
+    workers = config.workers or available_cores()
+    advance = progress(f"describing with {member.name}" + (f" ({workers} workers)" if workers > 1 else ""),
+                       len(dataset.samples))
+    report = describe(dataset, load_descriptor(member.name), store, on_error=config.on_error, on_progress=advance,
+                      name=member.name, workers=workers)
+    return dataset.drop(report.rejected), MemberFeatures(member, report.features, 1, report.seconds, report.computed,
+                                                         report.reused)
 
 
 def make_executor(config: RunConfig) -> Executor | None:

@@ -27,11 +27,13 @@ from hacknip.data.structures import DISORDERED_CHOICES, Dataset, read_extra_feat
 from hacknip.errors import InputError, UntrustedFileError
 from hacknip.evaluation.crossval import TARGET_TRANSFORMS, fitted_pipeline, get_target_transform, make_model
 from hacknip.evaluation.crossval import predict as head_prediction
+from hacknip.features.describe import describe
 from hacknip.features.featurize import dataset_keys, featurize, layer_matrix
 from hacknip.features.pooling import parse_pooling
 from hacknip.plugins.backbone import file_sha256
+from hacknip.plugins.descriptor import is_descriptor_identity, store_identity
 from hacknip.plugins.head import CLASSIFICATION, REGRESSION
-from hacknip.plugins.registry import get_head_spec, load_backbone, resolve_backbone
+from hacknip.plugins.registry import get_head_spec, load_backbone, load_descriptor, resolve_backbone
 from hacknip.report import strict_json
 from hacknip.store import FeatureStore
 
@@ -121,12 +123,17 @@ class SavedModel:
         model names is loaded only as :func:`check_checkpoint` allows."""
         blocks, pooling = [], parse_pooling(self.model["pooling"])
         for saved in self.model["backbones"]:
-            check_checkpoint(saved, self.folder, trust_checkpoints)
-            backbone = load_backbone(saved["name"], device=device)
-            check_identity(saved, backbone.identity(), self.folder)
             advance = progress(f"featurising with {saved['name']}", len(dataset.samples)) if progress else None
-            report = featurize(dataset, backbone, store, batch_size=batch_size, on_error=on_error, on_progress=advance,
-                               name=saved["name"])
+            if is_descriptor_identity(saved["identity"]):
+                descriptor = load_descriptor(saved["name"])
+                check_identity(saved, store_identity(descriptor), self.folder)
+                report = describe(dataset, descriptor, store, on_error=on_error, on_progress=advance, name=saved["name"])
+            else:
+                check_checkpoint(saved, self.folder, trust_checkpoints)
+                backbone = load_backbone(saved["name"], device=device)
+                check_identity(saved, backbone.identity(), self.folder)
+                report = featurize(dataset, backbone, store, batch_size=batch_size, on_error=on_error,
+                                   on_progress=advance, name=saved["name"])
             dataset = dataset.drop(report.rejected)
             blocks.append((report.features, saved["layers"]))
         keys = dataset_keys(dataset)

@@ -1,0 +1,1 @@
+"""matminer's hand-crafted descriptors as hacknip descriptors (:mod:`hacknip.plugins.descriptor`)."""

@@ -1,0 +1,121 @@
+"""Descriptors (hand-crafted structure-level featurisers) as plugins: hacknip-matminer's presets, the conformance
+suite, composition with backbones in expressions, the store, bad rows, a run, a saved model."""
+
+from __future__ import annotations
+
+import gzip
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+from ase import Atoms
+from ase.build import bulk
+from click.testing import CliRunner
+from test_store import _dataset
+
+from hacknip.cli import cli
+from hacknip.data.structures import BadInputError, Dataset, Sample
+from hacknip.errors import InputError
+from hacknip.features.describe import describe
+from hacknip.features.featurize import layer_matrix
+from hacknip.plugins.registry import check_backbones, descriptor_spec, load_descriptor
+from hacknip.plugins.testing import DescriptorConformance
+from hacknip.store import FeatureStore
+
+PRESETS = ("magpie", "composition", "structure", "all")
+
+
+class TestMatminerConformance(DescriptorConformance):
+    @pytest.fixture(scope="class", params=PRESETS)
+    @classmethod
+    def descriptor(cls, request):
+        return load_descriptor(f"matminer:{request.param}")
+
+
+def test_matminer_presets_are_what_matminer_computes():
+    from matminer.featurizers.composition import ElementProperty
+    from pymatgen.core import Composition
+
+    magpie = load_descriptor("matminer:magpie")
+    expected = ElementProperty.from_preset("magpie", impute_nan=True).featurize(Composition("NaCl"))
+    np.testing.assert_allclose(magpie.describe(bulk("NaCl", "rocksalt", a=5.64)), expected)
+    everything = load_descriptor("matminer:all")
+    vector = everything.describe(bulk("Cu", "fcc", a=3.61))
+    named = dict(zip(everything.feature_names, vector))
+    assert named["symmetry:spacegroup_num"] == 225 and named["symmetry:is_centrosymmetric"] == 1.0
+    assert named["density:density"] == pytest.approx(63.546 / 6.022e23 / (3.61e-8 ** 3 / 4), rel=1e-3)
+
+
+def test_a_descriptor_joins_an_expression_without_layers():
+    members = check_backbones("chgnet@all+matminer:Magpie")
+    assert [(m.name, m.layers) for m in members[1:]] == [("matminer:magpie", (0,))]
+    with pytest.raises(InputError, match=r"matminer:magpie is a descriptor, one vector per structure, with no layers"):
+        check_backbones("chgnet+matminer:magpie@1")
+    assert descriptor_spec("chgnet") is None
+
+
+def test_vectors_are_stored_once_and_read_back_whatever_the_pooling(tmp_path):
+    dataset = _dataset(6)
+    descriptor = load_descriptor("matminer:all")
+    first = describe(dataset, descriptor, FeatureStore(tmp_path), workers=2)
+    assert (first.computed, first.reused) == (6, 0)
+    again = describe(dataset, descriptor, FeatureStore(tmp_path))
+    assert (again.computed, again.reused) == (0, 6)
+    X = layer_matrix(again.features, again.keys, [0], ("mean", "max", "std"))
+    assert X.shape == (6, 153)
+    np.testing.assert_allclose(X[1], descriptor.describe(dataset.samples[1].atoms))
+
+
+def test_a_structure_a_descriptor_cannot_describe_is_a_named_bad_row(tmp_path):
+    molecule = Atoms("H2O", positions=[[0, 0, 0], [0.96, 0, 0], [-0.24, 0.93, 0]])
+    dataset = Dataset([Sample("cu", "row 1", bulk("Cu", "fcc", a=3.6), 1.0), Sample("water", "row 2", molecule, 2.0)],
+                      "y", "molecules.csv")
+    with pytest.raises(BadInputError, match=r"molecules.csv.*row 2.*need a periodic structure"):
+        describe(dataset, load_descriptor("matminer:structure"), FeatureStore(tmp_path))
+    report = describe(dataset, load_descriptor("matminer:structure"), FeatureStore(tmp_path), on_error="skip")
+    assert [r.id for r in report.rejected] == ["water"] and report.computed == 1
+    composition = describe(dataset, load_descriptor("matminer:composition"), FeatureStore(tmp_path))
+    assert composition.computed == 2 and not composition.rejected  # composition needs no cell
+
+
+def test_run_with_a_backbone_and_a_descriptor_then_save_and_predict(phonons_path, tmp_path):
+    store, model = tmp_path / "store", tmp_path / "model"
+    common = ["--store", str(store), "--jobs", "1"]
+    result = CliRunner().invoke(cli, ["run", "--data", str(phonons_path), "--limit", "60", "--backbone",
+                                      "chgnet@4+matminer:composition", "--head", "ridge", "--out", str(tmp_path / "run"),
+                                      "--save", str(model), *common])
+    assert result.exit_code == 0, result.output
+    results = json.loads((tmp_path / "run" / "results.json").read_text())
+    saved = json.loads((model / "model.json").read_text())
+    assert [b["name"] for b in saved["backbones"]] == ["chgnet", "matminer:composition"]
+    assert saved["n_features"] == 64 + 146 and saved["backbones"][1]["identity"]["kind"] == "descriptor"
+    assert np.isfinite(results["mae_mean"])
+    table = tmp_path / "new.json.gz"
+    with gzip.open(phonons_path, "rt") as source:
+        data = json.load(source)
+    data["data"], data["index"] = data["data"][:10], data["index"][:10]
+    with gzip.open(table, "wt") as target:
+        json.dump(data, target)
+    result = CliRunner().invoke(cli, ["predict", str(model), "--data", str(table), "--out", str(tmp_path / "p.csv"),
+                                      "--store", str(store)])
+    assert result.exit_code == 0, result.output
+    assert len(pd.read_csv(tmp_path / "p.csv")) == 10
+
+
+def test_hacknip_list_shows_descriptors():
+    result = CliRunner().invoke(cli, ["list", "--json"])
+    listed = {d["name"]: d["width"] for d in json.loads(result.output)["descriptors"]}
+    assert listed["matminer:all"] == 153 and listed["matminer:magpie"] == 132
+
+
+def test_a_featurizer_takes_a_descriptor_in_its_expression(tmp_path):
+    from hacknip import Featurizer
+
+    structures = [bulk("Cu", "fcc", a=3.6), bulk("NaCl", "rocksalt", a=5.6), bulk("Si", "diamond", a=5.43)]
+    featurizer = Featurizer("matminer:structure", store=str(tmp_path)).fit(structures)
+    X = featurizer.transform(structures)
+    assert X.shape == (3, 7)
+    names = list(featurizer.get_feature_names_out())
+    assert names[0] == "matminer:structure:density:density" and X[0, names.index(
+        "matminer:structure:symmetry:spacegroup_num")] == 225
