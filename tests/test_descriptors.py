@@ -119,3 +119,23 @@ def test_a_featurizer_takes_a_descriptor_in_its_expression(tmp_path):
     names = list(featurizer.get_feature_names_out())
     assert names[0] == "matminer:structure:density:density" and X[0, names.index(
         "matminer:structure:symmetry:spacegroup_num")] == 225
+
+
+def test_a_descriptor_plugin_registering_a_bad_width_is_skipped_with_a_warning():
+    import hacknip
+    from hacknip.plugins.descriptor import DescriptorSpec
+    from hacknip.plugins.manager import PluginWarning, pm
+    from hacknip.plugins.registry import descriptor_specs
+
+    class BadWidth:
+        @hacknip.hookimpl
+        def register_descriptors(self, register):
+            register(DescriptorSpec(name="bad:zero", factory="nowhere:load", width=0))
+
+    pm.register(BadWidth(), name="bad-width-test-plugin")
+    try:
+        with pytest.warns(PluginWarning, match=r"registered the descriptor 'bad:zero' with width 0"):
+            specs = descriptor_specs()
+        assert "bad:zero" not in specs and "matminer:all" in specs
+    finally:
+        pm.unregister(name="bad-width-test-plugin")
