@@ -95,17 +95,26 @@ def assert_features_close(actual: np.ndarray, expected: np.ndarray, what: str) -
     np.testing.assert_allclose(actual, expected, rtol=RTOL, atol=ATOL, err_msg=what)
 
 
-class BackboneConformance:
+class _OnReferenceStructures:
+    @pytest.fixture(scope="class")
+    @classmethod
+    def structures(cls) -> list[Atoms]:
+        return reference_structures()
+
+
+def assert_identity_json_and_stable(plugin: Any) -> None:
+    """A backbone's or descriptor's ``identity()``: JSON as it is, and the same key when asked again."""
+    identity = plugin.identity()
+    assert json.loads(json.dumps(identity)) == identity
+    assert identity_key(identity) == identity_key(plugin.identity())
+
+
+class BackboneConformance(_OnReferenceStructures):
     """Checks every promise of the Backbone protocol. Subclass it and provide a ``backbone`` fixture."""
 
     spec_name: str | None = None
     """The registered name whose spec (cutoff, layer widths, supercells) the backbone must match, when the fixture
     loads it from a checkpoint of that architecture (``"orb-v2"``); by default the backbone's own name."""
-
-    @pytest.fixture(scope="class")
-    @classmethod
-    def structures(cls) -> list[Atoms]:
-        return reference_structures()
 
     @pytest.fixture(scope="class")
     @classmethod
@@ -171,9 +180,7 @@ class BackboneConformance:
                 assert np.isfinite(features[layer]).all(), f"{what}: non-finite features at layer {layer}"
 
     def test_identity_is_json_and_stable(self, backbone):
-        identity = backbone.identity()
-        assert json.loads(json.dumps(identity)) == identity
-        assert identity_key(identity) == identity_key(backbone.identity())
+        assert_identity_json_and_stable(backbone)
 
     def test_layer_widths_match_features(self, backbone, structures, one_pass, all_layers):
         assert len(one_pass) == len(structures)
@@ -356,16 +363,11 @@ NUMERIC_KINDS = "biuf"
 """Array dtype kinds a head's saved state may use: bool, int, unsigned, float (never object, which needs pickle)."""
 
 
-class DescriptorConformance:
+class DescriptorConformance(_OnReferenceStructures):
     """Checks every promise of the Descriptor protocol (:mod:`hacknip.plugins.descriptor`). Subclass it and provide a
     ``descriptor`` fixture; set ``spec_name`` when the registered name differs from ``descriptor.name``."""
 
     spec_name: str | None = None
-
-    @pytest.fixture(scope="class")
-    @classmethod
-    def structures(cls) -> list[Atoms]:
-        return reference_structures()
 
     @pytest.fixture(scope="class")
     @classmethod
@@ -388,9 +390,7 @@ class DescriptorConformance:
         assert spec.width == len(descriptor.feature_names)
 
     def test_identity_is_json_and_stable(self, descriptor):
-        identity = descriptor.identity()
-        assert json.loads(json.dumps(identity)) == identity
-        assert identity_key(identity) == identity_key(descriptor.identity())
+        assert_identity_json_and_stable(descriptor)
 
     def test_vectors_are_floats_of_the_promised_length(self, descriptor, vectors):
         for vector in vectors:

@@ -25,7 +25,8 @@ class Claims:
     other (at worst they compute a structure twice, never wrongly). Holding a claim does not mean the structure is
     still missing: check the store after claiming (another process may have just finished it)."""
 
-    folder: Path
+    folder: Path | None
+    """None where claims are not supported (a store on object storage)."""
     held: set[str] = field(default_factory=set)
     supported: bool = fcntl is not None
     """False where the file system refuses locks (some network file systems): then every key is taken."""

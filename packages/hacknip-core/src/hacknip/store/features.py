@@ -18,7 +18,7 @@ import pyarrow as pa
 from hacknip.errors import InputError
 from hacknip.features.pooling import STATISTICS
 from hacknip.store import legacy
-from hacknip.store.claims import CLAIMS_FOLDER, Claims
+from hacknip.store.claims import Claims
 from hacknip.store.files import DAMAGED_FOLDER, DamagedShardWarning
 from hacknip.store.folder import LocalFolder, RemoteFolder, read_into
 from hacknip.store.index import INDEX_FILE, KeyIndex, ShardInfo, read_index, write_index
@@ -261,8 +261,7 @@ class BackboneFeatures:
     def _damaged(self, name: str, error: BaseException) -> DamagedFeaturesError:
         return DamagedFeaturesError(f"{self.folder.where(name)}: damaged feature-store shard ({type(error).__name__}: "
                                     f"{error}); moved to {self.folder.where(DAMAGED_FOLDER)}. Run the same command "
-                                    f"again: its structures will "
-                                    f"be computed again")
+                                    f"again: its structures will be computed again")
 
     def verify(self, keys: Sequence[str], layers: Sequence[int]) -> int:
         """Read the records of ``keys`` for ``layers`` and check them; set aside the shards of damaged ones (their
@@ -460,8 +459,7 @@ class BackboneFeatures:
             self._forget(shard_id)
         self.set_aside.append(target)
         warnings.warn(f"{self.folder.where(name)}: damaged feature-store shard ({type(error).__name__}: {error}); "
-                      f"moved to {target}, its "
-                      f"structures will be computed again", DamagedShardWarning, stacklevel=3)
+                      f"moved to {target}, its structures will be computed again", DamagedShardWarning, stacklevel=3)
 
     def _forget(self, shard_id: int) -> None:
         self._alive[shard_id] = False
@@ -487,7 +485,7 @@ class BackboneFeatures:
     @contextmanager
     def claims(self) -> Iterator[Claims]:
         """Claims on structures this process is about to compute, released when the block ends."""
-        claims = Claims(self.folder.path / CLAIMS_FOLDER) if not self.folder.remote else Claims(None, supported=False)
+        claims = self.folder.claims()
         try:
             yield claims
         finally:

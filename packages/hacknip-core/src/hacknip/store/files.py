@@ -39,15 +39,24 @@ def atomic_write(path: Path, write: Callable[[IO[bytes]], Any]) -> None:
     """Write ``path`` under a temporary name in its folder and rename it: readers see the whole file or none."""
     handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=path.suffix)
     try:
-        os.chmod(temporary, file_mode())  # mkstemp makes owner-only files; a store may be shared by a group
         with os.fdopen(handle, "wb") as stream:
             write(stream)
-            stream.flush()
-            os.fsync(stream.fileno())
-        os.replace(temporary, path)
+        put_in_place(Path(temporary), path)
     except BaseException:
         Path(temporary).unlink(missing_ok=True)
         raise
+
+
+def put_in_place(temporary: Path, path: Path) -> None:
+    """Make a finished temporary file ``path``: flushed to disk, with the umask's permissions (temporary files are
+    owner-only; a store may be shared by a group), renamed over it in one step."""
+    handle = os.open(temporary, os.O_RDONLY)
+    try:
+        os.fsync(handle)
+    finally:
+        os.close(handle)
+    os.chmod(temporary, file_mode())
+    os.replace(temporary, path)
 
 
 def slug(name: str) -> str:

@@ -24,7 +24,8 @@ import numpy as np
 import pyarrow as pa
 
 from hacknip.errors import InputError
-from hacknip.store.files import DAMAGED_FOLDER, atomic_write, exclusive, file_mode, preadv
+from hacknip.store.claims import CLAIMS_FOLDER, Claims
+from hacknip.store.files import DAMAGED_FOLDER, atomic_write, exclusive, preadv, put_in_place
 
 READ_THREADS = 16
 """Reads in flight at once: a disk answers several scattered reads together faster than one after another (16 was
@@ -94,9 +95,6 @@ class RemoteFile:
     def __init__(self, fs: Any, path: str, where: str):
         self.fs, self.path, self.where = fs, path, where
         self.size = int(fs.info(path)["size"])
-
-    def pread(self, target: np.ndarray, offset: int) -> None:
-        _fill(target, self.fs.cat_file(self.path, start=offset, end=offset + target.nbytes), self.where, offset)
 
     def close(self) -> None:
         pass
@@ -214,13 +212,7 @@ class LocalFolder:
         return self.path / f".tmp-{name}"
 
     def commit(self, scratch: Path, name: str) -> None:
-        handle = os.open(scratch, os.O_RDONLY)
-        try:
-            os.fsync(handle)
-        finally:
-            os.close(handle)
-        os.chmod(scratch, file_mode())
-        os.replace(scratch, self.path / name)
+        put_in_place(scratch, self.path / name)
 
     def remove(self, name: str) -> None:
         (self.path / name).unlink(missing_ok=True)
@@ -237,6 +229,9 @@ class LocalFolder:
 
     def lock(self, name: str, wait: bool = False):
         return exclusive(self.path / name, wait)
+
+    def claims(self) -> Claims:
+        return Claims(self.path / CLAIMS_FOLDER)
 
 
 class RemoteFolder:
@@ -275,8 +270,6 @@ class RemoteFolder:
             return self.fs.ls(self.path, detail=True, refresh=True)
         except FileNotFoundError:
             return []
-        except TypeError:  # a file system whose ls takes no refresh
-            return self.fs.ls(self.path, detail=True)
 
     def children(self) -> list[RemoteFolder]:
         names = sorted(entry["name"].rstrip("/").rsplit("/", 1)[-1] for entry in self._entries()
@@ -341,3 +334,7 @@ class RemoteFolder:
     @contextmanager
     def lock(self, name: str, wait: bool = False) -> Iterator[bool]:
         yield True
+
+    def claims(self) -> Claims:
+        """None: every key is taken (two processes may compute a structure twice, never wrongly)."""
+        return Claims(None, supported=False)
