@@ -17,6 +17,7 @@ SMALL = {
     "mlp": {"hidden_layer_sizes": (16,), "max_epochs": 15, "learning_rate": 0.01, "batch_size": 32},
     "modnet": {"n_feat": 4, "num_neurons": ([16], [], [], []), "epochs": 15, "lr": 0.01, "batch_size": 32},
 }
+SMALL["ensemble"] = {"members": "ridge+lightgbm", "params": {"ridge": SMALL["ridge"], "lightgbm": SMALL["lightgbm"]}}
 
 
 def small_head(name: str, **params):
@@ -62,6 +63,13 @@ class TestMODNet(HeadConformance):
     @classmethod
     def head(cls):
         return small_head("modnet")
+
+
+class TestEnsemble(HeadConformance):
+    @pytest.fixture(scope="class")
+    @classmethod
+    def head(cls):
+        return small_head("ensemble")
 
 
 class TestToyKNN(HeadConformance):

@@ -38,7 +38,7 @@ from hacknip.evaluation.crossval import (
     stratified_folds,
 )
 from hacknip.features.compose import format_backbones
-from hacknip.plugins.head import CLASSIFICATION, HeadSpec
+from hacknip.plugins.head import CLASSIFICATION, HeadSpec, search_space_of
 from hacknip.workflow.provenance import without_passwords
 from hacknip.workflow.run import (
     Prepared,
@@ -139,7 +139,7 @@ def tune(config: RunConfig, settings: TuneSettings, progress: Progress = no_prog
         raise InputError(f"unknown protocol {settings.protocol!r}: use one of {', '.join(PROTOCOLS)}")
     started = time.perf_counter()
     prepared = prepare(config, progress)
-    search_space = head_search_space(prepared.head_spec)
+    search_space = head_search_space(prepared.head_spec, config.head_params)
     tuner = _Tuner(prepared, settings, search_space, progress)
     everything = Scope("all", np.arange(len(prepared.y)),
                        _inner_folds(prepared.y, prepared.task, settings.inner_folds, prepared.groups))
@@ -168,8 +168,8 @@ def deploy_scope_folds(settings: TuneSettings, prepared: Prepared, everything: S
     return prepared.folds if settings.protocol == "paper" else everything.folds
 
 
-def head_search_space(spec: HeadSpec) -> Callable:
-    space = getattr(spec.estimator_class(), "search_space", None)
+def head_search_space(spec: HeadSpec, fixed: dict[str, Any] | None = None) -> Callable:
+    space = search_space_of(spec.estimator_class(), fixed or {})
     if space is None:
         raise InputError(f"head {spec.name!r} declares no search space (a search_space(trial) classmethod), so it "
                          f"cannot be tuned; heads that can: see the docs of each head plugin")

@@ -17,6 +17,12 @@ HEAD_SPECS = (
         task_kinds=frozenset({REGRESSION, CLASSIFICATION}),
         description="Linear baseline: RidgeCV (regression) or LogisticRegressionCV (classification)",
     ),
+    HeadSpec(
+        name="ensemble",
+        factory="hacknip.plugins.ensemble_head:EnsembleHead",
+        task_kinds=frozenset({REGRESSION, CLASSIFICATION}),
+        description="The averaged predictions of several heads (members='lightgbm+xgboost', params per member)",
+    ),
 )
 
 

@@ -8,7 +8,9 @@ scikit-learn's scorers and ``Pipeline`` tell them apart.
 
 Optional, each used when present: ``get_state()`` with the ``from_state(params, meta, arrays)`` classmethod (a fitted
 head as JSON plus numeric arrays, what ``hacknip run --save`` writes without pickle), and a ``search_space(trial)``
-classmethod returning hyperparameters drawn from an Optuna trial (what ``hacknip tune`` searches).
+classmethod returning hyperparameters drawn from an Optuna trial (what ``hacknip tune`` searches); a
+``search_space(trial, fixed)`` with a second parameter also gets the hyperparameters the user fixed (the ``ensemble``
+head reads its ``members`` there).
 
 :class:`hacknip.plugins.head_base.BaseHead` implements all of this for a model with ``_fit`` and a fitted ``model_``;
 :class:`hacknip.plugins.testing.HeadConformance` checks it (see docs/plugins.md, "Writing a head plugin").
@@ -16,6 +18,8 @@ classmethod returning hyperparameters drawn from an Optuna trial (what ``hacknip
 
 from __future__ import annotations
 
+import inspect
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
@@ -59,3 +63,14 @@ class HeadSpec:
 
     def create(self, **params: Any) -> Head:
         return self.estimator_class()(**params)
+
+
+def search_space_of(head_class: type, fixed: dict[str, Any]) -> Callable[[Any], dict[str, Any]] | None:
+    """The head's ``search_space`` as a function of an Optuna trial (given ``fixed`` when it takes them), or None
+    when the head declares none."""
+    space = getattr(head_class, "search_space", None)
+    if space is None:
+        return None
+    if len(inspect.signature(space).parameters) >= 2:
+        return lambda trial: space(trial, fixed)
+    return space

@@ -35,7 +35,7 @@ from ase.build import bulk
 
 from hacknip.errors import BadStructureError
 from hacknip.plugins.backbone import Backbone, concurrent_batches, identity_key
-from hacknip.plugins.head import CLASSIFICATION, REGRESSION, Head
+from hacknip.plugins.head import CLASSIFICATION, REGRESSION, Head, search_space_of
 
 RTOL = 1e-4
 ATOL = 1e-5
@@ -662,7 +662,7 @@ class HeadConformance:
         ends of its ranges; Optuna accepts the same calls (replayed through ``optuna.trial.FixedTrial``)."""
         from sklearn.base import clone
 
-        space = getattr(type(head), "search_space", None)
+        space = search_space_of(type(head), head.get_params(deep=False))
         if space is None:
             pytest.skip(f"{type(head).__name__} declares no search_space: hacknip tune refuses it")
         trial = EndOfRangeTrial(end)
@@ -683,7 +683,7 @@ class HeadConformance:
         """The cheapest corner of the search space (on top of the ``head`` fixture's settings) fits and predicts."""
         from sklearn.base import clone
 
-        space = getattr(type(head), "search_space", None)
+        space = search_space_of(type(head), head.get_params(deep=False))
         if space is None:
             pytest.skip(f"{type(head).__name__} declares no search_space")
         tuned = clone(head).set_params(**space(EndOfRangeTrial("low")))
