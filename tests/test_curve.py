@@ -83,3 +83,18 @@ def test_cli_curve_writes_json_and_figures(toy_trainable_plugin, phonons_path, t
     saved = json.loads((out / "curve.json").read_text())
     assert saved["finetuned"] == "toy-trainable@3" and len(saved["methods"]["finetune"]["points"]) == 4
     assert "against data size" in result.output
+
+
+def test_cli_curve_fits_in_worker_processes_give_the_same_points(toy_trainable_plugin, phonons_path, tmp_path):
+    points = {}
+    for jobs in (1, 2):
+        out = tmp_path / f"jobs{jobs}"
+        result = CliRunner().invoke(cli, ["curve", "--data", str(phonons_path), "--backbone", "toy-trainable@2",
+                                          "--head", "ridge", "--limit", "40", "--fractions", "0.5,1", "--repeats", "2",
+                                          "--jobs", str(jobs), "--checkpoints", str(tmp_path / f"points{jobs}"),
+                                          "--out", str(out)], catch_exceptions=False)
+        assert result.exit_code == 0, result.output
+        assert "stored earlier" not in (out / "curve.log").read_text()  # each run fits its own points
+        saved = json.loads((out / "curve.json").read_text())["methods"]["hacknip"]["points"]
+        points[jobs] = [{key: value for key, value in point.items() if key != "seconds"} for point in saved]
+    assert points[1] == points[2] and len(points[1]) == 4

@@ -238,6 +238,19 @@ def _split_option(context, parameter, value: str) -> str:
         raise click.BadParameter(str(error), ctx=context, param=parameter) from None
 
 
+def jobs_option(which: str):
+    """``--jobs``: head fits in worker processes (``which`` says which fits); resolved by :func:`resolve_jobs`."""
+    return click.option("--jobs", type=click.IntRange(min=1), envvar="HACKNIP_JOBS",
+                        help=f"Head fits at once, each in its own process ({which}); the scores do not change  "
+                             "[default: the available cores; $HACKNIP_JOBS]")
+
+
+def resolve_jobs(jobs: int | None) -> int:
+    from hacknip.data.molecules import available_cores
+
+    return jobs if jobs is not None else available_cores()
+
+
 def model_options(command):
     """Options shared by the commands that train heads on embeddings (run, tune)."""
     options = [
@@ -247,10 +260,7 @@ def model_options(command):
                                        "preset's]"),
         click.option("--extra-features", help="Per-sample scalar columns (or extxyz info keys) appended to the "
                                                "embedding, comma-separated, e.g. temperature."),
-        click.option("--jobs", type=click.IntRange(min=1), envvar="HACKNIP_JOBS",
-                     help="Head fits at once, each in its own process (run: the layer sweep's and the final "
-                          "cross-validation's; tune: each trial's inner folds too); the scores do not change  "
-                          "[default: the available cores; $HACKNIP_JOBS]"),
+        jobs_option("run: the layer sweep's and the final cross-validation's; tune: each trial's inner folds too"),
         click.option("--umap", is_flag=True, help="Also draw UMAPs of the best layer and the last (umap.png, umap.csv, "
                                                   "and on report.html; needs hacknip-core[analysis])."),
     ]
@@ -297,10 +307,8 @@ def model_config(options: dict, replay: dict | None = None):
     options["head"] = options["head"] or "lightgbm"
     options["target_transform"] = None if options["target_transform"] == "none" else options["target_transform"]
     options["extra_features"] = [c.strip() for c in (options["extra_features"] or "").split(",") if c.strip()]
-    if "jobs" in options and options["jobs"] is None:
-        from hacknip.data.molecules import available_cores
-
-        options["jobs"] = available_cores()
+    if "jobs" in options:
+        options["jobs"] = resolve_jobs(options["jobs"])
     options.pop("umap", None)
     options.pop("out", None)
     options.pop("overwrite", None)

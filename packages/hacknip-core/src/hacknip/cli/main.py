@@ -22,12 +22,14 @@ from hacknip.cli.common import (
     epoch_logger,
     finetune_options,
     friendly_errors,
+    jobs_option,
     model_config,
     model_options,
     parse_key_values,
     progress_bars,
     read_params,
     recipe_from_options,
+    resolve_jobs,
     run_config,
     run_name,
     scoring_config,
@@ -288,9 +290,10 @@ def finetune(out, overwrite, save_to, checkpoints, **options):
                                           "last layer]")
 @click.option("--bootstrap", "n_boot", type=click.IntRange(min=0), default=1000, show_default=True,
               help="Bootstrap resamples for the crossing's uncertainty.")
+@jobs_option("HackNIP's layer sweep and cross-validation on each subset; fine-tuning runs one at a time")
 @friendly_errors
 def curve(out, overwrite, checkpoints, head, head_params, pooling, fractions, repeats, full_repeats, with_finetune,
-          finetune_backbone, n_boot, **options):
+          finetune_backbone, n_boot, jobs, **options):
     """The data-efficiency study: HackNIP (and, with --finetune, fine-tuning) on growing random subsets; writes
     curve.json, curve.png (error against data size, fits, crossing) and update_ratios.png. Rerun to resume."""
     from rich.console import Console
@@ -309,6 +312,7 @@ def curve(out, overwrite, checkpoints, head, head_params, pooling, fractions, re
                              seed=recipe.seed, n_boot=n_boot).check()
     config = scoring_config({**options, "head": head, "pooling": pooling})
     config.head_params = parse_key_values(head_params, "--head-param")
+    config.jobs = resolve_jobs(jobs)
     out = out or Path("runs") / run_name(config.data, config.backbone, f"curve-{head}")
     check_outputs(out, None, config.store, overwrite)
     out.mkdir(parents=True, exist_ok=True)
