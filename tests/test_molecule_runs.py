@@ -29,6 +29,7 @@ def test_bbbp_slice_classifies_with_scaffold_folds(toy_plugin, bbbp, tmp_path):
     assert results["task_kind"] == "classification" and results["target"] == "p_np"
     assert results["folds_source"].startswith("Bemis-Murcko scaffold folds")
     assert results["n_samples"] + len(results["skipped"]) == 120
+    assert results["geometries"] == {"relaxed": False}
     assert (out / "roc.png").exists()
 
 
@@ -47,3 +48,5 @@ def test_molecules_are_relaxed_by_the_first_backbone_and_reused(bbbp, tmp_path):
     assert "4 computed" in first.output
     again = CliRunner().invoke(cli, args, catch_exceptions=False)
     assert again.exit_code == 0 and "0 computed, 4 already stored" in again.output
+    mmff = CliRunner().invoke(cli, [*args, "--relax-start", "mmff94"], catch_exceptions=False)
+    assert mmff.exit_code == 0 and "4 computed" in mmff.output  # another start, other geometries

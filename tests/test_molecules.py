@@ -268,3 +268,82 @@ def test_the_command_line_relaxes_on_every_available_core_unless_told(monkeypatc
     assert available_cores() == len(os.sched_getaffinity(0))
     assert run_config(data=tmp_path, backbone="chgnet", workers=None).workers == available_cores()
     assert run_config(data=tmp_path, backbone="chgnet", workers=1).workers == 1
+
+
+# -- energy and forces without the rest of a calculator; a force-field start ---------------------------------------
+
+def test_chgnet_energies_and_forces_are_its_calculators_for_a_molecule_and_a_crystal():
+    from ase.build import bulk
+
+    from hacknip.data.molecules import boxed
+    from hacknip.plugins.registry import load_backbone
+
+    backbone = load_backbone("chgnet")
+    crystal = bulk("NaCl", "rocksalt", a=5.7) * (2, 1, 1)
+    crystal.rattle(0.05, seed=1)
+    structures = [boxed(embed(parse_smiles("CC(=O)Nc1ccc(O)cc1")), backbone.cutoff), crystal]
+    for (energy, forces), atoms in zip(backbone.energies_and_forces(structures), structures, strict=True):
+        atoms.calc = backbone.calculator()
+        assert energy == pytest.approx(atoms.get_potential_energy(), abs=1e-4)
+        np.testing.assert_allclose(forces, atoms.get_forces(), atol=1e-4)
+        assert forces.shape == (len(atoms), 3) and np.abs(forces).max() > 0.01
+
+
+def test_molecules_relax_through_energies_and_forces_when_the_backbone_has_it(tmp_path):
+    from hacknip.data.molecules import BackboneForces, _calculator_of
+
+    class WithForces(MorseBackbone):
+        passes = 0
+
+        def energies_and_forces(self, structures):
+            WithForces.passes += 1
+            results = []
+            for atoms in structures:
+                atoms = atoms.copy()
+                atoms.calc = MorsePotential(r0=1.2, rho0=6.0)
+                results.append((atoms.get_potential_energy(), atoms.get_forces()))
+            return results
+
+    assert isinstance(_calculator_of(WithForces()), BackboneForces)
+    CALCULATIONS["count"] = 0
+    with_forces = molecules_to_dataset(_table(tmp_path, MOLECULES), backbone=WithForces(), relax_options=FEW_STEPS,
+                                       store=FeatureStore(tmp_path / "a"))
+    assert WithForces.passes > 0 and CALCULATIONS["count"] == 0  # its calculator was never asked
+    with_calculator = molecules_to_dataset(_table(tmp_path, MOLECULES), backbone=MorseBackbone(),
+                                           relax_options=FEW_STEPS, store=FeatureStore(tmp_path / "b"))
+    for one, other in zip(with_forces.samples, with_calculator.samples, strict=True):
+        np.testing.assert_allclose(one.atoms.positions, other.atoms.positions, atol=1e-10)
+
+
+def test_an_mmff_start_lowers_the_force_field_energy_and_keeps_the_old_store_keys():
+    from rdkit.Chem import AllChem
+
+    from hacknip.data.molecules import optimise_with_force_field, smiles_key
+
+    molecule = parse_smiles("CC(=O)Nc1ccc(O)cc1")
+    etkdg, mmff = embed(molecule), embed(molecule, EmbedOptions(force_field="MMFF94"))
+    assert list(etkdg.numbers) == list(mmff.numbers) and not np.allclose(etkdg.positions, mmff.positions)
+    with_hydrogens = AllChem.AddHs(molecule)
+    AllChem.EmbedMolecule(with_hydrogens, randomSeed=0)
+
+    def mmff_energy(positions):
+        conformer = with_hydrogens.GetConformer()
+        for index, position in enumerate(positions):
+            conformer.SetAtomPosition(index, position.tolist())
+        properties = AllChem.MMFFGetMoleculeProperties(with_hydrogens)
+        return AllChem.MMFFGetMoleculeForceField(with_hydrogens, properties).CalcEnergy()
+
+    assert mmff_energy(mmff.positions) < mmff_energy(etkdg.positions) - 1.0  # kcal/mol
+    # the key of the defaults is the key geometries were stored under before force_field existed
+    import hashlib
+    import json
+
+    from hacknip.data.molecules import rdkit_version
+
+    before = {"seed": 0, "max_attempts": 0, "random_coords_fallback": True, "largest_fragment_only": False,
+              "fragment_gap": 3.0}
+    text = json.dumps({"smiles": "CCO", "embed": before, "rdkit": rdkit_version()}, sort_keys=True)
+    assert smiles_key("CCO", EmbedOptions()) == hashlib.sha256(text.encode()).hexdigest()[:32]
+    assert smiles_key("CCO", EmbedOptions(force_field="MMFF94")) != smiles_key("CCO", EmbedOptions())
+    with pytest.raises(ValueError, match="unknown force field 'UFF2'"):
+        optimise_with_force_field(with_hydrogens, "UFF2")

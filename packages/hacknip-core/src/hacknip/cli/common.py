@@ -104,6 +104,8 @@ def data_options(command):
                      help="Molecules: relax RDKit geometries with the first backbone's calculator (BFGS)."),
         click.option("--relax-fmax", default=0.01, show_default=True, help="Molecules: relaxation force threshold, eV/Å."),
         click.option("--relax-steps", default=100, show_default=True, help="Molecules: most relaxation steps."),
+        click.option("--relax-start", type=click.Choice(["etkdg", "mmff94"]), default="etkdg", show_default=True,
+                     help="Molecules: relax from RDKit's ETKDG conformer as it is, or optimised with MMFF94 first."),
         click.option("--workers", type=click.IntRange(min=1), envvar="HACKNIP_WORKERS",
                      help="Processes, each loading the backbone once: molecules' embedding and relaxing, and the ray "
                           "executor's workers  [default: the available cores (ray: the cluster's); $HACKNIP_WORKERS]"),

@@ -32,6 +32,7 @@ from typing import Any
 
 import numpy as np
 from ase import Atoms
+from ase.calculators.calculator import Calculator, all_changes
 
 from hacknip.data.structures import (
     UNLABELLED,
@@ -78,6 +79,17 @@ class EmbedOptions:
     fragment_gap: float = 3.0
     """Å between the atoms of different fragments: ETKDG can place fragments on top of each other (BBBP row 2 had
     its Cl 0.73 Å from a carbon), so fragments are laid side by side along x."""
+    force_field: str | None = None
+    """``"MMFF94"``: optimise the ETKDG conformer with RDKit's MMFF94 before the backbone relaxes it (a molecule MMFF
+    has no parameters for keeps its ETKDG geometry); None: the ETKDG conformer as it is."""
+
+    def key_fields(self) -> dict[str, Any]:
+        """What the store key of a molecule hashes: every field, ``force_field`` only when set (so that geometries
+        stored before the field existed are found)."""
+        fields = asdict(self)
+        if fields["force_field"] is None:
+            del fields["force_field"]
+        return fields
 
 
 @dataclass(frozen=True)
@@ -168,11 +180,31 @@ def embed(molecule, options: EmbedOptions = EmbedOptions()) -> Atoms:
             status = AllChem.EmbedMolecule(with_hydrogens, parameters)
     if status != 0:
         raise MoleculeError(f"{EMBEDDING_FAILED}: RDKit ETKDG found no conformer (seed {options.seed})")
+    if options.force_field is not None:
+        optimise_with_force_field(with_hydrogens, options.force_field)
     atoms = _to_atoms(with_hydrogens)
     fragments = Chem.GetMolFrags(with_hydrogens)
     if len(fragments) > 1:
         separate_fragments(atoms, fragments, options.fragment_gap)
     return atoms
+
+
+FORCE_FIELDS = ("MMFF94",)
+FORCE_FIELD_ITERATIONS = 2000
+
+
+def optimise_with_force_field(molecule, force_field: str) -> bool:
+    """Optimise the conformer of ``molecule`` (with hydrogens) in place; False when the force field has no parameters
+    for it (the conformer is left as it was)."""
+    from rdkit.Chem import AllChem
+
+    if force_field not in FORCE_FIELDS:
+        raise InputError(f"unknown force field {force_field!r}: use one of {', '.join(FORCE_FIELDS)}")
+    with _quiet_rdkit():
+        if not AllChem.MMFFHasAllMoleculeParams(molecule):
+            return False
+        AllChem.MMFFOptimizeMolecule(molecule, maxIters=FORCE_FIELD_ITERATIONS)
+    return True
 
 
 def separate_fragments(atoms: Atoms, fragments: Sequence[Sequence[int]], gap: float) -> None:
@@ -235,10 +267,29 @@ def relax(atoms: Atoms, calculator, options: RelaxOptions = RelaxOptions(), vacu
 
 
 def _calculator_of(backbone: Backbone):
+    """What relaxes molecules with ``backbone``: its ``energies_and_forces`` when it has one (energy and forces
+    only), else its own ASE calculator."""
+    if callable(getattr(backbone, "energies_and_forces", None)):
+        return BackboneForces(backbone)
     if not callable(getattr(backbone, "calculator", None)):
         raise InputError(f"{backbone.name} has no ASE calculator, so it cannot relax molecules; relax with another "
                          "backbone or leave relaxation out")
     return backbone.calculator()
+
+
+class BackboneForces(Calculator):
+    """An ASE calculator of energy and forces through the backbone's ``energies_and_forces``."""
+
+    implemented_properties = ["energy", "forces"]
+
+    def __init__(self, backbone: Backbone) -> None:
+        super().__init__()
+        self.backbone = backbone
+
+    def calculate(self, atoms=None, properties=None, system_changes=all_changes) -> None:
+        super().calculate(atoms, properties, system_changes)
+        ((energy, forces),) = self.backbone.energies_and_forces([self.atoms])
+        self.results = {"energy": energy, "forces": np.asarray(forces, dtype=np.float64)}
 
 
 # --- the geometry store -----------------------------------------------------------------------------------
@@ -285,7 +336,7 @@ class GeometryStore:
 
 def smiles_key(smiles: str, options: EmbedOptions) -> str:
     """Store key of a molecule made from SMILES: canonical SMILES, embedding settings and RDKit version."""
-    text = json.dumps({"smiles": smiles, "embed": asdict(options), "rdkit": rdkit_version()}, sort_keys=True)
+    text = json.dumps({"smiles": smiles, "embed": options.key_fields(), "rdkit": rdkit_version()}, sort_keys=True)
     return hashlib.sha256(text.encode()).hexdigest()[:32]
 
 

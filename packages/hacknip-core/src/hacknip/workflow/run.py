@@ -94,6 +94,9 @@ class RunConfig:
     """Molecules: relax the RDKit geometry with the first backbone's calculator before featurising."""
     relax_fmax: float = 0.01
     relax_steps: int = 100
+    relax_start: str = "etkdg"
+    """Molecules: the geometry relaxing starts from, ``etkdg`` (RDKit's conformer) or ``mmff94`` (that conformer
+    optimised with MMFF94 first)."""
     workers: int | None = 1
     """Processes for the parallel steps: molecules' geometries, and the ``ray`` executor's actors (None: as many as
     the machine's cores, or the Ray cluster's)."""
@@ -150,10 +153,22 @@ def _molecules(config: RunConfig, progress: Progress) -> Dataset:
                    + (f" ({workers} workers)" if (workers := config.workers or available_cores()) > 1 else ""))
     return molecules_to_dataset(config.data, smiles_column=config.smiles_column, target=config.target,
                                 id_column=config.id_column, backbone=relaxing, backbone_options=config.backbone_options,
-                                relax_options=relax, store=FeatureStore(config.store), workers=workers,
+                                embed_options=embed_options(config.relax_start), relax_options=relax,
+                                store=FeatureStore(config.store), workers=workers,
                                 on_error=config.on_error, on_nonconverged=config.on_nonconverged,
                                 on_total=lambda total: bar.append(progress(description, total)),
                                 on_progress=lambda n: bar[0](n), limit=config.limit)
+
+
+RELAX_STARTS = {"etkdg": None, "mmff94": "MMFF94"}
+
+
+def embed_options(relax_start: str):
+    from hacknip.data.molecules import EmbedOptions
+
+    if relax_start not in RELAX_STARTS:
+        raise InputError(f"unknown relaxation start {relax_start!r}: use one of {', '.join(RELAX_STARTS)}")
+    return EmbedOptions(force_field=RELAX_STARTS[relax_start])
 
 
 def checked_backbones(config: RunConfig) -> list[Member]:
@@ -460,6 +475,9 @@ def run(config: RunConfig, progress: Progress = no_progress, save_to: Path | Non
 
         results["saved_model"] = str(save_model(save_to, prepared, chosen, config.head_params, final.summary()))
     results["preset"] = {"name": config.preset, "summary": get_preset(config.preset).summary}
+    if is_molecule_input(config.data, config.structure_column, config.smiles_column):
+        results["geometries"] = ({"relaxed": True, "start": config.relax_start, "fmax": config.relax_fmax,
+                                  "steps": config.relax_steps} if config.relax else {"relaxed": False})
     results["timings_s"] = {
         "read": round(prepared.read_seconds, 3),
         "featurize": {i.member.name: round(i.featurize_seconds, 3) for i in prepared.members},
