@@ -23,7 +23,7 @@ from hacknip.plugins.registry import check_backbones, descriptor_spec, load_desc
 from hacknip.plugins.testing import DescriptorConformance
 from hacknip.store import FeatureStore
 
-PRESETS = ("magpie", "composition", "structure", "all")
+PRESETS = ("magpie", "composition", "structure", "all", "sites")
 
 
 class TestMatminerConformance(DescriptorConformance):
@@ -139,3 +139,51 @@ def test_a_descriptor_plugin_registering_a_bad_width_is_skipped_with_a_warning()
         assert "bad:zero" not in specs and "matminer:all" in specs
     finally:
         pm.unregister(name="bad-width-test-plugin")
+
+
+def test_undefined_features_are_kept_and_infinite_ones_make_a_bad_row():
+    from hacknip.features.describe import describe_chunk
+
+    class Partial:
+        name = "partial"
+        feature_names = ("a", "b", "c")
+
+        def describe(self, atoms):
+            return {2: [1.0, np.nan, 2.0], 1: [1.0, 2.0, 3.0]}.get(len(atoms), [np.inf, 0.0, 0.0])
+
+    cells = [bulk("NaCl", "rocksalt", a=5.64), bulk("Cu", "fcc", a=3.61), bulk("Si", "diamond", a=5.43) * (2, 1, 1)]
+    undefined, plain, infinite = describe_chunk(Partial(), cells)
+    np.testing.assert_array_equal(undefined, [1.0, np.nan, 2.0])
+    np.testing.assert_array_equal(plain, [1.0, 2.0, 3.0])
+    assert infinite == "partial gave infinite values (a)"
+
+
+def test_the_scaler_puts_the_training_mean_where_a_feature_is_undefined():
+    from hacknip.evaluation.crossval import make_model
+    from hacknip.plugins.registry import create_head
+
+    X = np.array([[1.0, 10.0], [3.0, np.nan], [5.0, 30.0], [7.0, 20.0]])
+    model = make_model(create_head("ridge")).fit(X, np.array([1.0, 2.0, 3.0, 4.0]))
+    scaled = model[0].transform(np.array([[3.0, np.nan], [3.0, 20.0]]))
+    np.testing.assert_allclose(scaled, [[-0.4472135955, 0.0], [-0.4472135955, 0.0]], rtol=1e-9)
+    assert np.isfinite(model.predict(X)).all()
+
+
+def test_the_site_statistics_preset_is_matminers_site_stats_fingerprint():
+    from matminer.featurizers.site import VoronoiFingerprint
+    from matminer.featurizers.structure import SiteStatsFingerprint
+    from pymatgen.io.ase import AseAtomsAdaptor
+
+    sites = load_descriptor("matminer:sites")
+    voronoi = SiteStatsFingerprint(VoronoiFingerprint(), stats=("mean", "std_dev"))
+    labels = [f"voronoi:{label}" for label in voronoi.feature_labels()]
+    copper = bulk("Cu", "fcc", a=3.61)
+    named = dict(zip(sites.feature_names, sites.describe(copper), strict=True))
+    np.testing.assert_allclose([named[label] for label in labels],
+                               voronoi.featurize(AseAtomsAdaptor.get_structure(copper)))
+    # pymatgen's Voronoi construction fails on primitive rock salt: those features are undefined there, the rest not
+    rocksalt = bulk("NaCl", "rocksalt", a=5.64)
+    with pytest.raises(ValueError, match="No Voronoi neighbors"):
+        voronoi.featurize(AseAtomsAdaptor.get_structure(rocksalt))
+    named = dict(zip(sites.feature_names, sites.describe(rocksalt), strict=True))
+    assert {name for name, value in named.items() if np.isnan(value)} == set(labels)

@@ -12,6 +12,11 @@ from ase import Atoms
 
 COMPOSITION = ("magpie", "stoichiometry", "valence")
 STRUCTURE = ("density", "symmetry")
+SITES = ("crystalnn", "opsite", "agni", "gaussian_symmetry", "grdf", "coordination", "property_difference",
+         "bond_length", "bond_angle", "bond_orientation", "voronoi")
+"""MODNet's site featurisers (its DeBreuck2020 preset, ChemEnvSiteFingerprint left out: seconds per site), each
+summarised over the sites by matminer's SiteStatsFingerprint (mean and standard deviation)."""
+NEEDS_STRUCTURE = STRUCTURE + SITES
 SYMMETRY_FEATURES = ("spacegroup_num", "crystal_system_int", "is_centrosymmetric", "n_symmetry_ops")
 """matminer's GlobalSymmetryFeatures without ``crystal_system``, the name of what ``crystal_system_int`` numbers."""
 
@@ -20,12 +25,35 @@ def _featurizer(part: str):
     from matminer.featurizers.composition import ElementProperty, Stoichiometry, ValenceOrbital
     from matminer.featurizers.structure import DensityFeatures, GlobalSymmetryFeatures
 
+    if part in SITES:
+        from matminer.featurizers.structure import SiteStatsFingerprint
+
+        return SiteStatsFingerprint(_site_featurizer(part), stats=("mean", "std_dev"))
     return {
         "magpie": lambda: ElementProperty.from_preset("magpie", impute_nan=True),
         "stoichiometry": Stoichiometry,
         "valence": lambda: ValenceOrbital(impute_nan=True),
         "density": DensityFeatures,
         "symmetry": lambda: GlobalSymmetryFeatures(desired_features=list(SYMMETRY_FEATURES)),
+    }[part]()
+
+
+def _site_featurizer(part: str):
+    from matminer.featurizers import site
+    from pymatgen.analysis.local_env import VoronoiNN
+
+    return {
+        "crystalnn": lambda: site.CrystalNNFingerprint.from_preset("ops"),
+        "opsite": site.OPSiteFingerprint,
+        "agni": site.AGNIFingerprints,
+        "gaussian_symmetry": site.GaussianSymmFunc,
+        "grdf": lambda: site.GeneralizedRadialDistributionFunction.from_preset("gaussian"),
+        "coordination": site.CoordinationNumber,
+        "property_difference": site.LocalPropertyDifference,
+        "bond_length": lambda: site.AverageBondLength(VoronoiNN()),
+        "bond_angle": lambda: site.AverageBondAngle(VoronoiNN()),
+        "bond_orientation": site.BondOrientationalParameter,
+        "voronoi": site.VoronoiFingerprint,
     }[part]()
 
 
@@ -45,16 +73,27 @@ class MatminerDescriptor:
                 "width": len(self.feature_names)}
 
     def describe(self, atoms: Atoms) -> np.ndarray:
-        needs_structure = any(part in STRUCTURE for part in self.parts)
+        needs_structure = any(part in NEEDS_STRUCTURE for part in self.parts)
         structure = _structure(atoms) if needs_structure else None
         composition = structure.composition if structure is not None else _composition(atoms)
         values: list[float] = []
         for part, featurizer in self._featurizers:
-            values += [float(v) for v in featurizer.featurize(structure if part in STRUCTURE else composition)]
+            values += _part_values(part, featurizer, structure if part in NEEDS_STRUCTURE else composition)
         return np.asarray(values, dtype=np.float64)
 
     def __repr__(self) -> str:
         return f"MatminerDescriptor({self.preset!r})"
+
+
+def _part_values(part: str, featurizer, material) -> list[float]:
+    """One featuriser's values; a site featuriser that fails on some site (pymatgen's Voronoi on a pathological
+    cell) leaves its features undefined (NaN) for this structure, as the Descriptor protocol says."""
+    try:
+        return [float(v) for v in featurizer.featurize(material)]
+    except (ValueError, RuntimeError):
+        if part not in SITES:
+            raise
+        return [float("nan")] * len(featurizer.feature_labels())
 
 
 def _installed(distribution: str) -> bool:
@@ -83,7 +122,7 @@ def _structure(atoms: Atoms):
 
 
 PRESET_PARTS = {"magpie": ("magpie",), "composition": COMPOSITION, "structure": STRUCTURE,
-                "all": COMPOSITION + STRUCTURE}
+                "all": COMPOSITION + STRUCTURE, "sites": SITES, "modnet": COMPOSITION + STRUCTURE + SITES}
 
 
 def load_magpie() -> MatminerDescriptor:
@@ -100,3 +139,11 @@ def load_structure() -> MatminerDescriptor:
 
 def load_all() -> MatminerDescriptor:
     return MatminerDescriptor("all", PRESET_PARTS["all"])
+
+
+def load_sites() -> MatminerDescriptor:
+    return MatminerDescriptor("sites", PRESET_PARTS["sites"])
+
+
+def load_modnet() -> MatminerDescriptor:
+    return MatminerDescriptor("modnet", PRESET_PARTS["modnet"])

@@ -12,6 +12,10 @@ PRESETS = {
     "structure": (7, "density, volume per atom, packing fraction (3) + space group, crystal system, inversion, "
                      "symmetry operations (4); periodic structures only"),
     "all": (153, "composition (146) + structure (7): the 'matminer' baseline of docs/benchmarks.md"),
+    "sites": (384, "MODNet's site featurisers (CrystalNN, order parameters, AGNI, Gaussian symmetry functions, GRDF, "
+                   "Voronoi, bond lengths and angles...), mean and std over the sites; about 1 s a structure; "
+                   "periodic structures only"),
+    "modnet": (537, "all (153) + sites (384): the featurisers of MODNet's Matbench entries that give a fixed width"),
 }
 
 

@@ -170,14 +170,16 @@ def get_target_transform(name: str | None) -> TargetTransform | None:
 
 
 def make_model(head: Head, transform: TargetTransform | None = None):
-    """What is trained on embeddings: a scikit-learn ``Pipeline`` of a ``StandardScaler`` (fitted on the training rows
-    only) and the head, inside a ``TransformedTargetRegressor`` when the head learns a transformed target (its
-    predictions are mapped back to the original scale)."""
+    """What is trained on embeddings: a scikit-learn ``Pipeline`` of a standard scaler (fitted on the training rows
+    only; undefined features put at their mean, :class:`~hacknip.evaluation.scaling.MeanImputingScaler`) and the head, inside a
+    ``TransformedTargetRegressor`` when the head learns a transformed target (its predictions are mapped back to the
+    original scale)."""
     from sklearn.compose import TransformedTargetRegressor
     from sklearn.pipeline import make_pipeline
-    from sklearn.preprocessing import StandardScaler
 
-    model = make_pipeline(StandardScaler(), head)
+    from hacknip.evaluation.scaling import MeanImputingScaler
+
+    model = make_pipeline(MeanImputingScaler(), head)
     if transform is None:
         return model
     return TransformedTargetRegressor(model, func=transform.forward, inverse_func=transform.inverse, check_inverse=False)

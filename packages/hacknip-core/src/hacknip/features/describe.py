@@ -90,6 +90,11 @@ def describe_chunk(descriptor: Descriptor, structures: Sequence[Atoms]) -> list[
         if vector.shape != (width,):
             raise InputError(f"descriptor {descriptor.name} returned {vector.shape} values for a structure, not the "
                              f"({width},) its feature_names promise: a fault of its plugin")
+        infinite = np.flatnonzero(np.isinf(vector))  # NaN means undefined (the scaler fills it); inf is a fault
+        if len(infinite):
+            named = ", ".join(descriptor.feature_names[index] for index in infinite[:3])
+            results.append(f"{descriptor.name} gave infinite values ({named}{', ...' if len(infinite) > 3 else ''})")
+            continue
         results.append(vector)
     return results
 

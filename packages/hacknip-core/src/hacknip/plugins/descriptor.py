@@ -30,8 +30,9 @@ class Descriptor(Protocol):
         """JSON-able: everything its values depend on (library versions, settings). The store keys its vectors by it."""
 
     def describe(self, atoms: Atoms) -> np.ndarray:
-        """One structure's vector: ``len(feature_names)`` floats, NaN where a feature is undefined for it. Raises
-        ``ValueError`` for a structure it cannot describe (then that row is a bad row, named to the user)."""
+        """One structure's vector: ``len(feature_names)`` floats, NaN where a feature is undefined for it (each
+        training fold's scaler ignores it and puts the training rows' mean there). Raises ``ValueError`` for a structure it
+        cannot describe (then that row is a bad row, named to the user)."""
 
 
 @dataclass(frozen=True)

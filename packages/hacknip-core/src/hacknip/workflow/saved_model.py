@@ -108,9 +108,10 @@ class SavedModel:
     def pipeline(self):
         """The saved scaler and head as a fitted scikit-learn ``Pipeline`` (predictions on the scale the head learnt)."""
         from sklearn.pipeline import make_pipeline
-        from sklearn.preprocessing import StandardScaler
 
-        scaler = StandardScaler()
+        from hacknip.evaluation.scaling import MeanImputingScaler
+
+        scaler = MeanImputingScaler()
         scaler.mean_, scaler.scale_ = self.arrays["scaler_mean"], self.arrays["scaler_scale"]
         scaler.var_, scaler.n_features_in_ = scaler.scale_ ** 2, len(scaler.mean_)
         return make_pipeline(scaler, self.head())
