@@ -1,13 +1,13 @@
 """What relaxing molecules with a backbone costs, and what makes it cheaper: CPU seconds and steps per molecule for
-today's path (ETKDG conformer, the backbone's ASE calculator, BFGS) against an MMFF94-optimised start with the
-backbone's own energy-and-forces pass, to fmax 0.05 and then on to 0.01 eV/Å along the same trajectory; and the cost
+the path before (ETKDG conformer, the backbone's ASE calculator, BFGS) against today's (an MMFF94-optimised start,
+the backbone's own energy-and-forces pass, BFGS), to fmax 0.05 and then on to 0.01 eV/Å along the same trajectory; and the cost
 of one force evaluation per molecule when molecules are batched.
 
     OMP_NUM_THREADS=1 python bench/relax_cost.py --backbone chgnet --n 8 --max-steps 500
 
 One process, one torch thread, CPU time (``time.process_time``). For each arm and molecule it prints the steps and
-CPU seconds to reach each fmax, then per arm: molecules converged, mean steps and CPU s, and the ratio to today's
-path. It also prints how far the 0.05 geometry is from the 0.01 one: RMSD after alignment and the distance between
+CPU seconds to reach each fmax, then per arm: molecules converged, mean steps and CPU s, and the ratio to the path
+before. It also prints how far the 0.05 geometry is from the 0.01 one: RMSD after alignment and the distance between
 the two mean-pooled last-layer embeddings, against the median distance between different molecules' embeddings.
 """
 
@@ -40,9 +40,9 @@ def relax_in_stages(atoms, calculator, max_steps: int):
 
 
 def start_geometry(smiles: str, force_field: str | None, vacuum: float):
-    from hacknip.data.molecules import EmbedOptions, boxed, embed, parse_smiles
+    from hacknip.data.molecules import boxed, embed, parse_smiles
 
-    return boxed(embed(parse_smiles(smiles), EmbedOptions(force_field=force_field)), vacuum)
+    return boxed(embed(parse_smiles(smiles), force_field=force_field), vacuum)
 
 
 def batch_costs(backbone, molecules, sizes) -> dict[int, float]:
@@ -88,8 +88,8 @@ def main() -> None:
     smiles = list(table[column][: args.n])
     backbone = load_backbone(args.backbone)
     vacuum = backbone.cutoff
-    arms = {"today: ETKDG, ASE calculator, BFGS": (None, backbone.calculator()),
-            "MMFF94 start, energies_and_forces, BFGS": ("MMFF94", BackboneForces(backbone))}
+    arms = {"before: ETKDG, ASE calculator, BFGS": (None, backbone.calculator()),
+            "now: MMFF94 start, energies_and_forces, BFGS": ("MMFF94", BackboneForces(backbone))}
     summary, embeddings, drifts = {}, [], []
     for arm, (force_field, calculator) in arms.items():
         rows = []
@@ -123,7 +123,7 @@ def main() -> None:
             base = base or {}
             ratio = base.setdefault(fmax, seconds) / seconds
             print(f"{arm} | fmax {fmax}: {converged}/{len(done)} converged within {args.max_steps} steps, "
-                  f"mean {steps:.0f} steps, {seconds:.1f} CPU s per molecule ({ratio:.2f}x fewer than today)")
+                  f"mean {steps:.0f} steps, {seconds:.1f} CPU s per molecule ({ratio:.2f}x fewer than before)")
     if drifts:
         between = [float(np.linalg.norm(a - b)) for i, a in enumerate(embeddings) for b in embeddings[i + 1:]]
         print(f"0.05 against 0.01 geometry: RMSD {statistics.mean(d[0] for d in drifts):.3f} Å (max "

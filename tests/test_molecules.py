@@ -315,13 +315,13 @@ def test_molecules_relax_through_energies_and_forces_when_the_backbone_has_it(tm
         np.testing.assert_allclose(one.atoms.positions, other.atoms.positions, atol=1e-10)
 
 
-def test_an_mmff_start_lowers_the_force_field_energy_and_keeps_the_old_store_keys():
+def test_an_mmff_start_lowers_the_force_field_energy_and_is_part_of_the_relaxation_settings():
     from rdkit.Chem import AllChem
 
-    from hacknip.data.molecules import optimise_with_force_field, smiles_key
+    from hacknip.data.molecules import optimise_with_force_field
 
     molecule = parse_smiles("CC(=O)Nc1ccc(O)cc1")
-    etkdg, mmff = embed(molecule), embed(molecule, EmbedOptions(force_field="MMFF94"))
+    etkdg, mmff = embed(molecule), embed(molecule, EmbedOptions(), force_field="MMFF94")
     assert list(etkdg.numbers) == list(mmff.numbers) and not np.allclose(etkdg.positions, mmff.positions)
     with_hydrogens = AllChem.AddHs(molecule)
     AllChem.EmbedMolecule(with_hydrogens, randomSeed=0)
@@ -334,16 +334,18 @@ def test_an_mmff_start_lowers_the_force_field_energy_and_keeps_the_old_store_key
         return AllChem.MMFFGetMoleculeForceField(with_hydrogens, properties).CalcEnergy()
 
     assert mmff_energy(mmff.positions) < mmff_energy(etkdg.positions) - 1.0  # kcal/mol
-    # the key of the defaults is the key geometries were stored under before force_field existed
-    import hashlib
-    import json
-
-    from hacknip.data.molecules import rdkit_version
-
-    before = {"seed": 0, "max_attempts": 0, "random_coords_fallback": True, "largest_fragment_only": False,
-              "fragment_gap": 3.0}
-    text = json.dumps({"smiles": "CCO", "embed": before, "rdkit": rdkit_version()}, sort_keys=True)
-    assert smiles_key("CCO", EmbedOptions()) == hashlib.sha256(text.encode()).hexdigest()[:32]
-    assert smiles_key("CCO", EmbedOptions(force_field="MMFF94")) != smiles_key("CCO", EmbedOptions())
     with pytest.raises(ValueError, match="unknown force field 'UFF2'"):
         optimise_with_force_field(with_hydrogens, "UFF2")
+
+
+def test_the_start_of_a_relaxation_is_kept_apart_in_the_store_and_skipped_without_relaxing(tmp_path):
+    path = _table(tmp_path, MOLECULES)
+    store = FeatureStore(tmp_path / "store")
+    from_mmff = molecules_to_dataset(path, backbone=MorseBackbone(), relax_options=FEW_STEPS, store=store)
+    etkdg_options = RelaxOptions(steps=10, force_field=None)
+    from_etkdg = molecules_to_dataset(path, backbone=MorseBackbone(), relax_options=etkdg_options, store=store)
+    assert not np.allclose(from_mmff.samples[1].atoms.positions, from_etkdg.samples[1].atoms.positions)
+    assert len(list((tmp_path / "store" / "geometries").iterdir())) == 2
+    unrelaxed = molecules_to_dataset(path, relax_options=None)  # no relaxation: the ETKDG conformer as it is
+    np.testing.assert_array_equal(unrelaxed.samples[1].atoms.positions,
+                                  embed(parse_smiles("CC(=O)O")).positions)

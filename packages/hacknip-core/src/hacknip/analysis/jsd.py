@@ -296,13 +296,15 @@ def _parsed(path: Path):
         raise InputError(f"{path}: unreadable structure ({reason}); {STRUCTURE_HINT}") from None
 
 
-def molecule_from_smiles(smiles: str, embed_options: EmbedOptions | None = None) -> Atoms:
+def molecule_from_smiles(smiles: str, embed_options: EmbedOptions | None = None,
+                         force_field: str | None = None) -> Atoms:
     """A molecule as the project makes them (:mod:`hacknip.data.molecules`): RDKit, explicit hydrogens, one seeded
-    ETKDG conformer, non-periodic. A SMILES RDKit cannot read is an :class:`~hacknip.errors.InputError`."""
+    ETKDG conformer (optimised with ``force_field``, as before relaxing), non-periodic. A SMILES RDKit cannot read is
+    an :class:`~hacknip.errors.InputError`."""
     from hacknip.data.molecules import EmbedOptions, MoleculeError, embed, parse_smiles
 
     try:
-        atoms = embed(parse_smiles(smiles), embed_options or EmbedOptions())
+        atoms = embed(parse_smiles(smiles), embed_options or EmbedOptions(), force_field)
     except MoleculeError as error:
         raise InputError(f"SMILES {smiles!r}: {error}; check the SMILES string") from None
     atoms.info["smiles"] = smiles
@@ -310,7 +312,7 @@ def molecule_from_smiles(smiles: str, embed_options: EmbedOptions | None = None)
 
 
 def relax_molecule(atoms: Atoms, backbone: str | Backbone, options: RelaxOptions | None = None) -> Atoms:
-    """``atoms`` relaxed with ``backbone``'s own calculator (BFGS, fmax 0.01 eV/Å, at most 100 steps by default) in a
+    """``atoms`` relaxed with ``backbone``'s forces (BFGS, fmax 0.05 eV/Å, at most 200 steps by default) in a
     box as wide as its cutoff, as :mod:`hacknip.data.molecules` relaxes molecules. A relaxation that does not converge
     is kept, with a note in ``atoms.info`` that :func:`jsd_map` carries into its result; ``relax_converged``,
     ``relax_steps`` and ``relax_fmax`` (eV/Å) record how it went."""

@@ -66,9 +66,11 @@ def _compute(structure, smiles, backbone_name, layers, relax, disordered, option
     """Inputs are checked before the backbone loads: the file or SMILES, then the layers against the registered
     widths (a name with a checkpoint is checked once loaded, since its file decides its layers)."""
     from hacknip.analysis.jsd import checked_layers, jsd_map, molecule_from_smiles, read_structure, relax_molecule
+    from hacknip.data.molecules import RelaxOptions
     from hacknip.plugins.registry import load_backbone, resolve_backbone
 
-    atoms = read_structure(structure, disordered) if structure else molecule_from_smiles(smiles)
+    atoms = (read_structure(structure, disordered) if structure
+             else molecule_from_smiles(smiles, force_field=RelaxOptions().force_field if relax else None))
     spec, checkpoint = resolve_backbone(backbone_name)
     if checkpoint is None:
         checked_layers(spec, layers)

@@ -79,26 +79,19 @@ class EmbedOptions:
     fragment_gap: float = 3.0
     """Å between the atoms of different fragments: ETKDG can place fragments on top of each other (BBBP row 2 had
     its Cl 0.73 Å from a carbon), so fragments are laid side by side along x."""
-    force_field: str | None = None
-    """``"MMFF94"``: optimise the ETKDG conformer with RDKit's MMFF94 before the backbone relaxes it (a molecule MMFF
-    has no parameters for keeps its ETKDG geometry); None: the ETKDG conformer as it is."""
-
-    def key_fields(self) -> dict[str, Any]:
-        """What the store key of a molecule hashes: every field, ``force_field`` only when set (so that geometries
-        stored before the field existed are found)."""
-        fields = asdict(self)
-        if fields["force_field"] is None:
-            del fields["force_field"]
-        return fields
 
 
 @dataclass(frozen=True)
 class RelaxOptions:
     """Geometry optimisation with the backbone's ASE calculator."""
 
-    fmax: float = 0.01
-    """Convergence threshold on the largest atomic force, eV/Å."""
-    steps: int = 100
+    fmax: float = 0.05
+    """Convergence threshold on the largest atomic force, eV/Å (0.05: see docs/molecules.md, "Relaxing faster")."""
+    steps: int = 200
+    force_field: str | None = "MMFF94"
+    """A molecule made from SMILES is first optimised with this RDKit force field (milliseconds; a molecule it has
+    no parameters for keeps its ETKDG geometry), so the backbone starts nearer its minimum; None: from the ETKDG
+    conformer as it is. Given 3D geometries (SDF, xyz) are relaxed as given."""
     optimizer: str = "BFGS"
     """Any optimiser class in ``ase.optimize`` (``BFGS``, ``LBFGS``, ``FIRE``, ``BFGSLineSearch``...)."""
     vacuum: float | None = None
@@ -163,8 +156,9 @@ def canonical_smiles(molecule) -> str:
     return _rdkit().MolToSmiles(molecule, isomericSmiles=True)
 
 
-def embed(molecule, options: EmbedOptions = EmbedOptions()) -> Atoms:
-    """Hydrogens added, one seeded ETKDG conformer, as non-periodic ``Atoms``."""
+def embed(molecule, options: EmbedOptions = EmbedOptions(), force_field: str | None = None) -> Atoms:
+    """Hydrogens added, one seeded ETKDG conformer (optimised with ``force_field`` when given), as non-periodic
+    ``Atoms``."""
     Chem = _rdkit()
     from rdkit.Chem import AllChem
 
@@ -180,8 +174,8 @@ def embed(molecule, options: EmbedOptions = EmbedOptions()) -> Atoms:
             status = AllChem.EmbedMolecule(with_hydrogens, parameters)
     if status != 0:
         raise MoleculeError(f"{EMBEDDING_FAILED}: RDKit ETKDG found no conformer (seed {options.seed})")
-    if options.force_field is not None:
-        optimise_with_force_field(with_hydrogens, options.force_field)
+    if force_field is not None:
+        optimise_with_force_field(with_hydrogens, force_field)
     atoms = _to_atoms(with_hydrogens)
     fragments = Chem.GetMolFrags(with_hydrogens)
     if len(fragments) > 1:
@@ -336,7 +330,7 @@ class GeometryStore:
 
 def smiles_key(smiles: str, options: EmbedOptions) -> str:
     """Store key of a molecule made from SMILES: canonical SMILES, embedding settings and RDKit version."""
-    text = json.dumps({"smiles": smiles, "embed": options.key_fields(), "rdkit": rdkit_version()}, sort_keys=True)
+    text = json.dumps({"smiles": smiles, "embed": asdict(options), "rdkit": rdkit_version()}, sort_keys=True)
     return hashlib.sha256(text.encode()).hexdigest()[:32]
 
 
@@ -379,8 +373,9 @@ class _Runner:
     def run(self, job: MoleculeJob) -> tuple[str, dict[str, Any] | str]:
         """``("ok", record)`` or ``("failed", reason)``."""
         started = time.perf_counter()
+        force_field = self.relax.force_field if self.calculator is not None else None
         try:
-            atoms = job.atoms if job.atoms is not None else embed(parse_smiles(job.smiles), self.embed)
+            atoms = job.atoms if job.atoms is not None else embed(parse_smiles(job.smiles), self.embed, force_field)
         except MoleculeError as error:
             return "failed", str(error)
         if self.calculator is None:

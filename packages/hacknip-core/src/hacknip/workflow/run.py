@@ -92,11 +92,11 @@ class RunConfig:
     smiles_column: str | None = None
     relax: bool = True
     """Molecules: relax the RDKit geometry with the first backbone's calculator before featurising."""
-    relax_fmax: float = 0.01
-    relax_steps: int = 100
-    relax_start: str = "etkdg"
-    """Molecules: the geometry relaxing starts from, ``etkdg`` (RDKit's conformer) or ``mmff94`` (that conformer
-    optimised with MMFF94 first)."""
+    relax_fmax: float = 0.05
+    relax_steps: int = 200
+    relax_start: str = "mmff94"
+    """Molecules: the geometry relaxing starts from, ``mmff94`` (RDKit's conformer optimised with MMFF94) or
+    ``etkdg`` (the conformer as it is)."""
     workers: int | None = 1
     """Processes for the parallel steps: molecules' geometries, and the ``ray`` executor's actors (None: as many as
     the machine's cores, or the Ray cluster's)."""
@@ -147,13 +147,14 @@ def _molecules(config: RunConfig, progress: Progress) -> Dataset:
     from hacknip.data.molecules import RelaxOptions, available_cores, molecules_to_dataset
 
     relaxing = parse_backbones(config.backbone)[0].name if config.relax else None
-    relax = RelaxOptions(fmax=config.relax_fmax, steps=config.relax_steps) if config.relax else None
+    relax = (RelaxOptions(fmax=config.relax_fmax, steps=config.relax_steps, force_field=relax_force_field(config.relax_start))
+             if config.relax else None)
     bar: list[Callable[[int], None]] = []
     description = (f"3D geometries{f' relaxed with {relaxing}' if relaxing else ''}"
                    + (f" ({workers} workers)" if (workers := config.workers or available_cores()) > 1 else ""))
     return molecules_to_dataset(config.data, smiles_column=config.smiles_column, target=config.target,
                                 id_column=config.id_column, backbone=relaxing, backbone_options=config.backbone_options,
-                                embed_options=embed_options(config.relax_start), relax_options=relax,
+                                relax_options=relax,
                                 store=FeatureStore(config.store), workers=workers,
                                 on_error=config.on_error, on_nonconverged=config.on_nonconverged,
                                 on_total=lambda total: bar.append(progress(description, total)),
@@ -163,12 +164,10 @@ def _molecules(config: RunConfig, progress: Progress) -> Dataset:
 RELAX_STARTS = {"etkdg": None, "mmff94": "MMFF94"}
 
 
-def embed_options(relax_start: str):
-    from hacknip.data.molecules import EmbedOptions
-
+def relax_force_field(relax_start: str) -> str | None:
     if relax_start not in RELAX_STARTS:
         raise InputError(f"unknown relaxation start {relax_start!r}: use one of {', '.join(RELAX_STARTS)}")
-    return EmbedOptions(force_field=RELAX_STARTS[relax_start])
+    return RELAX_STARTS[relax_start]
 
 
 def checked_backbones(config: RunConfig) -> list[Member]:
