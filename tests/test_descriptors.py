@@ -187,3 +187,20 @@ def test_the_site_statistics_preset_is_matminers_site_stats_fingerprint():
         voronoi.featurize(AseAtomsAdaptor.get_structure(rocksalt))
     named = dict(zip(sites.feature_names, sites.describe(rocksalt), strict=True))
     assert {name for name, value in named.items() if np.isnan(value)} == set(labels)
+
+
+def test_site_descriptors_do_not_flood_the_terminal_with_matminers_per_site_warnings():
+    import warnings
+
+    from hacknip.plugins.testing import reference_structures
+
+    sites = load_descriptor("matminer:sites")
+    rattled = reference_structures()[2]
+    with warnings.catch_warnings(record=True) as raw:
+        warnings.simplefilter("always")
+        sites._describe(rattled)
+    assert len(raw) > 10  # what matminer and pymatgen say on their own, site after site
+    with warnings.catch_warnings(record=True) as shown:
+        warnings.simplefilter("always")
+        sites.describe(rattled)
+    assert shown == []

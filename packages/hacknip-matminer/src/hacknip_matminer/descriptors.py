@@ -4,6 +4,7 @@ their outputs into numbers and says which structures they cannot describe."""
 
 from __future__ import annotations
 
+import warnings
 from importlib import metadata
 from typing import Any
 
@@ -17,6 +18,7 @@ SITES = ("crystalnn", "opsite", "agni", "gaussian_symmetry", "grdf", "coordinati
 """MODNet's site featurisers (its DeBreuck2020 preset, ChemEnvSiteFingerprint left out: seconds per site), each
 summarised over the sites by matminer's SiteStatsFingerprint (mean and standard deviation)."""
 NEEDS_STRUCTURE = STRUCTURE + SITES
+NOISY_MODULES = (r"matminer\.", r"pymatgen\.")
 SYMMETRY_FEATURES = ("spacegroup_num", "crystal_system_int", "is_centrosymmetric", "n_symmetry_ops")
 """matminer's GlobalSymmetryFeatures without ``crystal_system``, the name of what ``crystal_system_int`` numbers."""
 
@@ -73,6 +75,15 @@ class MatminerDescriptor:
                 "width": len(self.feature_names)}
 
     def describe(self, atoms: Atoms) -> np.ndarray:
+        with warnings.catch_warnings():
+            # matminer and pymatgen warn for every site whose radius or oxidation state they guess (thousands of
+            # lines a dataset, none the user can act on); what cannot be described is reported per row instead
+            for module in NOISY_MODULES:
+                warnings.filterwarnings("ignore", category=UserWarning, module=module)
+                warnings.filterwarnings("ignore", category=RuntimeWarning, module=module)
+            return self._describe(atoms)
+
+    def _describe(self, atoms: Atoms) -> np.ndarray:
         needs_structure = any(part in NEEDS_STRUCTURE for part in self.parts)
         structure = _structure(atoms) if needs_structure else None
         composition = structure.composition if structure is not None else _composition(atoms)
