@@ -51,7 +51,8 @@ BACKBONE_FAMILIES = {
     "esen": "hacknip-equiformer",
     "equiformer": "hacknip-equiformer",
 }
-HEAD_PACKAGES = {**{name: "hacknip-heads" for name in ("lightgbm", "xgboost", "mlp", "modnet")}, "ridge": "hacknip-core"}
+HEAD_PACKAGES = {**{name: "hacknip-heads" for name in ("lightgbm", "xgboost", "mlp", "modnet")},
+                 **{name: "hacknip-core" for name in ("ridge", "ensemble")}}
 _LISTED_NAMES = 10
 """Unknown-name errors list the installed names when there are at most this many."""
 
