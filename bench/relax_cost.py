@@ -113,15 +113,14 @@ def main() -> None:
                 drifts.append((rmsd, float(np.linalg.norm(pair[0] - pair[1]))))
         summary[arm] = rows
     print()
-    base = None
+    before = {}  # fmax -> the first arm's CPU s per molecule
     for arm, rows in summary.items():
         for index, fmax in enumerate(THRESHOLDS):
             done = [row[index] for row in rows]
             converged = sum(stage[1] for stage in done)
             steps = statistics.mean(stage[2] for stage in done)
             seconds = statistics.mean(stage[3] for stage in done)
-            base = base or {}
-            ratio = base.setdefault(fmax, seconds) / seconds
+            ratio = before.setdefault(fmax, seconds) / seconds
             print(f"{arm} | fmax {fmax}: {converged}/{len(done)} converged within {args.max_steps} steps, "
                   f"mean {steps:.0f} steps, {seconds:.1f} CPU s per molecule ({ratio:.2f}x fewer than before)")
     if drifts:

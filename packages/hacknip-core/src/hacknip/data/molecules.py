@@ -187,18 +187,16 @@ FORCE_FIELDS = ("MMFF94",)
 FORCE_FIELD_ITERATIONS = 2000
 
 
-def optimise_with_force_field(molecule, force_field: str) -> bool:
-    """Optimise the conformer of ``molecule`` (with hydrogens) in place; False when the force field has no parameters
-    for it (the conformer is left as it was)."""
+def optimise_with_force_field(molecule, force_field: str) -> None:
+    """Optimise the conformer of ``molecule`` (with hydrogens) in place; a molecule the force field has no parameters
+    for keeps its conformer."""
     from rdkit.Chem import AllChem
 
     if force_field not in FORCE_FIELDS:
         raise InputError(f"unknown force field {force_field!r}: use one of {', '.join(FORCE_FIELDS)}")
     with _quiet_rdkit():
-        if not AllChem.MMFFHasAllMoleculeParams(molecule):
-            return False
-        AllChem.MMFFOptimizeMolecule(molecule, maxIters=FORCE_FIELD_ITERATIONS)
-    return True
+        if AllChem.MMFFHasAllMoleculeParams(molecule):
+            AllChem.MMFFOptimizeMolecule(molecule, maxIters=FORCE_FIELD_ITERATIONS)
 
 
 def separate_fragments(atoms: Atoms, fragments: Sequence[Sequence[int]], gap: float) -> None:

@@ -154,8 +154,7 @@ def _molecules(config: RunConfig, progress: Progress) -> Dataset:
                    + (f" ({workers} workers)" if (workers := config.workers or available_cores()) > 1 else ""))
     return molecules_to_dataset(config.data, smiles_column=config.smiles_column, target=config.target,
                                 id_column=config.id_column, backbone=relaxing, backbone_options=config.backbone_options,
-                                relax_options=relax,
-                                store=FeatureStore(config.store), workers=workers,
+                                relax_options=relax, store=FeatureStore(config.store), workers=workers,
                                 on_error=config.on_error, on_nonconverged=config.on_nonconverged,
                                 on_total=lambda total: bar.append(progress(description, total)),
                                 on_progress=lambda n: bar[0](n), limit=config.limit)
