@@ -175,7 +175,8 @@ class CHGNetBackbone:
 
     def energies_and_forces(self, structures: Sequence[Atoms]) -> list[tuple[float, np.ndarray]]:
         """Energy (eV) and forces (eV/Å) of each structure from one forward and backward pass, without the stress
-        and magnetic moments CHGNet's calculator also computes (what relaxing molecules needs, 1.16x cheaper a step)."""
+        and magnetic moments CHGNet's calculator also computes (what relaxing molecules needs; cheaper a step,
+        bench/relax_cost.py)."""
         graphs = [self._graph(atoms, index) for index, atoms in enumerate(structures)]
         output = self.network(graphs, task="ef")
         energies = output["e"].detach().to("cpu", torch.float64).numpy()  # eV per atom
