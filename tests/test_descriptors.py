@@ -204,3 +204,44 @@ def test_site_descriptors_do_not_flood_the_terminal_with_matminers_per_site_warn
         warnings.simplefilter("always")
         sites.describe(rattled)
     assert shown == []
+
+
+class _OddSizesUndefined:
+    """A descriptor whose second feature is undefined (NaN) for structures with an odd number of atoms."""
+
+    name = "test:odd-undefined"
+    feature_names = ("n_atoms", "undefined_when_odd")
+
+    def identity(self):
+        return {"version": 1}
+
+    def describe(self, atoms):
+        return np.array([len(atoms), np.nan if len(atoms) % 2 else 1.0])
+
+
+def test_a_run_counts_each_descriptors_undefined_values_per_feature(phonons_path, tmp_path):
+    import hacknip
+    from hacknip.data.read import read_dataset
+    from hacknip.plugins.descriptor import DescriptorSpec
+    from hacknip.plugins.manager import pm
+
+    class OddUndefined:
+        @hacknip.hookimpl
+        def register_descriptors(self, register):
+            register(DescriptorSpec(name="test:odd-undefined", factory="test_descriptors:_OddSizesUndefined", width=2))
+
+    odd = sum(len(sample.atoms) % 2 for sample in read_dataset(phonons_path).head(40).samples)
+    assert 0 < odd < 40
+    pm.register(OddUndefined(), name="odd-undefined-test-plugin")
+    try:
+        result = CliRunner().invoke(cli, ["run", "--data", str(phonons_path), "--limit", "40", "--backbone",
+                                          "test:odd-undefined", "--head", "ridge", "--out", str(tmp_path / "run"),
+                                          "--store", str(tmp_path / "store"), "--jobs", "1", "--workers", "1"])
+    finally:
+        pm.unregister(name="odd-undefined-test-plugin")
+    assert result.exit_code == 0, result.output
+    results = json.loads((tmp_path / "run" / "results.json").read_text())
+    assert results["undefined_values"] == [{"descriptor": "test:odd-undefined", "values": odd, "structures": odd,
+                                            "features": {"undefined_when_odd": odd}}]
+    assert f"test:odd-undefined: {odd} values in {odd} structures" in " ".join(result.output.split())
+    assert np.isfinite(results["mae_mean"])

@@ -34,6 +34,7 @@ class LightGBMHead(BaseHead):
         colsample_bytree: float = 0.8,
         reg_alpha: float = 0.0,
         reg_lambda: float = 0.0,
+        max_bin: int = 255,
         n_jobs: int | None = 1,
         random_state: int | None = 0,
         verbosity: int = -1,
@@ -49,6 +50,7 @@ class LightGBMHead(BaseHead):
         self.colsample_bytree = colsample_bytree
         self.reg_alpha = reg_alpha
         self.reg_lambda = reg_lambda
+        self.max_bin = max_bin
         self.n_jobs = n_jobs
         self.random_state = random_state
         self.verbosity = verbosity
@@ -79,6 +81,7 @@ class LightGBMHead(BaseHead):
             colsample_bytree=self.colsample_bytree,
             reg_alpha=self.reg_alpha,
             reg_lambda=self.reg_lambda,
+            max_bin=self.max_bin,
             n_jobs=self.n_jobs,
             random_state=self.random_state,
             verbosity=self.verbosity,

@@ -55,6 +55,10 @@ def print_summary(results: dict[str, Any], console) -> None:
         summary.add_row("leaderboard", f"rank {board['rank']} of {board['out_of']}" + (f" (best: {ahead})" if ahead else ""))
     elif results.get("leaderboard_note"):
         summary.add_row("leaderboard", f"not ranked: {results['leaderboard_note']}")
+    for entry in results.get("undefined_values", []):
+        if entry["values"]:
+            summary.add_row("undefined", f"{entry['descriptor']}: {entry['values']} values in {entry['structures']} "
+                                         f"structures, filled with each training fold's mean (results.json lists them)")
     summary.add_row("time", f"{results['timings_s']['total']:.1f} s")
     console.print(summary)
     for entry in results["skipped"]:

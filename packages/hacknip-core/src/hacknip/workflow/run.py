@@ -131,6 +131,8 @@ class MemberFeatures:
     featurize_seconds: float
     computed: int
     reused: int
+    feature_names: tuple[str, ...] = ()
+    """A descriptor's (backbones' columns are named by layer and pooling, not here)."""
 
 
 def load_data(config: RunConfig, progress: Progress = no_progress) -> Dataset:
@@ -212,10 +214,11 @@ def _describe_member(dataset: Dataset, member: Member, config: RunConfig, store:
     workers = config.workers or available_cores()
     advance = progress(f"describing with {member.name}" + (f" ({workers} workers)" if workers > 1 else ""),
                        len(dataset.samples))
-    report = describe(dataset, load_descriptor(member.name), store, on_error=config.on_error, on_progress=advance,
-                      name=member.name, workers=workers)
+    descriptor = load_descriptor(member.name)
+    report = describe(dataset, descriptor, store, on_error=config.on_error, on_progress=advance, name=member.name,
+                      workers=workers)
     return dataset.drop(report.rejected), MemberFeatures(member, report.features, 1, report.seconds, report.computed,
-                                                         report.reused)
+                                                         report.reused, tuple(descriptor.feature_names))
 
 
 def make_executor(config: RunConfig) -> Executor | None:
@@ -577,4 +580,21 @@ def results_dict(prepared: Prepared, per_layer: list[dict], chosen: dict[str, li
         "n_features": n_features,
         "per_layer": per_layer,
         "best_layer": chosen[member_features[0].member.name][0] if single else chosen,
+        "undefined_values": undefined_values(prepared),
     }
+
+
+def undefined_values(prepared: Prepared) -> list[dict[str, Any]]:
+    """Each descriptor's NaN count (a feature undefined for a structure, e.g. a site featuriser that failed on it),
+    per feature: the scaler in front of the head fills them with the training fold's mean, so the user should see
+    how many there were."""
+    counts = []
+    for item in prepared.members:
+        if not item.feature_names:
+            continue
+        missing = np.isnan(layer_matrix(item.features, prepared.keys, [0], ()))
+        per_feature = missing.sum(axis=0)
+        counts.append({"descriptor": item.member.name, "values": int(missing.sum()),
+                       "structures": int(missing.any(axis=1).sum()),
+                       "features": {item.feature_names[i]: int(per_feature[i]) for i in np.flatnonzero(per_feature)}})
+    return counts
