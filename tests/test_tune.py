@@ -167,10 +167,17 @@ def test_two_worker_processes_share_one_sqlite_study(phonons_path, tmp_path):
     assert len({t.user_attrs["worker"] for t in complete}) == 3  # the warm-up process and both workers
 
 
-def test_trials_with_fits_in_worker_processes_tune_as_one_at_a_time(toy_plugin, toy_head, phonons_path, tmp_path):
+def test_scopes_tuned_at_once_tune_as_one_at_a_time(toy_plugin, toy_head, phonons_path, tmp_path):
     (tmp_path / "one").mkdir()
     (tmp_path / "two").mkdir()
     _, serial = _tune(phonons_path, tmp_path / "one", "--jobs", "1")
     _, parallel = _tune(phonons_path, tmp_path / "two", "--jobs", "2")
     assert parallel["params"] == serial["params"] and parallel["folds"] == serial["folds"]
     assert parallel["tuning"]["per_fold"] == serial["tuning"]["per_fold"]
+    # with two jobs, two scopes' studies ran at once: some trials of different studies overlap in time
+    spans = [(name, t.datetime_start, t.datetime_complete) for name, trials in _studies(tmp_path / "two" / "studies.db").items()
+             for t in trials]
+    assert any(a[0] != b[0] and a[1] < b[2] and b[1] < a[2] for a in spans for b in spans)
+    spans = [(name, t.datetime_start, t.datetime_complete) for name, trials in _studies(tmp_path / "one" / "studies.db").items()
+             for t in trials]
+    assert not any(a[0] != b[0] and a[1] < b[2] and b[1] < a[2] for a in spans for b in spans)

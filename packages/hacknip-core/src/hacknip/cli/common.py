@@ -262,7 +262,7 @@ def model_options(command):
                                        "preset's]"),
         click.option("--extra-features", help="Per-sample scalar columns (or extxyz info keys) appended to the "
                                                "embedding, comma-separated, e.g. temperature."),
-        jobs_option("run: the layer sweep's and the final cross-validation's; tune: each trial's inner folds too"),
+        jobs_option("run: the layer sweep's and the final cross-validation's; tune: several outer folds' studies at once"),
         click.option("--umap", is_flag=True, help="Also draw UMAPs of the best layer and the last (umap.png, umap.csv, "
                                                   "and on report.html; needs hacknip-core[analysis])."),
     ]

@@ -21,7 +21,8 @@ import os
 import socket
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -148,10 +149,9 @@ def tune(config: RunConfig, settings: TuneSettings, progress: Progress = no_prog
         final = tuner.cross_validate(deploy)
         per_fold = []
     else:
-        per_fold = [tuner.tune_scope(_outer_scope(prepared, number, train, settings)) for number, (train, _) in
-                    enumerate(prepared.folds)]
+        outer = [_outer_scope(prepared, number, train, settings) for number, (train, _) in enumerate(prepared.folds)]
+        *per_fold, deploy = _tune_scopes([*outer, everything], prepared, settings, search_space, progress)
         final = tuner.score_outer_folds(per_fold)
-        deploy = tuner.tune_scope(everything)
     results = results_dict(_with_head_params(prepared, deploy.head_params), deploy.sweep, deploy.layers, final,
                            prepared.matrix(deploy.layers).shape[1])
     results["tuning"] = _tuning_summary(settings, prepared, deploy, per_fold)
@@ -161,6 +161,21 @@ def tune(config: RunConfig, settings: TuneSettings, progress: Progress = no_prog
                             "featurize": {m.member.name: round(m.featurize_seconds, 3) for m in prepared.members},
                             "total": round(time.perf_counter() - started, 3)}
     return results
+
+
+def _tune_scopes(scopes: list[Scope], prepared: Prepared, settings: TuneSettings, search_space: Callable,
+                 progress: Progress) -> list[ScopeWinner]:
+    """Tune independent scopes (the outer folds and the deploy scope), up to ``config.jobs`` at once in threads, each
+    fitting its trials' inner folds with its share of the jobs. Every study is sequential and seeded, so the winners
+    are those of tuning one scope at a time; the heads' fits (LightGBM, XGBoost, torch) run outside the GIL."""
+    at_once = min(prepared.config.jobs, len(scopes))
+    if at_once <= 1:
+        tuner = _Tuner(prepared, settings, search_space, progress)
+        return [tuner.tune_scope(scope) for scope in scopes]
+    share = replace(prepared, config=replace(prepared.config, jobs=max(1, prepared.config.jobs // at_once)))
+    tuner = _Tuner(share, settings, search_space, progress)
+    with ThreadPoolExecutor(at_once) as pool:
+        return list(pool.map(tuner.tune_scope, scopes))
 
 
 def deploy_scope_folds(settings: TuneSettings, prepared: Prepared, everything: Scope) -> Folds:
@@ -309,8 +324,6 @@ def _jsonable(params: dict[str, Any]) -> dict[str, Any]:
 
 
 def _with_head_params(prepared: Prepared, head_params: dict[str, Any]) -> Prepared:
-    from dataclasses import replace
-
     return replace(prepared, config=replace(prepared.config, head_params={**head_params, **prepared.config.head_params}))
 
 
