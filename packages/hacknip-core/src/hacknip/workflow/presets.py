@@ -2,8 +2,8 @@
 
 ``paper`` is the paper's protocol: each backbone's layers swept one at a time, mean pooling. ``all-layers`` is what the
 measurements support (docs/benchmarks.md, "What moves accuracy on Matbench phonons"): every layer of each backbone
-concatenated, pooled by mean, max and std — CHGNet on Matbench phonons, untuned LightGBM, official folds: 49.2 cm⁻¹
-against 75.5 for the paper's protocol. A backbone written with ``@LAYERS`` and an explicit ``--pooling`` always win.
+concatenated, pooled by mean, max and std — CHGNet on Matbench phonons, untuned LightGBM, official folds: 45.6 cm⁻¹
+against 71.9 for the paper's protocol. A backbone written with ``@LAYERS`` and an explicit ``--pooling`` always win.
 """
 
 from __future__ import annotations
