@@ -128,6 +128,22 @@ def test_run_replays_a_tuned_configuration(toy_plugin, toy_head, phonons_path, t
     assert wrong.exit_code == 1 and "tuned for --backbone 'toy@2'" in wrong.output
 
 
+def test_a_tuned_expression_with_a_descriptor_replays(toy_plugin, toy_head, phonons_path, tmp_path):
+    common = ["--data", str(phonons_path), "--backbone", "toy+matminer:composition", "--limit", "60",
+              "--store", str(tmp_path / "store"), "--jobs", "1", "--workers", "1"]
+    tuned = CliRunner().invoke(cli, ["tune", *common, "--head", "knn", "--protocol", "paper", "--layers", "2",
+                                     "--trials", "3", "--storage", str(tmp_path / "studies.db"), "--out",
+                                     str(tmp_path / "tuned")], catch_exceptions=False)
+    assert tuned.exit_code == 0, tuned.output
+    params = json.loads((tmp_path / "tuned" / "params.json").read_text())
+    assert params["backbone"] == "toy@2+matminer:composition"  # a descriptor has no layers, so no '@'
+    replay = CliRunner().invoke(cli, ["run", *common, "--params", str(tmp_path / "tuned" / "params.json"), "--out",
+                                      str(tmp_path / "replay")])
+    assert replay.exit_code == 0, replay.output
+    tuned_results, replayed = (json.loads((tmp_path / name / "results.json").read_text()) for name in ("tuned", "replay"))
+    assert replayed["mae_mean"] == pytest.approx(tuned_results["mae_mean"])
+
+
 def test_an_untunable_head_is_a_clear_error(toy_plugin, phonons_path, tmp_path, monkeypatch):
     from hacknip.evaluation.tuning import head_search_space
     from hacknip.plugins.head import HeadSpec

@@ -42,6 +42,7 @@ from hacknip.features.compose import format_backbones
 from hacknip.plugins.head import CLASSIFICATION, HeadSpec, search_space_of
 from hacknip.workflow.provenance import without_passwords
 from hacknip.workflow.run import (
+    MemberFeatures,
     Prepared,
     Progress,
     RunConfig,
@@ -155,7 +156,7 @@ def tune(config: RunConfig, settings: TuneSettings, progress: Progress = no_prog
     results = results_dict(_with_head_params(prepared, deploy.head_params), deploy.sweep, deploy.layers, final,
                            prepared.matrix(deploy.layers).shape[1])
     results["tuning"] = _tuning_summary(settings, prepared, deploy, per_fold)
-    results["params"] = replay_params(config, deploy)
+    results["params"] = replay_params(config, deploy, prepared.members)
     results["sweep_folds"] = len(deploy_scope_folds(settings, prepared, everything))
     results["timings_s"] = {"read": round(prepared.read_seconds, 3),
                             "featurize": {m.member.name: round(m.featurize_seconds, 3) for m in prepared.members},
@@ -327,9 +328,12 @@ def _with_head_params(prepared: Prepared, head_params: dict[str, Any]) -> Prepar
     return replace(prepared, config=replace(prepared.config, head_params={**head_params, **prepared.config.head_params}))
 
 
-def replay_params(config: RunConfig, deploy: ScopeWinner) -> dict[str, Any]:
-    """What ``hacknip run --params FILE`` needs to replay the tuned configuration."""
-    return {"backbone": format_backbones(deploy.layers), "head": config.head,
+def replay_params(config: RunConfig, deploy: ScopeWinner, members: list[MemberFeatures]) -> dict[str, Any]:
+    """What ``hacknip run --params FILE`` needs to replay the tuned configuration: the members in the expression's
+    order (the columns' order), descriptors without ``@`` (they have no layers)."""
+    expression = "+".join(m.member.name if m.feature_names else format_backbones({m.member.name: deploy.layers[m.member.name]})
+                          for m in members)
+    return {"backbone": expression, "head": config.head,
             "head_params": {**deploy.head_params, **config.head_params}, "pooling": config.pooling}
 
 
