@@ -177,6 +177,17 @@ def test_parallel_workers_give_the_serial_result(tmp_path):
         assert one.atoms.info == other.atoms.info
 
 
+def test_scaffolds_do_not_print_rdkits_notes(capfd):
+    from rdkit import Chem
+    from rdkit.Chem.Scaffolds import MurckoScaffold
+
+    with_explicit_hydrogens = "IC1=C(N([H])[H])C=CC(C2=NC3=CC=C(O[H])C=C3S2)=C1"  # a BBBP molecule
+    MurckoScaffold.MurckoScaffoldSmiles(mol=Chem.MolFromSmiles(with_explicit_hydrogens), includeChirality=False)
+    assert "not removing hydrogen" in capfd.readouterr().err  # RDKit does note it...
+    assert murcko_scaffold(with_explicit_hydrogens) == "c1ccc(-c2nc3ccccc3s2)cc1"
+    assert capfd.readouterr().err == ""  # ...but not once per molecule of a scaffold split
+
+
 def test_scaffold_folds_keep_each_scaffold_in_one_test_fold():
     smiles = ["c1ccccc1C", "c1ccccc1CC", "c1ccccc1O", "C1CCCCC1N", "C1CCCCC1O", "c1ccncc1C", "c1ccncc1",
               "CCO", "CCN", "C1CC1C", "c1ccc2ccccc2c1", "c1ccc2ccccc2c1O", "O=C1CCCN1", "O=C1CCCN1C"]

@@ -288,14 +288,15 @@ def murcko_scaffold(smiles: str) -> str:
     """The Bemis–Murcko scaffold (ring systems and the linkers between them) as canonical SMILES; ``""`` for a
     molecule without rings."""
     try:
-        from rdkit import Chem
+        from rdkit import Chem, rdBase
         from rdkit.Chem.Scaffolds import MurckoScaffold
     except ImportError:
         raise ImportError("scaffold splits need RDKit: pip install hacknip-core[molecules]") from None
-    molecule = Chem.MolFromSmiles(smiles)
-    if molecule is None:
-        raise InputError(f"RDKit cannot read the SMILES {smiles!r}")
-    return MurckoScaffold.MurckoScaffoldSmiles(mol=molecule, includeChirality=False)
+    with rdBase.BlockLogs():  # its notes (an isolated [H] it keeps, say) would flood the terminal, a line per molecule
+        molecule = Chem.MolFromSmiles(smiles)
+        if molecule is None:
+            raise InputError(f"RDKit cannot read the SMILES {smiles!r}")
+        return MurckoScaffold.MurckoScaffoldSmiles(mol=molecule, includeChirality=False)
 
 
 def scaffold_folds(smiles: Sequence[str], n_splits: int = N_FOLDS, seed: int = MATBENCH_SEED) -> Folds:
