@@ -91,6 +91,7 @@ def test_run_with_a_backbone_and_a_descriptor_then_save_and_predict(phonons_path
     assert [b["name"] for b in saved["backbones"]] == ["chgnet", "matminer:composition"]
     assert saved["n_features"] == 64 + 146 and saved["backbones"][1]["identity"]["kind"] == "descriptor"
     assert np.isfinite(results["mae_mean"])
+    assert "chgnet 4" in result.output and "matminer:composition 0" not in result.output
     table = tmp_path / "new.json.gz"
     with gzip.open(phonons_path, "rt") as source:
         data = json.load(source)
@@ -244,4 +245,5 @@ def test_a_run_counts_each_descriptors_undefined_values_per_feature(phonons_path
     assert results["undefined_values"] == [{"descriptor": "test:odd-undefined", "values": odd, "structures": odd,
                                             "features": {"undefined_when_odd": odd}}]
     assert f"test:odd-undefined: {odd} values in {odd} structures" in " ".join(result.output.split())
+    assert "none (descriptors only)" in result.output  # a descriptor has no layer to report
     assert np.isfinite(results["mae_mean"])

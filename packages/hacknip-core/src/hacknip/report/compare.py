@@ -13,7 +13,7 @@ from typing import Any
 
 from hacknip.analysis.depth import DepthCurve, depth_curves, task_name
 from hacknip.errors import InputError
-from hacknip.report.figures import METRIC_LABELS, depth_figure, layer_curves_figure, layers_text
+from hacknip.report.figures import METRIC_LABELS, depth_figure, layer_curves_figure, run_layers_text
 from hacknip.report.html import Cell, PageFigure, figure_block, note, page, png_bytes, section, table
 from hacknip.report.run_page import number, run_kind
 
@@ -120,7 +120,7 @@ def _runs_table(runs: list[RunFolder], out: Path) -> str:
         metric = r["metric"]
         relative = r.get("relative_mae")
         board = r.get("leaderboard")
-        rows.append([_link(run, out), run.kind, task_name(r), r["backbone"], layers_text(r.get("best_layer")),
+        rows.append([_link(run, out), run.kind, task_name(r), r["backbone"], run_layers_text(r),
                      r.get("pooling", ""), r.get("head", ""), METRIC_LABELS.get(metric, metric),
                      Cell(number(r.get(f"{metric}_mean")), r.get(f"{metric}_mean"), True),
                      Cell(number(r.get(f"{metric}_std"), ".2g"), r.get(f"{metric}_std"), True),

@@ -8,6 +8,8 @@ from typing import Any
 
 import numpy as np
 
+from hacknip.plugins.descriptor import DESCRIPTOR_KIND
+
 
 def _figure(width: float, height: float):
     """A figure and its axes, drawn without pyplot: no backend is chosen and no global state is touched."""
@@ -37,7 +39,7 @@ def parity_figure(results: dict[str, Any]):
     axes.plot([low, high], [low, high], color="black", linewidth=0.8)
     axes.set_xlabel(f"true {label}")
     axes.set_ylabel(f"predicted {label} (out of fold)")
-    axes.set_title(f"{results['backbone']} @ {layers_text(results['best_layer'])} + {results['head']}\n"
+    axes.set_title(f"{_expression(results)} + {results['head']}\n"
                    f"MAE {results['mae_mean']:.4g} ± {results['mae_std']:.2g}, R² {results['r2_mean']:.3f}", fontsize=9)
     axes.set_aspect("equal")
     figure.tight_layout()
@@ -61,7 +63,7 @@ def roc_figure(results: dict[str, Any]):
     axes.plot([0, 1], [0, 1], color="black", linewidth=0.8, linestyle="--")
     axes.set_xlabel("false positive rate")
     axes.set_ylabel("true positive rate")
-    axes.set_title(f"{results['backbone']} @ {layers_text(results['best_layer'])} + {results['head']}: {results['target']}\n"
+    axes.set_title(f"{_expression(results)} + {results['head']}: {results['target']}\n"
                    f"ROC-AUC {results['roc_auc_mean']:.3f} ± {results['roc_auc_std']:.3f}, "
                    f"accuracy {results['accuracy_mean']:.3f}", fontsize=9)
     axes.legend(fontsize=7, loc="lower right")
@@ -102,6 +104,25 @@ def layers_text(best: Any) -> str:
     if isinstance(best, dict):
         return ", ".join(f"{name} {','.join(map(str, layers))}" for name, layers in best.items())
     return f"layer {best}"
+
+
+DESCRIPTORS_ONLY = "none (descriptors only)"
+
+
+def run_layers_text(results: dict[str, Any]) -> str:
+    """A run's layers as a reader wants them: descriptors have none, so they are left out."""
+    descriptors = {entry["name"] for entry in results.get("backbones", [])
+                   if entry.get("identity", {}).get("kind") == DESCRIPTOR_KIND}
+    best = results.get("best_layer")
+    if not descriptors:
+        return layers_text(best)
+    kept = {name: layers for name, layers in best.items() if name not in descriptors} if isinstance(best, dict) else {}
+    return layers_text(kept) if kept else DESCRIPTORS_ONLY
+
+
+def _expression(results: dict[str, Any]) -> str:
+    layers = run_layers_text(results)
+    return results["backbone"] if layers == DESCRIPTORS_ONLY else f"{results['backbone']} @ {layers}"
 
 
 def sweep_folds(results: dict[str, Any]) -> int:

@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from hacknip.report.figures import METRIC_LABELS, is_classification, layers_text, sweep_folds
+from hacknip.report.figures import METRIC_LABELS, is_classification, run_layers_text, sweep_folds
 from hacknip.report.html import (
     Cell,
     PageFigure,
@@ -69,7 +69,7 @@ def headline(results: dict[str, Any]) -> list[tuple[str, str]]:
     board = results.get("leaderboard")
     if board:
         items.append(("Matbench leaderboard", f"rank {board['rank']} of {board['out_of']}"))
-    items.append(("layer" if run_kind(results) != "finetune" else "fine-tuned up to", layers_text(results["best_layer"])))
+    items.append(("layer" if run_kind(results) != "finetune" else "fine-tuned up to", run_layers_text(results)))
     items.append(("time", f"{number(results['timings_s']['total'], '.1f')} s"))
     return items
 

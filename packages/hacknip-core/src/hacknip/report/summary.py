@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from hacknip.report.figures import METRIC_LABELS, is_classification, layers_text, sweep_folds
+from hacknip.report.figures import METRIC_LABELS, is_classification, layers_text, run_layers_text, sweep_folds
 
 
 def score_rows(results: dict[str, Any]) -> list[tuple[str, str]]:
@@ -46,7 +46,7 @@ def print_summary(results: dict[str, Any], console) -> None:
                                       f"MLP {'x'.join(map(str, recipe['hidden']))}, {recipe['epochs']} epochs"
                                       + (f" (patience {recipe['patience']})" if recipe["patience"] else ""))
     else:
-        summary.add_row("best layer", layers_text(results["best_layer"]))
+        summary.add_row("best layer", run_layers_text(results))
     for row in score_rows(results):
         summary.add_row(*row)
     if results.get("leaderboard"):
