@@ -39,6 +39,7 @@ from hacknip.evaluation.crossval import (
     stratified_folds,
 )
 from hacknip.features.compose import format_backbones
+from hacknip.plugins.descriptor import is_descriptor_identity
 from hacknip.plugins.head import CLASSIFICATION, HeadSpec, search_space_of
 from hacknip.workflow.provenance import without_passwords
 from hacknip.workflow.run import (
@@ -331,8 +332,8 @@ def _with_head_params(prepared: Prepared, head_params: dict[str, Any]) -> Prepar
 def replay_params(config: RunConfig, deploy: ScopeWinner, members: list[MemberFeatures]) -> dict[str, Any]:
     """What ``hacknip run --params FILE`` needs to replay the tuned configuration: the members in the expression's
     order (the columns' order), descriptors without ``@`` (they have no layers)."""
-    expression = "+".join(m.member.name if m.feature_names else format_backbones({m.member.name: deploy.layers[m.member.name]})
-                          for m in members)
+    expression = "+".join(m.member.name if is_descriptor_identity(m.features.identity)
+                          else format_backbones({m.member.name: deploy.layers[m.member.name]}) for m in members)
     return {"backbone": expression, "head": config.head,
             "head_params": {**deploy.head_params, **config.head_params}, "pooling": config.pooling}
 

@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from hacknip.plugins.descriptor import DESCRIPTOR_KIND
+from hacknip.plugins.descriptor import is_descriptor_identity
 
 
 def _figure(width: float, height: float):
@@ -112,7 +112,7 @@ DESCRIPTORS_ONLY = "none (descriptors only)"
 def run_layers_text(results: dict[str, Any]) -> str:
     """A run's layers as a reader wants them: descriptors have none, so they are left out."""
     descriptors = {entry["name"] for entry in results.get("backbones", [])
-                   if entry.get("identity", {}).get("kind") == DESCRIPTOR_KIND}
+                   if is_descriptor_identity(entry.get("identity", {}))}
     best = results.get("best_layer")
     if not descriptors:
         return layers_text(best)

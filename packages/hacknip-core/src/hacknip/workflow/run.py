@@ -44,6 +44,7 @@ from hacknip.evaluation.leaderboard import SUMMARY_FILE, find_matbench_file, lea
 from hacknip.features.compose import Member, parse_backbones
 from hacknip.features.featurize import dataset_keys, featurize, layer_matrix
 from hacknip.features.pooling import parse_pooling
+from hacknip.plugins.descriptor import is_descriptor_identity
 from hacknip.plugins.executor import BackboneRef, Executor
 from hacknip.plugins.head import CLASSIFICATION, REGRESSION
 from hacknip.plugins.registry import (
@@ -590,7 +591,7 @@ def undefined_values(prepared: Prepared) -> list[dict[str, Any]]:
     how many there were."""
     counts = []
     for item in prepared.members:
-        if not item.feature_names:
+        if not is_descriptor_identity(item.features.identity):
             continue
         missing = np.isnan(layer_matrix(item.features, prepared.keys, [0], ()))
         per_feature = missing.sum(axis=0)
