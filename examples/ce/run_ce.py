@@ -57,28 +57,29 @@ def write_csv(path: Path, rows: list[dict], columns: list[str]) -> None:
         writer.writerows(rows)
 
 
-def split_scores(X: np.ndarray, y: np.ndarray, head: str, seeds: list[int], test_size: float) -> list[dict]:
+def splits(n: int, seeds: list[int], test_size: float):
+    """The seeded random train/test splits every score here uses: ``(seed, train, test)``."""
     from sklearn.model_selection import train_test_split
 
-    scores = []
     for seed in seeds:
-        train, test = train_test_split(np.arange(len(y)), test_size=test_size, random_state=seed)
+        yield (seed, *train_test_split(np.arange(n), test_size=test_size, random_state=seed))
+
+
+def errors_summary(error: np.ndarray) -> dict:
+    return {"mae": float(np.mean(np.abs(error))), "mse": float(np.mean(error**2))}
+
+
+def split_scores(X: np.ndarray, y: np.ndarray, head: str, seeds: list[int], test_size: float) -> list[dict]:
+    scores = []
+    for seed, train, test in splits(len(y), seeds, test_size):
         error = split_error(X, y, head, train, test)
-        scores.append({"seed": seed, "mae": float(np.mean(np.abs(error))), "mse": float(np.mean(error**2)),
-                       "test": test.tolist(), "predicted": (error + y[test]).tolist()})
+        scores.append({"seed": seed, **errors_summary(error), "test": test.tolist(), "predicted": (error + y[test]).tolist()})
     return scores
 
 
 def dummy_scores(y: np.ndarray, seeds: list[int], test_size: float) -> list[dict]:
     """The training part's mean as every prediction, on the same splits: the floor any model must beat."""
-    from sklearn.model_selection import train_test_split
-
-    scores = []
-    for seed in seeds:
-        train, test = train_test_split(np.arange(len(y)), test_size=test_size, random_state=seed)
-        error = y[train].mean() - y[test]
-        scores.append({"seed": seed, "mae": float(np.mean(np.abs(error))), "mse": float(np.mean(error**2))})
-    return scores
+    return [{"seed": seed, **errors_summary(y[train].mean() - y[test])} for seed, train, test in splits(len(y), seeds, test_size)]
 
 
 def inner_mse(X: np.ndarray, y: np.ndarray, head: str, folds: int, seed: int) -> float:
@@ -105,16 +106,13 @@ def nested_scores(Xs: dict[int, np.ndarray], y: np.ndarray, head: str, seeds: li
                   folds: int) -> list[dict]:
     """The same splits, but each split's layer is the one with the lowest inner-CV MSE on its training part alone;
     its test part is scored once, after the choice (honest, unlike picking the layer by test MSE)."""
-    from sklearn.model_selection import train_test_split
-
     scores = []
-    for seed in seeds:
-        train, test = train_test_split(np.arange(len(y)), test_size=test_size, random_state=seed)
+    for seed, train, test in splits(len(y), seeds, test_size):
         inner = {layer: inner_mse(X[train], y[train], head, folds, seed) for layer, X in Xs.items()}
         layer = min(inner, key=inner.get)
         error = split_error(Xs[layer], y, head, train, test)
-        scores.append({"seed": seed, "layer": layer, "inner_mse": inner, "mae": float(np.mean(np.abs(error))),
-                       "mse": float(np.mean(error**2)), "test": test.tolist(), "predicted": (error + y[test]).tolist()})
+        scores.append({"seed": seed, "layer": layer, "inner_mse": inner, **errors_summary(error),
+                       "test": test.tolist(), "predicted": (error + y[test]).tolist()})
     return scores
 
 
