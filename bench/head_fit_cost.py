@@ -13,6 +13,7 @@ its fit time to the first variant's.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import time
@@ -48,7 +49,7 @@ def main() -> None:
     for fold in (int(f) for f in args.folds.split(",")):
         train, test = prepared.folds[fold]
         for i, params in enumerate(variants):
-            model = model_factory(RunConfig(**{**config.__dict__, "head_params": params}), prepared.task)()
+            model = model_factory(dataclasses.replace(config, head_params=params), prepared.task)()
             started = time.perf_counter()
             model.fit(X[train], y[train])
             seconds[i].append(time.perf_counter() - started)
