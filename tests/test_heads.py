@@ -133,6 +133,27 @@ def test_regression_head_says_why_it_has_no_predict_proba(regression_data):
     assert "needs task='classification'" in str(caught.value.__cause__)
 
 
+# -- the tree heads' histogram bins --------------------------------------------------------------------------------
+
+def _split_thresholds_per_feature(head) -> list[int]:
+    """How many distinct split thresholds the fitted trees use on each feature they split on."""
+    if head.__class__.__name__ == "LightGBMHead":
+        trees = head.model_.booster_.trees_to_dataframe().dropna(subset=["split_feature"])
+        return list(trees.groupby("split_feature")["threshold"].nunique())
+    trees = head.model_.get_booster().trees_to_dataframe()
+    trees = trees[trees["Feature"] != "Leaf"]
+    return list(trees.groupby("Feature")["Split"].nunique())
+
+
+@pytest.mark.parametrize("name", ["lightgbm", "xgboost"])
+def test_max_bin_reaches_the_library(name, regression_data):
+    X_train, y_train, _, _ = regression_data
+    many = _split_thresholds_per_feature(small_head(name, max_bin=255).fit(X_train, y_train))
+    few = _split_thresholds_per_feature(small_head(name, max_bin=4).fit(X_train, y_train))
+    assert max(many) > 3  # without the bound, the trees use more thresholds than four bins allow
+    assert max(few) <= 3  # four bins leave at most three places to split a feature
+
+
 # -- the MLP --------------------------------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("task", [REGRESSION, CLASSIFICATION])

@@ -27,6 +27,7 @@ class XGBoostHead(BaseHead):
         reg_alpha: float = 0.0,
         reg_lambda: float = 1.0,
         tree_method: str = "hist",
+        max_bin: int = 256,
         n_jobs: int | None = None,
         random_state: int | None = 0,
         verbosity: int = 0,
@@ -41,6 +42,7 @@ class XGBoostHead(BaseHead):
         self.reg_alpha = reg_alpha
         self.reg_lambda = reg_lambda
         self.tree_method = tree_method
+        self.max_bin = max_bin
         self.n_jobs = n_jobs
         self.random_state = random_state
         self.verbosity = verbosity
@@ -69,6 +71,7 @@ class XGBoostHead(BaseHead):
             reg_alpha=self.reg_alpha,
             reg_lambda=self.reg_lambda,
             tree_method=self.tree_method,
+            max_bin=self.max_bin,
             n_jobs=self.n_jobs,
             random_state=self.random_state,
             verbosity=self.verbosity,
