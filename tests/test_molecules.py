@@ -4,6 +4,7 @@ relaxed-geometry store, parallel workers, scaffold folds, and no supercell for n
 from __future__ import annotations
 
 import sys
+import time
 
 import numpy as np
 import pandas as pd
@@ -175,6 +176,33 @@ def test_parallel_workers_give_the_serial_result(tmp_path):
     for one, other in zip(serial.samples, parallel.samples):
         np.testing.assert_allclose(one.atoms.positions, other.atoms.positions, atol=1e-8)
         assert one.atoms.info == other.atoms.info
+
+
+class SlowMorse(MorsePotential):
+    def calculate(self, *args, **kwargs):
+        time.sleep(0.02)
+        super().calculate(*args, **kwargs)
+
+
+class SlowMorseBackbone(MorseBackbone):
+    def calculator(self):
+        return SlowMorse(r0=1.2, rho0=6.0)
+
+
+def test_an_interrupt_stops_the_workers_after_the_molecules_they_are_relaxing(tmp_path):
+    alkanes = [(f"C{n}", "C" * n, 1.0) for n in range(1, 41)]  # ~0.2 s each to relax
+
+    def interrupt(done):
+        if done:  # the first call counts the molecules found in the store: none
+            raise KeyboardInterrupt
+
+    store = FeatureStore(tmp_path / "store")
+    with pytest.raises(KeyboardInterrupt):
+        molecules_to_dataset(_table(tmp_path, alkanes), backbone=SlowMorseBackbone(), relax_options=FEW_STEPS,
+                             workers=2, store=store, on_progress=interrupt)
+    relaxed = [path for path in (store.local_root / "geometries").rglob("*.json") if path.name != "identity.json"]
+    # the first result, the molecules in the workers' hands and the few already queued to them; not all 40
+    assert 1 <= len(relaxed) <= 10
 
 
 def test_scaffolds_do_not_print_rdkits_notes(capfd):

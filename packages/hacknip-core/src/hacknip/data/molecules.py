@@ -434,13 +434,20 @@ def run_jobs(jobs: Sequence[MoleculeJob], runner: _Runner, workers: int = 1, wor
         return results
     threads = max(1, available_cores() // workers)
     # spawn, not fork: a forked copy of a process that has run torch's thread pool can deadlock
-    with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"), initializer=_start_worker,
-                             initargs=(*worker_setup, threads)) as pool:
+    pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"), initializer=_start_worker,
+                               initargs=(*worker_setup, threads))
+    try:
         futures = {pool.submit(_run_in_worker, job): job.key for job in jobs}
         for future in as_completed(futures):
             results[futures[future]] = future.result()
             if on_progress:
                 on_progress(1)
+    except BaseException:
+        # Ctrl-C or SIGTERM: the molecules not started are dropped (a `with` block would run them all before the
+        # interrupt got through); those being relaxed finish and are stored, so a rerun resumes after them.
+        pool.shutdown(cancel_futures=True)
+        raise
+    pool.shutdown()
     return results
 
 
