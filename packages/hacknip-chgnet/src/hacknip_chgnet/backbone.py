@@ -176,12 +176,22 @@ class CHGNetBackbone:
     def energies_and_forces(self, structures: Sequence[Atoms]) -> list[tuple[float, np.ndarray]]:
         """Energy (eV) and forces (eV/Å) of each structure from one forward and backward pass, without the stress
         and magnetic moments CHGNet's calculator also computes (what relaxing molecules needs; cheaper a step,
-        bench/relax_cost.py)."""
+        bench/relax_cost.py).
+
+        The forces are the gradient of the energy with respect to each graph's fractional coordinates, turned into
+        Cartesian ones, rather than CHGNet's ``task="ef"``: that one keeps the graph of the gradient for training
+        (``create_graph=True``), which costs a quarter of a relaxation step and is not needed here."""
         graphs = [self._graph(atoms, index) for index, atoms in enumerate(structures)]
-        output = self.network(graphs, task="ef")
-        energies = output["e"].detach().to("cpu", torch.float64).numpy()  # eV per atom
-        return [(float(energy) * len(atoms), forces.detach().to("cpu", torch.float64).numpy())
-                for energy, forces, atoms in zip(energies, output["f"], structures, strict=True)]
+        energies = self.network(graphs, task="e")["e"]  # eV per atom
+        totals = energies * torch.tensor([len(atoms) for atoms in structures], dtype=energies.dtype,
+                                         device=energies.device)
+        gradients = torch.autograd.grad(totals.sum(), [graph.atom_frac_coord for graph in graphs])
+        results = []
+        for total, gradient, graph in zip(totals.detach(), gradients, graphs, strict=True):
+            # cartesian = fractional @ lattice, so dE/dcartesian = dE/dfractional @ inverse(lattice)^T
+            forces = -gradient @ torch.linalg.inv(graph.lattice.detach()).T
+            results.append((float(total), forces.to("cpu", torch.float64).numpy()))
+        return results
 
     def _graph(self, atoms: Atoms, index: int) -> CrystalGraph:
         structure = AseAtomsAdaptor.get_structure(with_full_rank_cell(atoms, vacuum=self.cutoff))
