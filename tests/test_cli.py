@@ -163,6 +163,23 @@ def test_progress_is_written_as_lines_when_stdout_is_not_a_terminal(monkeypatch)
     assert lines[-1] == "featurising with chgnet: 4/4, 8 s" and len(lines) == 3
 
 
+def test_a_resumed_jobs_eta_leaves_out_what_was_found_in_the_store(monkeypatch):
+    import io
+
+    from hacknip.cli import common as cli_module
+
+    now = [0.0]
+    monkeypatch.setattr(cli_module.time, "monotonic", lambda: now[0])
+    stream = io.StringIO()
+    advance = cli_module.PlainProgress(stream, every=5.0).start("relaxing", 1000)
+    advance(900)  # found in the store, at once
+    for step in range(1, 11):  # then one molecule every 10 s
+        now[0] = 10.0 * step
+        advance(1)
+    last = stream.getvalue().splitlines()[-1]
+    assert last == "relaxing: 910/1000, 100 s, eta 900 s", last  # 90 left at 10 s each, not 90 x 0.11 s
+
+
 def test_run_with_fits_in_worker_processes_scores_as_one_at_a_time(toy_plugin, phonons_path, tmp_path):
     results = {}
     for jobs in ("1", "2"):

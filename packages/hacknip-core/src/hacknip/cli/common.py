@@ -161,31 +161,38 @@ def progress_bars():
 
 class PlainProgress:
     """Progress as lines (``description: done/total, elapsed, eta``): one when a task starts, then at most one every
-    ``every`` seconds, and one when it completes, so that a log shows a long job moving."""
+    ``every`` seconds, and one when it completes, so that a log shows a long job moving.
+
+    The eta counts the pace from the first advance on: featurising and relaxing first report what they found in the
+    store, at once, and a resumed job that counted those would promise to end far too soon."""
 
     def __init__(self, stream, every: float) -> None:
         self.stream, self.every = stream, every
 
     def start(self, description: str, total: int | None):
-        state = {"done": 0, "total": total, "started": time.monotonic(), "written": time.monotonic()}
+        state = {"done": 0, "total": total, "started": time.monotonic(), "written": time.monotonic(), "first": None}
 
         def write() -> None:
-            elapsed = time.monotonic() - state["started"]
+            now = time.monotonic()
             done, planned = state["done"], state["total"]
-            line = f"{description}: {done}" + (f"/{planned}" if planned else "") + f", {elapsed:.0f} s"
-            if planned and 0 < done < planned:
-                line += f", eta {elapsed / done * (planned - done):.0f} s"
+            line = f"{description}: {done}" + (f"/{planned}" if planned else "") + f", {now - state['started']:.0f} s"
+            if planned and done < planned and state["first"]:
+                first_time, first_done = state["first"]
+                if done > first_done and now > first_time:
+                    line += f", eta {(now - first_time) / (done - first_done) * (planned - done):.0f} s"
             print(line, file=self.stream, flush=True)
-            state["written"] = time.monotonic()
+            state["written"] = now
 
         def advance(n: int = 1) -> None:
             state["done"] += n
+            if state["first"] is None:
+                state["first"] = (time.monotonic(), state["done"])
             finished = state["total"] is not None and state["done"] >= state["total"]
             if finished or time.monotonic() - state["written"] >= self.every:
                 write()
 
         def restart(total: int | None) -> None:
-            state.update(done=0, total=total, started=time.monotonic())
+            state.update(done=0, total=total, started=time.monotonic(), first=None)
 
         advance.restart = restart  # type: ignore[attr-defined]
         write()
