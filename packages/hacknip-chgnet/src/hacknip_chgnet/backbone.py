@@ -180,7 +180,7 @@ class CHGNetBackbone:
 
         The forces are the gradient of the energy with respect to each graph's fractional coordinates, turned into
         Cartesian ones, rather than CHGNet's ``task="ef"``: that one keeps the graph of the gradient for training
-        (``create_graph=True``), which costs a quarter of a relaxation step and is not needed here."""
+        (``create_graph=True``), which a relaxation does not need (bench/forces_cost.py compares the two)."""
         graphs = [self._graph(atoms, index) for index, atoms in enumerate(structures)]
         energies = self.network(graphs, task="e")["e"]  # eV per atom
         totals = energies * torch.tensor([len(atoms) for atoms in structures], dtype=energies.dtype,
