@@ -182,6 +182,10 @@ class CHGNetBackbone:
         Cartesian ones, rather than CHGNet's ``task="ef"``: that one keeps the graph of the gradient for training
         (``create_graph=True``), which a relaxation does not need (bench/forces_cost.py compares the two)."""
         graphs = [self._graph(atoms, index) for index, atoms in enumerate(structures)]
+        for graph in graphs:
+            # no gradient through the cell: forces do not need it, and without it CHGNet's volumes stay plain
+            # numbers instead of warning, in every worker, about a tensor with a gradient turned into one
+            graph.lattice = graph.lattice.detach()
         energies = self.network(graphs, task="e")["e"]  # eV per atom
         totals = energies * torch.tensor([len(atoms) for atoms in structures], dtype=energies.dtype,
                                          device=energies.device)
@@ -189,7 +193,7 @@ class CHGNetBackbone:
         results = []
         for total, gradient, graph in zip(totals.detach(), gradients, graphs, strict=True):
             # cartesian = fractional @ lattice, so dE/dcartesian = dE/dfractional @ inverse(lattice)^T
-            forces = -gradient @ torch.linalg.inv(graph.lattice.detach()).T
+            forces = -gradient @ torch.linalg.inv(graph.lattice).T
             results.append((float(total), forces.to("cpu", torch.float64).numpy()))
         return results
 
