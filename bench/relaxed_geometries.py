@@ -1,0 +1,75 @@
+"""What a relaxation run left in the geometry store: per store folder (one backbone and one set of relaxation
+settings), how many molecules converged, their steps and seconds, and how many relaxed molecules have an atom with no
+neighbour within the backbone's cutoff (an ion that drifted away from its counter-ion, say).
+
+    python bench/relaxed_geometries.py                       # every folder under $HACKNIP_HOME/features/geometries
+    python bench/relaxed_geometries.py ~/.cache/hacknip/features/geometries/chgnet-dfab674c65098983
+
+Seconds are each worker's wall clock for one molecule (embedding, MMFF94 start and relaxation), as the store records
+them; with one torch thread per worker and no other load they are CPU seconds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+from pathlib import Path
+
+import numpy as np
+
+
+def default_root() -> Path:
+    from hacknip.store.files import hacknip_home
+
+    return hacknip_home() / "features" / "geometries"
+
+
+def has_isolated_atom(record: dict, cutoff: float) -> bool:
+    positions = np.asarray(record["positions"], dtype=float)
+    if len(positions) < 2:
+        return False
+    distances = np.linalg.norm(positions[:, None] - positions[None], axis=-1)
+    np.fill_diagonal(distances, np.inf)
+    return bool((distances.min(axis=1) > cutoff).any())
+
+
+def summarise(folder: Path) -> str:
+    identity = json.loads((folder / "identity.json").read_text())
+    cutoff = float(identity["backbone"].get("atom_graph_cutoff", identity["relax"]["vacuum"]))
+    records = [json.loads(file.read_text()) for file in sorted(folder.glob("*.json")) if file.name != "identity.json"]
+    records = [record for record in records if "converged" in record]
+    if not records:
+        return f"{folder}: no relaxed molecules"
+    steps = [record["steps"] for record in records]
+    seconds = [record["seconds"] for record in records]
+    converged = sum(record["converged"] for record in records)
+    atoms = [len(record["numbers"]) for record in records]
+    stuck = [record["fmax"] for record in records if not record["converged"]]
+    isolated = sum(has_isolated_atom(record, cutoff) for record in records)
+    relax = identity["relax"]
+    lines = [
+        f"{folder.name}: {identity['backbone']['name']} {identity['backbone'].get('model', '')}, fmax {relax['fmax']} "
+        f"eV/Å, at most {relax['steps']} steps, start {relax.get('force_field') or 'ETKDG'}, {relax['optimizer']}",
+        f"  molecules {len(records)} ({min(atoms)}-{max(atoms)} atoms, median {statistics.median(atoms):.0f})",
+        f"  converged {converged}/{len(records)} ({100 * converged / len(records):.1f} %)"
+        + (f"; the others stopped at fmax median {statistics.median(stuck):.3f} eV/Å" if stuck else ""),
+        f"  steps: mean {statistics.mean(steps):.0f}, median {statistics.median(steps):.0f}, max {max(steps)}",
+        f"  seconds per molecule: mean {statistics.mean(seconds):.1f}, median {statistics.median(seconds):.1f}, "
+        f"max {max(seconds):.0f}, total {sum(seconds) / 3600:.2f} h",
+        f"  with an atom that has no neighbour within {cutoff:g} Å: {isolated}",
+    ]
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("folders", nargs="*", type=Path)
+    args = parser.parse_args()
+    folders = args.folders or sorted(path for path in default_root().glob("*") if (path / "identity.json").exists())
+    for folder in folders:
+        print(summarise(folder))
+
+
+if __name__ == "__main__":
+    main()
