@@ -443,8 +443,8 @@ def run_jobs(jobs: Sequence[MoleculeJob], runner: _Runner, workers: int = 1, wor
             if on_progress:
                 on_progress(1)
     except BaseException:
-        # Ctrl-C or SIGTERM: the molecules not yet handed to a worker are dropped (a `with` block would run them all before the
-        # interrupt got through); those being relaxed finish and are stored, so a rerun resumes after them.
+        # Ctrl-C or SIGTERM: the molecules not yet handed to a worker are dropped (a `with` block would run them all
+        # before the interrupt got through); those handed over finish and are stored, so a rerun resumes after them.
         pool.shutdown(cancel_futures=True)
         raise
     pool.shutdown()
