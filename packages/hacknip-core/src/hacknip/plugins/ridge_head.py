@@ -7,7 +7,7 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-from sklearn.linear_model import LogisticRegressionCV, RidgeCV
+from sklearn.linear_model import LogisticRegression, LogisticRegressionCV, RidgeCV
 from sklearn.model_selection import StratifiedKFold
 
 from hacknip.errors import InputError
@@ -81,18 +81,26 @@ class RidgeHead(BaseHead):
         return {}, {"coef": np.ravel(self.model_.coef_), "intercept": np.ravel(self.model_.intercept_)}
 
     def _restore(self, meta, arrays) -> None:
-        self.model_ = _LinearModel(arrays["coef"], float(arrays["intercept"][0]))
+        if self.task == CLASSIFICATION:
+            self.model_ = _logistic_from(arrays["coef"], arrays["intercept"])
+        else:
+            self.model_ = _LinearModel(arrays["coef"], float(arrays["intercept"][0]))
+
+
+def _logistic_from(coef: np.ndarray, intercept: np.ndarray) -> LogisticRegression:
+    """scikit-learn's own logistic model with the saved coefficients, so that a restored head computes its
+    probabilities by the same code as the fitted one, to the last bit, whatever scikit-learn's version does."""
+    model = LogisticRegression()
+    model.coef_, model.intercept_ = np.reshape(coef, (1, -1)), np.reshape(intercept, (1,))
+    model.classes_, model.n_features_in_ = np.array([0, 1]), model.coef_.shape[1]
+    return model
 
 
 class _LinearModel:
-    """A fitted linear model read back from its coefficients (logistic for classification)."""
+    """A fitted linear regression read back from its coefficients."""
 
     def __init__(self, coef: np.ndarray, intercept: float):
         self.coef, self.intercept = coef, intercept
 
     def predict(self, X):
         return X @ self.coef + self.intercept
-
-    def predict_proba(self, X):
-        positive = 1.0 / (1.0 + np.exp(-self.predict(X)))
-        return np.column_stack([1.0 - positive, positive])
