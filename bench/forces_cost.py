@@ -61,7 +61,7 @@ def main() -> None:
     molecules = []
     for text in pd.read_csv(args.data)["smiles"]:
         try:
-            molecules.append(boxed(embed(parse_smiles(text), force_field="MMFF94"), backbone.cutoff))
+            molecules.append(boxed(embed(parse_smiles(text)), backbone.cutoff))
         except MoleculeError:
             continue
         if len(molecules) == args.n:

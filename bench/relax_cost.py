@@ -40,9 +40,9 @@ def relax_in_stages(atoms, calculator, max_steps: int):
 
 
 def start_geometry(smiles: str, force_field: str | None, vacuum: float):
-    from hacknip.data.molecules import boxed, embed, parse_smiles
+    from hacknip.data.molecules import EmbedOptions, boxed, embed, parse_smiles
 
-    return boxed(embed(parse_smiles(smiles), force_field=force_field), vacuum)
+    return boxed(embed(parse_smiles(smiles), EmbedOptions(force_field=force_field)), vacuum)
 
 
 def batch_costs(backbone, molecules, sizes) -> dict[int, float]:

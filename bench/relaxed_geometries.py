@@ -50,7 +50,9 @@ def summarise(folder: Path) -> str:
     relax = identity["relax"]
     lines = [
         f"{folder.name}: {identity['backbone']['name']} {identity['backbone'].get('model', '')}, fmax {relax['fmax']} "
-        f"eV/Å, at most {relax['steps']} steps, start {relax.get('force_field') or 'ETKDG'}, {relax['optimizer']}",
+        f"eV/Å, at most {relax['steps']} steps, {relax['optimizer']}"
+        # folders before 2026-12-02 recorded the conformer a relaxation started from; now each file's key holds it
+        + (f", start {relax['force_field'] or 'ETKDG'}" if "force_field" in relax else ""),
         f"  molecules {len(records)} ({min(atoms)}-{max(atoms)} atoms, median {statistics.median(atoms):.0f})",
         f"  converged {converged}/{len(records)} ({100 * converged / len(records):.1f} %)"
         + (f"; the others stopped at fmax median {statistics.median(stuck):.3f} eV/Å" if stuck else ""),

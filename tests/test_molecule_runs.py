@@ -19,17 +19,20 @@ def bbbp(phonons_path):
 
 
 def test_bbbp_slice_classifies_with_scaffold_folds(toy_plugin, bbbp, tmp_path):
+    """The all-layers preset featurises the MMFF94 conformers unrelaxed (the toy backbone has no forces, so a
+    relaxation would have failed every row)."""
     pytest.importorskip("rdkit")
     out = tmp_path / "run"
     result = CliRunner().invoke(cli, ["run", "--data", str(bbbp), "--backbone", "toy", "--head", "ridge", "--limit", "120",
-                                      "--no-relax", "--split", "scaffold", "--on-error", "skip", "--out", str(out)],
+                                      "--preset", "all-layers", "--split", "scaffold", "--on-error", "skip",
+                                      "--out", str(out)],
                                 catch_exceptions=False)
     assert result.exit_code == 0, result.output
     results = json.loads((out / "results.json").read_text())
     assert results["task_kind"] == "classification" and results["target"] == "p_np"
     assert results["folds_source"].startswith("Bemis-Murcko scaffold folds")
     assert results["n_samples"] + len(results["skipped"]) == 120
-    assert results["geometries"] == {"relaxed": False}
+    assert results["geometries"] == {"conformer": "mmff94", "relaxed": False}
     assert (out / "roc.png").exists()
 
 
@@ -48,5 +51,18 @@ def test_molecules_are_relaxed_by_the_first_backbone_and_reused(bbbp, tmp_path):
     assert "4 computed" in first.output
     again = CliRunner().invoke(cli, args, catch_exceptions=False)
     assert again.exit_code == 0 and "0 computed, 4 already stored" in again.output
-    etkdg = CliRunner().invoke(cli, [*args, "--relax-start", "etkdg"], catch_exceptions=False)
+    etkdg = CliRunner().invoke(cli, [*args, "--conformer", "etkdg"], catch_exceptions=False)
     assert etkdg.exit_code == 0 and "4 computed" in etkdg.output  # another start, other geometries
+
+
+def test_the_preset_decides_whether_molecules_are_relaxed_unless_told(tmp_path):
+    from hacknip.workflow.run import RunConfig
+
+    def config(**options):
+        return RunConfig(data=tmp_path / "molecules.csv", backbone="chgnet", **options)
+
+    assert config().relax and config(preset="paper").relax  # the paper relaxed its molecules with the backbone
+    assert not config(preset="all-layers").relax
+    assert config(preset="all-layers", relax=True).relax and not config(preset="paper", relax=False).relax
+    with pytest.raises(ValueError, match="unknown conformer 'uff'.*mmff94"):
+        config(conformer="uff")

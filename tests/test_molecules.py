@@ -264,7 +264,8 @@ def test_backbone_without_calculator_says_it_cannot_relax(tmp_path):
         calculator = None
 
     with pytest.raises(ValueError, match="morse has no ASE calculator, so it cannot relax molecules"):
-        molecules_to_dataset(_table(tmp_path, MOLECULES), backbone=NoCalculator(), store=FeatureStore(tmp_path))
+        molecules_to_dataset(_table(tmp_path, MOLECULES), backbone=NoCalculator(), relax_options=RelaxOptions(),
+                             store=FeatureStore(tmp_path))
 
 
 class NitrogenHatingMorse(CountingMorse):
@@ -357,13 +358,11 @@ def test_molecules_relax_through_energies_and_forces_when_the_backbone_has_it(tm
         np.testing.assert_allclose(one.atoms.positions, other.atoms.positions, atol=1e-10)
 
 
-def test_an_mmff_start_lowers_the_force_field_energy_and_is_part_of_the_relaxation_settings():
+def test_the_mmff94_conformer_has_a_lower_force_field_energy_than_etkdgs():
     from rdkit.Chem import AllChem
 
-    from hacknip.data.molecules import optimise_with_force_field
-
     molecule = parse_smiles("CC(=O)Nc1ccc(O)cc1")
-    etkdg, mmff = embed(molecule), embed(molecule, EmbedOptions(), force_field="MMFF94")
+    etkdg, mmff = embed(molecule, EmbedOptions(force_field=None)), embed(molecule)
     assert list(etkdg.numbers) == list(mmff.numbers) and not np.allclose(etkdg.positions, mmff.positions)
     with_hydrogens = AllChem.AddHs(molecule)
     AllChem.EmbedMolecule(with_hydrogens, randomSeed=0)
@@ -377,17 +376,22 @@ def test_an_mmff_start_lowers_the_force_field_energy_and_is_part_of_the_relaxati
 
     assert mmff_energy(mmff.positions) < mmff_energy(etkdg.positions) - 1.0  # kcal/mol
     with pytest.raises(ValueError, match="unknown force field 'UFF2'"):
-        optimise_with_force_field(with_hydrogens, "UFF2")
+        EmbedOptions(force_field="UFF2")
 
 
-def test_the_start_of_a_relaxation_is_kept_apart_in_the_store_and_skipped_without_relaxing(tmp_path):
+def test_molecules_are_unrelaxed_unless_asked_and_each_conformer_relaxes_apart_in_the_store(tmp_path):
     path = _table(tmp_path, MOLECULES)
     store = FeatureStore(tmp_path / "store")
+    unrelaxed = molecules_to_dataset(path, backbone=MorseBackbone(), store=store)
+    assert not (tmp_path / "store" / "geometries").exists()  # a backbone alone does not relax
+    np.testing.assert_array_equal(unrelaxed.samples[1].atoms.positions, embed(parse_smiles("CC(=O)O")).positions)
+    as_embedded = molecules_to_dataset(path, embed_options=EmbedOptions(force_field=None))
+    np.testing.assert_array_equal(as_embedded.samples[1].atoms.positions,
+                                  embed(parse_smiles("CC(=O)O"), EmbedOptions(force_field=None)).positions)
+
     from_mmff = molecules_to_dataset(path, backbone=MorseBackbone(), relax_options=FEW_STEPS, store=store)
-    etkdg_options = RelaxOptions(steps=10, force_field=None)
-    from_etkdg = molecules_to_dataset(path, backbone=MorseBackbone(), relax_options=etkdg_options, store=store)
+    from_etkdg = molecules_to_dataset(path, backbone=MorseBackbone(), relax_options=FEW_STEPS, store=store,
+                                      embed_options=EmbedOptions(force_field=None))
     assert not np.allclose(from_mmff.samples[1].atoms.positions, from_etkdg.samples[1].atoms.positions)
-    assert len(list((tmp_path / "store" / "geometries").iterdir())) == 2
-    unrelaxed = molecules_to_dataset(path, relax_options=None)  # no relaxation: the ETKDG conformer as it is
-    np.testing.assert_array_equal(unrelaxed.samples[1].atoms.positions,
-                                  embed(parse_smiles("CC(=O)O")).positions)
+    records = [file for file in (tmp_path / "store").glob("geometries/*/*.json") if file.name != "identity.json"]
+    assert len(records) == 2 * len(from_mmff.samples)  # the ETKDG start found none of the MMFF94 ones

@@ -217,3 +217,22 @@ def test_missing_umap_says_how_to_install_it(monkeypatch):
     monkeypatch.setitem(sys.modules, "umap", None)
     with pytest.raises(ImportError, match=r"pip install 'hacknip-core\[analysis\]'"):
         umap_coordinates(np.zeros((10, 3)), UmapSettings())
+
+
+def test_a_molecule_run_is_projected_from_the_geometries_it_recorded(toy_plugin, phonons_path, tmp_path):
+    """The run's ETKDG conformers, unrelaxed, are made again from results.json: with the defaults instead (MMFF94,
+    relaxed) the projection would ask the toy backbone for forces it does not have, or miss the stored features."""
+    pytest.importorskip("rdkit")
+    from hacknip.cli import cli
+
+    bbbp = phonons_path.parent.parent / "moleculenet" / "bbbp.csv"
+    run_dir, store = tmp_path / "run", tmp_path / "store"
+    result = CliRunner().invoke(cli, ["run", "--data", str(bbbp), "--backbone", "toy", "--head", "ridge", "--limit", "40",
+                                      "--preset", "all-layers", "--conformer", "etkdg", "--split", "scaffold",
+                                      "--on-error", "skip", "--workers", "1", "--jobs", "1", "--store", str(store),
+                                      "--out", str(run_dir)],
+                                catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    assert _results(run_dir)["geometries"] == {"conformer": "etkdg", "relaxed": False}
+    projection = project_run(run_dir, [0], store=store)
+    assert list(projection.ids) == _results(run_dir)["predictions"]["id"]

@@ -157,7 +157,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     from hacknip.data.mixtures import embed_mixtures, read_mixture_table, read_species_table
-    from hacknip.data.molecules import RelaxOptions
+    from hacknip.data.molecules import EmbedOptions, RelaxOptions
     from hacknip.plugins.registry import load_backbone
     from hacknip.report import strict_json
     from hacknip.store import FeatureStore
@@ -180,9 +180,9 @@ def main(argv: list[str] | None = None) -> int:
             parser.error(f"--layer {args.layer}: {args.backbone} has layers {layers[0]}..{layers[-1]}")
         layers = [args.layer]
     # the protocol docs/benchmarks.md measured (the defaults then): the ETKDG conformer, 0.01 eV/Å, at most 100 steps
-    relax_options = None if args.no_relax else RelaxOptions(fmax=0.01, steps=100, force_field=None)
+    relax_options = None if args.no_relax else RelaxOptions(fmax=0.01, steps=100)
     embeddings = embed_mixtures(table.mixtures, backbone, FeatureStore(), layers, weighting=args.weighting,
-                                relax_options=relax_options)
+                                relax_options=relax_options, embed_options=EmbedOptions(force_field=None))
     first = embeddings[layers[0]]
     rejected += [{**by_id[s.id], "reason": f"featurisation: {s.reason}"} for s in first.rejected]
     y = np.array([mixture.target for mixture in first.mixtures])

@@ -296,15 +296,14 @@ def _parsed(path: Path):
         raise InputError(f"{path}: unreadable structure ({reason}); {STRUCTURE_HINT}") from None
 
 
-def molecule_from_smiles(smiles: str, embed_options: EmbedOptions | None = None,
-                         force_field: str | None = None) -> Atoms:
+def molecule_from_smiles(smiles: str, embed_options: EmbedOptions | None = None) -> Atoms:
     """A molecule as the project makes them (:mod:`hacknip.data.molecules`): RDKit, explicit hydrogens, one seeded
-    ETKDG conformer (optimised with ``force_field``, as before relaxing), non-periodic. A SMILES RDKit cannot read is
-    an :class:`~hacknip.errors.InputError`."""
+    ETKDG conformer optimised with MMFF94 (as ``embed_options`` says), non-periodic. A SMILES RDKit cannot read is an
+    :class:`~hacknip.errors.InputError`."""
     from hacknip.data.molecules import EmbedOptions, MoleculeError, embed, parse_smiles
 
     try:
-        atoms = embed(parse_smiles(smiles), embed_options or EmbedOptions(), force_field)
+        atoms = embed(parse_smiles(smiles), embed_options or EmbedOptions())
     except MoleculeError as error:
         raise InputError(f"SMILES {smiles!r}: {error}; check the SMILES string") from None
     atoms.info["smiles"] = smiles

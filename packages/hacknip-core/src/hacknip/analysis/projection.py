@@ -218,7 +218,8 @@ def project_run(run_dir: str | Path, layers: Sequence[int] | None = None, settin
     data_path = Path(data) if data else _recorded_data(results, results_file)
     config = RunConfig(data=data_path, backbone=entry["name"], target=_field(results, "target", results_file),
                        on_error="skip", disordered=results.get("disordered", "refuse"),
-                       store=Path(store) if store else None, **read_options)
+                       limit=results.get("limit"), store=Path(store) if store else None, **_recorded_geometries(results),
+                       **read_options)
     dataset = _rows_of_run(load_data(config, progress), _field(results, "predictions", results_file)["id"], results_file)
     features = _run_features(FeatureStore(config.store), entry, results_file, config)
     n_layers = stored_layer_count(features)
@@ -275,6 +276,18 @@ def _recorded_data(results: dict[str, Any], results_file: Path) -> Path:
         raise InputError(f"{results_file}: its data {path} is not there (moved, or a path relative to another folder); "
                          f"pass the data file with --data")
     return path
+
+
+def _recorded_geometries(results: dict[str, Any]) -> dict[str, Any]:
+    """How a molecule run made its geometries, as RunConfig fields (results.json before 2026-12-02 wrote ``start``
+    for the conformer a relaxation began from, and unrelaxed runs used ETKDG's as it is)."""
+    recorded = results.get("geometries")
+    if not recorded:
+        return {}
+    fields = {"conformer": recorded.get("conformer") or recorded.get("start") or "etkdg",
+              "relax": bool(recorded.get("relaxed"))}
+    fields.update({f"relax_{name}": recorded[name] for name in ("fmax", "steps") if name in recorded})
+    return fields
 
 
 def _run_member(results: dict[str, Any], backbone: str | None, results_file: Path) -> dict[str, Any]:

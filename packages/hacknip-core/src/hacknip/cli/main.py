@@ -233,9 +233,10 @@ def store_compact(store_path):
 @click.option("--save", "save_to", type=click.Path(path_type=Path),
               help="Also fit the chosen configuration on every row and save it to this folder (for hacknip predict).")
 @click.option("--preset", type=click.Choice(["paper", "all-layers"]), default="paper", show_default=True,
-              help="Layers and pooling where --backbone and --pooling leave them open. paper: sweep each backbone's "
-                   "layers, mean pooling (the paper's protocol); all-layers: every layer concatenated, mean+max+std "
-                   "(CHGNet on phonons: 45.6 against 71.9 cm^-1).")
+              help="Layers, pooling and molecules' relaxation where --backbone, --pooling and --relax/--no-relax "
+                   "leave them open. paper: sweep each backbone's layers, mean pooling, relax molecules (the paper's "
+                   "protocol); all-layers: every layer concatenated, mean+max+std (CHGNet on phonons: 45.6 against "
+                   "71.9 cm^-1), molecules unrelaxed (relaxing with CHGNet lowered ROC-AUC on ClinTox).")
 @friendly_errors
 def run(out, params_file, save_to, overwrite, **options):
     """Featurise, sweep the layers, cross-validate a head, and report (results.json, parity.png or roc.png, layers.png)."""

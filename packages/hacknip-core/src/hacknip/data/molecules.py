@@ -1,14 +1,16 @@
-"""Molecules: SMILES (or SDF / XYZ geometries) to relaxed 3D structures with the backbone's own potential.
+"""Molecules: SMILES (or SDF / XYZ geometries) to 3D structures, optionally relaxed with the backbone's own potential.
 
-SMILES → RDKit molecule → explicit hydrogens → ETKDG conformer (seeded) → ASE ``Atoms`` → geometry optimisation
-with the backbone's ASE calculator (BFGS, fmax 0.01 eV/Å, at most 100 steps by default) → a non-periodic
+SMILES → RDKit molecule → explicit hydrogens → ETKDG conformer (seeded) → optimised with the MMFF94 force field
+(:attr:`EmbedOptions.force_field`; milliseconds) → ASE ``Atoms`` → when asked (``relax_options``), geometry
+optimisation with the backbone's forces (BFGS to 0.05 eV/Å, at most 200 steps by default) → a non-periodic
 structure ready to featurise.
 
 Relaxed geometries are stored beside the features, one JSON file per molecule, under
 ``<feature store>/geometries/<backbone>-<key>/`` where the key hashes the backbone identity and the relaxation
 settings, and each file name hashes the canonical SMILES with the embedding settings and the RDKit version (or
 the content hash of a given 3D geometry). A molecule whose file exists is never embedded or relaxed again, so
-an interrupted run resumes where it stopped.
+an interrupted run resumes where it stopped. Unrelaxed conformers are not stored: making one again is cheaper than
+reading it.
 
 Every row that cannot be used is reported with its row and id, under one of the :data:`FAILURES` categories.
 Relaxations that do not converge are kept and flagged (``Dataset.flagged``), or skipped on request.
@@ -65,9 +67,13 @@ FAILURES = (UNPARSEABLE, EMBEDDING_FAILED, UNSUPPORTED_ELEMENT, RELAXATION_FAILE
 """Every reason a molecule is rejected or flagged starts with one of these."""
 
 
+FORCE_FIELDS = ("MMFF94",)
+FORCE_FIELD_ITERATIONS = 2000
+
+
 @dataclass(frozen=True)
 class EmbedOptions:
-    """RDKit ETKDG (v3) conformer generation."""
+    """RDKit ETKDG (v3) conformer generation, then optimisation with a force field."""
 
     seed: int = 0
     max_attempts: int = 0
@@ -79,19 +85,23 @@ class EmbedOptions:
     fragment_gap: float = 3.0
     """Å between the atoms of different fragments: ETKDG can place fragments on top of each other (BBBP row 2 had
     its Cl 0.73 Å from a carbon), so fragments are laid side by side along x."""
+    force_field: str | None = "MMFF94"
+    """The ETKDG conformer is optimised with this RDKit force field (a molecule it has no parameters for keeps its
+    ETKDG geometry); None: the ETKDG conformer as it is. Given 3D geometries (SDF, xyz) are used as given."""
+
+    def __post_init__(self) -> None:
+        if self.force_field is not None and self.force_field not in FORCE_FIELDS:
+            raise InputError(f"unknown force field {self.force_field!r}: use one of {', '.join(FORCE_FIELDS)}, or None "
+                             "for the ETKDG conformer as it is")
 
 
 @dataclass(frozen=True)
 class RelaxOptions:
-    """Geometry optimisation with the backbone's ASE calculator."""
+    """Geometry optimisation with the backbone's forces, from the conformer :class:`EmbedOptions` made."""
 
     fmax: float = 0.05
     """Convergence threshold on the largest atomic force, eV/Å (0.05: see docs/molecules.md, "Relaxing faster")."""
     steps: int = 200
-    force_field: str | None = "MMFF94"
-    """A molecule made from SMILES is first optimised with this RDKit force field (milliseconds; a molecule it has
-    no parameters for keeps its ETKDG geometry), so the backbone starts nearer its minimum; None: from the ETKDG
-    conformer as it is. Given 3D geometries (SDF, xyz) are relaxed as given."""
     optimizer: str = "BFGS"
     """Any optimiser class in ``ase.optimize`` (``BFGS``, ``LBFGS``, ``FIRE``, ``BFGSLineSearch``...)."""
     vacuum: float | None = None
@@ -156,9 +166,9 @@ def canonical_smiles(molecule) -> str:
     return _rdkit().MolToSmiles(molecule, isomericSmiles=True)
 
 
-def embed(molecule, options: EmbedOptions = EmbedOptions(), force_field: str | None = None) -> Atoms:
-    """Hydrogens added, one seeded ETKDG conformer (optimised with ``force_field`` when given), as non-periodic
-    ``Atoms``."""
+def embed(molecule, options: EmbedOptions = EmbedOptions()) -> Atoms:
+    """Hydrogens added, one seeded ETKDG conformer (optimised with ``options.force_field`` when it names one), as
+    non-periodic ``Atoms``."""
     Chem = _rdkit()
     from rdkit.Chem import AllChem
 
@@ -174,17 +184,13 @@ def embed(molecule, options: EmbedOptions = EmbedOptions(), force_field: str | N
             status = AllChem.EmbedMolecule(with_hydrogens, parameters)
     if status != 0:
         raise MoleculeError(f"{EMBEDDING_FAILED}: RDKit ETKDG found no conformer (seed {options.seed})")
-    if force_field is not None:
-        optimise_with_force_field(with_hydrogens, force_field)
+    if options.force_field is not None:
+        optimise_with_force_field(with_hydrogens, options.force_field)
     atoms = _to_atoms(with_hydrogens)
     fragments = Chem.GetMolFrags(with_hydrogens)
     if len(fragments) > 1:
         separate_fragments(atoms, fragments, options.fragment_gap)
     return atoms
-
-
-FORCE_FIELDS = ("MMFF94",)
-FORCE_FIELD_ITERATIONS = 2000
 
 
 def optimise_with_force_field(molecule, force_field: str) -> None:
@@ -371,9 +377,8 @@ class _Runner:
     def run(self, job: MoleculeJob) -> tuple[str, dict[str, Any] | str]:
         """``("ok", record)`` or ``("failed", reason)``."""
         started = time.perf_counter()
-        force_field = self.relax.force_field if self.calculator is not None else None
         try:
-            atoms = job.atoms if job.atoms is not None else embed(parse_smiles(job.smiles), self.embed, force_field)
+            atoms = job.atoms if job.atoms is not None else embed(parse_smiles(job.smiles), self.embed)
         except MoleculeError as error:
             return "failed", str(error)
         if self.calculator is None:
@@ -562,7 +567,7 @@ def molecules_to_dataset(
     backbone: str | Backbone | None = None,
     backbone_options: dict[str, Any] | None = None,
     embed_options: EmbedOptions = EmbedOptions(),
-    relax_options: RelaxOptions | None = RelaxOptions(),
+    relax_options: RelaxOptions | None = None,
     store: FeatureStore | None = None,
     workers: int = 1,
     on_error: str = "raise",
@@ -571,11 +576,14 @@ def molecules_to_dataset(
     limit: int | None = None,
     on_total: Callable[[int], None] | None = None,
 ) -> Dataset:
-    """Labelled molecules relaxed with ``backbone``'s own calculator, ready to featurise with it.
+    """Labelled molecules as 3D structures, ready to featurise: conformers made as ``embed_options`` says, relaxed
+    with ``backbone``'s forces when ``relax_options`` is given.
 
     ``path``: a CSV/parquet table with a SMILES column (``smiles_column``, default the column called smiles in
     any case), an SDF file, or an (ext)xyz file. ``backbone``: a registered name (each worker process loads it
-    once) or a loaded backbone; ``None`` or ``relax_options=None`` gives the unrelaxed input geometries. Relaxed
+    once) or a loaded backbone, used only to relax (``relax_options=None``, the default, or ``backbone=None`` gives
+    the conformers and input geometries unrelaxed: relaxing with CHGNet lowered ROC-AUC on ClinTox, see
+    docs/benchmarks.md). Relaxed
     geometries are stored under ``store``'s folder and reused. ``on_error="skip"`` lists unusable rows in
     ``Dataset.skipped`` instead of raising; non-converged relaxations are kept and listed in
     ``Dataset.flagged`` (``on_nonconverged="skip"`` moves them to ``skipped``). ``on_progress(n)`` is called

@@ -91,13 +91,13 @@ class RunConfig:
     limit: int | None = None
     store: Path | str | None = None  # a folder or an fsspec URL
     smiles_column: str | None = None
-    relax: bool = True
-    """Molecules: relax the RDKit geometry with the first backbone's calculator before featurising."""
+    conformer: str = "mmff94"
+    """Molecules made from SMILES: RDKit's ETKDG conformer optimised with MMFF94 (``mmff94``) or as it is
+    (``etkdg``)."""
+    relax: bool | None = None
+    """Molecules: relax the conformer with the first backbone's forces before featurising (None: as the preset says)."""
     relax_fmax: float = 0.05
     relax_steps: int = 200
-    relax_start: str = "mmff94"
-    """Molecules: the geometry relaxing starts from, ``mmff94`` (RDKit's conformer optimised with MMFF94) or
-    ``etkdg`` (the conformer as it is)."""
     workers: int | None = 1
     """Processes for the parallel steps: molecules' geometries, and the ``ray`` executor's actors (None: as many as
     the machine's cores, or the Ray cluster's)."""
@@ -122,6 +122,9 @@ class RunConfig:
     def __post_init__(self) -> None:
         if self.pooling is None:
             self.pooling = get_preset(self.preset).pooling
+        if self.relax is None:
+            self.relax = get_preset(self.preset).relax_molecules
+        force_field_of(self.conformer)  # an unknown conformer fails before any work
 
 
 @dataclass
@@ -146,30 +149,31 @@ def load_data(config: RunConfig, progress: Progress = no_progress) -> Dataset:
 
 
 def _molecules(config: RunConfig, progress: Progress) -> Dataset:
-    """Molecules get 3D geometries, relaxed with the first backbone of the expression (stored, reused)."""
-    from hacknip.data.molecules import RelaxOptions, available_cores, molecules_to_dataset
+    """Molecules get 3D conformers, relaxed with the first backbone of the expression when asked (stored, reused)."""
+    from hacknip.data.molecules import EmbedOptions, RelaxOptions, available_cores, molecules_to_dataset
 
     relaxing = parse_backbones(config.backbone)[0].name if config.relax else None
-    relax = (RelaxOptions(fmax=config.relax_fmax, steps=config.relax_steps, force_field=relax_force_field(config.relax_start))
-             if config.relax else None)
+    relax = RelaxOptions(fmax=config.relax_fmax, steps=config.relax_steps) if config.relax else None
+    embed = EmbedOptions(force_field=force_field_of(config.conformer))
     bar: list[Callable[[int], None]] = []
-    description = (f"3D geometries{f' relaxed with {relaxing}' if relaxing else ''}"
+    description = (f"3D geometries ({config.conformer}{f', relaxed with {relaxing}' if relaxing else ''})"
                    + (f" ({workers} workers)" if (workers := config.workers or available_cores()) > 1 else ""))
     return molecules_to_dataset(config.data, smiles_column=config.smiles_column, target=config.target,
                                 id_column=config.id_column, backbone=relaxing, backbone_options=config.backbone_options,
-                                relax_options=relax, store=FeatureStore(config.store), workers=workers,
+                                embed_options=embed, relax_options=relax, store=FeatureStore(config.store), workers=workers,
                                 on_error=config.on_error, on_nonconverged=config.on_nonconverged,
                                 on_total=lambda total: bar.append(progress(description, total)),
                                 on_progress=lambda n: bar[0](n), limit=config.limit)
 
 
-RELAX_STARTS = {"etkdg": None, "mmff94": "MMFF94"}
+CONFORMERS = {"etkdg": None, "mmff94": "MMFF94"}
+"""What ``--conformer`` names: the force field that optimises RDKit's ETKDG conformer (None: none)."""
 
 
-def relax_force_field(relax_start: str) -> str | None:
-    if relax_start not in RELAX_STARTS:
-        raise InputError(f"unknown relaxation start {relax_start!r}: use one of {', '.join(RELAX_STARTS)}")
-    return RELAX_STARTS[relax_start]
+def force_field_of(conformer: str) -> str | None:
+    if conformer not in CONFORMERS:
+        raise InputError(f"unknown conformer {conformer!r}: use one of {', '.join(CONFORMERS)}")
+    return CONFORMERS[conformer]
 
 
 def checked_backbones(config: RunConfig) -> list[Member]:
@@ -477,9 +481,6 @@ def run(config: RunConfig, progress: Progress = no_progress, save_to: Path | Non
 
         results["saved_model"] = str(save_model(save_to, prepared, chosen, config.head_params, final.summary()))
     results["preset"] = {"name": config.preset, "summary": get_preset(config.preset).summary}
-    if is_molecule_input(config.data, config.structure_column, config.smiles_column):
-        results["geometries"] = ({"relaxed": True, "start": config.relax_start, "fmax": config.relax_fmax,
-                                  "steps": config.relax_steps} if config.relax else {"relaxed": False})
     results["timings_s"] = {
         "read": round(prepared.read_seconds, 3),
         "featurize": {i.member.name: round(i.featurize_seconds, 3) for i in prepared.members},
@@ -510,6 +511,12 @@ def out_of_fold_predictions(dataset: Dataset, final: CVResult, folds) -> dict[st
     return {**predictions, "predicted": final.predictions.tolist()}
 
 
+def geometries_settings(config: RunConfig) -> dict[str, Any]:
+    """How a molecule run made its geometries (``analyze umap`` makes them again from this)."""
+    relaxation = {"fmax": config.relax_fmax, "steps": config.relax_steps} if config.relax else {}
+    return {"conformer": config.conformer, "relaxed": config.relax, **relaxation}
+
+
 def scored_results(config: RunConfig, dataset: Dataset, final: CVResult, folds: list, folds_source: str) -> dict[str, Any]:
     """The part of ``results.json`` every way of scoring a model shares (``run``, ``tune``, ``finetune``): the data, the
     folds, the scores and the dummy model's, the skipped and flagged rows, out-of-fold predictions, the leaderboard."""
@@ -522,6 +529,9 @@ def scored_results(config: RunConfig, dataset: Dataset, final: CVResult, folds: 
         "target": dataset.target_name,
         "backbone": config.backbone,
         "disordered": config.disordered,
+        **({"limit": config.limit} if config.limit else {}),
+        **({"geometries": geometries_settings(config)}
+           if is_molecule_input(config.data, config.structure_column, config.smiles_column) else {}),
         "n_samples": len(dataset.samples),
         "folds_source": folds_source,
         "task_kind": final.task,
