@@ -53,7 +53,7 @@ def main() -> None:
     import pandas as pd
     import torch
 
-    from hacknip.data.molecules import MoleculeError, boxed, embed, parse_smiles
+    from hacknip.data.molecules import EmbedOptions, MoleculeError, boxed, embed, parse_smiles
     from hacknip.plugins.registry import load_backbone
 
     torch.set_num_threads(1)
@@ -61,7 +61,7 @@ def main() -> None:
     molecules = []
     for text in pd.read_csv(args.data)["smiles"]:
         try:
-            molecules.append(boxed(embed(parse_smiles(text)), backbone.cutoff))
+            molecules.append(boxed(embed(parse_smiles(text), EmbedOptions(force_field="MMFF94")), backbone.cutoff))
         except MoleculeError:
             continue
         if len(molecules) == args.n:

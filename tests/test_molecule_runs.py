@@ -19,7 +19,7 @@ def bbbp(phonons_path):
 
 
 def test_bbbp_slice_classifies_with_scaffold_folds(toy_plugin, bbbp, tmp_path):
-    """The all-layers preset featurises the MMFF94 conformers unrelaxed (the toy backbone has no forces, so a
+    """The all-layers preset featurises the ETKDG conformers unrelaxed (the toy backbone has no forces, so a
     relaxation would have failed every row)."""
     pytest.importorskip("rdkit")
     out = tmp_path / "run"
@@ -32,7 +32,7 @@ def test_bbbp_slice_classifies_with_scaffold_folds(toy_plugin, bbbp, tmp_path):
     assert results["task_kind"] == "classification" and results["target"] == "p_np"
     assert results["folds_source"].startswith("Bemis-Murcko scaffold folds")
     assert results["n_samples"] + len(results["skipped"]) == 120
-    assert results["geometries"] == {"conformer": "mmff94", "relaxed": False}
+    assert results["geometries"] == {"conformer": "etkdg", "relaxed": False}
     assert (out / "roc.png").exists()
 
 
@@ -64,5 +64,8 @@ def test_the_preset_decides_whether_molecules_are_relaxed_unless_told(tmp_path):
     assert config().relax and config(preset="paper").relax  # the paper relaxed its molecules with the backbone
     assert not config(preset="all-layers").relax
     assert config(preset="all-layers", relax=True).relax and not config(preset="paper", relax=False).relax
+    # a conformer to relax starts from MMFF94's minimum (half the steps); one featurised as made stays ETKDG's
+    assert config().conformer == "mmff94" and config(preset="all-layers").conformer == "etkdg"
+    assert config(preset="all-layers", conformer="mmff94").conformer == "mmff94"
     with pytest.raises(ValueError, match="unknown conformer 'uff'.*mmff94"):
         config(conformer="uff")

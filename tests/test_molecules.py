@@ -362,7 +362,7 @@ def test_the_mmff94_conformer_has_a_lower_force_field_energy_than_etkdgs():
     from rdkit.Chem import AllChem
 
     molecule = parse_smiles("CC(=O)Nc1ccc(O)cc1")
-    etkdg, mmff = embed(molecule, EmbedOptions(force_field=None)), embed(molecule)
+    etkdg, mmff = embed(molecule), embed(molecule, EmbedOptions(force_field="MMFF94"))
     assert list(etkdg.numbers) == list(mmff.numbers) and not np.allclose(etkdg.positions, mmff.positions)
     with_hydrogens = AllChem.AddHs(molecule)
     AllChem.EmbedMolecule(with_hydrogens, randomSeed=0)
@@ -385,13 +385,15 @@ def test_molecules_are_unrelaxed_unless_asked_and_each_conformer_relaxes_apart_i
     unrelaxed = molecules_to_dataset(path, backbone=MorseBackbone(), store=store)
     assert not (tmp_path / "store" / "geometries").exists()  # a backbone alone does not relax
     np.testing.assert_array_equal(unrelaxed.samples[1].atoms.positions, embed(parse_smiles("CC(=O)O")).positions)
-    as_embedded = molecules_to_dataset(path, embed_options=EmbedOptions(force_field=None))
-    np.testing.assert_array_equal(as_embedded.samples[1].atoms.positions,
-                                  embed(parse_smiles("CC(=O)O"), EmbedOptions(force_field=None)).positions)
+    mmff = EmbedOptions(force_field="MMFF94")
+    optimised = molecules_to_dataset(path, embed_options=mmff)
+    np.testing.assert_array_equal(optimised.samples[1].atoms.positions, embed(parse_smiles("CC(=O)O"), mmff).positions)
 
-    from_mmff = molecules_to_dataset(path, backbone=MorseBackbone(), relax_options=FEW_STEPS, store=store)
+    from_mmff = molecules_to_dataset(path, backbone=MorseBackbone(), relax_options=FEW_STEPS, store=store)  # default
+    again = molecules_to_dataset(path, backbone=MorseBackbone(), relax_options=FEW_STEPS, store=store, embed_options=mmff)
+    np.testing.assert_array_equal(from_mmff.samples[1].atoms.positions, again.samples[1].atoms.positions)
     from_etkdg = molecules_to_dataset(path, backbone=MorseBackbone(), relax_options=FEW_STEPS, store=store,
-                                      embed_options=EmbedOptions(force_field=None))
+                                      embed_options=EmbedOptions())
     assert not np.allclose(from_mmff.samples[1].atoms.positions, from_etkdg.samples[1].atoms.positions)
     records = [file for file in (tmp_path / "store").glob("geometries/*/*.json") if file.name != "identity.json"]
     assert len(records) == 2 * len(from_mmff.samples)  # the ETKDG start found none of the MMFF94 ones

@@ -220,19 +220,20 @@ def test_missing_umap_says_how_to_install_it(monkeypatch):
 
 
 def test_a_molecule_run_is_projected_from_the_geometries_it_recorded(toy_plugin, phonons_path, tmp_path):
-    """The run's ETKDG conformers, unrelaxed, are made again from results.json: with the defaults instead (MMFF94,
-    relaxed) the projection would ask the toy backbone for forces it does not have, or miss the stored features."""
+    """The run's MMFF94 conformers, unrelaxed, are made again from results.json: with the defaults instead (relaxed,
+    from MMFF94) the projection would ask the toy backbone for forces it does not have, and with ETKDG's conformers
+    it would miss the stored features."""
     pytest.importorskip("rdkit")
     from hacknip.cli import cli
 
     bbbp = phonons_path.parent.parent / "moleculenet" / "bbbp.csv"
     run_dir, store = tmp_path / "run", tmp_path / "store"
     result = CliRunner().invoke(cli, ["run", "--data", str(bbbp), "--backbone", "toy", "--head", "ridge", "--limit", "40",
-                                      "--preset", "all-layers", "--conformer", "etkdg", "--split", "scaffold",
+                                      "--preset", "all-layers", "--conformer", "mmff94", "--split", "scaffold",
                                       "--on-error", "skip", "--workers", "1", "--jobs", "1", "--store", str(store),
                                       "--out", str(run_dir)],
                                 catch_exceptions=False)
     assert result.exit_code == 0, result.output
-    assert _results(run_dir)["geometries"] == {"conformer": "etkdg", "relaxed": False}
+    assert _results(run_dir)["geometries"] == {"conformer": "mmff94", "relaxed": False}
     projection = project_run(run_dir, [0], store=store)
     assert list(projection.ids) == _results(run_dir)["predictions"]["id"]

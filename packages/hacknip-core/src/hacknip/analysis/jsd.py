@@ -298,8 +298,8 @@ def _parsed(path: Path):
 
 def molecule_from_smiles(smiles: str, embed_options: EmbedOptions | None = None) -> Atoms:
     """A molecule as the project makes them (:mod:`hacknip.data.molecules`): RDKit, explicit hydrogens, one seeded
-    ETKDG conformer optimised with MMFF94 (as ``embed_options`` says), non-periodic. A SMILES RDKit cannot read is an
-    :class:`~hacknip.errors.InputError`."""
+    ETKDG conformer (optimised with MMFF94 if ``embed_options`` says so), non-periodic. A SMILES RDKit cannot read is
+    an :class:`~hacknip.errors.InputError`."""
     from hacknip.data.molecules import EmbedOptions, MoleculeError, embed, parse_smiles
 
     try:

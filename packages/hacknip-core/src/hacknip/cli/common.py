@@ -100,12 +100,12 @@ def data_options(command):
                      help="Backbone loader option KEY=VALUE (repeatable), e.g. default_dtype=float64, modal=R2SCAN."),
         store_option(),
         click.option("--smiles-column", help="Molecules: the SMILES column of a table (default: a column called smiles)."),
-        click.option("--conformer", type=click.Choice(["mmff94", "etkdg"]), default="mmff94", show_default=True,
-                     help="Molecules from SMILES: RDKit's ETKDG conformer optimised with the MMFF94 force field, or as "
-                          "it is."),
         click.option("--relax/--no-relax", default=None,
                      help="Molecules: relax the conformers with the first backbone's forces (BFGS) before featurising "
                           "[default: relax, as the paper did; run --preset all-layers: not, as measured]."),
+        click.option("--conformer", type=click.Choice(["auto", "mmff94", "etkdg"]), default="auto", show_default=True,
+                     help="Molecules from SMILES: RDKit's ETKDG conformer optimised with the MMFF94 force field, or as "
+                          "it is; auto: mmff94 when relaxing (half the steps), else etkdg."),
         click.option("--relax-fmax", default=0.05, show_default=True, help="Molecules: relaxation force threshold, eV/Å."),
         click.option("--relax-steps", default=200, show_default=True, help="Molecules: most relaxation steps."),
         click.option("--workers", type=click.IntRange(min=1), envvar="HACKNIP_WORKERS",

@@ -16,13 +16,14 @@ JSD_OUTPUTS = ("jsd.csv", "jsd-elements.csv", "jsd.png", "structure.extxyz")
 @click.command(name="jsd")
 @click.option("--structure", type=click.Path(path_type=Path),
               help="One structure: a CIF or POSCAR file (or an .xyz file for a molecule).")
-@click.option("--smiles", help="One molecule as SMILES: RDKit conformer with hydrogens optimised with MMFF94, relaxed "
+@click.option("--smiles", help="One molecule as SMILES: RDKit conformer with hydrogens, optimised with MMFF94 and relaxed "
                                "with the backbone (see --relax).")
 @click.option("--backbone", "-b", required=True, help="Backbone name: 'chgnet', 'sevennet', 'mace:/path/x.model'.")
 @click.option("--layers", callback=layers_option,
               help="Layers to compare, consecutive pairs in increasing order, e.g. 0-4 or 1,2,4  [default: every layer]")
 @click.option("--relax/--no-relax", default=True, show_default=True,
-              help="--smiles: relax the conformer with the backbone's forces (BFGS, fmax 0.05 eV/Å, at most 200 steps).")
+              help="--smiles: relax the conformer with the backbone's forces (BFGS, fmax 0.05 eV/Å, at most 200 steps); "
+                   "--no-relax: RDKit's ETKDG conformer as it is.")
 @click.option("--disordered", type=click.Choice(["refuse", "approximant"]), default="refuse", show_default=True,
               help="--structure with partially occupied sites: refuse it, or use an ordered approximant (smallest "
                    "supercell of <= 128 atoms; hacknip.data.disorder).")
@@ -66,10 +67,11 @@ def _compute(structure, smiles, backbone_name, layers, relax, disordered, option
     """Inputs are checked before the backbone loads: the file or SMILES, then the layers against the registered
     widths (a name with a checkpoint is checked once loaded, since its file decides its layers)."""
     from hacknip.analysis.jsd import checked_layers, jsd_map, molecule_from_smiles, read_structure, relax_molecule
+    from hacknip.data.molecules import default_embed_options
     from hacknip.plugins.registry import load_backbone, resolve_backbone
 
     atoms = (read_structure(structure, disordered) if structure
-             else molecule_from_smiles(smiles))
+             else molecule_from_smiles(smiles, default_embed_options(relaxing=relax)))
     spec, checkpoint = resolve_backbone(backbone_name)
     if checkpoint is None:
         checked_layers(spec, layers)

@@ -350,7 +350,7 @@ def distinct_species(mixtures: Sequence[Mixture]) -> list[Species]:
 
 
 def component_dataset(species: Sequence[Species], backbone: Backbone | None, store: FeatureStore,
-                      relax_options: RelaxOptions | None = RelaxOptions(), embed_options: EmbedOptions = EmbedOptions(),
+                      relax_options: RelaxOptions | None = RelaxOptions(), embed_options: EmbedOptions | None = None,
                       ) -> tuple[Dataset, list[SkippedRow]]:
     """One sample per distinct species (id = :attr:`Species.key`): SMILES made 3D and relaxed with ``backbone``
     (``relax_options=None``: not relaxed), structure files read as they are. Failures come back as skipped rows."""
@@ -378,7 +378,7 @@ def component_dataset(species: Sequence[Species], backbone: Backbone | None, sto
 
 def embed_mixtures(mixtures: Sequence[Mixture], backbone: Backbone, store: FeatureStore, layers: Sequence[int],
                    *, pooling: tuple[str, ...] = ("mean",), weighting: str = "sum",
-                   relax_options: RelaxOptions | None = RelaxOptions(), embed_options: EmbedOptions = EmbedOptions(),
+                   relax_options: RelaxOptions | None = RelaxOptions(), embed_options: EmbedOptions | None = None,
                    relax_backbone: Backbone | None = None) -> dict[int, MixtureEmbedding]:
     """Mixture embeddings for each of ``layers``: ``sum`` = Σ cᵢ·eᵢ with cᵢ in mol/L, ``mean`` = Σ xᵢ·eᵢ with mole
     fractions xᵢ. Components are relaxed with ``relax_backbone`` (default ``backbone``) unless ``relax_options`` is

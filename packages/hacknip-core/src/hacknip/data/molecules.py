@@ -1,9 +1,10 @@
 """Molecules: SMILES (or SDF / XYZ geometries) to 3D structures, optionally relaxed with the backbone's own potential.
 
-SMILES → RDKit molecule → explicit hydrogens → ETKDG conformer (seeded) → optimised with the MMFF94 force field
-(:attr:`EmbedOptions.force_field`; milliseconds) → ASE ``Atoms`` → when asked (``relax_options``), geometry
-optimisation with the backbone's forces (BFGS to 0.05 eV/Å, at most 200 steps by default) → a non-periodic
-structure ready to featurise.
+SMILES → RDKit molecule → explicit hydrogens → ETKDG conformer (seeded) → optionally optimised with the MMFF94 force
+field (:attr:`EmbedOptions.force_field`) → ASE ``Atoms`` → when asked (``relax_options``), geometry optimisation with
+the backbone's forces (BFGS to 0.05 eV/Å, at most 200 steps by default) → a non-periodic structure ready to
+featurise. By default (:func:`default_embed_options`) a conformer the backbone will relax is optimised with MMFF94
+first, and one it will not is used as ETKDG made it.
 
 Relaxed geometries are stored beside the features, one JSON file per molecule, under
 ``<feature store>/geometries/<backbone>-<key>/`` where the key hashes the backbone identity and the relaxation
@@ -85,14 +86,20 @@ class EmbedOptions:
     fragment_gap: float = 3.0
     """Å between the atoms of different fragments: ETKDG can place fragments on top of each other (BBBP row 2 had
     its Cl 0.73 Å from a carbon), so fragments are laid side by side along x."""
-    force_field: str | None = "MMFF94"
-    """The ETKDG conformer is optimised with this RDKit force field (a molecule it has no parameters for keeps its
-    ETKDG geometry); None: the ETKDG conformer as it is. Given 3D geometries (SDF, xyz) are used as given."""
+    force_field: str | None = None
+    """Optimise the ETKDG conformer with this RDKit force field (``"MMFF94"``; a molecule it has no parameters for
+    keeps its ETKDG geometry); None: the ETKDG conformer as it is. Given 3D geometries (SDF, xyz) are used as given."""
 
     def __post_init__(self) -> None:
         if self.force_field is not None and self.force_field not in FORCE_FIELDS:
             raise InputError(f"unknown force field {self.force_field!r}: use one of {', '.join(FORCE_FIELDS)}, or None "
                              "for the ETKDG conformer as it is")
+
+
+def default_embed_options(relaxing: bool) -> EmbedOptions:
+    """MMFF94 before a relaxation, which then needs half the steps; ETKDG's conformer as it is otherwise, which gave
+    features as good on BBBP and ClinTox for less (docs/benchmarks.md, "Which conformer")."""
+    return EmbedOptions(force_field="MMFF94" if relaxing else None)
 
 
 @dataclass(frozen=True)
@@ -566,7 +573,7 @@ def molecules_to_dataset(
     id_column: str | None = None,
     backbone: str | Backbone | None = None,
     backbone_options: dict[str, Any] | None = None,
-    embed_options: EmbedOptions = EmbedOptions(),
+    embed_options: EmbedOptions | None = None,
     relax_options: RelaxOptions | None = None,
     store: FeatureStore | None = None,
     workers: int = 1,
@@ -576,8 +583,8 @@ def molecules_to_dataset(
     limit: int | None = None,
     on_total: Callable[[int], None] | None = None,
 ) -> Dataset:
-    """Labelled molecules as 3D structures, ready to featurise: conformers made as ``embed_options`` says, relaxed
-    with ``backbone``'s forces when ``relax_options`` is given.
+    """Labelled molecules as 3D structures, ready to featurise: conformers made as ``embed_options`` says (default:
+    :func:`default_embed_options`), relaxed with ``backbone``'s forces when ``relax_options`` is given.
 
     ``path``: a CSV/parquet table with a SMILES column (``smiles_column``, default the column called smiles in
     any case), an SDF file, or an (ext)xyz file. ``backbone``: a registered name (each worker process loads it
@@ -597,6 +604,7 @@ def molecules_to_dataset(
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"no such file: {path}")
+    embed_options = embed_options or default_embed_options(relax_options is not None and backbone is not None)
     collector = _RowCollector(str(path), on_error, labelled=target != UNLABELLED)
     rows, target = _read_rows(path, smiles_column, target, id_column, embed_options, collector)
     rows = rows[:limit] if limit else rows

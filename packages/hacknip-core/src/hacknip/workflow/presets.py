@@ -5,7 +5,7 @@ measurements support (docs/benchmarks.md, "What moves accuracy on Matbench phono
 concatenated, pooled by mean, max and std — CHGNet on Matbench phonons, untuned LightGBM, official folds: 45.6 cm⁻¹
 against 71.9 for the paper's protocol. A backbone written with ``@LAYERS`` and an explicit ``--pooling`` always win.
 
-Molecules: the paper relaxes each one with the backbone before featurising; ``all-layers`` featurises the MMFF94
+Molecules: the paper relaxes each one with the backbone before featurising; ``all-layers`` featurises RDKit's
 conformer as it is, since relaxing with CHGNet lowered ROC-AUC on ClinTox and costs hours (docs/benchmarks.md,
 "Relaxed against unrelaxed"). ``--relax/--no-relax`` always wins.
 """
@@ -35,7 +35,7 @@ PRESETS = {preset.name: preset for preset in (
     Preset("paper", False, "mean", True, "each backbone's layers swept one at a time, mean pooling, molecules relaxed "
                                          "with the backbone (the paper's protocol)"),
     Preset("all-layers", True, "mean+max+std", False, "every layer of each backbone concatenated, mean+max+std "
-                                                      "pooling, molecules' MMFF94 conformers unrelaxed"),
+                                                      "pooling, molecules' conformers unrelaxed"),
 )}
 DEFAULT_PRESET = "paper"
 

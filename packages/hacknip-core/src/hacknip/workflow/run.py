@@ -91,11 +91,11 @@ class RunConfig:
     limit: int | None = None
     store: Path | str | None = None  # a folder or an fsspec URL
     smiles_column: str | None = None
-    conformer: str = "mmff94"
-    """Molecules made from SMILES: RDKit's ETKDG conformer optimised with MMFF94 (``mmff94``) or as it is
-    (``etkdg``)."""
     relax: bool | None = None
     """Molecules: relax the conformer with the first backbone's forces before featurising (None: as the preset says)."""
+    conformer: str = "auto"
+    """Molecules made from SMILES: RDKit's ETKDG conformer optimised with MMFF94 (``mmff94``) or as it is (``etkdg``);
+    ``auto``: ``mmff94`` when relaxing (half the steps), else ``etkdg`` (:func:`hacknip.data.molecules.default_embed_options`)."""
     relax_fmax: float = 0.05
     relax_steps: int = 200
     workers: int | None = 1
@@ -124,6 +124,8 @@ class RunConfig:
             self.pooling = get_preset(self.preset).pooling
         if self.relax is None:
             self.relax = get_preset(self.preset).relax_molecules
+        if self.conformer == "auto":
+            self.conformer = "mmff94" if self.relax else "etkdg"
         force_field_of(self.conformer)  # an unknown conformer fails before any work
 
 
@@ -172,7 +174,7 @@ CONFORMERS = {"etkdg": None, "mmff94": "MMFF94"}
 
 def force_field_of(conformer: str) -> str | None:
     if conformer not in CONFORMERS:
-        raise InputError(f"unknown conformer {conformer!r}: use one of {', '.join(CONFORMERS)}")
+        raise InputError(f"unknown conformer {conformer!r}: use one of auto, {', '.join(CONFORMERS)}")
     return CONFORMERS[conformer]
 
 
