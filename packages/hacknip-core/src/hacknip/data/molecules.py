@@ -74,7 +74,7 @@ FORCE_FIELD_ITERATIONS = 2000
 
 @dataclass(frozen=True)
 class EmbedOptions:
-    """RDKit ETKDG (v3) conformer generation, then optimisation with a force field."""
+    """RDKit ETKDG (v3) conformer generation, optionally followed by a force field's optimisation."""
 
     seed: int = 0
     max_attempts: int = 0
@@ -590,9 +590,8 @@ def molecules_to_dataset(
     any case), an SDF file, or an (ext)xyz file. ``backbone``: a registered name (each worker process loads it
     once) or a loaded backbone, used only to relax (``relax_options=None``, the default, or ``backbone=None`` gives
     the conformers and input geometries unrelaxed: relaxing with CHGNet lowered ROC-AUC on ClinTox, see
-    docs/benchmarks.md). Relaxed
-    geometries are stored under ``store``'s folder and reused. ``on_error="skip"`` lists unusable rows in
-    ``Dataset.skipped`` instead of raising; non-converged relaxations are kept and listed in
+    docs/benchmarks.md). Relaxed geometries are stored under ``store``'s folder and reused. ``on_error="skip"``
+    lists unusable rows in ``Dataset.skipped`` instead of raising; non-converged relaxations are kept and listed in
     ``Dataset.flagged`` (``on_nonconverged="skip"`` moves them to ``skipped``). ``on_progress(n)`` is called
     as molecules finish, after ``on_total(n)`` has said how many there are. ``limit`` keeps only the first rows
     (before any embedding or relaxation). ``workers`` is 1 by default here (a script that spawns workers needs the

@@ -125,7 +125,9 @@ class RunConfig:
         if self.relax is None:
             self.relax = get_preset(self.preset).relax_molecules
         if self.conformer == "auto":
-            self.conformer = "mmff94" if self.relax else "etkdg"
+            from hacknip.data.molecules import default_embed_options
+
+            self.conformer = conformer_name(default_embed_options(relaxing=self.relax).force_field)
         force_field_of(self.conformer)  # an unknown conformer fails before any work
 
 
@@ -170,6 +172,10 @@ def _molecules(config: RunConfig, progress: Progress) -> Dataset:
 
 CONFORMERS = {"etkdg": None, "mmff94": "MMFF94"}
 """What ``--conformer`` names: the force field that optimises RDKit's ETKDG conformer (None: none)."""
+
+
+def conformer_name(force_field: str | None) -> str:
+    return next(name for name, field in CONFORMERS.items() if field == force_field)
 
 
 def force_field_of(conformer: str) -> str | None:
