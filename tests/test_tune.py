@@ -197,3 +197,21 @@ def test_scopes_tuned_at_once_tune_as_one_at_a_time(toy_plugin, toy_head, phonon
     spans = [(name, t.datetime_start, t.datetime_complete) for name, trials in _studies(tmp_path / "one" / "studies.db").items()
              for t in trials]
     assert not any(a[0] != b[0] and a[1] < b[2] and b[1] < a[2] for a in spans for b in spans)
+
+
+def test_patience_counts_only_after_the_random_start_up_trials():
+    """A best found among the sampler's first random trials does not end the study before TPE proposes any: with
+    patience 3 the study runs the 10 start-up trials and 3 chosen by TPE (before, it stopped after trial 3)."""
+    import optuna
+
+    from hacknip.evaluation.tuning import STARTUP_TRIALS, TuneSettings, _StopRule
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.create_study(direction="minimize",
+                                sampler=optuna.samplers.TPESampler(seed=0, n_startup_trials=STARTUP_TRIALS))
+    advanced = []
+    stop = _StopRule(TuneSettings(n_trials=30, patience=3), advanced.append)
+    study.optimize(lambda trial: trial.suggest_float("x", 0, 1) + (0 if trial.number == 0 else 10), n_trials=30,
+                   callbacks=[stop])
+    assert study.best_trial.number == 0
+    assert len(study.trials) == STARTUP_TRIALS + 3 and len(advanced) == STARTUP_TRIALS + 3

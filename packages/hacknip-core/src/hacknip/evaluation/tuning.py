@@ -56,6 +56,9 @@ from hacknip.workflow.run import (
 
 PROTOCOLS = ("nested", "paper")
 INNER_SEED = 20191801
+STARTUP_TRIALS = 10
+"""Trials Optuna's TPE sampler draws at random before it models the space (its default, stated so that patience can
+count from there)."""
 
 
 @dataclass
@@ -63,7 +66,9 @@ class TuneSettings:
     n_trials: int = 50
     """Trials per study (one study per candidate layer and scope), as in the paper."""
     patience: int = 10
-    """Stop a study after this many completed trials without a better one."""
+    """Stop a study after this many completed trials without a better one, counted once the sampler's
+    :data:`STARTUP_TRIALS` random trials are done (else a study whose best came early stopped before TPE chose a
+    single trial)."""
     layer_window: int = 2
     layers: list[int] | None = None
     """Candidate layers of the (single, swept) backbone; default L*-window..L*+window."""
@@ -237,7 +242,7 @@ class _Tuner:
         metric = self.prepared.metric
         name = f"{self.study_prefix}/{scope.name}/{format_backbones(layers)}"
         study = open_study(name, self.settings.storage, "maximize" if metric.greater_is_better else "minimize",
-                           optuna.samplers.TPESampler(seed=self.settings.seed))
+                           optuna.samplers.TPESampler(seed=self.settings.seed, n_startup_trials=STARTUP_TRIALS))
 
         def objective(trial) -> float:
             params = self.search_space(trial)
@@ -281,8 +286,9 @@ def _inner_folds(y: np.ndarray, task: str, n_splits: int, groups: list | None = 
 
 
 class _StopRule:
-    """Optuna callback: stop at ``n_trials`` completed trials, or after ``patience`` trials without improvement.
-    Counting the study's stored trials (not this process's) makes it right for resumed and shared studies."""
+    """Optuna callback: stop at ``n_trials`` completed trials, or after ``patience`` trials without improvement past
+    the random start-up. Counting the study's stored trials (not this process's) makes it right for resumed and
+    shared studies."""
 
     def __init__(self, settings: TuneSettings, advance: Callable[[int], None]):
         self.settings, self.advance = settings, advance
@@ -305,8 +311,8 @@ def _study_finished(study, settings: TuneSettings) -> bool:
         return True
     if not complete:
         return False
-    best_number = study.best_trial.number
-    since_best = sum(1 for trial in complete if trial.number > best_number)
+    counted_after = max(study.best_trial.number, STARTUP_TRIALS - 1)
+    since_best = sum(1 for trial in complete if trial.number > counted_after)
     return since_best >= settings.patience
 
 
