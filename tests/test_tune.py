@@ -215,3 +215,26 @@ def test_patience_counts_only_after_the_random_start_up_trials():
                    callbacks=[stop])
     assert study.best_trial.number == 0
     assert len(study.trials) == STARTUP_TRIALS + 3 and len(advanced) == STARTUP_TRIALS + 3
+
+
+def test_another_target_of_the_same_file_is_tuned_in_studies_of_its_own(toy_plugin, toy_head, phonons_path, tmp_path):
+    """Two target columns of one table, one storage: the second tune must not resume the first's studies (it did,
+    and reported hyperparameters validated on the other target)."""
+    import pandas as pd
+    from conftest import write_cif_table
+
+    table = write_cif_table(phonons_path, tmp_path / "two.csv", 60, "peak")
+    frame = pd.read_csv(table)
+    frame["scaled"] = frame["peak"] * 3.0 + 1.0
+    frame.to_csv(table, index=False)
+
+    def tune(target):
+        args = ["tune", "--data", str(table), "--id-column", "name", "--target", target, "--backbone", "toy@1",
+                "--head", "knn", "--trials", "2", "--storage", str(tmp_path / "studies.db"), "--out", str(tmp_path / target)]
+        result = CliRunner().invoke(cli, args, catch_exceptions=False)
+        assert result.exit_code == 0, result.output
+
+    tune("peak")
+    first = set(_studies(tmp_path / "studies.db"))
+    tune("scaled")
+    assert len(set(_studies(tmp_path / "studies.db")) - first) == len(first)

@@ -317,9 +317,14 @@ def _study_finished(study, settings: TuneSettings) -> bool:
 
 
 def _study_prefix(prepared: Prepared, settings: TuneSettings) -> str:
-    """Same command, same studies: what makes trials comparable goes into the name (hashed for length)."""
+    """Same command, same studies: what makes trials comparable goes into the name (hashed for length): the rows'
+    target values (so another target column of the same file is another study) and, for molecules, how their
+    geometries were made."""
     config = prepared.config
+    targets = hashlib.sha256(np.ascontiguousarray(prepared.y, dtype=np.float64).tobytes()).hexdigest()
     key = json.dumps({"data": str(Path(config.data).resolve()), "n": len(prepared.y), "backbone": config.backbone,
+                      "targets": targets, "geometries": [config.conformer, config.relax, config.relax_fmax,
+                                                         config.relax_steps],
                       "head": config.head, "fixed": config.head_params, "pooling": config.pooling, "task": prepared.task,
                       "protocol": settings.protocol, "inner_folds": settings.inner_folds,
                       "outer": prepared.folds_source, "target_transform": config.target_transform,
