@@ -191,8 +191,8 @@ def embed(molecule, options: EmbedOptions = EmbedOptions()) -> Atoms:
             status = AllChem.EmbedMolecule(with_hydrogens, parameters)
     if status != 0:
         raise MoleculeError(f"{EMBEDDING_FAILED}: RDKit ETKDG found no conformer (seed {options.seed})")
-    if options.force_field is not None:
-        optimise_with_force_field(with_hydrogens, options.force_field)
+    if options.force_field is not None:  # MMFF94, the one name EmbedOptions accepts
+        _optimise_with_mmff94(with_hydrogens)
     atoms = _to_atoms(with_hydrogens)
     fragments = Chem.GetMolFrags(with_hydrogens)
     if len(fragments) > 1:
@@ -200,13 +200,11 @@ def embed(molecule, options: EmbedOptions = EmbedOptions()) -> Atoms:
     return atoms
 
 
-def optimise_with_force_field(molecule, force_field: str) -> None:
-    """Optimise the conformer of ``molecule`` (with hydrogens) in place; a molecule the force field has no parameters
-    for keeps its conformer."""
+def _optimise_with_mmff94(molecule) -> None:
+    """Optimise the conformer of ``molecule`` (with hydrogens) in place; a molecule MMFF94 has no parameters for keeps
+    its conformer. (:class:`EmbedOptions` checks the force field's name: MMFF94 is the only one.)"""
     from rdkit.Chem import AllChem
 
-    if force_field not in FORCE_FIELDS:
-        raise InputError(f"unknown force field {force_field!r}: use one of {', '.join(FORCE_FIELDS)}")
     with _quiet_rdkit():
         if AllChem.MMFFHasAllMoleculeParams(molecule):
             AllChem.MMFFOptimizeMolecule(molecule, maxIters=FORCE_FIELD_ITERATIONS)
