@@ -251,7 +251,11 @@ def test_sigterm_stores_the_finished_batches_and_says_so(table, tmp_path):
             "--batch-size", "2", "--backbone-option", "seconds_per_structure=0.1"]
     process = subprocess.Popen([sys.executable, "-c", script, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                text=True, env={**os.environ, "COLUMNS": "200"})
-    time.sleep(4.0)  # imports, reading, then 0.2 s a batch; nothing is flushed to the store before 5 s otherwise
+    # The first progress line comes after the SIGTERM handler is installed (a fixed sleep raced slow imports on CI);
+    # then 0.2 s a batch, and nothing is flushed to the store before 5 s unless interrupted.
+    first_line = process.stdout.readline()
+    assert "toy" in first_line, first_line
+    time.sleep(1.0)
     process.send_signal(signal.SIGTERM)
     _, stderr = process.communicate(timeout=60)
     assert process.returncode == 130, stderr
