@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -101,10 +102,22 @@ def test_tuned_ensemble_is_saved_and_predicts(toy_plugin, cif_table, tmp_path):
 
     params_file = tmp_path / "tuned" / "params.json"
     _invoke("run", "--params", params_file, "--backbone", "toy@1", "--data", cif_table, "--id-column", "name",
-            "--save", tmp_path / "model",
+            "--head-param", 'params={"lightgbm": {"n_jobs": 1}}', "--save", tmp_path / "model",
             "--out", tmp_path / "run")
     saved = json.loads((tmp_path / "model" / "model.json").read_text())
+    assert saved["head_params"]["params"] == {"ridge": deployed["params"]["ridge"],
+                                              "lightgbm": {**deployed["params"]["lightgbm"], "n_jobs": 1}}
     assert [member["name"] for member in saved["head_state"]["members"]] == ["ridge", "lightgbm"]
     _invoke("predict", tmp_path / "model", "--data", cif_table, "--id-column", "name", "--out", tmp_path / "p.csv")
     predictions = pd.read_csv(tmp_path / "p.csv")
     assert len(predictions) == 60 and np.isfinite(predictions["predicted"]).all()
+
+
+def test_a_members_fixed_hyperparameter_keeps_the_others_tuned():
+    from hacknip.workflow.run import RunConfig, model_factory
+
+    tuned = {"params": {"ridge": {"alphas": [0.5]}, "lightgbm": {"n_estimators": 7, "num_leaves": 5}}}
+    config = RunConfig(data=Path("unused.csv"), backbone="toy", head="ensemble",
+                       head_params={"members": MEMBERS, "params": {"lightgbm": {"n_jobs": 1}}})
+    head = model_factory(config, "regression", tuned=tuned)()[-1]
+    assert head.params == {"ridge": {"alphas": [0.5]}, "lightgbm": {"n_estimators": 7, "num_leaves": 5, "n_jobs": 1}}

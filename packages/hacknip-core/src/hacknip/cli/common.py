@@ -14,6 +14,7 @@ from pathlib import Path
 import click
 
 from hacknip.errors import InputError
+from hacknip.plugins.head import merge_head_params
 
 _debug = False
 """--debug: show the traceback of every error, including those written for people."""
@@ -337,7 +338,7 @@ def _replayed(options: dict, replay: dict) -> dict:
         if options[name] and options[name] != replay[name]:
             raise InputError(f"--params was tuned for --{name} {replay[name]}, not {options[name]}; leave --{name} out")
     return {"backbone": replay["backbone"], "head": replay["head"], "pooling": replay["pooling"],
-            "head_params": {**replay["head_params"], **options["head_params"]}}
+            "head_params": merge_head_params(replay["head_params"], options["head_params"])}
 
 
 def read_params(path: Path | None) -> dict | None:

@@ -74,3 +74,16 @@ def search_space_of(head_class: type, fixed: dict[str, Any]) -> Callable[[Any], 
     if len(inspect.signature(space).parameters) >= 2:
         return lambda trial: space(trial, fixed)
     return space
+
+
+def merge_head_params(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
+    """``base`` hyperparameters (tuned, or read from params.json) with ``override`` (the user's) on top, merged key by
+    key where both are mappings: an ensemble's ``params={"xgboost": {"n_jobs": 1}}`` fixes one member's thread count
+    and keeps every other tuned hyperparameter of both members."""
+    merged = dict(base)
+    for key, value in override.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = merge_head_params(merged[key], value)
+        else:
+            merged[key] = value
+    return merged

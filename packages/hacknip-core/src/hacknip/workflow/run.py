@@ -46,7 +46,7 @@ from hacknip.features.featurize import dataset_keys, featurize, layer_matrix
 from hacknip.features.pooling import parse_pooling
 from hacknip.plugins.descriptor import is_descriptor_identity
 from hacknip.plugins.executor import BackboneRef, Executor
-from hacknip.plugins.head import CLASSIFICATION, REGRESSION
+from hacknip.plugins.head import CLASSIFICATION, REGRESSION, merge_head_params
 from hacknip.plugins.registry import (
     UnknownNameError,
     check_backbones,
@@ -326,10 +326,10 @@ def choose_task(config: RunConfig, y: np.ndarray, head_spec) -> str:
 def model_factory(config: RunConfig, task: str, tuned: dict[str, Any] | None = None) -> Callable[[], Any]:
     """Makes the scaler-and-head model (:func:`hacknip.evaluation.crossval.make_model`) of the run's head. Heads that
     serve classification take ``task="classification"``; regression is every head's default. ``tuned``
-    hyperparameters come first; the user's ``--head-param`` values override them."""
+    hyperparameters come first; the user's ``--head-param`` values override them (:func:`merge_head_params`)."""
     from sklearn.base import clone
 
-    params = {**(tuned or {}), **config.head_params, **({"task": task} if task == CLASSIFICATION else {})}
+    params = {**merge_head_params(tuned or {}, config.head_params), **({"task": task} if task == CLASSIFICATION else {})}
     transform = get_target_transform(config.target_transform)
     head = create_head(config.head, **params)  # made here, so that a worker process needs no plugin registry
     return lambda: make_model(clone(head), transform)
