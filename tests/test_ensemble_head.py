@@ -93,12 +93,14 @@ def _invoke(*args):
 
 
 def test_tuned_ensemble_is_saved_and_predicts(toy_plugin, cif_table, tmp_path):
-    head = ["--head", "ensemble", "--head-param", f"members={MEMBERS}"]
+    head = ["--head", "ensemble", "--head-param", f"members={MEMBERS}", "--head-param", 'params={"lightgbm": {"n_jobs": 1}}']
     _invoke("tune", "--data", cif_table, "--id-column", "name", "--backbone", "toy@1", *head, "--trials", "2",
             "--inner-folds", "2", "--storage", tmp_path / "studies.db", "--out", tmp_path / "tuned")
     tuned = json.loads((tmp_path / "tuned" / "results.json").read_text())
     deployed = tuned["params"]["head_params"]
     assert deployed["members"] == MEMBERS and set(deployed["params"]) == {"ridge", "lightgbm"}
+    assert deployed["params"]["lightgbm"]["n_jobs"] == 1 and "learning_rate" in deployed["params"]["lightgbm"]
+    assert tuned["head_params"] == deployed  # what the final scoring ran with: the tuned values and the fixed one
 
     params_file = tmp_path / "tuned" / "params.json"
     _invoke("run", "--params", params_file, "--backbone", "toy@1", "--data", cif_table, "--id-column", "name",

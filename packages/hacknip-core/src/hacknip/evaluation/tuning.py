@@ -40,7 +40,7 @@ from hacknip.evaluation.crossval import (
 )
 from hacknip.features.compose import format_backbones
 from hacknip.plugins.descriptor import is_descriptor_identity
-from hacknip.plugins.head import CLASSIFICATION, HeadSpec, search_space_of
+from hacknip.plugins.head import CLASSIFICATION, HeadSpec, merge_head_params, search_space_of
 from hacknip.workflow.provenance import without_passwords
 from hacknip.workflow.run import (
     MemberFeatures,
@@ -337,7 +337,8 @@ def _jsonable(params: dict[str, Any]) -> dict[str, Any]:
 
 
 def _with_head_params(prepared: Prepared, head_params: dict[str, Any]) -> Prepared:
-    return replace(prepared, config=replace(prepared.config, head_params={**head_params, **prepared.config.head_params}))
+    merged = merge_head_params(head_params, prepared.config.head_params)
+    return replace(prepared, config=replace(prepared.config, head_params=merged))
 
 
 def replay_params(config: RunConfig, deploy: ScopeWinner, members: list[MemberFeatures]) -> dict[str, Any]:
@@ -346,7 +347,7 @@ def replay_params(config: RunConfig, deploy: ScopeWinner, members: list[MemberFe
     expression = "+".join(m.member.name if is_descriptor_identity(m.features.identity)
                           else format_backbones({m.member.name: deploy.layers[m.member.name]}) for m in members)
     return {"backbone": expression, "head": config.head,
-            "head_params": {**deploy.head_params, **config.head_params}, "pooling": config.pooling}
+            "head_params": merge_head_params(deploy.head_params, config.head_params), "pooling": config.pooling}
 
 
 def _tuning_summary(settings: TuneSettings, prepared: Prepared, deploy: ScopeWinner,
