@@ -238,3 +238,22 @@ def test_another_target_of_the_same_file_is_tuned_in_studies_of_its_own(toy_plug
     first = set(_studies(tmp_path / "studies.db"))
     tune("scaled")
     assert len(set(_studies(tmp_path / "studies.db")) - first) == len(first)
+
+
+def test_a_head_that_searches_more_starts_studies_of_its_own(toy_plugin, toy_head, phonons_path, tmp_path, monkeypatch):
+    """A search space that changed (a wider range here; max_bin joined LightGBM's) must not resume studies drawn from
+    the old one: those would count as finished and deploy their old winners."""
+    from toy_head import KNNHead
+
+    _tune(phonons_path, tmp_path, "--protocol", "paper", "--layers", "1", "--trials", "2")
+    first = set(_studies(tmp_path / "studies.db"))
+    _tune(phonons_path, tmp_path, "--protocol", "paper", "--layers", "1", "--trials", "2", out="same")
+    assert set(_studies(tmp_path / "studies.db")) == first
+
+    def wider(trial):
+        return {"n_neighbors": trial.suggest_int("n_neighbors", 1, 30),
+                "weights": trial.suggest_categorical("weights", ["uniform", "distance"])}
+
+    monkeypatch.setattr(KNNHead, "search_space", staticmethod(wider))
+    _tune(phonons_path, tmp_path, "--protocol", "paper", "--layers", "1", "--trials", "2", out="wider")
+    assert len(set(_studies(tmp_path / "studies.db")) - first) == len(first)

@@ -8,6 +8,7 @@ import xgboost
 
 from hacknip.plugins.head import CLASSIFICATION, REGRESSION
 from hacknip.plugins.head_base import BaseHead
+from hacknip_heads._histogram_bins import HISTOGRAM_BINS
 
 
 class XGBoostHead(BaseHead):
@@ -16,7 +17,8 @@ class XGBoostHead(BaseHead):
 
     ``max_bin`` defaults to 31, not XGBoost's 256, for the reason LightGBM's does: on Matbench phonons (CHGNet all
     layers mean+max+std, 960 features) a fit took 5.3x less time and the MAE went from 47.8 to 45.6 cm⁻¹
-    (``bench/head_fit_cost.py --head xgboost``, docs/benchmarks.md)."""
+    (``bench/head_fit_cost.py --head xgboost``, docs/benchmarks.md); ``hacknip tune`` searches it
+    (:data:`hacknip_heads._histogram_bins.HISTOGRAM_BINS`)."""
 
     def __init__(
         self,
@@ -61,6 +63,7 @@ class XGBoostHead(BaseHead):
             "subsample": trial.suggest_float("subsample", 0.5, 1.0),
             "colsample_bytree": trial.suggest_float("colsample_bytree", 0.2, 1.0),
             "reg_lambda": trial.suggest_float("reg_lambda", 1e-3, 10.0, log=True),
+            "max_bin": trial.suggest_categorical("max_bin", HISTOGRAM_BINS),
         }
 
     def _fit(self, X, y) -> None:

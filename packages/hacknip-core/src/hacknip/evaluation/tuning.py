@@ -202,7 +202,7 @@ class _Tuner:
     def __init__(self, prepared: Prepared, settings: TuneSettings, search_space: Callable, progress: Progress):
         self.prepared, self.settings, self.search_space, self.progress = prepared, settings, search_space, progress
         self.y = prepared.y
-        self.study_prefix = _study_prefix(prepared, settings)
+        self.study_prefix = _study_prefix(prepared, settings, search_space)
 
     def new_model(self, params: dict[str, Any]):
         return model_factory(self.prepared.config, self.prepared.task, tuned=params)
@@ -316,10 +316,11 @@ def _study_finished(study, settings: TuneSettings) -> bool:
     return since_best >= settings.patience
 
 
-def _study_prefix(prepared: Prepared, settings: TuneSettings) -> str:
+def _study_prefix(prepared: Prepared, settings: TuneSettings, search_space: Callable) -> str:
     """Same command, same studies: what makes trials comparable goes into the name (hashed for length): the rows'
-    target values (so another target column of the same file is another study) and, for molecules, how their
-    geometries were made."""
+    target values (so another target column of the same file is another study), for molecules how their geometries
+    were made, and the head's search space (a head version that searches more starts afresh instead of resuming
+    studies that never drew the new hyperparameter)."""
     config = prepared.config
     targets = hashlib.sha256(np.ascontiguousarray(prepared.y, dtype=np.float64).tobytes()).hexdigest()
     key = json.dumps({"data": str(Path(config.data).resolve()), "n": len(prepared.y), "backbone": config.backbone,
@@ -328,8 +329,19 @@ def _study_prefix(prepared: Prepared, settings: TuneSettings) -> str:
                       "head": config.head, "fixed": config.head_params, "pooling": config.pooling, "task": prepared.task,
                       "protocol": settings.protocol, "inner_folds": settings.inner_folds,
                       "outer": prepared.folds_source, "target_transform": config.target_transform,
-                      "score_scale": config.score_scale, "extras": config.extra_features}, sort_keys=True)
+                      "score_scale": config.score_scale, "extras": config.extra_features,
+                      "space": search_space_key(search_space)}, sort_keys=True)
     return f"{config.head}-{hashlib.sha256(key.encode()).hexdigest()[:12]}"
+
+
+def search_space_key(search_space: Callable) -> dict[str, str]:
+    """The distributions a search space draws from (one seeded draw, so a conditional space is read the same way each
+    time): the name and range of every hyperparameter."""
+    import optuna
+
+    trial = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0)).ask()
+    search_space(trial)
+    return {name: repr(distribution) for name, distribution in sorted(trial.distributions.items())}
 
 
 def _jsonable(params: dict[str, Any]) -> dict[str, Any]:
