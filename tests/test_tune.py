@@ -112,6 +112,8 @@ def test_a_rerun_resumes_its_studies_instead_of_starting_again(toy_plugin, toy_h
     (second,) = _studies(tmp_path / "studies.db").values()
     assert len(first) == 4 and len(second) == 7
     assert [t.params for t in second[:4]] == [t.params for t in first]
+    # the resumed trials are new draws, not the first random start-up draws again
+    assert [t.params for t in second[4:]] != [t.params for t in first[:3]]
 
 
 def test_run_replays_a_tuned_configuration(toy_plugin, toy_head, phonons_path, tmp_path):

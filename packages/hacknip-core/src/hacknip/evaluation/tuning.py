@@ -235,14 +235,14 @@ class _Tuner:
         return sweep, [{**fixed, member.member.name: [layer]} for layer in layers]
 
     def _study(self, scope: Scope, layers: dict[str, list[int]]) -> dict[str, Any]:
-        import optuna
 
         X = self.prepared.matrix(layers)[scope.rows]
         y = self.y[scope.rows]
         metric = self.prepared.metric
         name = f"{self.study_prefix}/{scope.name}/{format_backbones(layers)}"
         study = open_study(name, self.settings.storage, "maximize" if metric.greater_is_better else "minimize",
-                           optuna.samplers.TPESampler(seed=self.settings.seed, n_startup_trials=STARTUP_TRIALS))
+                           _sampler(self.settings.seed, 0))
+        study.sampler = _sampler(self.settings.seed, len(study.trials))
 
         def objective(trial) -> float:
             params = self.search_space(trial)
@@ -269,6 +269,16 @@ class _Tuner:
 
     def cross_validate(self, winner: ScopeWinner) -> CVResult:
         return self.prepared.cross_validate(self.prepared.matrix(winner.layers), self.new_model(winner.head_params))
+
+
+def _sampler(seed: int, trials_before: int):
+    """TPE, seeded with ``seed`` for a new study. A resumed study gets a seed of its own: the same seed would draw the
+    random start-up trials it already ran over again (Optuna's sampler keeps no state in the storage)."""
+    import optuna
+
+    if trials_before:
+        seed = int(np.random.SeedSequence([seed, trials_before]).generate_state(1)[0])
+    return optuna.samplers.TPESampler(seed=seed, n_startup_trials=STARTUP_TRIALS)
 
 
 def _outer_scope(prepared: Prepared, number: int, train: np.ndarray, settings: TuneSettings) -> Scope:
