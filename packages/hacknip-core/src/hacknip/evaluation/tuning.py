@@ -235,7 +235,6 @@ class _Tuner:
         return sweep, [{**fixed, member.member.name: [layer]} for layer in layers]
 
     def _study(self, scope: Scope, layers: dict[str, list[int]]) -> dict[str, Any]:
-
         X = self.prepared.matrix(layers)[scope.rows]
         y = self.y[scope.rows]
         metric = self.prepared.metric
