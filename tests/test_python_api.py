@@ -64,3 +64,11 @@ def test_tune_returns_the_configuration_to_deploy(toy_plugin, table, tmp_path):
                           layers=[1, 2], storage=str(tmp_path / "studies.db"))
     assert result.params["backbone"] in ("toy@1", "toy@2") and result.params["head"] == "ridge"
     assert result.to_dict()["tuning"]["optimistic"] is True
+
+
+def test_tune_chooses_among_member_subsets_when_asked(toy_plugin, table, tmp_path):
+    result = hacknip.tune(table, "toy@1+matminer:composition", head="ridge", id_column="name", trials=2, patience=2,
+                          protocol="paper", member_subsets=True, storage=str(tmp_path / "studies.db"), workers=1)
+    studies = result.to_dict()["tuning"]["deploy"]["studies"]
+    assert [list(study["layers"]) for study in studies] == [["toy"], ["matminer:composition"],
+                                                            ["toy", "matminer:composition"]]

@@ -259,3 +259,65 @@ def test_a_head_that_searches_more_starts_studies_of_its_own(toy_plugin, toy_hea
     monkeypatch.setattr(KNNHead, "search_space", staticmethod(wider))
     _tune(phonons_path, tmp_path, "--protocol", "paper", "--layers", "1", "--trials", "2", out="wider")
     assert len(set(_studies(tmp_path / "studies.db")) - first) == len(first)
+
+
+def _subsets_tune(phonons_path, tmp_path, *extra, out="subsets"):
+    args = ["tune", "--data", str(phonons_path), "--backbone", "toy@2+matminer:composition", "--head", "knn",
+            "--limit", "60", "--store", str(tmp_path / "store"), "--jobs", "1", "--workers", "1", "--trials", "3",
+            "--storage", str(tmp_path / "studies.db"), "--out", str(tmp_path / out), *extra]
+    result = CliRunner().invoke(cli, args, catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    return json.loads((tmp_path / out / "results.json").read_text())
+
+
+def test_member_subsets_choose_the_features_inside_each_training_fold(toy_plugin, toy_head, phonons_path, tmp_path):
+    """--member-subsets: the embedding alone, the descriptors alone and both, one study each per scope; each fold keeps
+    the subset its own inner folds scored best, refitted on that subset's columns only."""
+    from hacknip.evaluation.tuning import member_subsets
+
+    assert member_subsets({"a": [1], "b": [0], "c": [2]}) == [
+        {"a": [1]}, {"b": [0]}, {"c": [2]}, {"a": [1], "b": [0]}, {"a": [1], "c": [2]}, {"b": [0], "c": [2]},
+        {"a": [1], "b": [0], "c": [2]}]
+    _subsets_tune(phonons_path, tmp_path, out="all-members")
+    whole = set(_studies(tmp_path / "studies.db"))
+    assert len(whole) == 6  # five folds and the deploy scope
+    results = _subsets_tune(phonons_path, tmp_path, "--member-subsets")
+    studies = _studies(tmp_path / "studies.db")
+    assert len(studies) == 6 * 3 and whole < set(studies)
+    assert all(len(trials) == 3 for trials in studies.values())  # the earlier tune's studies were resumed, not rerun
+    for winner in [*results["tuning"]["per_fold"], results["tuning"]["deploy"]]:
+        tried = {tuple(study["layers"]): study["best_value"] for study in winner["studies"]}
+        assert set(tried) == {("toy",), ("matminer:composition",), ("toy", "matminer:composition")}
+        assert winner["validation_score"] == min(tried.values())
+        assert tuple(winner["layers"]) == min(tried, key=tried.get)
+    deployed = results["tuning"]["deploy"]["layers"]
+    assert [b["name"] for b in results["backbones"]] == list(deployed)
+    params = json.loads((tmp_path / "subsets" / "params.json").read_text())
+    assert params["backbone"] == {("toy",): "toy@2", ("matminer:composition",): "matminer:composition",
+                                  ("toy", "matminer:composition"): "toy@2+matminer:composition"}[tuple(deployed)]
+    # replayed with the tune's own --backbone: a subset of it is what runs
+    replay = CliRunner().invoke(cli, ["run", "--data", str(phonons_path), "--backbone", "toy@2+matminer:composition",
+                                      "--limit", "60", "--store", str(tmp_path / "store"), "--jobs", "1", "--workers",
+                                      "1", "--params", str(tmp_path / "subsets" / "params.json"), "--out",
+                                      str(tmp_path / "replay")])
+    assert replay.exit_code == 0, replay.output
+    replayed = json.loads((tmp_path / "replay" / "results.json").read_text())
+    assert [b["name"] for b in replayed["backbones"]] == list(deployed)
+
+
+def test_a_subset_leaves_the_other_members_columns_out(toy_plugin, phonons_path, tmp_path):
+    from hacknip.workflow.run import RunConfig, prepare
+
+    prepared = prepare(RunConfig(data=str(phonons_path), backbone="toy@2+matminer:composition", limit=20,
+                                 store=str(tmp_path / "store"), workers=1))
+    both = prepared.matrix({"toy": [2], "matminer:composition": [0]})
+    toy = prepared.matrix({"toy": [2]})
+    descriptors = prepared.matrix({"matminer:composition": [0]})
+    assert toy.shape[1] + descriptors.shape[1] == both.shape[1]
+    np.testing.assert_array_equal(np.concatenate([toy, descriptors], axis=1), both)
+
+
+def test_member_subsets_of_one_member_is_a_clear_error(toy_plugin, toy_head, phonons_path, tmp_path):
+    result = CliRunner().invoke(cli, ["tune", "--data", str(phonons_path), "--backbone", "toy@2", "--head", "knn",
+                                      "--limit", "60", "--member-subsets", "--storage", str(tmp_path / "s.db")])
+    assert result.exit_code == 1 and "--member-subsets needs two or more members" in result.output

@@ -42,11 +42,12 @@ def run(data: str | Path, backbone: str, head: str = "lightgbm", *, save_to: str
 
 def tune(data: str | Path, backbone: str, head: str = "modnet", *, trials: int = 50, patience: int = 10,
          protocol: str = "nested", layers: list[int] | None = None, inner_folds: int = 3, storage: str | None = None,
-         seed: int | None = 0, **options: Any) -> RunResult:
+         seed: int | None = 0, member_subsets: bool = False, **options: Any) -> RunResult:
     """Tune the head's hyperparameters and the layer with Optuna, as ``hacknip tune`` does: nested by default (each
     outer fold tuned on its own training rows), or ``protocol="paper"`` (optimistic, labelled so). The result's
     :attr:`~hacknip.workflow.results.RunResult.params` is the configuration to deploy (``hacknip run --params``).
-    ``storage``: an SQLite path or any Optuna RDB URL (default ``$HACKNIP_HOME/studies.db``); ``options`` as for
+    ``storage``: an SQLite path or any Optuna RDB URL (default ``$HACKNIP_HOME/studies.db``); ``member_subsets``:
+    also tune every non-empty subset of the expression's members (``--member-subsets``); ``options`` as for
     :func:`run`.
 
     Example::
@@ -60,7 +61,7 @@ def tune(data: str | Path, backbone: str, head: str = "modnet", *, trials: int =
     if trials < 1 or patience < 1:
         raise InputError(f"trials and patience must be at least 1, got trials={trials}, patience={patience}")
     settings = TuneSettings(n_trials=trials, patience=patience, protocol=protocol, inner_folds=inner_folds,
-                            layers=layers, storage=storage_url(storage), seed=seed)
+                            layers=layers, storage=storage_url(storage), seed=seed, member_subsets=member_subsets)
     return RunResult(tune_job(run_config(data, backbone, head, options), settings))
 
 

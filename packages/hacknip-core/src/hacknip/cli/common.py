@@ -332,7 +332,8 @@ def _replayed(options: dict, replay: dict) -> dict:
 
     wanted = [m.name for m in check_backbones(options["backbone"], allow_missing=True)]
     given = [m.name for m in check_backbones(replay["backbone"], allow_missing=True)]
-    if wanted != given:
+    if [name for name in wanted if name in given] != given:
+        # a subset is allowed: tune --member-subsets may deploy some of the members the tune was given
         raise InputError(f"--params was tuned for --backbone {replay['backbone']!r}, not {options['backbone']!r}")
     for name in ("head", "pooling"):
         if options[name] and options[name] != replay[name]:

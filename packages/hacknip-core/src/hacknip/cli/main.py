@@ -431,8 +431,12 @@ def predict(model_dir, data, target, structure_column, id_column, targets, on_er
 @click.option("--storage", help="Optuna storage: an SQLite file path or any RDB URL shared by workers "
                                 "[default: $HACKNIP_HOME/studies.db]; rerun the same command to resume.")
 @click.option("--seed", default=0, show_default=True, help="Sampler seed; give each worker sharing a storage its own.")
+@click.option("--member-subsets", is_flag=True,
+              help="Also tune each non-empty subset of --backbone's members (chgnet@all+matminer:modnet: CHGNet "
+                   "alone, the descriptors alone, both) and keep, per fold, the one its validation scores best.")
 @friendly_errors
-def tune(out, overwrite, protocol, n_trials, patience, layers_text, inner_folds, storage, seed, **options):
+def tune(out, overwrite, protocol, n_trials, patience, layers_text, inner_folds, storage, seed, member_subsets,
+         **options):
     """Tune the head's hyperparameters and the layer with Optuna; report honest (nested) scores and params.json."""
     from rich.console import Console
 
@@ -444,7 +448,8 @@ def tune(out, overwrite, protocol, n_trials, patience, layers_text, inner_folds,
     config = model_config(options)
     check_outputs(out, None, config.store, overwrite)
     settings = TuneSettings(n_trials=n_trials, patience=patience, protocol=protocol, inner_folds=inner_folds,
-                            layers=_parse_layer_list(layers_text), storage=storage_url(storage), seed=seed)
+                            layers=_parse_layer_list(layers_text), storage=storage_url(storage), seed=seed,
+                            member_subsets=member_subsets)
     _quiet_optuna()
     with progress_bars() as start:
         results = tune_pipeline(config, settings, start)

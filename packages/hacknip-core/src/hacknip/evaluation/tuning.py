@@ -9,6 +9,10 @@ hyperparameters, run one Optuna study per candidate layer (L*-2..L*+2), and keep
 - ``paper``: one scope, all rows with the outer folds as the validation folds, as the paper did. Its score is the
   best of many tries on the test folds, so it is optimistic, and labelled so.
 
+With ``member_subsets``, each candidate layer choice is also tried on every non-empty subset of the expression's
+members (``chgnet@all+matminer:modnet``: CHGNet alone, the descriptors alone, both), one study each, so which
+features to use is chosen inside each training fold like the hyperparameters.
+
 Studies live in an Optuna storage (an SQLite file by default): a killed run resumes, and several processes (or
 machines) pointed at the same storage share the trials of each study.
 """
@@ -16,6 +20,7 @@ machines) pointed at the same storage share the trials of each study.
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import os
 import socket
@@ -38,7 +43,7 @@ from hacknip.evaluation.crossval import (
     random_folds,
     stratified_folds,
 )
-from hacknip.features.compose import format_backbones
+from hacknip.features.compose import format_backbones, parse_backbones
 from hacknip.plugins.descriptor import is_descriptor_identity
 from hacknip.plugins.head import CLASSIFICATION, HeadSpec, merge_head_params, search_space_of
 from hacknip.workflow.provenance import without_passwords
@@ -77,6 +82,8 @@ class TuneSettings:
     storage: str = "sqlite:///hacknip-tune.db"
     seed: int | None = 0
     """Seeds Optuna's sampler; give each worker sharing a study a different seed (or None)."""
+    member_subsets: bool = False
+    """Also tune every non-empty subset of the expression's members, and keep the best by validation score."""
 
 
 @dataclass
@@ -145,6 +152,9 @@ def tune(config: RunConfig, settings: TuneSettings, progress: Progress = no_prog
         raise ImportError("hacknip tune needs Optuna: pip install 'hacknip-core[tune]'") from None
     if settings.protocol not in PROTOCOLS:
         raise InputError(f"unknown protocol {settings.protocol!r}: use one of {', '.join(PROTOCOLS)}")
+    if settings.member_subsets and len(parse_backbones(config.backbone)) < 2:
+        raise InputError(f"--member-subsets needs two or more members joined by '+' in --backbone (e.g. "
+                         f"chgnet@all+matminer:modnet), not {config.backbone!r}")
     started = time.perf_counter()
     prepared = prepare(config, progress)
     search_space = head_search_space(prepared.head_spec, config.head_params)
@@ -159,10 +169,11 @@ def tune(config: RunConfig, settings: TuneSettings, progress: Progress = no_prog
         outer = [_outer_scope(prepared, number, train, settings) for number, (train, _) in enumerate(prepared.folds)]
         *per_fold, deploy = _tune_scopes([*outer, everything], prepared, settings, search_space, progress)
         final = tuner.score_outer_folds(per_fold)
-    results = results_dict(_with_head_params(prepared, deploy.head_params), deploy.sweep, deploy.layers, final,
+    deployed = replace(prepared, members=[m for m in prepared.members if m.member.name in deploy.layers])
+    results = results_dict(_with_head_params(deployed, deploy.head_params), deploy.sweep, deploy.layers, final,
                            prepared.matrix(deploy.layers).shape[1])
     results["tuning"] = _tuning_summary(settings, prepared, deploy, per_fold)
-    results["params"] = replay_params(config, deploy, prepared.members)
+    results["params"] = replay_params(config, deploy, deployed.members)
     results["sweep_folds"] = len(deploy_scope_folds(settings, prepared, everything))
     results["timings_s"] = {"read": round(prepared.read_seconds, 3),
                             "featurize": {m.member.name: round(m.featurize_seconds, 3) for m in prepared.members},
@@ -209,6 +220,8 @@ class _Tuner:
 
     def tune_scope(self, scope: Scope) -> ScopeWinner:
         sweep, candidates = self._candidate_layers(scope)
+        if self.settings.member_subsets:
+            candidates = [subset for layers in candidates for subset in member_subsets(layers)]
         tried = [self._study(scope, layers) for layers in candidates]
         best = tried[self.prepared.metric.best([entry["best_value"] for entry in tried])]
         return ScopeWinner(scope.name, best["layers"], best["head_params"], best["best_value"], tried, sweep)
@@ -268,6 +281,13 @@ class _Tuner:
 
     def cross_validate(self, winner: ScopeWinner) -> CVResult:
         return self.prepared.cross_validate(self.prepared.matrix(winner.layers), self.new_model(winner.head_params))
+
+
+def member_subsets(layers: dict[str, list[int]]) -> list[dict[str, list[int]]]:
+    """Every non-empty subset of the members, each in the expression's order, one member alone first."""
+    names = list(layers)
+    return [{name: layers[name] for name in chosen}
+            for size in range(1, len(names) + 1) for chosen in itertools.combinations(names, size)]
 
 
 def _sampler(seed: int, trials_before: int):

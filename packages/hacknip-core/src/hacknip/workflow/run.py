@@ -404,9 +404,11 @@ class Prepared:
                                    groups=None if self.groups is None else [self.groups[row] for row in rows])
 
     def matrix(self, layers: dict[str, list[int]]) -> np.ndarray:
-        """Pooled features of the given layers of each backbone, concatenated in expression order, then the extras."""
+        """Pooled features of the given layers of each backbone, concatenated in expression order, then the extras.
+        A member that ``layers`` leaves out is left out of the matrix (``hacknip tune --member-subsets``)."""
         pooling = parse_pooling(self.config.pooling)
-        blocks = [layer_matrix(m.features, self.keys, layers[m.member.name], pooling) for m in self.members]
+        blocks = [layer_matrix(m.features, self.keys, layers[m.member.name], pooling) for m in self.members
+                  if m.member.name in layers]
         return np.concatenate([*blocks, self.extras], axis=1)
 
 
