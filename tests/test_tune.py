@@ -293,8 +293,14 @@ def test_member_subsets_choose_the_features_inside_each_training_fold(toy_plugin
     deployed = results["tuning"]["deploy"]["layers"]
     assert [b["name"] for b in results["backbones"]] == list(deployed)
     params = json.loads((tmp_path / "subsets" / "params.json").read_text())
-    assert params["backbone"] == {("toy",): "toy@2", ("matminer:composition",): "matminer:composition",
-                                  ("toy", "matminer:composition"): "toy@2+matminer:composition"}[tuple(deployed)]
+    assert params["backbone"] == results["tuning"]["deploy"]["features"] == {
+        ("toy",): "toy@2", ("matminer:composition",): "matminer:composition",
+        ("toy", "matminer:composition"): "toy@2+matminer:composition"}[tuple(deployed)]
+    # the report lists every study, the kept one of each scope highlighted
+    page = (tmp_path / "subsets" / "report.html").read_text()
+    tuning = page[page.index("<h2>Tuning</h2>"):]
+    assert tuning.count("<tr") == 1 + 6 * 3 and tuning.count('class="highlight"') == 6
+    assert ">toy@2+matminer:composition<" in tuning and ">matminer:composition<" in tuning
     # replayed with the tune's own --backbone: a subset of it is what runs
     replay = CliRunner().invoke(cli, ["run", "--data", str(phonons_path), "--backbone", "toy@2+matminer:composition",
                                       "--limit", "60", "--store", str(tmp_path / "store"), "--jobs", "1", "--workers",

@@ -173,7 +173,7 @@ def tune(config: RunConfig, settings: TuneSettings, progress: Progress = no_prog
     results = results_dict(_with_head_params(deployed, deploy.head_params), deploy.sweep, deploy.layers, final,
                            prepared.matrix(deploy.layers).shape[1])
     results["tuning"] = _tuning_summary(settings, prepared, deploy, per_fold)
-    results["params"] = replay_params(config, deploy, deployed.members)
+    results["params"] = replay_params(config, deploy, prepared.members)
     results["sweep_folds"] = len(deploy_scope_folds(settings, prepared, everything))
     results["timings_s"] = {"read": round(prepared.read_seconds, 3),
                             "featurize": {m.member.name: round(m.featurize_seconds, 3) for m in prepared.members},
@@ -270,7 +270,8 @@ class _Tuner:
             stop = _StopRule(self.settings, advance)
             study.optimize(objective, callbacks=[stop])
         best = study.best_trial
-        return {"study": name, "layers": layers, "best_value": float(best.value), "head_params": best.user_attrs["head_params"],
+        return {"study": name, "layers": layers, "features": features_expression(layers, self.prepared.members),
+                "best_value": float(best.value), "head_params": best.user_attrs["head_params"],
                 "trials": len(_complete(study)), "best_trial": best.number}
 
     def score_outer_folds(self, winners: list[ScopeWinner]) -> CVResult:
@@ -382,11 +383,17 @@ def _with_head_params(prepared: Prepared, head_params: dict[str, Any]) -> Prepar
     return replace(prepared, config=replace(prepared.config, head_params=merged))
 
 
+def features_expression(layers: dict[str, list[int]], members: list[MemberFeatures]) -> str:
+    """The backbone expression of ``layers``: its members in the expression's order (the columns' order), descriptors
+    without ``@`` (they have no layers)."""
+    return "+".join(m.member.name if is_descriptor_identity(m.features.identity)
+                    else format_backbones({m.member.name: layers[m.member.name]}) for m in members
+                    if m.member.name in layers)
+
+
 def replay_params(config: RunConfig, deploy: ScopeWinner, members: list[MemberFeatures]) -> dict[str, Any]:
-    """What ``hacknip run --params FILE`` needs to replay the tuned configuration: the members in the expression's
-    order (the columns' order), descriptors without ``@`` (they have no layers)."""
-    expression = "+".join(m.member.name if is_descriptor_identity(m.features.identity)
-                          else format_backbones({m.member.name: deploy.layers[m.member.name]}) for m in members)
+    """What ``hacknip run --params FILE`` needs to replay the tuned configuration."""
+    expression = features_expression(deploy.layers, members)
     return {"backbone": expression, "head": config.head,
             "head_params": merge_head_params(deploy.head_params, config.head_params), "pooling": config.pooling}
 
@@ -409,5 +416,6 @@ def _tuning_summary(settings: TuneSettings, prepared: Prepared, deploy: ScopeWin
 
 
 def _winner_row(winner: ScopeWinner) -> dict[str, Any]:
-    return {"scope": winner.scope, "layers": winner.layers, "head_params": winner.head_params,
+    features = next(study["features"] for study in winner.candidates if study["layers"] == winner.layers)
+    return {"scope": winner.scope, "layers": winner.layers, "features": features, "head_params": winner.head_params,
             "validation_score": winner.validation_score, "studies": winner.candidates}

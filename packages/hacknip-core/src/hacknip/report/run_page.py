@@ -47,6 +47,8 @@ def run_page(results: dict[str, Any], figures: Sequence[PageFigure]) -> str:
     if results.get("per_layer"):
         sections.append(section("Layer sweep", _per_layer_table(results)))
     sections.append(section("Folds", _fold_table(results)))
+    if results.get("tuning"):
+        sections.append(section("Tuning", _tuning_table(results["tuning"])))
     sections.append(section("Skipped and flagged rows", _rows_table(results)))
     sections.append(section("Provenance", provenance_html(results)))
     lead = (f"{results['n_samples']} samples, target {results['target']}, folds: {results['folds_source']}. "
@@ -119,6 +121,21 @@ def _fold_table(results: dict[str, Any]) -> str:
     columns = [key for key in folds[0] if key != "fold"]
     rows = [[fold["fold"] + 1, *(fold[key] for key in columns)] for fold in folds]
     return table(["fold", *(METRIC_LABELS.get(c, c) for c in columns)], rows, sortable=True)
+
+
+def _tuning_table(tuning: dict[str, Any]) -> str:
+    """Every study of every scope (the outer folds, then the one that chose params.json), the one each scope kept
+    highlighted: which layers or members won, and by how much."""
+    rows, kept = [], []
+    for winner in [*tuning["per_fold"], tuning["deploy"]]:
+        for study in winner["studies"]:
+            rows.append([winner["scope"], study.get("features", str(study["layers"])), study["trials"],
+                         study["best_trial"], study["best_value"]])
+            kept.append(study["layers"] == winner["layers"])
+    metric = METRIC_LABELS.get(tuning["metric"], tuning["metric"])
+    return table(["scope", "features", "trials", "best trial", f"validation {metric}"], rows, highlight=kept,
+                 caption="one Optuna study per candidate; highlighted: the one each scope kept (the last scope chose "
+                         "params.json)")
 
 
 def _rows_table(results: dict[str, Any]) -> str:
