@@ -267,7 +267,10 @@ def _subsets_tune(phonons_path, tmp_path, *extra, out="subsets"):
             "--storage", str(tmp_path / "studies.db"), "--out", str(tmp_path / out), *extra]
     result = CliRunner().invoke(cli, args, catch_exceptions=False)
     assert result.exit_code == 0, result.output
-    return json.loads((tmp_path / out / "results.json").read_text())
+    results = json.loads((tmp_path / out / "results.json").read_text())
+    for winner in results["tuning"]["per_fold"]:  # what each fold kept, in the terminal too
+        assert f"tuned {winner['scope']}" in result.output
+    return results
 
 
 def test_member_subsets_choose_the_features_inside_each_training_fold(toy_plugin, toy_head, phonons_path, tmp_path):
