@@ -314,6 +314,16 @@ def test_member_subsets_choose_the_features_inside_each_training_fold(toy_plugin
     assert [b["name"] for b in replayed["backbones"]] == list(deployed)
 
 
+def test_member_subsets_with_a_swept_layer_tune_each_subset_once(toy_plugin, toy_head, phonons_path, tmp_path):
+    """toy's layers 1 and 2 are the candidates: the descriptors alone are one study, not one per toy layer."""
+    results = _subsets_tune(phonons_path, tmp_path, "--member-subsets", "--protocol", "paper", "--layers", "1,2",
+                            "--backbone", "toy+matminer:composition")
+    features = [study["features"] for study in results["tuning"]["deploy"]["studies"]]
+    assert sorted(features) == sorted(["toy@1", "matminer:composition", "toy@1+matminer:composition",
+                                       "toy@2", "toy@2+matminer:composition"])
+    assert len(_studies(tmp_path / "studies.db")) == 5
+
+
 def test_a_subset_leaves_the_other_members_columns_out(toy_plugin, phonons_path, tmp_path):
     from hacknip.workflow.run import RunConfig, prepare
 

@@ -221,7 +221,9 @@ class _Tuner:
     def tune_scope(self, scope: Scope) -> ScopeWinner:
         sweep, candidates = self._candidate_layers(scope)
         if self.settings.member_subsets:
-            candidates = [subset for layers in candidates for subset in member_subsets(layers)]
+            subsets = [subset for layers in candidates for subset in member_subsets(layers)]
+            # a subset without the swept backbone is the same for each of its candidate layers: tune it once
+            candidates = [subset for index, subset in enumerate(subsets) if subset not in subsets[:index]]
         tried = [self._study(scope, layers) for layers in candidates]
         best = tried[self.prepared.metric.best([entry["best_value"] for entry in tried])]
         return ScopeWinner(scope.name, best["layers"], best["head_params"], best["best_value"], tried, sweep)
