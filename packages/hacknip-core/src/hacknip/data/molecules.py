@@ -139,7 +139,7 @@ def _rdkit():
     return Chem
 
 
-def _quiet_rdkit():
+def quiet_rdkit():
     """RDKit's log silenced for one block (a scoped ``BlockLogs``, not the process-wide ``DisableLog``)."""
     from rdkit import rdBase
 
@@ -157,7 +157,7 @@ def parse_smiles(smiles: Any, largest_fragment_only: bool = False):
     Chem = _rdkit()
     if not isinstance(smiles, str) or not smiles.strip():
         raise MoleculeError(f"{UNPARSEABLE}: empty")
-    with _quiet_rdkit():  # RDKit logs why it cannot parse; the row's error says it instead
+    with quiet_rdkit():  # RDKit logs why it cannot parse; the row's error says it instead
         molecule = Chem.MolFromSmiles(smiles.strip())
     if molecule is None:
         raise MoleculeError(f"{UNPARSEABLE}: RDKit cannot read {smiles.strip()!r}")
@@ -184,7 +184,7 @@ def embed(molecule, options: EmbedOptions = EmbedOptions()) -> Atoms:
     parameters.randomSeed = options.seed
     if options.max_attempts:
         parameters.maxIterations = options.max_attempts
-    with _quiet_rdkit():
+    with quiet_rdkit():
         status = AllChem.EmbedMolecule(with_hydrogens, parameters)
         if status != 0 and options.random_coords_fallback:
             parameters.useRandomCoords = True
@@ -205,7 +205,7 @@ def _optimise_with_mmff94(molecule) -> None:
     its conformer. (:class:`EmbedOptions` checks the force field's name: MMFF94 is the only one.)"""
     from rdkit.Chem import AllChem
 
-    with _quiet_rdkit():
+    with quiet_rdkit():
         if AllChem.MMFFHasAllMoleculeParams(molecule):
             AllChem.MMFFOptimizeMolecule(molecule, maxIters=FORCE_FIELD_ITERATIONS)
 
@@ -504,7 +504,7 @@ def _sdf_rows(path: Path, target, id_column, embed_options, collector: _RowColle
     """SDF records: their own 3D coordinates (hydrogens added in place when missing), or embedded when 2D."""
     Chem = _rdkit()
     rows = []
-    with _quiet_rdkit():
+    with quiet_rdkit():
         molecules = list(Chem.SDMolSupplier(str(path), removeHs=False))
     for index, molecule in enumerate(molecules):
         row = f"record {index + 1}"

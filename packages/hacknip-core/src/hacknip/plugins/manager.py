@@ -39,7 +39,8 @@ OWN_DISTRIBUTIONS = frozenset({
 """This project's distributions: their names take precedence over any third-party plugin's."""
 
 CORE_DISTRIBUTION = "hacknip-core"
-DEFAULT_PLUGINS = ("hacknip.plugins.default_heads", "hacknip.plugins.default_executors")
+DEFAULT_PLUGINS = ("hacknip.plugins.default_heads", "hacknip.plugins.default_executors",
+                   "hacknip.plugins.default_descriptors")
 """Plugin modules inside hacknip-core, registered (under their module name) before any entry point, whatever
 ``HACKNIP_LOAD_PLUGINS`` says: they are part of the core package, not installed plugins."""
 

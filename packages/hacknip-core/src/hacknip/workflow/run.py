@@ -122,8 +122,8 @@ class RunConfig:
     def __post_init__(self) -> None:
         if self.pooling is None:
             self.pooling = get_preset(self.preset).pooling
-        if self.relax is None:
-            self.relax = get_preset(self.preset).relax_molecules
+        if self.relax is None:  # a preset relaxes with a backbone; an expression of descriptors has none to relax with
+            self.relax = get_preset(self.preset).relax_molecules and relaxing_backbone(self.backbone) is not None
         if self.conformer == "auto":
             from hacknip.data.molecules import default_embed_options
 
@@ -156,7 +156,10 @@ def _molecules(config: RunConfig, progress: Progress) -> Dataset:
     """Molecules get 3D conformers, relaxed with the first backbone of the expression when asked (stored, reused)."""
     from hacknip.data.molecules import EmbedOptions, RelaxOptions, available_cores, molecules_to_dataset
 
-    relaxing = parse_backbones(config.backbone)[0].name if config.relax else None
+    relaxing = relaxing_backbone(config.backbone) if config.relax else None
+    if config.relax and relaxing is None:
+        raise InputError(f"--relax relaxes molecules with a backbone's forces, and {config.backbone!r} names only "
+                         "descriptors: add a backbone to --backbone, or pass --no-relax")
     relax = RelaxOptions(fmax=config.relax_fmax, steps=config.relax_steps) if config.relax else None
     embed = EmbedOptions(force_field=force_field_of(config.conformer))
     bar: list[Callable[[int], None]] = []
@@ -168,6 +171,11 @@ def _molecules(config: RunConfig, progress: Progress) -> Dataset:
                                 on_error=config.on_error, on_nonconverged=config.on_nonconverged,
                                 on_total=lambda total: bar.append(progress(description, total)),
                                 on_progress=lambda n: bar[0](n), limit=config.limit)
+
+
+def relaxing_backbone(expression: str) -> str | None:
+    """The backbone that relaxes molecules: the expression's first member that is not a descriptor (None: none is)."""
+    return next((member.name for member in parse_backbones(expression) if descriptor_spec(member.name) is None), None)
 
 
 CONFORMERS = {"etkdg": None, "mmff94": "MMFF94"}

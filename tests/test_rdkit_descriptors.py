@@ -1,0 +1,102 @@
+"""RDKit's molecular descriptors as hacknip descriptors (hacknip.plugins.rdkit_descriptors): the protocol, the values
+RDKit itself computes, the rows they cannot describe, and a run on molecules with descriptors only."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from ase.build import bulk
+from click.testing import CliRunner
+
+pytest.importorskip("rdkit")
+
+from hacknip.cli import cli  # noqa: E402
+from hacknip.data.molecules import canonical_smiles, embed, parse_smiles  # noqa: E402
+from hacknip.plugins.registry import load_descriptor  # noqa: E402
+from hacknip.plugins.testing import DescriptorConformance  # noqa: E402
+
+SMILES = ("CC(=O)Oc1ccccc1C(=O)O", "c1ccncc1", "C[NH3+].[Cl-]", "O")
+"""Aspirin, pyridine, a salt, and water (the conformance check reorders the fourth structure's three atoms)."""
+
+
+def molecule(smiles: str):
+    """A molecule as hacknip's reader makes it: a conformer carrying its canonical SMILES."""
+    parsed = parse_smiles(smiles)
+    atoms = embed(parsed)
+    atoms.info["smiles"] = canonical_smiles(parsed)
+    return atoms
+
+
+class TestRDKitConformance(DescriptorConformance):
+    @pytest.fixture(scope="class")
+    @classmethod
+    def structures(cls):
+        return [molecule(smiles) for smiles in SMILES]
+
+    @pytest.fixture(scope="class", params=["rdkit:descriptors", "rdkit:morgan"])
+    @classmethod
+    def descriptor(cls, request):
+        return load_descriptor(request.param)
+
+
+def test_the_values_are_rdkits_own():
+    from rdkit import Chem
+    from rdkit.Chem import Descriptors, rdFingerprintGenerator
+
+    aspirin = molecule(SMILES[0])
+    expected = Descriptors.CalcMolDescriptors(Chem.MolFromSmiles(SMILES[0]))
+    described = load_descriptor("rdkit:descriptors")
+    np.testing.assert_allclose(described.describe(aspirin), [expected[name] for name in described.feature_names])
+    counts = rdFingerprintGenerator.GetMorganGenerator(radius=2, fpSize=2048).GetCountFingerprintAsNumPy(
+        Chem.MolFromSmiles(SMILES[0]))
+    morgan = load_descriptor("rdkit:morgan").describe(aspirin)
+    np.testing.assert_array_equal(morgan, counts)
+    assert morgan.sum() >= 13  # each of aspirin's 13 heavy atoms is at least its own environment (radius 0)
+
+
+@pytest.mark.parametrize("smiles", ["O=[Zn]", "[Se]"])
+def test_values_rdkit_cannot_compute_are_undefined(smiles):
+    """Gasteiger charges of zinc, BCUT2D of a lone atom: RDKit gives no finite value (both occur in ClinTox and
+    BBBP); they are NaN, filled by each training fold, not a reason to drop the molecule."""
+    from rdkit import Chem
+    from rdkit.Chem import Descriptors
+
+    expected = Descriptors.CalcMolDescriptors(Chem.MolFromSmiles(smiles))
+    described = load_descriptor("rdkit:descriptors")
+    undefined = {name for name in described.feature_names if not np.isfinite(expected[name])}
+    assert undefined
+    vector = described.describe(molecule(smiles))
+    assert {name for name, value in zip(described.feature_names, vector) if np.isnan(value)} == undefined
+    assert not np.isinf(vector).any()
+
+
+@pytest.mark.parametrize("name", ["rdkit:descriptors", "rdkit:morgan"])
+def test_a_structure_without_its_smiles_cannot_be_described(name):
+    descriptor = load_descriptor(name)
+    with pytest.raises(ValueError, match=f"{name} describes molecules read from SMILES.*Si2"):
+        descriptor.describe(bulk("Si", "diamond", a=5.43))
+    wrong = molecule("CCO")
+    wrong.info["smiles"] = "CCN"
+    with pytest.raises(ValueError, match="are not those of its SMILES 'CCN'"):
+        descriptor.describe(wrong)
+
+
+def test_molecules_with_descriptors_only_run_unrelaxed_and_refuse_relax(tmp_path):
+    """No backbone, nothing to relax with: the paper preset (which relaxes) featurises the conformers as made, and an
+    explicit --relax is a one-line error."""
+    table = tmp_path / "small.csv"
+    smiles = ["CCO", "CC(=O)O", "CCN", "OCCO", "c1ccccc1", "CC(C)O", "CCCC", "CC=O", "NCCO", "COC", "CCOCC", "CCCO"]
+    table.write_text("smiles,y\n" + "".join(f"{s},{i % 2}\n" for i, s in enumerate(smiles)))
+    out = tmp_path / "run"
+    result = CliRunner().invoke(cli, ["run", "--data", str(table), "--target", "y", "--task", "classification",
+                                      "--backbone", "rdkit:descriptors+rdkit:morgan", "--head", "ridge", "--split",
+                                      "random", "--out", str(out)], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    results = json.loads((out / "results.json").read_text())
+    assert results["geometries"]["relaxed"] is False and results["n_samples"] == len(smiles)
+    refused = CliRunner().invoke(cli, ["run", "--data", str(table), "--target", "y", "--backbone", "rdkit:morgan",
+                                       "--head", "ridge", "--relax", "--out", str(tmp_path / "refused")])
+    assert refused.exit_code != 0
+    assert "names only descriptors: add a backbone to --backbone, or pass --no-relax" in refused.output
