@@ -143,6 +143,7 @@ def test_a_descriptor_plugin_registering_a_bad_width_is_skipped_with_a_warning()
 
 
 def test_undefined_features_are_kept_and_infinite_ones_make_a_bad_row():
+    """Infinite, or finite but beyond float32 (the store's precision, where it would turn infinite)."""
     from hacknip.features.describe import describe_chunk
 
     class Partial:
@@ -150,13 +151,16 @@ def test_undefined_features_are_kept_and_infinite_ones_make_a_bad_row():
         feature_names = ("a", "b", "c")
 
         def describe(self, atoms):
-            return {2: [1.0, np.nan, 2.0], 1: [1.0, 2.0, 3.0]}.get(len(atoms), [np.inf, 0.0, 0.0])
+            return {2: [1.0, np.nan, 2.0], 1: [1.0, 2.0, 3.0], 4: [0.0, -1e39, 3e38]}.get(len(atoms),
+                                                                                      [np.inf, 0.0, 0.0])
 
-    cells = [bulk("NaCl", "rocksalt", a=5.64), bulk("Cu", "fcc", a=3.61), bulk("Si", "diamond", a=5.43) * (2, 1, 1)]
-    undefined, plain, infinite = describe_chunk(Partial(), cells)
+    cells = [bulk("NaCl", "rocksalt", a=5.64), bulk("Cu", "fcc", a=3.61), bulk("Si", "diamond", a=5.43) * (2, 1, 1),
+             bulk("Cu", "fcc", a=3.61) * (3, 1, 1)]
+    undefined, plain, too_large, infinite = describe_chunk(Partial(), cells)
     np.testing.assert_array_equal(undefined, [1.0, np.nan, 2.0])
     np.testing.assert_array_equal(plain, [1.0, 2.0, 3.0])
-    assert infinite == "partial gave infinite values (a)"
+    assert infinite == "partial gave values beyond what the store keeps (float32, |x| < 3.4e38): a = inf"
+    assert too_large.endswith(": b = -1e+39")
 
 
 def test_the_scaler_puts_the_training_mean_where_a_feature_is_undefined():

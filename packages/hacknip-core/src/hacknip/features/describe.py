@@ -22,6 +22,7 @@ from hacknip.plugins.descriptor import Descriptor, store_identity
 from hacknip.store import FeatureStore, Record
 
 CHUNK = 32
+FLOAT32_MAX = float(np.finfo(np.float32).max)
 """Structures a worker describes per task: enough to hide the cost of sending them, few enough to write often."""
 
 
@@ -90,10 +91,12 @@ def describe_chunk(descriptor: Descriptor, structures: Sequence[Atoms]) -> list[
         if vector.shape != (width,):
             raise InputError(f"descriptor {descriptor.name} returned {vector.shape} values for a structure, not the "
                              f"({width},) its feature_names promise: a fault of its plugin")
-        infinite = np.flatnonzero(np.isinf(vector))  # NaN means undefined (the scaler fills it); inf is a fault
-        if len(infinite):
-            named = ", ".join(descriptor.feature_names[index] for index in infinite[:3])
-            results.append(f"{descriptor.name} gave infinite values ({named}{', ...' if len(infinite) > 3 else ''})")
+        # NaN means undefined (the scaler fills it); inf, or a value the store's float32 would make inf, is a fault
+        unstorable = np.flatnonzero(np.abs(np.nan_to_num(vector, nan=0.0)) > FLOAT32_MAX)
+        if len(unstorable):
+            named = ", ".join(f"{descriptor.feature_names[i]} = {vector[i]:.3g}" for i in unstorable[:3])
+            results.append(f"{descriptor.name} gave values beyond what the store keeps (float32, |x| < 3.4e38): "
+                           f"{named}{', ...' if len(unstorable) > 3 else ''}")
             continue
         results.append(vector)
     return results

@@ -51,12 +51,17 @@ MORGAN_BITS = 2048
 """Morgan count fingerprint of radius 2 (ECFP4's environments), folded to 2048 counts."""
 
 
+LOG_SCALED = ("Ipc",)
+"""Descriptors given as ``log10(1 + value)``: Ipc grows exponentially with the molecule (6e39 for one ClinTox drug),
+beyond the float32 the feature store keeps."""
+
+
 class RDKitDescriptors:
-    """RDKit's 2-D descriptors of each molecule (:data:`RDKIT_2D`); a value RDKit cannot compute, or an infinite one
-    (``Ipc`` of a large molecule), is undefined (NaN)."""
+    """RDKit's 2-D descriptors of each molecule (:data:`RDKIT_2D`, those in :data:`LOG_SCALED` as ``log10(1 + x)``);
+    a value RDKit cannot compute (Gasteiger charges of zinc, BCUT2D of a lone atom) is undefined (NaN)."""
 
     name = "rdkit:descriptors"
-    feature_names = RDKIT_2D
+    feature_names = tuple(f"log10(1+{name})" if name in LOG_SCALED else name for name in RDKIT_2D)
 
     def __init__(self) -> None:
         from rdkit.Chem import Descriptors
@@ -69,7 +74,8 @@ class RDKitDescriptors:
             raise ImportError(f"{self.name} needs RDKit 2024.09 or newer: RDKit {rdkit_version()} lacks "
                               f"{', '.join(missing[:5])}{' ...' if len(missing) > 5 else ''}; "
                               "pip install -U rdkit")
-        self._functions = [functions[name] for name in RDKIT_2D]
+        self._functions = [_log10_of_1_plus(functions[name]) if name in LOG_SCALED else functions[name]
+                           for name in RDKIT_2D]
 
     def __reduce__(self):  # to worker processes: made again there (RDKit's functions do not all pickle)
         return type(self), ()
@@ -77,7 +83,8 @@ class RDKitDescriptors:
     def identity(self) -> dict[str, Any]:
         from hacknip.data.molecules import rdkit_version
 
-        return {"name": self.name, "library": "rdkit", "rdkit": rdkit_version(), "width": len(self.feature_names)}
+        return {"name": self.name, "library": "rdkit", "rdkit": rdkit_version(), "width": len(self.feature_names),
+                "log10_1_plus": list(LOG_SCALED)}
 
     def describe(self, atoms: Atoms) -> np.ndarray:
         import numpy as np
@@ -131,6 +138,10 @@ def molecule_of(atoms: Atoms, descriptor: str):
         raise ValueError(f"{descriptor}: the structure's atoms ({atoms.get_chemical_formula()}) are not those of its "
                          f"SMILES {smiles!r} with hydrogens")
     return molecule
+
+
+def _log10_of_1_plus(function):
+    return lambda molecule: math.log10(1.0 + function(molecule))
 
 
 def _finite_or_nan(function, molecule) -> float:
