@@ -71,7 +71,7 @@ class RDKitDescriptors:
         functions = dict(Descriptors.descList)
         missing = [name for name in RDKIT_2D if name not in functions]
         if missing:
-            raise ImportError(f"{self.name} needs RDKit 2024.09 or newer: RDKit {rdkit_version()} lacks "
+            raise ImportError(f"{self.name} needs a newer RDKit: RDKit {rdkit_version()} lacks "
                               f"{', '.join(missing[:5])}{' ...' if len(missing) > 5 else ''}; "
                               "pip install -U rdkit")
         self._functions = [_log10_of_1_plus(functions[name]) if name in LOG_SCALED else functions[name]
