@@ -22,8 +22,9 @@ from hacknip.plugins.descriptor import Descriptor, store_identity
 from hacknip.store import FeatureStore, Record
 
 CHUNK = 32
-FLOAT32_MAX = float(np.finfo(np.float32).max)
 """Structures a worker describes per task: enough to hide the cost of sending them, few enough to write often."""
+FLOAT32_MAX = float(np.finfo(np.float32).max)
+"""The largest magnitude the feature store (float32) keeps finite."""
 
 
 def describe(dataset: Dataset, descriptor: Descriptor, store: FeatureStore, on_error: str = "raise",
