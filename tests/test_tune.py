@@ -130,6 +130,17 @@ def test_run_replays_a_tuned_configuration(toy_plugin, toy_head, phonons_path, t
     assert wrong.exit_code == 1 and "tuned for --backbone 'toy@2'" in wrong.output
 
 
+def test_run_takes_the_backbones_from_params_when_backbone_is_left_out(toy_plugin, toy_head, phonons_path, tmp_path):
+    _, tuned = _tune(phonons_path, tmp_path, "--protocol", "paper", "--layers", "2")
+    replay = CliRunner().invoke(cli, ["run", "--data", str(phonons_path), "--limit", "100", "--params",
+                                      str(tmp_path / "tuned" / "params.json"), "--out", str(tmp_path / "replay")])
+    assert replay.exit_code == 0, replay.output
+    replayed = json.loads((tmp_path / "replay" / "results.json").read_text())
+    assert replayed["backbone"] == "toy@2" and replayed["mae_mean"] == pytest.approx(tuned["mae_mean"])
+    neither = CliRunner().invoke(cli, ["run", "--data", str(phonons_path), "--limit", "100"])
+    assert neither.exit_code == 2 and "Missing option '--backbone'" in neither.output
+
+
 def test_a_tuned_expression_with_a_descriptor_replays(toy_plugin, toy_head, phonons_path, tmp_path):
     common = ["--data", str(phonons_path), "--backbone", "toy+matminer:composition", "--limit", "60",
               "--store", str(tmp_path / "store"), "--jobs", "1", "--workers", "1"]

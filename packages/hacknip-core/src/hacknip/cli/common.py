@@ -72,13 +72,19 @@ def _one_line(error: BaseException) -> str:
     return " ".join(str(text).split())
 
 
-def data_options(command):
-    """Options shared by every command that reads a dataset."""
+BACKBONE_HELP = "Backbone(s): 'chgnet', 'chgnet@4', 'chgnet@1-4', 'sevennet+chgnet', 'sevennet:/path/model.pth'."
+
+
+def data_options(command=None, *, backbone_required: bool = True):
+    """Options shared by every command that reads a dataset. ``@data_options(backbone_required=False)``: a command
+    that can take its backbones from elsewhere (``run --params``) and checks them itself."""
+    if command is None:
+        return functools.partial(data_options, backbone_required=backbone_required)
+    backbone_help = BACKBONE_HELP if backbone_required else f"{BACKBONE_HELP}  [default with --params: its backbones]"
     options = [
         click.option("--data", "data", required=True, type=click.Path(exists=True, path_type=Path),
                      help="matbench_*.json.gz, CSV/parquet with a CIF column, extxyz/ASE db, or a folder of CIF/POSCAR."),
-        click.option("--backbone", "-b", required=True,
-                     help="Backbone(s): 'chgnet', 'chgnet@4', 'chgnet@1-4', 'sevennet+chgnet', 'sevennet:/path/model.pth'."),
+        click.option("--backbone", "-b", required=backbone_required, help=backbone_help),
         click.option("--target", help="Target column / info key (default: the only numeric one, or Matbench's)."),
         click.option("--structure-column", default="cif", show_default=True, help="Column holding CIF text (tables)."),
         click.option("--id-column", help="Column holding sample ids (tables) or file names (folders)."),
@@ -316,6 +322,9 @@ def model_config(options: dict, replay: dict | None = None):
     options["head_params"] = parse_key_values(options["head_params"], "--head-param")
     if replay:
         options.update(_replayed(options, replay))
+    elif not options["backbone"]:
+        raise click.UsageError("Missing option '--backbone' / '-b' (or --params FILE, a tuned configuration that "
+                               "names its backbones).")
     options["head"] = options["head"] or "lightgbm"
     options["target_transform"] = None if options["target_transform"] == "none" else options["target_transform"]
     options["extra_features"] = [c.strip() for c in (options["extra_features"] or "").split(",") if c.strip()]
@@ -330,11 +339,12 @@ def model_config(options: dict, replay: dict | None = None):
 def _replayed(options: dict, replay: dict) -> dict:
     from hacknip.plugins.registry import check_backbones
 
-    wanted = [m.name for m in check_backbones(options["backbone"], allow_missing=True)]
+    backbone = options["backbone"] or replay["backbone"]  # --params alone: the backbones it was tuned with
+    wanted = [m.name for m in check_backbones(backbone, allow_missing=True)]
     given = [m.name for m in check_backbones(replay["backbone"], allow_missing=True)]
     if [name for name in wanted if name in given] != given:
         # a subset is allowed: tune --member-subsets may deploy some of the members the tune was given
-        raise InputError(f"--params was tuned for --backbone {replay['backbone']!r}, not {options['backbone']!r}")
+        raise InputError(f"--params was tuned for --backbone {replay['backbone']!r}, not {backbone!r}")
     for name in ("head", "pooling"):
         if options[name] and options[name] != replay[name]:
             raise InputError(f"--params was tuned for --{name} {replay[name]}, not {options[name]}; leave --{name} out")

@@ -226,7 +226,7 @@ def store_compact(store_path):
 
 
 @cli.command()
-@data_options
+@data_options(backbone_required=False)
 @model_options
 @click.option("--params", "params_file", type=click.Path(exists=True, path_type=Path),
               help="Replay a tuned configuration (params.json from hacknip tune): its layers, head, pooling and params.")
