@@ -150,6 +150,7 @@ def test_a_tuned_expression_with_a_descriptor_replays(toy_plugin, toy_head, phon
     assert tuned.exit_code == 0, tuned.output
     params = json.loads((tmp_path / "tuned" / "params.json").read_text())
     assert params["backbone"] == "toy@2+matminer:composition"  # a descriptor has no layers, so no '@'
+    assert "tuning outer, toy@2+matminer:composition:" in tuned.output and "composition@" not in tuned.output
     replay = CliRunner().invoke(cli, ["run", *common, "--params", str(tmp_path / "tuned" / "params.json"), "--out",
                                       str(tmp_path / "replay")])
     assert replay.exit_code == 0, replay.output

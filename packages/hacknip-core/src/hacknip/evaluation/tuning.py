@@ -253,6 +253,7 @@ class _Tuner:
         X = self.prepared.matrix(layers)[scope.rows]
         y = self.y[scope.rows]
         metric = self.prepared.metric
+        # the study's name keeps a descriptor's "@0" (as studies were named before descriptors printed without it)
         name = f"{self.study_prefix}/{scope.name}/{format_backbones(layers)}"
         study = open_study(name, self.settings.storage, "maximize" if metric.greater_is_better else "minimize",
                            _sampler(self.settings.seed, 0))
@@ -266,7 +267,8 @@ class _Tuner:
             return cross_validate_each(problem, y, scope.folds, task=self.prepared.task, jobs=self.prepared.config.jobs,
                                        score_transform=self.prepared.score_transform)[None].mean()
 
-        advance = self.progress(f"tuning {scope.name}, {format_backbones(layers)}", self.settings.n_trials)
+        advance = self.progress(f"tuning {scope.name}, {features_expression(layers, self.prepared.members)}",
+                                self.settings.n_trials)
         advance(len(_complete(study)))
         if not _study_finished(study, self.settings):
             stop = _StopRule(self.settings, advance)
