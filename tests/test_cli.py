@@ -63,6 +63,25 @@ def test_bad_row_is_one_line_error_and_skip_lists_it(toy_plugin, tmp_path):
     assert "skipped row 11" in result.output
 
 
+def test_many_skipped_rows_are_counted_not_all_printed(toy_plugin, tmp_path):
+    import pandas as pd
+    from pymatgen.core import Lattice, Structure
+
+    from hacknip.report.summary import ROWS_PRINTED
+
+    cif = Structure(Lattice.cubic(4.0), ["Cu"], [[0, 0, 0]]).to(fmt="cif")
+    table = tmp_path / "data.csv"
+    bad = ROWS_PRINTED + 3
+    pd.DataFrame({"cif": [cif] * 10 + ["garbage"] * bad, "y": list(range(10 + bad))}).to_csv(table, index=False)
+    result = CliRunner().invoke(cli, ["run", "--data", str(table), "--backbone", "toy", "--head", "ridge",
+                                      "--on-error", "skip", "--out", str(tmp_path / "out")])
+    assert result.exit_code == 0, result.output
+    assert len(json.loads((tmp_path / "out" / "results.json").read_text())["skipped"]) == bad
+    named = [line for line in result.output.splitlines() if line.startswith("skipped row")]
+    assert len(named) == ROWS_PRINTED
+    assert f"skipped 3 more rows, {bad} in all: results.json ('skipped')" in " ".join(result.output.split())
+
+
 def test_unknown_backbone_is_a_clear_error(phonons_path):
     result = CliRunner().invoke(cli, ["run", "--data", str(phonons_path), "--backbone", "nosuch"])
     assert result.exit_code == 1 and "no installed plugin provides the backbone 'nosuch'" in result.output

@@ -64,9 +64,19 @@ def print_summary(results: dict[str, Any], console) -> None:
                                                      f"{winner['validation_score']:.4g}")
     summary.add_row("time", f"{results['timings_s']['total']:.1f} s")
     console.print(summary)
-    for entry in results["skipped"]:
-        console.print(f"[yellow]skipped[/] {entry['row']} ({entry['id']}): {entry['reason']}")
-    for entry in results.get("flagged", []):
-        console.print(f"[yellow]flagged[/] {entry['row']} ({entry['id']}): {entry['reason']}")
+    print_rows(console, "skipped", results["skipped"])
+    print_rows(console, "flagged", results.get("flagged", []))
+
+
+ROWS_PRINTED = 10
+"""Skipped or flagged rows the summary names one by one (3DSC flags 1 420); results.json and report.html list all."""
+
+
+def print_rows(console, kind: str, entries: list[dict[str, Any]]) -> None:
+    for entry in entries[:ROWS_PRINTED]:
+        console.print(f"[yellow]{kind}[/] {entry['row']} ({entry['id']}): {entry['reason']}")
+    if len(entries) > ROWS_PRINTED:
+        console.print(f"[yellow]{kind}[/] {len(entries) - ROWS_PRINTED} more rows, {len(entries)} in all: "
+                      f"results.json ('{kind}') and report.html list every one")
 
 
