@@ -229,7 +229,8 @@ def store_compact(store_path):
 @data_options(backbone_required=False)
 @model_options
 @click.option("--params", "params_file", type=click.Path(exists=True, path_type=Path),
-              help="Replay a tuned configuration (params.json from hacknip tune): its layers, head, pooling and params.")
+              help="Replay a tuned configuration (params.json from hacknip tune): its backbones and layers, head, "
+                   "pooling and params.")
 @click.option("--save", "save_to", type=click.Path(path_type=Path),
               help="Also fit the chosen configuration on every row and save it to this folder (for hacknip predict).")
 @click.option("--preset", type=click.Choice(["paper", "all-layers"]), default="paper", show_default=True,

@@ -253,7 +253,7 @@ class _Tuner:
         X = self.prepared.matrix(layers)[scope.rows]
         y = self.y[scope.rows]
         metric = self.prepared.metric
-        # the study's name keeps a descriptor's "@0" (as studies were named before descriptors printed without it)
+        # a descriptor keeps its "@0" here (not in what is printed), so that studies stored before still resume
         name = f"{self.study_prefix}/{scope.name}/{format_backbones(layers)}"
         study = open_study(name, self.settings.storage, "maximize" if metric.greater_is_better else "minimize",
                            _sampler(self.settings.seed, 0))
