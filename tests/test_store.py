@@ -373,6 +373,24 @@ def test_store_check_reads_every_shard_and_sets_damaged_ones_aside(tmp_path, mon
     assert (readable, [Path(p).name for p in damaged]) == (2, [shards[2].name])
 
 
+def test_relaxed_geometries_beside_the_backbones_are_not_taken_for_a_backbone_folder(tmp_path, monkeypatch):
+    from click.testing import CliRunner
+
+    from hacknip.cli.main import cli
+    from hacknip.data.molecules import GeometryStore, RelaxOptions
+
+    _write_store(tmp_path, monkeypatch, n=4)
+    GeometryStore(tmp_path, ToyBackbone().identity(), RelaxOptions(), vacuum=6.0)  # as relaxing molecules makes it
+    assert (tmp_path / "geometries").is_dir()
+    backbone_folders = sorted(path.name for path in tmp_path.iterdir() if path.is_dir() and path.name != "geometries")
+    assert len(backbone_folders) == 1
+    assert [folder.name for folder, _ in FeatureStore(tmp_path).folders()] == backbone_folders
+    for command in ("check", "compact"):
+        result = CliRunner().invoke(cli, ["store", command, "--store", str(tmp_path)])
+        assert result.exit_code == 0, result.output
+        assert "geometries" not in result.output and "no readable identity.json" not in result.output
+
+
 def test_store_files_follow_the_umask(tmp_path, monkeypatch):
     previous = os.umask(0o002)
     try:

@@ -54,7 +54,15 @@ from hacknip.data.structures import (
 )
 from hacknip.errors import InputError
 from hacknip.plugins.backbone import Backbone, check_elements, identity_key
-from hacknip.store import DAMAGED_FOLDER, DamagedShardWarning, FeatureStore, atomic_write, slug, structure_hash
+from hacknip.store import (
+    DAMAGED_FOLDER,
+    GEOMETRIES_FOLDER,
+    DamagedShardWarning,
+    FeatureStore,
+    atomic_write,
+    slug,
+    structure_hash,
+)
 
 INSTALL_HINT = "pip install hacknip-core[molecules]"
 NONCONVERGED_CHOICES = ("keep", "skip")
@@ -302,7 +310,7 @@ class GeometryStore:
 
     def __init__(self, root: str | Path, backbone_identity: dict[str, Any], relax: RelaxOptions, vacuum: float):
         identity = {"backbone": backbone_identity, "relax": {**asdict(relax), "vacuum": vacuum}}
-        self.path = Path(root) / "geometries" / f"{slug(backbone_identity['name'])}-{identity_key(identity)}"
+        self.path = Path(root) / GEOMETRIES_FOLDER / f"{slug(backbone_identity['name'])}-{identity_key(identity)}"
         self.path.mkdir(parents=True, exist_ok=True)
         identity_file = self.path / "identity.json"
         if not identity_file.exists():

@@ -46,6 +46,7 @@ from hacknip.store.claims import Claims
 from hacknip.store.features import BackboneFeatures, CompactionReport, DamagedFeaturesError
 from hacknip.store.files import (
     DAMAGED_FOLDER,
+    GEOMETRIES_FOLDER,
     HOME_ENV,
     DamagedShardWarning,
     atomic_write,
@@ -54,7 +55,7 @@ from hacknip.store.files import (
 )
 from hacknip.store.folder import LocalFolder, RemoteFolder, is_url, open_folder
 
-__all__ = ["DAMAGED_FOLDER", "BackboneFeatures", "Claims", "CompactionReport", "DamagedFeaturesError",
+__all__ = ["DAMAGED_FOLDER", "GEOMETRIES_FOLDER", "BackboneFeatures", "Claims", "CompactionReport", "DamagedFeaturesError",
            "DamagedShardWarning", "FeatureStore", "Record", "atomic_write", "hacknip_home", "slug", "structure_hash"]
 
 
@@ -125,7 +126,8 @@ class FeatureStore:
 
     def folders(self) -> list[tuple[LocalFolder | RemoteFolder, dict[str, Any] | None]]:
         """Every backbone folder with its identity (``None`` where identity.json is missing or unreadable)."""
-        return [(folder, _read_json(folder, "identity.json")) for folder in self.folder.children()]
+        return [(folder, _read_json(folder, "identity.json")) for folder in self.folder.children()
+                if folder.name != GEOMETRIES_FOLDER]
 
     def identities(self) -> list[dict[str, Any]]:
         """Every backbone identity with stored features."""

@@ -19,6 +19,8 @@ except ImportError:  # Windows: no locks; concurrent processes may repeat work (
 
 HOME_ENV = "HACKNIP_HOME"
 DAMAGED_FOLDER = "damaged"
+GEOMETRIES_FOLDER = "geometries"
+"""Relaxed molecules (hacknip.data.molecules) beside the backbone folders of a local store: not a backbone's."""
 
 
 class DamagedShardWarning(UserWarning):
