@@ -20,6 +20,7 @@ from hacknip.data.structures import (
     BadInputError,
     _RowCollector,
     add_warning,
+    clear_duplicates_within_groups,
     closest_pair,
 )
 from hacknip.errors import InputError
@@ -230,6 +231,36 @@ def test_duplicate_warning_is_appended_to_an_existing_one(tmp_path):
     add_warning(atoms, "w")
     add_warning(atoms, "w")
     assert atoms.info[WARNING_KEY] == "w"
+
+
+def test_copies_that_one_split_group_keeps_together_are_not_flagged():
+    def flagged_ids(groups, first_warning=None):
+        collector = _RowCollector("x.extxyz", "raise")
+        for index, atoms in enumerate([bulk("Cu"), bulk("Si"), bulk("Cu"), bulk("Cu")]):
+            if index == 0 and first_warning:
+                atoms.info[WARNING_KEY] = first_warning
+            collector.add(f"structure {index}", "abcd"[index], lambda atoms=atoms: atoms, 1.0)
+        dataset = collector.dataset("y", flag_duplicates=True)
+        clear_duplicates_within_groups(dataset.samples, groups)
+        return {entry.id: entry.reason for entry in dataset.flagged}
+
+    assert sorted(flagged_ids(["x", "y", "x", "z"])) == ["a", "c", "d"]  # d's group differs: all three can leak
+    assert flagged_ids(["x", "y", "x", "x"]) == {}  # one group: no fold separates them
+    assert flagged_ids(["x", "y", "x", "x"], first_warning="ordered approximant") == {"a": "ordered approximant"}
+
+
+def test_a_grouped_run_flags_only_the_copies_its_groups_separate(toy_plugin, tmp_path):
+    from hacknip.workflow.run import RunConfig, prepare
+
+    others = [Structure(Lattice.cubic(5.5 + 0.1 * i), ["Si", "Si"], [[0, 0, 0], [0.25, 0.25, 0.25]]) for i in range(6)]
+    path = tmp_path / "table.csv"
+    pd.DataFrame({"name": [f"s{i}" for i in range(10)],
+                  "cif": [s.to(fmt="cif") for s in [SI, SI, CU, CU, *others]],
+                  "family": ["si", "si", "cu1", "cu2"] + [f"f{i}" for i in range(6)],
+                  "y": np.arange(10.0)}).to_csv(path, index=False)
+    prepared = prepare(RunConfig(data=path, backbone="toy", head="ridge", id_column="name", split="group:family",
+                                 store=tmp_path / "store"))
+    assert sorted(entry.id for entry in prepared.dataset.flagged) == ["s2", "s3"]  # Cu's copies are in two groups
 
 
 def test_molecule_collections_are_not_checked_for_duplicates():

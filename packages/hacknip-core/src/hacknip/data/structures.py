@@ -43,6 +43,8 @@ MIN_DISTANCE = 0.5
 """Atoms closer than this (Å, minimum image in periodic cells) are refused: almost always a duplicated site."""
 DUPLICATE_STRUCTURE = "same structure as"
 """Start of the warning on samples whose structure (species, positions, cell) is also another row's."""
+DUPLICATE_KEY = "hacknip_duplicate"
+"""``atoms.info`` key of a flagged copy: its structure hash and its warning, so a grouped split can take it back."""
 
 
 def add_warning(atoms: Atoms, warning: str) -> None:
@@ -165,15 +167,37 @@ def flag_duplicate_structures(samples: Sequence[Sample]) -> None:
     groups: dict[str, list[Sample]] = {}
     for sample in samples:
         groups.setdefault(structure_hash(sample.atoms), []).append(sample)
-    for group in groups.values():
+    for key, group in groups.items():
         if len(group) < 2:
             continue
         for position, sample in enumerate(group):
             other = group[1] if position == 0 else group[0]
             more = f" and {len(group) - 2} more" if len(group) > 2 else ""
-            add_warning(sample.atoms, f"{DUPLICATE_STRUCTURE} {other.row} (id {other.id}){more}: identical structures "
-                                      "in different cross-validation folds leak; remove the copies, or keep them in "
-                                      "one fold with --split group:COLUMN")
+            warning = (f"{DUPLICATE_STRUCTURE} {other.row} (id {other.id}){more}: identical structures in different "
+                       "cross-validation folds leak; remove the copies, or keep them in one fold with --split group:COLUMN")
+            add_warning(sample.atoms, warning)
+            sample.atoms.info[DUPLICATE_KEY] = (key, warning)
+
+
+def clear_duplicates_within_groups(samples: Sequence[Sample], groups: Sequence[Any]) -> None:
+    """Take back the duplicate-structure warning of copies that all share one split group: a grouped split (outer and
+    inner folds) never separates them, so they cannot leak."""
+    copies: dict[str, list[tuple[Sample, Any]]] = {}
+    for sample, group in zip(samples, groups, strict=True):
+        if DUPLICATE_KEY in sample.atoms.info:
+            copies.setdefault(sample.atoms.info[DUPLICATE_KEY][0], []).append((sample, group))
+    for members in copies.values():
+        if len({group for _, group in members}) == 1:
+            for sample, _ in members:
+                _remove_warning(sample.atoms, sample.atoms.info.pop(DUPLICATE_KEY)[1])
+
+
+def _remove_warning(atoms: Atoms, warning: str) -> None:
+    kept = atoms.info.get(WARNING_KEY, "").replace(f"; {warning}", "").replace(warning, "").removeprefix("; ")
+    if kept:
+        atoms.info[WARNING_KEY] = kept
+    else:
+        atoms.info.pop(WARNING_KEY, None)
 
 
 def _checked_atoms(make_atoms: Callable[[], Atoms]) -> Atoms:

@@ -17,6 +17,7 @@ from hacknip.data.read import is_molecule_input, read_dataset
 from hacknip.data.structures import (
     BadInputError,
     Dataset,
+    clear_duplicates_within_groups,
     read_extra_features,
     read_sample_columns,
 )
@@ -434,6 +435,8 @@ def prepare(config: RunConfig, progress: Progress = no_progress) -> Prepared:
     check_target_transform(config, dataset, task)
     extras = read_extra_features(dataset, config.data, config.extra_features, config.targets)
     groups = split_groups(dataset, config)
+    if groups is not None:
+        clear_duplicates_within_groups(dataset.samples, groups)
     folds, folds_source = make_folds(dataset, config, task, groups)
     return Prepared(config, dataset, member_features, head_spec, task, folds, folds_source, read_seconds,
                     dataset_keys(dataset), extras, groups)
