@@ -4,6 +4,7 @@ neighbour within the backbone's cutoff (an ion that drifted away from its counte
 
     python bench/relaxed_geometries.py                       # every folder under $HACKNIP_HOME/features/geometries
     python bench/relaxed_geometries.py ~/.cache/hacknip/features/geometries/chgnet-dfab674c65098983
+    python bench/relaxed_geometries.py FOLDER --against OTHER_FOLDER  # the molecules both relaxed: how far apart
 
 Seconds are each worker's wall clock for one molecule (embedding, MMFF94 start and relaxation), as the store records
 them; with one torch thread per worker and no other load they are CPU seconds.
@@ -34,11 +35,15 @@ def has_isolated_atom(record: dict, cutoff: float) -> bool:
     return bool((distances.min(axis=1) > cutoff).any())
 
 
+def relaxed_records(folder: Path) -> list[dict]:
+    records = [json.loads(file.read_text()) for file in sorted(folder.glob("*.json")) if file.name != "identity.json"]
+    return [record for record in records if "converged" in record]
+
+
 def summarise(folder: Path) -> str:
     identity = json.loads((folder / "identity.json").read_text())
     cutoff = float(identity["backbone"].get("atom_graph_cutoff", identity["relax"]["vacuum"]))
-    records = [json.loads(file.read_text()) for file in sorted(folder.glob("*.json")) if file.name != "identity.json"]
-    records = [record for record in records if "converged" in record]
+    records = relaxed_records(folder)
     if not records:
         return f"{folder}: no relaxed molecules"
     steps = [record["steps"] for record in records]
@@ -64,10 +69,37 @@ def summarise(folder: Path) -> str:
     return "\n".join(lines)
 
 
+def compare(folder: Path, other: Path) -> str:
+    """The molecules (by SMILES) relaxed in both folders: how far apart their geometries ended."""
+    first = {record["smiles"]: record for record in relaxed_records(folder)}
+    second = {record["smiles"]: record for record in relaxed_records(other)}
+    shared = sorted(set(first) & set(second))
+    if not shared:
+        return f"{folder.name} against {other.name}: no molecule relaxed in both"
+    apart = np.array([np.abs(np.subtract(first[s]["positions"], second[s]["positions"])).max() for s in shared])
+    start_apart = max(abs(first[s]["energy_initial"] - second[s]["energy_initial"]) for s in shared)
+    lines = [f"{folder.name} against {other.name}: {len(shared)} molecules relaxed in both",
+             f"  largest difference in the starting energy: {start_apart:.1e} eV",
+             f"  final positions identical: {int((apart == 0).sum())}; within 0.001 Å: {int((apart <= 1e-3).sum())}; "
+             f"within 0.02 Å: {int((apart <= 0.02).sum())}; largest {apart.max():.3f} Å"]
+    for index in np.argsort(apart)[::-1][:5]:
+        a, b = first[shared[index]], second[shared[index]]
+        lines.append(f"  {apart[index]:.3f} Å apart, {len(a['numbers'])} atoms: steps {a['steps']} / {b['steps']}, "
+                     f"converged {a['converged']} / {b['converged']}, energy {a['energy']:.4f} / {b['energy']:.4f} eV, "
+                     f"{shared[index]}")
+    return "\n".join(lines)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("folders", nargs="*", type=Path)
+    parser.add_argument("--against", type=Path, help="compare the one folder given with this one")
     args = parser.parse_args()
+    if args.against is not None:
+        if len(args.folders) != 1:
+            parser.error("--against compares one folder with another: give exactly one folder before it")
+        print(compare(args.folders[0], args.against))
+        return
     folders = args.folders or sorted(path for path in default_root().glob("*") if (path / "identity.json").exists())
     for folder in folders:
         print(summarise(folder))
