@@ -17,9 +17,9 @@ from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from unittest import mock
 
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+from forces_cost import DEFAULT_DATA, mmff94_conformers  # bench/ is on the path when this script runs
 
-DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "moleculenet" / "bbbp.csv"
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 
 class PhaseClock:
@@ -78,22 +78,6 @@ def instrumented(backbone, clock: PhaseClock) -> ExitStack:
     return stack
 
 
-def molecules_of(data: Path, n: int, vacuum: float):
-    import pandas as pd
-
-    from hacknip.data.molecules import EmbedOptions, MoleculeError, boxed, embed, parse_smiles
-
-    molecules = []
-    for text in pd.read_csv(data)["smiles"]:
-        try:
-            molecules.append(boxed(embed(parse_smiles(text), EmbedOptions(force_field="MMFF94")), vacuum))
-        except MoleculeError:
-            continue
-        if len(molecules) == n:
-            return molecules
-    return molecules
-
-
 def profile(backbone, molecules, repeats: int) -> dict[str, float]:
     """Mean CPU seconds per evaluation of each phase over ``molecules``, ``repeats`` times each."""
     clock = PhaseClock()
@@ -111,7 +95,8 @@ def print_table(columns: dict[str, dict[str, float]]) -> None:
     print("\n| phase | " + " | ".join(columns) + " |")
     print("|---|" + "---|" * len(columns))
     totals = {label: sum(phases.values()) for label, phases in columns.items()}
-    names = sorted(next(iter(columns.values())), key=lambda name: -next(iter(columns.values()))[name])
+    first = next(iter(columns.values()))
+    names = sorted(first, key=lambda name: -first[name])  # the first column's largest phase first
     for name in names:
         cells = [f"{phases[name]:.4f} s ({100 * phases[name] / totals[label]:.0f} %)" for label, phases in columns.items()]
         print(f"| {name} | " + " | ".join(cells) + " |")
@@ -131,7 +116,7 @@ def main() -> None:
 
     torch.set_num_threads(1)
     backbone = load_backbone("chgnet")
-    molecules = sorted(molecules_of(args.data, args.n, backbone.cutoff), key=len)
+    molecules = sorted(mmff94_conformers(args.data, args.n, backbone.cutoff), key=len)
     third = max(1, len(molecules) // 3)
     groups = {f"all {len(molecules)} ({len(molecules[0])}-{len(molecules[-1])} atoms)": molecules,
               f"smallest {third} ({len(molecules[0])}-{len(molecules[third - 1])} atoms)": molecules[:third],

@@ -41,6 +41,23 @@ def paths(backbone):
     return found
 
 
+def mmff94_conformers(data: Path, n: int, vacuum: float) -> list:
+    """The first ``n`` molecules of ``data`` that embed, MMFF94-optimised and boxed as a relaxation boxes them."""
+    import pandas as pd
+
+    from hacknip.data.molecules import EmbedOptions, MoleculeError, boxed, embed, parse_smiles
+
+    molecules = []
+    for text in pd.read_csv(data)["smiles"]:
+        try:
+            molecules.append(boxed(embed(parse_smiles(text), EmbedOptions(force_field="MMFF94")), vacuum))
+        except MoleculeError:
+            continue
+        if len(molecules) == n:
+            break
+    return molecules
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--backbone", default="chgnet")
@@ -50,22 +67,13 @@ def main() -> None:
     args = parser.parse_args()
 
     import numpy as np
-    import pandas as pd
     import torch
 
-    from hacknip.data.molecules import EmbedOptions, MoleculeError, boxed, embed, parse_smiles
     from hacknip.plugins.registry import load_backbone
 
     torch.set_num_threads(1)
     backbone = load_backbone(args.backbone)
-    molecules = []
-    for text in pd.read_csv(args.data)["smiles"]:
-        try:
-            molecules.append(boxed(embed(parse_smiles(text), EmbedOptions(force_field="MMFF94")), backbone.cutoff))
-        except MoleculeError:
-            continue
-        if len(molecules) == args.n:
-            break
+    molecules = mmff94_conformers(args.data, args.n, backbone.cutoff)
     found = paths(backbone)
     reference = [found["ASE calculator"](atoms) for atoms in molecules]
     # comparing every path with the calculator also pays for each path's first call before the timing starts
