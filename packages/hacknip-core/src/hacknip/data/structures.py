@@ -36,15 +36,21 @@ UNLABELLED = "<no target>"
 
 
 WARNING_KEY = "hacknip_warning"
-"""``atoms.info`` key of a kept sample's warning (a non-converged relaxation, an ordered approximant, the same
-structure as another row); :attr:`Dataset.flagged` lists them."""
+"""``atoms.info`` key of a kept sample's warning (a non-converged relaxation, an ordered approximant);
+:attr:`Dataset.flagged` lists them, with the copies of another row's structure (``DUPLICATE_KEY``)."""
 
 MIN_DISTANCE = 0.5
 """Atoms closer than this (Å, minimum image in periodic cells) are refused: almost always a duplicated site."""
 DUPLICATE_STRUCTURE = "same structure as"
 """Start of the warning on samples whose structure (species, positions, cell) is also another row's."""
 DUPLICATE_KEY = "hacknip_duplicate"
-"""``atoms.info`` key of a flagged copy: its structure hash and its warning, so a grouped split can take it back."""
+"""``atoms.info`` key of a copy of another row's structure: (structure hash, warning). Kept apart from
+``WARNING_KEY`` so that a grouped split can take it back; :attr:`Dataset.flagged` lists both."""
+
+
+def _warnings(atoms: Atoms) -> str:
+    duplicate = atoms.info.get(DUPLICATE_KEY)
+    return "; ".join(w for w in (atoms.info.get(WARNING_KEY), duplicate[1] if duplicate else None) if w)
 
 
 def add_warning(atoms: Atoms, warning: str) -> None:
@@ -103,8 +109,8 @@ class Dataset:
     @property
     def flagged(self) -> list[SkippedRow]:
         """Kept samples that carry a warning in ``atoms.info[WARNING_KEY]`` (e.g. a molecule whose relaxation
-        did not converge), listed like skipped rows."""
-        return [SkippedRow(s.row, s.id, s.atoms.info[WARNING_KEY]) for s in self.samples if s.atoms.info.get(WARNING_KEY)]
+        did not converge) or are a copy of another row's structure, listed like skipped rows."""
+        return [SkippedRow(s.row, s.id, reason) for s in self.samples if (reason := _warnings(s.atoms))]
 
     def drop(self, rejected: Iterable[SkippedRow]) -> Dataset:
         """A copy without the rejected rows, which are added to ``skipped``."""
@@ -175,12 +181,11 @@ def flag_duplicate_structures(samples: Sequence[Sample]) -> None:
             more = f" and {len(group) - 2} more" if len(group) > 2 else ""
             warning = (f"{DUPLICATE_STRUCTURE} {other.row} (id {other.id}){more}: identical structures in different "
                        "cross-validation folds leak; remove the copies, or keep them in one fold with --split group:COLUMN")
-            add_warning(sample.atoms, warning)
             sample.atoms.info[DUPLICATE_KEY] = (key, warning)
 
 
 def clear_duplicates_within_groups(samples: Sequence[Sample], groups: Sequence[Any]) -> None:
-    """Take back the duplicate-structure warning of copies that all share one split group: a grouped split (outer and
+    """Take back the duplicate-structure flag of copies that all share one split group: a grouped split (outer and
     inner folds) never separates them, so they cannot leak."""
     copies: dict[str, list[tuple[Sample, Any]]] = {}
     for sample, group in zip(samples, groups, strict=True):
@@ -189,15 +194,7 @@ def clear_duplicates_within_groups(samples: Sequence[Sample], groups: Sequence[A
     for members in copies.values():
         if len({group for _, group in members}) == 1:
             for sample, _ in members:
-                _remove_warning(sample.atoms, sample.atoms.info.pop(DUPLICATE_KEY)[1])
-
-
-def _remove_warning(atoms: Atoms, warning: str) -> None:
-    kept = atoms.info.get(WARNING_KEY, "").replace(f"; {warning}", "").replace(warning, "").removeprefix("; ")
-    if kept:
-        atoms.info[WARNING_KEY] = kept
-    else:
-        atoms.info.pop(WARNING_KEY, None)
+                del sample.atoms.info[DUPLICATE_KEY]
 
 
 def _checked_atoms(make_atoms: Callable[[], Atoms]) -> Atoms:
