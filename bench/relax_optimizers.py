@@ -21,10 +21,10 @@ import tempfile
 import time
 from pathlib import Path
 
+from forces_cost import DEFAULT_DATA, mmff94_conformers  # bench/ is on the path when this script runs
+
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
-
-DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "moleculenet" / "bbbp.csv"
 
 
 def bfgs(atoms, fmax: float, max_steps: int) -> None:
@@ -87,19 +87,14 @@ def main() -> None:
     args = parser.parse_args()
 
     import numpy as np
-    import pandas as pd
     import torch
 
-    from hacknip.data.molecules import BackboneForces, EmbedOptions, boxed, embed, parse_smiles
+    from hacknip.data.molecules import BackboneForces
     from hacknip.plugins.registry import load_backbone
 
     torch.set_num_threads(1)
     backbone = load_backbone(args.backbone)
-    starts = []
-    for smiles in pd.read_csv(args.data)["smiles"]:
-        if len(starts) == args.n:
-            break
-        starts.append(boxed(embed(parse_smiles(smiles), EmbedOptions(force_field="MMFF94")), backbone.cutoff))
+    starts = mmff94_conformers(args.data, args.n, backbone.cutoff)
 
     class CountingForces(BackboneForces):
         evaluations = 0
