@@ -58,6 +58,17 @@ def test_cif_table_reads_and_names_a_broken_row(tmp_path):
     assert "\n" not in message
 
 
+def test_a_cif_without_a_structure_is_named_by_what_pymatgen_says_of_it():
+    from hacknip.data.structures import cif_text_to_atoms
+
+    for text in ("garbage", BROKEN_CIF):
+        with pytest.raises(ValueError, match="^not a valid CIF: ") as error:
+            cif_text_to_atoms(text)
+        assert "deprecated" not in str(error.value)
+    with pytest.raises(ValueError, match="Invalid CIF file with no structures"):
+        cif_text_to_atoms("garbage")
+
+
 def test_skip_lists_every_bad_row_and_keeps_the_rest(tmp_path):
     path = tmp_path / "table.csv"
     pd.DataFrame({"cif": [GOOD_CIF, BROKEN_CIF, "", GOOD_CIF], "y": [1.0, 2.0, 3.0, float("inf")]}).to_csv(path, index=False)

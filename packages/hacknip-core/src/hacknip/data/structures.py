@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import functools
 import gzip
-import io
 import itertools
 import json
 import math
@@ -348,10 +347,13 @@ def cif_text_to_atoms(text: str, disordered: str = "refuse") -> Atoms:
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         try:
-            structures = CifParser(io.StringIO(text)).parse_structures(primitive=False)
+            structures = CifParser.from_str(text).parse_structures(primitive=False)
         except Exception as error:
-            said = [str(w.message).splitlines()[0] for w in caught] or [f"{type(error).__name__}: {error}"]
-            raise ValueError(f"not a valid CIF: {said[-1]}") from error
+            # pymatgen says what it could not parse in warnings; deprecation notices say nothing about the file
+            said = [str(w.message).splitlines()[0] for w in caught
+                    if not issubclass(w.category, (DeprecationWarning, FutureWarning))]
+            reason = said[-1] if said else f"{type(error).__name__}: {error}"
+            raise ValueError(f"not a valid CIF: {reason}") from error
     return pymatgen_to_atoms(structures[0], disordered)
 
 
