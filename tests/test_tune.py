@@ -216,6 +216,8 @@ def test_scopes_tuned_at_once_tune_as_one_at_a_time(toy_plugin, toy_head, phonon
 def test_patience_counts_only_after_the_random_start_up_trials():
     """A best found among the sampler's first random trials does not end the study before TPE proposes any: with
     patience 3 the study runs the 10 start-up trials and 3 chosen by TPE (before, it stopped after trial 3)."""
+    import threading
+
     import optuna
 
     from hacknip.evaluation.tuning import STARTUP_TRIALS, TuneSettings, _StopRule
@@ -224,7 +226,7 @@ def test_patience_counts_only_after_the_random_start_up_trials():
     study = optuna.create_study(direction="minimize",
                                 sampler=optuna.samplers.TPESampler(seed=0, n_startup_trials=STARTUP_TRIALS))
     advanced = []
-    stop = _StopRule(TuneSettings(n_trials=30, patience=3), advanced.append)
+    stop = _StopRule(TuneSettings(n_trials=30, patience=3), advanced.append, threading.Event())
     study.optimize(lambda trial: trial.suggest_float("x", 0, 1) + (0 if trial.number == 0 else 10), n_trials=30,
                    callbacks=[stop])
     assert study.best_trial.number == 0
@@ -352,3 +354,51 @@ def test_member_subsets_of_one_member_is_a_clear_error(toy_plugin, toy_head, pho
     result = CliRunner().invoke(cli, ["tune", "--data", str(phonons_path), "--backbone", "toy@2", "--head", "knn",
                                       "--limit", "60", "--member-subsets", "--storage", str(tmp_path / "s.db")])
     assert result.exit_code == 1 and "--member-subsets needs two or more members" in result.output
+
+
+def test_an_interrupted_tune_stops_after_the_running_trials_and_resumes_from_them(toy_plugin, toy_head, phonons_path,
+                                                                                  tmp_path):
+    """Ctrl-C reaches only the main thread. The scopes tuned at once in other threads used to run every study to its
+    end before the interrupt surfaced; now each stops after the trial it is running, the scopes not yet started never
+    start, and the same call resumes from the stored trials."""
+    import signal
+    import threading
+    import time
+
+    from toy_head import KNNHead
+
+    import hacknip
+    from hacknip.evaluation.tuning import TuningInterrupted
+
+    storage = tmp_path / "studies.db"
+    fit, timers = KNNHead.fit, []
+
+    def fit_and_interrupt_once(head, X, y):
+        if not timers:  # Ctrl-C half a second into tuning
+            main = threading.main_thread().ident
+            timers.append(threading.Timer(0.5, signal.pthread_kill, (main, signal.SIGINT)))
+            timers[0].start()
+            timers.append(time.perf_counter())
+        return fit(head, X, y)
+
+    def tune():
+        return hacknip.tune(phonons_path, "toy@1", "knn", trials=8, patience=8, storage=str(storage), limit=100,
+                            jobs=2, head_params={"fit_delay": 0.05})
+
+    KNNHead.fit = fit_and_interrupt_once
+    try:
+        with pytest.raises(TuningInterrupted, match=f"stored in sqlite:///{storage}") as interrupted:
+            tune()
+    finally:
+        KNNHead.fit = fit
+    stopped_after = time.perf_counter() - timers[1]
+    assert "Run the same command again" in str(interrupted.value)
+    kept = _studies(storage)
+    finished = sum(t.state.name == "COMPLETE" for trials in kept.values() for t in trials)
+    # six scopes of 8 trials, each trial 3 inner fits of 0.05 s: about 4 s two scopes at a time
+    assert finished < 6 * 8 and len(kept) < 6 and stopped_after < 1.5
+
+    result = tune()
+    assert result.to_dict()["tuning"]["per_fold"]
+    resumed = _studies(storage)
+    assert len(resumed) == 6 and all(sum(t.state.name == "COMPLETE" for t in trials) == 8 for trials in resumed.values())

@@ -23,5 +23,10 @@ class BadStructureError(InputError):
     ``on_error="skip"``). Any other exception from a backbone is a bug and stops the run with its traceback."""
 
 
+class Interrupted(KeyboardInterrupt):
+    """Ctrl-C, or SIGTERM through the command line, stopped a long step once it had kept what it finished; the
+    message says what was kept and how to go on (the command line prints it as one line)."""
+
+
 class UntrustedFileError(HacknipError):
     """A file named by another file (a model folder, a table) would be loaded in a way that can run code."""

@@ -45,16 +45,15 @@ def set_debug(debug: bool) -> None:
 def friendly_errors(command):
     """Problems a user can fix (:class:`HacknipError`, a file that cannot be read or written, a missing optional
     library) become one clear line and exit status 1; anything else is a bug and keeps its traceback. An interrupted
-    featurisation says what it stored."""
+    featurisation or tuning says what it kept."""
 
     @functools.wraps(command)
     def wrapper(*args, **kwargs):
-        from hacknip.errors import HacknipError
-        from hacknip.features.featurize import FeaturizeInterrupted
+        from hacknip.errors import HacknipError, Interrupted
 
         try:
             return command(*args, **kwargs)
-        except FeaturizeInterrupted as interrupted:
+        except Interrupted as interrupted:
             click.echo(f"\n{interrupted}", err=True)
             raise SystemExit(130) from None
         except (HacknipError, OSError, ImportError) as error:

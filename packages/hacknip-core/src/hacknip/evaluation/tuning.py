@@ -24,6 +24,7 @@ import itertools
 import json
 import os
 import socket
+import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -33,7 +34,7 @@ from typing import Any
 
 import numpy as np
 
-from hacknip.errors import InputError
+from hacknip.errors import InputError, Interrupted
 from hacknip.evaluation.crossval import (
     CVResult,
     Folds,
@@ -144,6 +145,15 @@ def storage_url(storage: str | None) -> str:
     return f"sqlite:///{hacknip_home() / 'studies.db'}"
 
 
+class TuningInterrupted(Interrupted):
+    """Tuning was interrupted; every finished trial is in the study storage, and the same call resumes from them."""
+
+    def __init__(self, storage: str):
+        self.storage = storage
+        super().__init__(f"interrupted: the finished trials are stored in {storage}. Run the same command again to "
+                         "resume the studies from them")
+
+
 def tune(config: RunConfig, settings: TuneSettings, progress: Progress = no_progress) -> dict[str, Any]:
     """Tune, score honestly (or as the paper did), and return ``results.json``'s dictionary."""
     try:
@@ -158,6 +168,15 @@ def tune(config: RunConfig, settings: TuneSettings, progress: Progress = no_prog
     started = time.perf_counter()
     prepared = prepare(config, progress)
     search_space = head_search_space(prepared.head_spec, config.head_params)
+    try:
+        return _tune_prepared(prepared, settings, search_space, progress, started)
+    except KeyboardInterrupt as interrupt:
+        raise TuningInterrupted(without_passwords(settings.storage)) from interrupt
+
+
+def _tune_prepared(prepared: Prepared, settings: TuneSettings, search_space: Callable, progress: Progress,
+                   started: float) -> dict[str, Any]:
+    config = prepared.config
     tuner = _Tuner(prepared, settings, search_space, progress)
     everything = Scope("all", np.arange(len(prepared.y)),
                        _inner_folds(prepared.y, prepared.task, settings.inner_folds, prepared.groups))
@@ -193,7 +212,16 @@ def _tune_scopes(scopes: list[Scope], prepared: Prepared, settings: TuneSettings
     share = replace(prepared, config=replace(prepared.config, jobs=max(1, prepared.config.jobs // at_once)))
     tuner = _Tuner(share, settings, search_space, progress)
     with ThreadPoolExecutor(at_once) as pool:
-        return list(pool.map(tuner.tune_scope, scopes))
+        futures = [pool.submit(tuner.tune_scope, scope) for scope in scopes]
+        try:
+            return [future.result() for future in futures]
+        except KeyboardInterrupt:
+            # Only this thread sees Ctrl-C: cancel the scopes not started, and have the others stop after the trial
+            # each is running (kept in the storage), or leaving the pool would wait for every study to finish.
+            tuner.interrupted.set()
+            for future in futures:
+                future.cancel()
+            raise
 
 
 def deploy_scope_folds(settings: TuneSettings, prepared: Prepared, everything: Scope) -> Folds:
@@ -214,6 +242,7 @@ class _Tuner:
         self.prepared, self.settings, self.search_space, self.progress = prepared, settings, search_space, progress
         self.y = prepared.y
         self.study_prefix = _study_prefix(prepared, settings, search_space)
+        self.interrupted = threading.Event()
 
     def new_model(self, params: dict[str, Any]):
         return model_factory(self.prepared.config, self.prepared.task, tuned=params)
@@ -250,6 +279,8 @@ class _Tuner:
         return sweep, [{**fixed, member.member.name: [layer]} for layer in layers]
 
     def _study(self, scope: Scope, layers: dict[str, list[int]]) -> dict[str, Any]:
+        if self.interrupted.is_set():
+            raise KeyboardInterrupt
         X = self.prepared.matrix(layers)[scope.rows]
         y = self.y[scope.rows]
         metric = self.prepared.metric
@@ -271,7 +302,7 @@ class _Tuner:
                                 self.settings.n_trials)
         advance(len(_complete(study)))
         if not _study_finished(study, self.settings):
-            stop = _StopRule(self.settings, advance)
+            stop = _StopRule(self.settings, advance, self.interrupted)
             study.optimize(objective, callbacks=[stop])
         best = study.best_trial
         return {"study": name, "layers": layers, "features": features_expression(layers, self.prepared.members),
@@ -324,12 +355,12 @@ class _StopRule:
     the random start-up. Counting the study's stored trials (not this process's) makes it right for resumed and
     shared studies."""
 
-    def __init__(self, settings: TuneSettings, advance: Callable[[int], None]):
-        self.settings, self.advance = settings, advance
+    def __init__(self, settings: TuneSettings, advance: Callable[[int], None], interrupted: threading.Event):
+        self.settings, self.advance, self.interrupted = settings, advance, interrupted
 
     def __call__(self, study, trial) -> None:
         self.advance(1)
-        if _study_finished(study, self.settings):
+        if _study_finished(study, self.settings) or self.interrupted.is_set():
             study.stop()
 
 

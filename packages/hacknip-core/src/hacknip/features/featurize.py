@@ -14,7 +14,7 @@ import numpy as np
 from ase.data import chemical_symbols
 
 from hacknip.data.structures import Dataset, Sample, SkippedRow
-from hacknip.errors import InputError
+from hacknip.errors import InputError, Interrupted
 from hacknip.features.batch import batch_computation, reject
 from hacknip.features.batching import (
     check_batch_limits,
@@ -49,7 +49,7 @@ def unsupported_elements(sample: Sample, backbone: Backbone) -> list[str]:
     return sorted({chemical_symbols[z] for z in sample.atoms.numbers if z not in backbone.supported_elements})
 
 
-class FeaturizeInterrupted(KeyboardInterrupt):
+class FeaturizeInterrupted(Interrupted):
     """Featurisation was interrupted (Ctrl-C, or SIGTERM through the command line); what was computed is stored."""
 
     def __init__(self, features: BackboneFeatures, computed: int, stored: int, total: int):
