@@ -351,9 +351,9 @@ def _inner_folds(y: np.ndarray, task: str, n_splits: int, groups: list | None = 
 
 
 class _StopRule:
-    """Optuna callback: stop at ``n_trials`` completed trials, or after ``patience`` trials without improvement past
-    the random start-up. Counting the study's stored trials (not this process's) makes it right for resumed and
-    shared studies."""
+    """Optuna callback: stop at ``n_trials`` completed trials, after ``patience`` trials without improvement past
+    the random start-up, or once the tune is interrupted. Counting the study's stored trials (not this process's)
+    makes it right for resumed and shared studies."""
 
     def __init__(self, settings: TuneSettings, advance: Callable[[int], None], interrupted: threading.Event):
         self.settings, self.advance, self.interrupted = settings, advance, interrupted
