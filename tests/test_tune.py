@@ -386,11 +386,14 @@ def test_an_interrupted_tune_stops_after_the_running_trials_and_resumes_from_the
                             jobs=2, head_params={"fit_delay": 0.05})
 
     KNNHead.fit = fit_and_interrupt_once
+    # a process started in the background ignores SIGINT (as CI's may): Ctrl-C's handler, as in a terminal
+    handler = signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
         with pytest.raises(TuningInterrupted, match=f"stored in sqlite:///{storage}") as interrupted:
             tune()
     finally:
         KNNHead.fit = fit
+        signal.signal(signal.SIGINT, handler)
     stopped_after = time.perf_counter() - timers[1]
     assert "Run the same command again" in str(interrupted.value)
     kept = _studies(storage)
