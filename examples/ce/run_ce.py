@@ -115,19 +115,15 @@ def feature_sets(embeddings: dict, layers: list[int]) -> dict[str, np.ndarray]:
     return sets
 
 
-def candidate_name(features: str, head: str) -> str:
-    return f"{features}:{head}"
-
-
-def nested_scores(candidates: dict[str, tuple[np.ndarray, str]], y: np.ndarray, seeds: list[int], test_size: float,
+def nested_scores(candidates: dict[str, tuple[str, str, np.ndarray]], y: np.ndarray, seeds: list[int], test_size: float,
                   folds: int) -> list[dict]:
     """The same splits, but each split's candidate (features, head) is the one with the lowest inner-CV MSE on its
     training part alone; its test part is scored once, after the choice (honest, unlike choosing by test MSE)."""
     scores = []
     for seed, train, test in splits(len(y), seeds, test_size):
-        inner = {name: inner_mse(X[train], y[train], head, folds, seed) for name, (X, head) in candidates.items()}
+        inner = {name: inner_mse(X[train], y[train], head, folds, seed) for name, (_, head, X) in candidates.items()}
         chosen = min(inner, key=inner.get)
-        X, head = candidates[chosen]
+        _, head, X = candidates[chosen]
         error = split_error(X, y, head, train, test)
         scores.append({"seed": seed, "chosen": chosen, "inner_mse": inner, **errors_summary(error),
                        "test": test.tolist(), "predicted": (error + y[test]).tolist()})
@@ -212,18 +208,19 @@ def main(argv: list[str] | None = None) -> int:
     sets = feature_sets(embeddings, layers)
     if args.layer == ALL_LAYERS:
         sets = {ALL_LAYERS: sets[ALL_LAYERS]}
-    candidates = {candidate_name(features, head): (X, head) for features, X in sets.items() for head in heads}
+    # "layers:head", as results.json names them -> (layers, head, feature matrix)
+    candidates = {f"{features}:{head}": (features, head, X) for features, X in sets.items() for head in heads}
     per_candidate = {}
-    for name, (X, head) in candidates.items():
+    for name, (_, head, X) in candidates.items():
         scores = split_scores(X, y, head, args.seeds, args.test_size)
         per_candidate[name] = {"summary": summary(scores), "splits": scores}
         print(f"{name}: " + "  ".join(f"{k} {v:.3f}" for k, v in per_candidate[name]["summary"].items()), flush=True)
     best = min(per_candidate, key=lambda name: per_candidate[name]["summary"]["mse_mean"])
     best_summary = per_candidate[best]["summary"]
     nested = nested_scores(candidates, y, args.seeds, args.test_size, args.inner_folds)
-    deploy_mse = {name: inner_mse(X, y, head, args.inner_folds, 0) for name, (X, head) in candidates.items()}
+    deploy_mse = {name: inner_mse(X, y, head, args.inner_folds, 0) for name, (_, head, X) in candidates.items()}
     deploy = min(deploy_mse, key=deploy_mse.get)
-    deploy_features, deploy_head = deploy.split(":")
+    deploy_features, deploy_head, _ = candidates[deploy]
     params = {"backbone": f"{args.backbone}@{deploy_features}", "head": deploy_head, "weighting": args.weighting,
               "relaxed": not args.no_relax, "replay": f"python examples/ce/run_ce.py --layer {deploy_features} "
               f"--head {deploy_head} --weighting {args.weighting}" + (" --no-relax" if args.no_relax else "")}
