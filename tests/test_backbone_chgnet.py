@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import warnings
 
 import numpy as np
 import pytest
@@ -14,11 +15,14 @@ from chgnet.graph.graph import Graph
 from chgnet.model import CHGNet
 from conftest import RunsCode
 
+from hacknip.data.structures import Dataset, Sample
 from hacknip.errors import BadStructureError, UntrustedFileError
-from hacknip.plugins.backbone import file_sha256, identity_key
+from hacknip.features.featurize import featurize
+from hacknip.plugins.backbone import STRUCTURE_LABEL_KEY, file_sha256, identity_key
 from hacknip.plugins.registry import backbone_specs, load_backbone
 from hacknip.plugins.testing import BackboneConformance, TrainableConformance, reference_structures
-from hacknip_chgnet.backbone import CHGNetBackbone, load, pretrained_checkpoint
+from hacknip.store import FeatureStore
+from hacknip_chgnet.backbone import CHGNetBackbone, IsolatedAtomsWarning, load, pretrained_checkpoint
 
 
 @pytest.fixture(scope="module")
@@ -84,12 +88,17 @@ def test_unsupported_element_is_a_bad_structure(chgnet):
 
 def test_isolated_atom_gets_finite_features(chgnet, capfd):
     """An atom with no neighbour within 6 Å (a lone ion, a salt's Li far from its anion) is featurised as chgnet does
-    it: its embedding passed through convolutions with nothing to convolve, with chgnet's warning by default."""
+    it: its embedding passed through convolutions with nothing to convolve, with a warning by default that counts
+    them (and not chgnet's own, printed to stderr, which names the structure by its place in the batch)."""
     layers = list(range(len(chgnet.layer_widths)))
     alone = Atoms("Li", positions=[[10.0, 10.0, 10.0]], cell=[20.0, 20.0, 20.0], pbc=True)
     salt = molecule("H2O") + Atoms("Li", positions=[[9.0, 0.0, 0.0]])  # no cell: open boundaries
-    crystal, single, stray = chgnet.per_atom_features([bulk("Li", "bcc", a=3.51), alone, salt], layers)
-    assert "isolated atom" in capfd.readouterr().err
+    with pytest.warns(IsolatedAtomsWarning) as caught:
+        crystal, single, stray = chgnet.per_atom_features([bulk("Li", "bcc", a=3.51), alone, salt], layers)
+    assert [str(w.message).split(";")[0] for w in caught] == [
+        "chgnet: structure 1, Li: 1 atom(s) with no neighbour within the 6 Å cutoff",
+        "chgnet: structure 2, H2LiO: 1 atom(s) with no neighbour within the 6 Å cutoff"]
+    assert capfd.readouterr().err == ""
     for layer in layers:
         assert single[layer].shape == (1, 64) and np.isfinite(single[layer]).all(), layer
         assert stray[layer].shape == (4, 64) and np.isfinite(stray[layer]).all(), layer
@@ -98,12 +107,14 @@ def test_isolated_atom_gets_finite_features(chgnet, capfd):
 
 
 def test_on_isolated_atoms(chgnet, capfd):
-    """on_isolated_atoms="ignore" featurises isolated atoms without chgnet's warning; "error" refuses them."""
+    """on_isolated_atoms="ignore" featurises isolated atoms without a warning; "error" refuses them."""
     alone = Atoms("Li", positions=[[10.0, 10.0, 10.0]], cell=[20.0, 20.0, 20.0], pbc=True)
-    capfd.readouterr()
-    (quiet,) = load(on_isolated_atoms="ignore").per_atom_features([alone], [0, 4])
-    assert "isolated" not in capfd.readouterr().err
-    (default,) = chgnet.per_atom_features([alone], [0, 4])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        (quiet,) = load(on_isolated_atoms="ignore").per_atom_features([alone], [0, 4])
+    assert capfd.readouterr().err == ""
+    with pytest.warns(IsolatedAtomsWarning):
+        (default,) = chgnet.per_atom_features([alone], [0, 4])
     for layer in (0, 4):
         np.testing.assert_array_equal(quiet[layer], default[layer])
     strict = load(on_isolated_atoms="error")
@@ -112,6 +123,17 @@ def test_on_isolated_atoms(chgnet, capfd):
         strict.per_atom_features([bulk("Si", "diamond", a=5.43), alone], [0])
     with pytest.raises(ValueError, match="on_isolated_atoms"):
         load(on_isolated_atoms="skip")
+
+
+def test_the_isolated_atoms_warning_names_the_row_of_the_dataset(chgnet, tmp_path):
+    """Featurising a dataset, the warning names the row and id, not the structure's place in its batch."""
+    crystal = Sample("mp-1", "row 1", bulk("Li", "bcc", a=3.51), 0.0)
+    alone = Sample("lone-li", "row 2", Atoms("Li", positions=[[10.0, 10.0, 10.0]], cell=[20.0, 20.0, 20.0], pbc=True), 1.0)
+    with pytest.warns(IsolatedAtomsWarning) as caught:
+        featurize(Dataset([crystal, alone], "y", "ions.extxyz"), chgnet, FeatureStore(tmp_path), layers=[0])
+    assert [str(w.message).split(";")[0] for w in caught] == [
+        "chgnet: row 2 (id lone-li), Li: 1 atom(s) with no neighbour within the 6 Å cutoff"]
+    assert STRUCTURE_LABEL_KEY not in alone.atoms.info  # the dataset's own atoms are left as they were
 
 
 def test_a_bond_graph_chgnet_cannot_build_is_a_bad_structure(chgnet, monkeypatch, tmp_path):

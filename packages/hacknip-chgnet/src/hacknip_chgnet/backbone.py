@@ -13,7 +13,8 @@ anything but tensors and plain data is refused with :class:`hacknip.errors.Untru
 A structure CHGNet cannot featurise raises :class:`hacknip.errors.BadStructureError`: an element outside Z = 1-94,
 a structure whose bond graph chgnet cannot build. An atom with no neighbour within the 6 Å atom-graph cutoff (a lone
 ion, a single-atom molecule) is featurised as chgnet does it, from its embedding passed through convolutions that
-have nothing to convolve; chgnet warns about it unless ``on_isolated_atoms="ignore"``, and ``"error"`` refuses it.
+have nothing to convolve, with an :class:`IsolatedAtomsWarning` naming the structure's row unless
+``on_isolated_atoms="ignore"``; ``"error"`` refuses it.
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ from chgnet.model import CHGNet
 from pymatgen.io.ase import AseAtomsAdaptor
 
 from hacknip.errors import BadStructureError, InputError
-from hacknip.plugins.backbone import file_sha256, per_atom_features_in_batches, refusing_pickles
+from hacknip.plugins.backbone import file_sha256, per_atom_features_in_batches, refusing_pickles, structure_label
 from hacknip.plugins.capture import forward_capturing
 from hacknip.plugins.trainable import groups_by_module
 
@@ -41,6 +42,11 @@ SPEC_NAME = "chgnet"
 DEFAULT_MODEL = "0.3.0"
 PRETRAINED_DIR = Path(chgnet.__file__).parent / "pretrained"
 ISOLATED_ATOM_RESPONSES = ("error", "warn", "ignore")
+
+
+class IsolatedAtomsWarning(UserWarning):
+    """A structure has atoms with no neighbour within CHGNet's atom-graph cutoff; their features come from their
+    element's embedding alone."""
 
 
 def pretrained_models() -> list[str]:
@@ -69,14 +75,11 @@ def load(
     ``checkpoint`` may also name a pretrained model (``"r2scan"``), so that ``chgnet:r2scan`` works as a backbone
     name. Both are read without unpickling (:func:`read_checkpoint`).
 
-    ``on_isolated_atoms`` ("ignore" | "warn" | "error") is what CHGNet does with an atom that has no neighbour
-    within the cutoff; its features are still well defined (the embedding passed through the convolutions).
-    ``"warn"`` (default) and ``"ignore"`` featurise it, with or without chgnet's warning on stderr; ``"error"`` makes
-    chgnet refuse the structure, which featurising raises as :class:`hacknip.errors.BadStructureError`.
+    ``on_isolated_atoms`` ("ignore" | "warn" | "error") is what to do with an atom that has no neighbour within the
+    cutoff; its features are still well defined (the embedding passed through the convolutions). ``"warn"`` (default)
+    and ``"ignore"`` featurise it, with or without an :class:`IsolatedAtomsWarning`; ``"error"`` makes chgnet refuse
+    the structure, which featurising raises as :class:`hacknip.errors.BadStructureError`.
     """
-    if on_isolated_atoms not in ISOLATED_ATOM_RESPONSES:
-        raise InputError(f"on_isolated_atoms must be one of {', '.join(ISOLATED_ATOM_RESPONSES)}, "
-                         f"got {on_isolated_atoms!r}")
     if checkpoint is not None and not Path(checkpoint).is_file() and str(checkpoint) in pretrained_models():
         model, checkpoint = str(checkpoint), None
     if checkpoint is None:
@@ -92,9 +95,8 @@ def load(
         network = build_network(read_checkpoint(weights))
         model = None
         name = f"{SPEC_NAME}:{checkpoint}"
-    network.graph_converter.set_isolated_atom_response(on_isolated_atoms)
     return CHGNetBackbone(network.to(device), name=name, model=model, checkpoint_sha256=file_sha256(weights),
-                          device=device, batch_size=batch_size)
+                          device=device, batch_size=batch_size, on_isolated_atoms=on_isolated_atoms)
 
 
 def read_checkpoint(path: str | Path) -> dict[str, Any]:
@@ -122,9 +124,15 @@ class CHGNetBackbone:
     """CHGNet's neighbour list (pymatgen) holds every periodic image within the cutoff."""
 
     def __init__(self, network: CHGNet, *, name: str, model: str | None, checkpoint_sha256: str,
-                 device: str = "cpu", batch_size: int = 16) -> None:
+                 device: str = "cpu", batch_size: int = 16, on_isolated_atoms: str = "warn") -> None:
         if batch_size < 1:
             raise InputError(f"batch_size must be at least 1, got {batch_size}")
+        if on_isolated_atoms not in ISOLATED_ATOM_RESPONSES:
+            raise InputError(f"on_isolated_atoms must be one of {', '.join(ISOLATED_ATOM_RESPONSES)}, "
+                             f"got {on_isolated_atoms!r}")
+        self.on_isolated_atoms = on_isolated_atoms
+        # chgnet's own "warn" prints to stderr and names the structure by its place in the batch: warn here instead
+        network.graph_converter.set_isolated_atom_response("error" if on_isolated_atoms == "error" else "ignore")
         self.network = network.eval()
         self.name = name
         self.model = model
@@ -212,12 +220,21 @@ class CHGNetBackbone:
                                     f"({atoms.get_chemical_formula()}): {cause}") from error
         except ValueError as error:
             # on_isolated_atoms="error": chgnet refuses a structure with an atom that has no neighbour in the cutoff.
-            if converter.on_isolated_atoms != "error" or "isolated atom" not in str(error):
+            if self.on_isolated_atoms != "error" or "isolated atom" not in str(error):
                 raise
             raise BadStructureError(f"{self.name}: structure {index} ({atoms.get_chemical_formula()}) has an atom with "
                                     f"no neighbour within the {self.cutoff:g} Å cutoff, which on_isolated_atoms='error' "
                                     "refuses") from error
+        if self.on_isolated_atoms == "warn":
+            self._warn_of_isolated_atoms(atoms, index, graph)
         return graph.to(self.device)
+
+    def _warn_of_isolated_atoms(self, atoms: Atoms, index: int, graph: CrystalGraph) -> None:
+        centres = graph.atom_graph.reshape(-1, 2)[:, 0]  # (centre, neighbour) pairs; empty: one dimension
+        if isolated := len(atoms) - len(torch.unique(centres)):
+            warnings.warn(f"{self.name}: {structure_label(atoms, index)}: {isolated} atom(s) with no neighbour within "
+                          f"the {self.cutoff:g} Å cutoff; their features come from their element's embedding alone",
+                          IsolatedAtomsWarning, stacklevel=3)
 
     def _one_pass(self, graphs: list[CrystalGraph], sizes: list[int], layers: list[int]) -> list[dict[int, np.ndarray]]:
         with torch.no_grad():

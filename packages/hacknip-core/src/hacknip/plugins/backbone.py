@@ -27,6 +27,9 @@ PERPENDICULAR_WIDTH = "perpendicular-width"
 LATTICE_LENGTHS = "lattice-lengths"
 """Supercell rule: repeat until every lattice vector is at least as long as the cutoff (the HackNIP paper's rule)."""
 SUPERCELL_RULES = (PERPENDICULAR_WIDTH, LATTICE_LENGTHS)
+STRUCTURE_LABEL_KEY = "hacknip_label"
+"""``atoms.info`` key of where a structure comes from in the user's data ('row 17 (id mp-149)'): featurising a
+dataset passes the backbone labelled copies, so that a warning can name the row (:func:`structure_label`)."""
 
 
 @runtime_checkable
@@ -182,6 +185,14 @@ def check_elements(structures: Sequence[Atoms], supported: frozenset[int], backb
                                     f"(structure {index}, {atoms.get_chemical_formula()}); it supports Z = "
                                     f"{describe_numbers(supported)}")
 
+
+
+def structure_label(atoms: Atoms, index: int) -> str:
+    """How a backbone's warning names ``atoms``, the ``index``-th structure of its call: the row and id featurising a
+    dataset labelled it with (:data:`STRUCTURE_LABEL_KEY`), else its position in the call; and its formula.
+    (Errors need no label: featurising names the row of a structure that raises.)"""
+    where = atoms.info.get(STRUCTURE_LABEL_KEY) or f"structure {index}"
+    return f"{where}, {atoms.get_chemical_formula()}"
 
 def check_structure(atoms: Atoms, index: int, backbone: str) -> None:
     """What no backbone can featurise, as :class:`~hacknip.errors.BadStructureError`: a structure without atoms, with
