@@ -153,7 +153,7 @@ def parity_plot(path: Path, y: np.ndarray, scores: list[dict], title: str) -> No
     figure.savefig(path, dpi=150)
 
 
-def main(argv: list[str] | None = None) -> int:
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
     parser.add_argument("--species", type=Path, default=HERE / "species.csv")
@@ -170,16 +170,14 @@ def main(argv: list[str] | None = None) -> int:
                         help="folds inside each training part that choose its candidate (the nested, honest score)")
     parser.add_argument("--layer", help=f"score this layer only, or '{ALL_LAYERS}' (every layer side by side): "
                         "replays params.json's choice")
-    args = parser.parse_args(argv)
+    return parser.parse_args(argv)
 
-    from hacknip.data.mixtures import embed_mixtures, read_mixture_table, read_species_table
-    from hacknip.data.molecules import EmbedOptions, RelaxOptions
-    from hacknip.plugins.registry import load_backbone
-    from hacknip.report import strict_json
-    from hacknip.store import FeatureStore
 
-    started = time.perf_counter()
-    args.out.mkdir(parents=True, exist_ok=True)
+def read_table(args: argparse.Namespace):
+    """The electrolytes as a mixture table (written to ``mixtures.csv`` and read back), the parsed rows by id, the
+    rows left out so far with their reasons, and how many rows the CE data has."""
+    from hacknip.data.mixtures import read_mixture_table, read_species_table
+
     species = read_species_table(args.species)
     parsed, rejected = parse_descriptions(args.data, list(species))
     rows_in_data = len(parsed) + len(rejected)
@@ -187,20 +185,103 @@ def main(argv: list[str] | None = None) -> int:
     write_csv(table_path, parsed, ["id", "row", "electrolyte", "components", "LCE"])
     table = read_mixture_table(table_path, target="LCE", species=species, on_error="skip")
     by_id = {entry["id"]: entry for entry in parsed}
-    rejected += [{**by_id[s.id], "row": by_id[s.id]["row"], "reason": f"conversion: {s.reason}"} for s in table.skipped]
+    rejected += [{**by_id[s.id], "reason": f"conversion: {s.reason}"} for s in table.skipped]
+    return table, by_id, rejected, rows_in_data
 
-    backbone = load_backbone(args.backbone)
+
+def chosen_layers(args: argparse.Namespace, backbone) -> list[int]:
     layers = list(range(len(backbone.layer_widths)))
-    if args.layer not in (None, ALL_LAYERS):
-        if args.layer not in [str(layer) for layer in layers]:
-            parser.error(f"--layer {args.layer}: {args.backbone} has layers {layers[0]}..{layers[-1]}, or "
-                         f"'{ALL_LAYERS}'")
-        layers = [int(args.layer)]
-    heads = args.head.split(",")
+    if args.layer in (None, ALL_LAYERS):
+        return layers
+    if args.layer not in [str(layer) for layer in layers]:
+        raise SystemExit(f"--layer {args.layer}: {args.backbone} has layers {layers[0]}..{layers[-1]}, or '{ALL_LAYERS}'")
+    return [int(args.layer)]
+
+
+def embed(args: argparse.Namespace, table, layers: list[int], backbone) -> dict:
+    """Each layer's mixture embeddings (components relaxed with the backbone unless ``--no-relax``)."""
+    from hacknip.data.mixtures import embed_mixtures
+    from hacknip.data.molecules import EmbedOptions, RelaxOptions
+    from hacknip.store import FeatureStore
+
     # the protocol docs/benchmarks.md measured (the defaults then): the ETKDG conformer, 0.01 eV/Å, at most 100 steps
     relax_options = None if args.no_relax else RelaxOptions(fmax=0.01, steps=100)
-    embeddings = embed_mixtures(table.mixtures, backbone, FeatureStore(), layers, weighting=args.weighting,
-                                relax_options=relax_options, embed_options=EmbedOptions(force_field=None))
+    return embed_mixtures(table.mixtures, backbone, FeatureStore(), layers, weighting=args.weighting,
+                          relax_options=relax_options, embed_options=EmbedOptions(force_field=None))
+
+
+def evaluate(args: argparse.Namespace, candidates: dict[str, tuple[str, str, np.ndarray]], y: np.ndarray) -> dict:
+    """Every candidate on the splits (the best by test MSE: optimistic), the nested choice on each split (honest),
+    and the candidate CV on all rows deploys."""
+    per_candidate = {}
+    for name, (_, head, X) in candidates.items():
+        scores = split_scores(X, y, head, args.seeds, args.test_size)
+        per_candidate[name] = {"summary": summary(scores), "splits": scores}
+        print(f"{name}: " + "  ".join(f"{k} {v:.3f}" for k, v in per_candidate[name]["summary"].items()), flush=True)
+    best = min(per_candidate, key=lambda name: per_candidate[name]["summary"]["mse_mean"])
+    nested = nested_scores(candidates, y, args.seeds, args.test_size, args.inner_folds)
+    deploy_mse = {name: inner_mse(X, y, head, args.inner_folds, 0) for name, (_, head, X) in candidates.items()}
+    return {"per_candidate": per_candidate, "best": best, "nested": nested, "deploy_mse": deploy_mse,
+            "deploy": min(deploy_mse, key=deploy_mse.get)}
+
+
+def deploy_params(args: argparse.Namespace, features: str, head: str) -> dict:
+    relax_flag = " --no-relax" if args.no_relax else ""
+    return {"backbone": f"{args.backbone}@{features}", "head": head, "weighting": args.weighting,
+            "relaxed": not args.no_relax, "replay": f"python examples/ce/run_ce.py --layer {features} --head {head} "
+            f"--weighting {args.weighting}{relax_flag}"}
+
+
+def results_json(args: argparse.Namespace, argv: list[str] | None, outcome: dict, params: dict, mixtures, y: np.ndarray,
+                 rows_in_data: int, rejected: list[dict], seconds: float) -> dict:
+    nested = outcome["nested"]
+    return {
+        "command": " ".join([Path(sys.argv[0]).name] + (argv if argv is not None else sys.argv[1:])),
+        "data": str(args.data), "backbone": args.backbone, "head": args.head, "weighting": args.weighting,
+        "relaxed": not args.no_relax,
+        "target": "LCE = -log10(1 - CE)", "splits": f"{len(args.seeds)} random {1 - args.test_size:.0%}/"
+        f"{args.test_size:.0%} splits, seeds {args.seeds}", "rows_in_data": rows_in_data,
+        "rows_used": len(y), "rows_rejected": len(rejected),
+        "distinct_components": len(mixtures.component_keys),
+        "flagged_components": [entry.as_dict() for entry in mixtures.flagged],
+        "best_candidate": outcome["best"], "best": outcome["per_candidate"][outcome["best"]]["summary"],
+        "nested": {"note": f"each split's candidate (layers:head) chosen by {args.inner_folds}-fold CV MSE inside its "
+                           "training part", **summary(nested), "chosen": [entry["chosen"] for entry in nested],
+                   "inner_mse": [entry["inner_mse"] for entry in nested]},
+        "dummy": summary(dummy_scores(y, args.seeds, args.test_size)),
+        "deploy": {"candidate": outcome["deploy"], "cv_mse": outcome["deploy_mse"], "params": params},
+        "per_candidate": {name: value["summary"] for name, value in outcome["per_candidate"].items()},
+        "paper": PAPER, "seconds": round(seconds, 1),
+    }
+
+
+def print_summary(results: dict, mixtures, out: Path) -> None:
+    print(f"{results['rows_used']} electrolytes used, {results['rows_rejected']} rejected (see {out / 'rejected.csv'}); "
+          f"{results['distinct_components']} distinct components")
+    for entry in mixtures.flagged:
+        print(f"flagged component {entry.id}: {entry.reason}")
+    best = results["best"]
+    print(f"best candidate {results['best_candidate']}: MAE {best['mae_mean']:.3f} ± {best['mae_std']:.3f}, "
+          f"MSE {best['mse_mean']:.3f} ± {best['mse_std']:.3f} "
+          f"(paper, 124-entry table, ORB-MODNet: MAE 0.204, MSE 0.097; best human-feature model MSE 0.333); "
+          f"chosen on the test splits, as the paper did: optimistic")
+    honest, params = results["nested"], results["deploy"]["params"]
+    print(f"nested (each split's candidate chosen inside its training part: {honest['chosen']}): MAE {honest['mae_mean']:.3f} "
+          f"± {honest['mae_std']:.3f}, MSE {honest['mse_mean']:.3f} ± {honest['mse_std']:.3f}; "
+          f"params.json: {params['backbone']} (replay: {params['replay']})")
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    from hacknip.plugins.registry import load_backbone
+    from hacknip.report import strict_json
+
+    started = time.perf_counter()
+    args.out.mkdir(parents=True, exist_ok=True)
+    table, by_id, rejected, rows_in_data = read_table(args)
+    backbone = load_backbone(args.backbone)
+    layers = chosen_layers(args, backbone)
+    embeddings = embed(args, table, layers, backbone)
     first = embeddings[layers[0]]
     rejected += [{**by_id[s.id], "reason": f"featurisation: {s.reason}"} for s in first.rejected]
     y = np.array([mixture.target for mixture in first.mixtures])
@@ -209,57 +290,17 @@ def main(argv: list[str] | None = None) -> int:
     if args.layer == ALL_LAYERS:
         sets = {ALL_LAYERS: sets[ALL_LAYERS]}
     # "layers:head", as results.json names them -> (layers, head, feature matrix)
-    candidates = {f"{features}:{head}": (features, head, X) for features, X in sets.items() for head in heads}
-    per_candidate = {}
-    for name, (_, head, X) in candidates.items():
-        scores = split_scores(X, y, head, args.seeds, args.test_size)
-        per_candidate[name] = {"summary": summary(scores), "splits": scores}
-        print(f"{name}: " + "  ".join(f"{k} {v:.3f}" for k, v in per_candidate[name]["summary"].items()), flush=True)
-    best = min(per_candidate, key=lambda name: per_candidate[name]["summary"]["mse_mean"])
-    best_summary = per_candidate[best]["summary"]
-    nested = nested_scores(candidates, y, args.seeds, args.test_size, args.inner_folds)
-    deploy_mse = {name: inner_mse(X, y, head, args.inner_folds, 0) for name, (_, head, X) in candidates.items()}
-    deploy = min(deploy_mse, key=deploy_mse.get)
-    deploy_features, deploy_head, _ = candidates[deploy]
-    params = {"backbone": f"{args.backbone}@{deploy_features}", "head": deploy_head, "weighting": args.weighting,
-              "relaxed": not args.no_relax, "replay": f"python examples/ce/run_ce.py --layer {deploy_features} "
-              f"--head {deploy_head} --weighting {args.weighting}" + (" --no-relax" if args.no_relax else "")}
+    candidates = {f"{features}:{head}": (features, head, X) for features, X in sets.items() for head in args.head.split(",")}
+    outcome = evaluate(args, candidates, y)
+    params = deploy_params(args, *candidates[outcome["deploy"]][:2])
     (args.out / "params.json").write_text(strict_json(params))
-    parity_plot(args.out / "parity.png", y, per_candidate[best]["splits"],
-                f"{args.backbone} {best}: MSE {best_summary['mse_mean']:.3f}")
+    best = outcome["best"]
+    parity_plot(args.out / "parity.png", y, outcome["per_candidate"][best]["splits"],
+                f"{args.backbone} {best}: MSE {outcome['per_candidate'][best]['summary']['mse_mean']:.3f}")
     write_csv(args.out / "rejected.csv", rejected, ["id", "row", "electrolyte", "reason"])
-
-    results = {
-        "command": " ".join([Path(sys.argv[0]).name] + (argv if argv is not None else sys.argv[1:])),
-        "data": str(args.data), "backbone": args.backbone, "head": args.head, "weighting": args.weighting,
-        "relaxed": not args.no_relax,
-        "target": "LCE = -log10(1 - CE)", "splits": f"{len(args.seeds)} random {1 - args.test_size:.0%}/"
-        f"{args.test_size:.0%} splits, seeds {args.seeds}", "rows_in_data": rows_in_data,
-        "rows_used": len(y), "rows_rejected": len(rejected),
-        "distinct_components": len(first.component_keys),
-        "flagged_components": [entry.as_dict() for entry in first.flagged],
-        "best_candidate": best, "best": best_summary,
-        "nested": {"note": f"each split's candidate (layers:head) chosen by {args.inner_folds}-fold CV MSE inside its "
-                           "training part", **summary(nested), "chosen": [entry["chosen"] for entry in nested],
-                   "inner_mse": [entry["inner_mse"] for entry in nested]},
-        "dummy": summary(dummy_scores(y, args.seeds, args.test_size)),
-        "deploy": {"candidate": deploy, "cv_mse": deploy_mse, "params": params},
-        "per_candidate": {name: value["summary"] for name, value in per_candidate.items()},
-        "paper": PAPER, "seconds": round(time.perf_counter() - started, 1),
-    }
+    results = results_json(args, argv, outcome, params, first, y, rows_in_data, rejected, time.perf_counter() - started)
     (args.out / "results.json").write_text(strict_json(results))
-    print(f"{len(y)} electrolytes used, {len(rejected)} rejected (see {args.out / 'rejected.csv'}); "
-          f"{len(first.component_keys)} distinct components")
-    for entry in first.flagged:
-        print(f"flagged component {entry.id}: {entry.reason}")
-    print(f"best candidate {best}: MAE {best_summary['mae_mean']:.3f} ± {best_summary['mae_std']:.3f}, "
-          f"MSE {best_summary['mse_mean']:.3f} ± {best_summary['mse_std']:.3f} "
-          f"(paper, 124-entry table, ORB-MODNet: MAE 0.204, MSE 0.097; best human-feature model MSE 0.333); "
-          f"chosen on the test splits, as the paper did: optimistic")
-    honest = results["nested"]
-    print(f"nested (each split's candidate chosen inside its training part: {honest['chosen']}): MAE {honest['mae_mean']:.3f} "
-          f"± {honest['mae_std']:.3f}, MSE {honest['mse_mean']:.3f} ± {honest['mse_std']:.3f}; "
-          f"params.json: {params['backbone']} (replay: {params['replay']})")
+    print_summary(results, first, args.out)
     return 0
 
 
