@@ -22,7 +22,7 @@ from hacknip.data.structures import BadInputError, Dataset, Sample
 from hacknip.errors import BadStructureError
 from hacknip.features.featurize import FeaturizeInterrupted, batch_threads, featurize, layer_matrix
 from hacknip.features.pooling import atom_statistics
-from hacknip.plugins.testing import BackboneConformance, reference_structures
+from hacknip.plugins.testing import BackboneConformance, assert_features_close, reference_structures
 from hacknip.store import Claims, FeatureStore, structure_hash
 
 
@@ -100,6 +100,20 @@ def test_conformance_on_an_isolated_atom(outcome, caught):
     else:
         with pytest.raises(AssertionError, match=caught):
             check(backbone, structures, one_pass, layers)
+
+
+def test_the_suite_compares_features_to_the_precision_of_their_scale():
+    """A rounding error near zero is measured against the array's largest value; a real difference still fails."""
+    expected = np.array([[8.16, -2.1785e-4, 2.73]], dtype=np.float32)
+    summed_otherwise = expected + np.array([[4e-6, -1.25e-5, 0.0]], dtype=np.float32)  # seen on ORB's layer 15
+    assert_features_close(summed_otherwise, expected, "rounding")
+    with pytest.raises(AssertionError, match="leak"):
+        assert_features_close(expected + np.array([[0.0, 1e-3, 0.0]], dtype=np.float32), expected, "leak")
+    with pytest.raises(AssertionError, match="leak"):
+        assert_features_close(expected * np.float32(1.001), expected, "leak")
+    small = np.array([[1e-3, 2e-3]])  # values below 1 keep the absolute floor of 1e-5
+    with pytest.raises(AssertionError, match="small"):
+        assert_features_close(small + 2e-5, small, "small")
 
 
 def test_concurrent_batches_store_what_one_thread_stores_in_row_order(tmp_path):
