@@ -53,7 +53,7 @@ from hacknip.data.structures import (
     the_only_numeric,
 )
 from hacknip.errors import InputError
-from hacknip.plugins.backbone import STRUCTURE_LABEL_KEY, Backbone, check_elements, identity_key
+from hacknip.plugins.backbone import Backbone, check_elements, identity_key, labelled_copy
 from hacknip.store import (
     DAMAGED_FOLDER,
     GEOMETRIES_FOLDER,
@@ -397,8 +397,7 @@ class _Runner:
         if self.calculator is None:
             return "ok", _record(job, atoms)
         if job.smiles:  # what the backbone's warnings call it
-            atoms = atoms.copy()
-            atoms.info[STRUCTURE_LABEL_KEY] = f"molecule {job.smiles}"
+            atoms = labelled_copy(atoms, f"molecule {job.smiles}")
         try:
             relaxation = relax(atoms, self.calculator, self.relax, self.vacuum)
         except Exception as error:  # calculators raise anything; the row is reported, the run goes on

@@ -6,14 +6,13 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import numpy as np
-from ase import Atoms
 
 from hacknip.data.structures import BadInputError, SkippedRow
 from hacknip.errors import BadStructureError
 from hacknip.features.batching import is_out_of_memory, release_cached_memory
 from hacknip.features.pooling import atom_statistics
 from hacknip.features.supercell import cutoff_supercell
-from hacknip.plugins.backbone import STRUCTURE_LABEL_KEY, Backbone, supercell_rule
+from hacknip.plugins.backbone import Backbone, labelled_copy, supercell_rule
 from hacknip.plugins.executor import Batch, BatchResult
 from hacknip.store import Record
 
@@ -25,7 +24,9 @@ def reject(source: str, row: str, sample_id: str, reason: str, on_error: str) ->
 
 
 def _records(backbone: Backbone, batch: Batch, layers: list[int]) -> list[Record]:
-    inputs = [_labelled(atoms, f"{row} (id {sample_id})") for atoms, row, sample_id in zip(batch.atoms, batch.rows, batch.ids)]
+    # copies that name their row to the backbone's warnings
+    inputs = [labelled_copy(atoms, f"{row} (id {sample_id})")
+              for atoms, row, sample_id in zip(batch.atoms, batch.rows, batch.ids)]
     if backbone.needs_supercell:
         inputs = [cutoff_supercell(atoms, backbone.cutoff, supercell_rule(backbone)) for atoms in inputs]
     per_atom = backbone.per_atom_features(inputs, layers)
@@ -35,13 +36,6 @@ def _records(backbone: Backbone, batch: Batch, layers: list[int]) -> list[Record
         Record(key, len(atoms), {layer: atom_statistics(features[layer]) for layer in layers})
         for key, atoms, features in zip(batch.keys, batch.atoms, per_atom)
     ]
-
-
-def _labelled(atoms: Atoms, label: str) -> Atoms:
-    """A copy of ``atoms`` that names its row to the backbone's warnings (the dataset's own atoms stay as they are)."""
-    copy = atoms.copy()
-    copy.info[STRUCTURE_LABEL_KEY] = label
-    return copy
 
 
 def _check_finite(backbone: Backbone, features: dict[int, np.ndarray]) -> None:

@@ -186,6 +186,12 @@ def check_elements(structures: Sequence[Atoms], supported: frozenset[int], backb
                                     f"{describe_numbers(supported)}")
 
 
+def labelled_copy(atoms: Atoms, label: str) -> Atoms:
+    """A copy of ``atoms`` whose :data:`STRUCTURE_LABEL_KEY` names where it comes from (the original stays as it is)."""
+    copy = atoms.copy()
+    copy.info[STRUCTURE_LABEL_KEY] = label
+    return copy
+
 
 def structure_label(atoms: Atoms, index: int) -> str:
     """How a backbone's warning names ``atoms``, the ``index``-th structure of its call: the row and id featurising a
@@ -193,6 +199,7 @@ def structure_label(atoms: Atoms, index: int) -> str:
     (Errors need no label: featurising names the row of a structure that raises.)"""
     where = atoms.info.get(STRUCTURE_LABEL_KEY) or f"structure {index}"
     return f"{where}, {atoms.get_chemical_formula()}"
+
 
 def check_structure(atoms: Atoms, index: int, backbone: str) -> None:
     """What no backbone can featurise, as :class:`~hacknip.errors.BadStructureError`: a structure without atoms, with
