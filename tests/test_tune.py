@@ -338,6 +338,41 @@ def test_member_subsets_with_a_swept_layer_tune_each_subset_once(toy_plugin, toy
     assert len(_studies(tmp_path / "studies.db")) == 5
 
 
+def test_zero_trials_choose_among_the_heads_defaults_inside_each_training_fold(toy_plugin, toy_head, phonons_path,
+                                                                               tmp_path):
+    """--trials 0: no search; each candidate (here each member subset) is one trial of the head as it comes, scored on
+    the scope's inner folds, and each fold keeps the best of those: an honest choice of features among untuned
+    candidates. Its studies are not the searching ones, so neither resumes the other."""
+    from hacknip.evaluation.crossval import cross_validate
+    from hacknip.evaluation.tuning import _inner_folds
+    from hacknip.workflow.run import RunConfig, model_factory, prepare
+
+    _subsets_tune(phonons_path, tmp_path, "--member-subsets", out="searched")
+    searched = set(_studies(tmp_path / "studies.db"))
+    results = _subsets_tune(phonons_path, tmp_path, "--member-subsets", "--trials", "0")
+    studies = {name: trials for name, trials in _studies(tmp_path / "studies.db").items() if name not in searched}
+    assert len(studies) == 6 * 3 and all(name.endswith("/defaults") for name in studies)
+    assert all(len(trials) == 1 and trials[0].params == {} for trials in studies.values())
+    tuning = results["tuning"]
+    assert all(winner["head_params"] == {} for winner in [*tuning["per_fold"], tuning["deploy"]])
+    assert json.loads((tmp_path / "subsets" / "params.json").read_text())["head_params"] == {}
+
+    config = RunConfig(data=str(phonons_path), backbone="toy@2+matminer:composition", head="knn", limit=60,
+                       store=str(tmp_path / "store"), workers=1)
+    prepared = prepare(config)
+    folds = _inner_folds(prepared.y, prepared.task, 3)
+    untuned = model_factory(config, prepared.task)
+    for study in tuning["deploy"]["studies"]:
+        scores = cross_validate(prepared.matrix(study["layers"]), prepared.y, folds, untuned)
+        assert study["best_value"] == pytest.approx(scores.mean())
+
+
+def test_negative_trials_are_a_clear_error(toy_plugin, toy_head, phonons_path, tmp_path):
+    result = CliRunner().invoke(cli, ["tune", "--data", str(phonons_path), "--backbone", "toy@2", "--head", "knn",
+                                      "--limit", "60", "--trials", "-1", "--storage", str(tmp_path / "s.db")])
+    assert result.exit_code == 1 and "--trials must be 0 (the head's defaults only) or more" in result.output
+
+
 def test_a_subset_leaves_the_other_members_columns_out(toy_plugin, phonons_path, tmp_path):
     from hacknip.workflow.run import RunConfig, prepare
 

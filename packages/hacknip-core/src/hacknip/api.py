@@ -46,9 +46,9 @@ def tune(data: str | Path, backbone: str, head: str = "modnet", *, trials: int =
     """Tune the head's hyperparameters and the layer with Optuna, as ``hacknip tune`` does: nested by default (each
     outer fold tuned on its own training rows), or ``protocol="paper"`` (optimistic, labelled so). The result's
     :attr:`~hacknip.workflow.results.RunResult.params` is the configuration to deploy (``hacknip run --params``).
-    ``storage``: an SQLite path or any Optuna RDB URL (default ``$HACKNIP_HOME/studies.db``); ``member_subsets``:
-    also tune every non-empty subset of the expression's members (``--member-subsets``); ``options`` as for
-    :func:`run`.
+    ``trials=0`` searches nothing: each candidate is scored with the head's defaults. ``storage``: an SQLite path or
+    any Optuna RDB URL (default ``$HACKNIP_HOME/studies.db``); ``member_subsets``: also tune every non-empty subset
+    of the expression's members (``--member-subsets``); ``options`` as for :func:`run`.
 
     Example::
 
@@ -58,8 +58,6 @@ def tune(data: str | Path, backbone: str, head: str = "modnet", *, trials: int =
     from hacknip.evaluation.tuning import TuneSettings, storage_url
     from hacknip.evaluation.tuning import tune as tune_job
 
-    if trials < 1 or patience < 1:
-        raise InputError(f"trials and patience must be at least 1, got trials={trials}, patience={patience}")
     settings = TuneSettings(n_trials=trials, patience=patience, protocol=protocol, inner_folds=inner_folds,
                             layers=layers, storage=storage_url(storage), seed=seed, member_subsets=member_subsets)
     return RunResult(tune_job(run_config(data, backbone, head, options), settings))

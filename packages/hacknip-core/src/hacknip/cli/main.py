@@ -425,7 +425,9 @@ def predict(model_dir, data, target, structure_column, id_column, targets, on_er
 @click.option("--protocol", type=click.Choice(["nested", "paper"]), default="nested", show_default=True,
               help="nested: tune inside each outer training fold (honest). paper: score trials on the outer test folds "
                    "(optimistic, labelled so).")
-@click.option("--trials", "n_trials", default=50, show_default=True, help="Trials per study (per layer, per fold).")
+@click.option("--trials", "n_trials", default=50, show_default=True,
+              help="Trials per study (per layer, per fold); 0: no search, score each candidate layer and member subset "
+                   "with the head's default hyperparameters and keep the best by validation score.")
 @click.option("--patience", default=10, show_default=True, help="Stop a study after this many trials without improvement.")
 @click.option("--layers", "layers_text", help="Candidate layers, e.g. 3,4,5 (default: L*-2..L*+2 around the swept best).")
 @click.option("--inner-folds", default=3, show_default=True, help="Validation folds inside each training fold (nested).")
@@ -444,8 +446,6 @@ def tune(out, overwrite, protocol, n_trials, patience, layers_text, inner_folds,
     from hacknip.evaluation.tuning import TuneSettings, storage_url
     from hacknip.evaluation.tuning import tune as tune_pipeline
 
-    if n_trials < 1 or patience < 1:
-        raise click.BadParameter("--trials and --patience must be at least 1")
     config = model_config(options)
     check_outputs(out, None, config.store, overwrite)
     settings = TuneSettings(n_trials=n_trials, patience=patience, protocol=protocol, inner_folds=inner_folds,

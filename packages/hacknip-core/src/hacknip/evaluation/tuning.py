@@ -13,6 +13,9 @@ With ``member_subsets``, each candidate layer choice is also tried on every non-
 members (``chgnet@all+matminer:modnet``: CHGNet alone, the descriptors alone, both), one study each, so which
 features to use is chosen inside each training fold like the hyperparameters.
 
+With ``n_trials=0`` nothing is searched: each candidate is scored once with the head's default hyperparameters (and
+the user's), so the layers and the members are chosen honestly among untuned candidates, at a fiftieth of the cost.
+
 Studies live in an Optuna storage (an SQLite file by default): a killed run resumes, and several processes (or
 machines) pointed at the same storage share the trials of each study.
 """
@@ -70,7 +73,8 @@ count from there)."""
 @dataclass
 class TuneSettings:
     n_trials: int = 50
-    """Trials per study (one study per candidate layer and scope), as in the paper."""
+    """Trials per study (one study per candidate layer and scope), as in the paper; 0: no search, one trial of the
+    head's default hyperparameters per candidate."""
     patience: int = 10
     """Stop a study after this many completed trials without a better one, counted once the sampler's
     :data:`STARTUP_TRIALS` random trials are done (else a study whose best came early stopped before TPE chose a
@@ -162,6 +166,9 @@ def tune(config: RunConfig, settings: TuneSettings, progress: Progress = no_prog
         raise ImportError("hacknip tune needs Optuna: pip install 'hacknip-core[tune]'") from None
     if settings.protocol not in PROTOCOLS:
         raise InputError(f"unknown protocol {settings.protocol!r}: use one of {', '.join(PROTOCOLS)}")
+    if settings.n_trials < 0 or settings.patience < 1:
+        raise InputError(f"--trials must be 0 (the head's defaults only) or more and --patience at least 1, not "
+                         f"{settings.n_trials} and {settings.patience}")
     if settings.member_subsets and len(parse_backbones(config.backbone)) < 2:
         raise InputError(f"--member-subsets needs two or more members joined by '+' in --backbone (e.g. "
                          f"chgnet@all+matminer:modnet), not {config.backbone!r}")
@@ -285,13 +292,15 @@ class _Tuner:
         y = self.y[scope.rows]
         metric = self.prepared.metric
         # a descriptor keeps its "@0" here (not in what is printed), so that studies stored before still resume
-        name = f"{self.study_prefix}/{scope.name}/{format_backbones(layers)}"
+        name = f"{self.study_prefix}/{scope.name}/{format_backbones(layers)}" + ("" if self.settings.n_trials else
+                                                                                 "/defaults")
+        search_space = self.search_space if self.settings.n_trials else _head_defaults
         study = open_study(name, self.settings.storage, "maximize" if metric.greater_is_better else "minimize",
                            _sampler(self.settings.seed, 0))
         study.sampler = _sampler(self.settings.seed, len(study.trials))
 
         def objective(trial) -> float:
-            params = self.search_space(trial)
+            params = search_space(trial)
             trial.set_user_attr("head_params", _jsonable(params))
             trial.set_user_attr("worker", f"{socket.gethostname()}:{os.getpid()}")
             problem = [(None, lambda: X, self.new_model(params))]
@@ -299,7 +308,7 @@ class _Tuner:
                                        score_transform=self.prepared.score_transform)[None].mean()
 
         advance = self.progress(f"tuning {scope.name}, {features_expression(layers, self.prepared.members)}",
-                                self.settings.n_trials)
+                                _trials_per_study(self.settings))
         advance(len(_complete(study)))
         if not _study_finished(study, self.settings):
             stop = _StopRule(self.settings, advance, self.interrupted)
@@ -364,6 +373,15 @@ class _StopRule:
             study.stop()
 
 
+def _head_defaults(trial) -> dict[str, Any]:
+    """The search space of ``--trials 0``: nothing drawn, the head as it comes."""
+    return {}
+
+
+def _trials_per_study(settings: TuneSettings) -> int:
+    return settings.n_trials or 1
+
+
 def _complete(study) -> list:
     import optuna
 
@@ -372,7 +390,7 @@ def _complete(study) -> list:
 
 def _study_finished(study, settings: TuneSettings) -> bool:
     complete = _complete(study)
-    if len(complete) >= settings.n_trials:
+    if len(complete) >= _trials_per_study(settings):
         return True
     if not complete:
         return False
