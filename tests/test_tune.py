@@ -150,7 +150,7 @@ def test_a_tuned_expression_with_a_descriptor_replays(toy_plugin, toy_head, phon
     assert tuned.exit_code == 0, tuned.output
     params = json.loads((tmp_path / "tuned" / "params.json").read_text())
     assert params["backbone"] == "toy@2+matminer:composition"  # a descriptor has no layers, so no '@'
-    assert "tuning outer, toy@2+matminer:composition:" in tuned.output and "composition@" not in tuned.output
+    assert "tuning outer, toy@2+matminer:composition (knn):" in tuned.output and "composition@" not in tuned.output
     replay = CliRunner().invoke(cli, ["run", *common, "--params", str(tmp_path / "tuned" / "params.json"), "--out",
                                       str(tmp_path / "replay")])
     assert replay.exit_code == 0, replay.output
@@ -371,6 +371,38 @@ def test_negative_trials_are_a_clear_error(toy_plugin, toy_head, phonons_path, t
     result = CliRunner().invoke(cli, ["tune", "--data", str(phonons_path), "--backbone", "toy@2", "--head", "knn",
                                       "--limit", "60", "--trials", "-1", "--storage", str(tmp_path / "s.db")])
     assert result.exit_code == 1 and "--trials must be 0 (the head's defaults only) or more" in result.output
+
+
+def test_several_heads_are_chosen_among_inside_each_training_fold(toy_plugin, toy_head, phonons_path, tmp_path):
+    """--head knn,ridge: each scope tunes both heads in the studies a tune of each head alone makes, keeps the head
+    whose best study validates best, and each outer fold is the refit of its own winner: its test score is the one
+    the tune of that head alone gave the fold."""
+    alone = {head: _tune(phonons_path, tmp_path, "--head", head, "--trials", "3", out=head)[1] for head in ("knn", "ridge")}
+    studies = set(_studies(tmp_path / "studies.db"))
+    result, both = _tune(phonons_path, tmp_path, "--head", "knn,ridge", "--trials", "3", out="both")
+    assert set(_studies(tmp_path / "studies.db")) == studies  # each head's studies resumed, none added
+    tuning = both["tuning"]
+    assert tuning["heads"] == ["knn", "ridge"]
+    for number, winner in enumerate(tuning["per_fold"]):
+        assert {study["head"] for study in winner["studies"]} == {"knn", "ridge"}
+        assert winner["validation_score"] == min(study["best_value"] for study in winner["studies"])
+        own = alone[winner["head"]]
+        assert own["tuning"]["per_fold"][number]["validation_score"] == winner["validation_score"]
+        assert both["folds"][number]["mae"] == pytest.approx(own["folds"][number]["mae"])
+        assert f"tuned fold{number}" in result.output and f"→ {winner['head']}, validation" in result.output
+    deploy = tuning["deploy"]
+    params = json.loads((tmp_path / "both" / "params.json").read_text())
+    assert params["head"] == deploy["head"] == both["head"]
+    assert params["head_params"] == alone[deploy["head"]]["params"]["head_params"]
+    page = (tmp_path / "both" / "report.html").read_text()
+    assert page[page.index("<h2>Tuning</h2>"):].count('class="highlight"') == 6
+
+
+@pytest.mark.parametrize("head", ["knn,,ridge", "knn,knn"])
+def test_a_head_list_with_a_blank_or_a_repeat_is_a_clear_error(toy_plugin, toy_head, phonons_path, tmp_path, head):
+    result = CliRunner().invoke(cli, ["tune", "--data", str(phonons_path), "--backbone", "toy@2", "--head", head,
+                                      "--limit", "60", "--storage", str(tmp_path / "s.db")])
+    assert result.exit_code == 1 and "name one head, or several different ones joined by ','" in result.output
 
 
 def test_a_subset_leaves_the_other_members_columns_out(toy_plugin, phonons_path, tmp_path):

@@ -46,7 +46,8 @@ def tune(data: str | Path, backbone: str, head: str = "modnet", *, trials: int =
     """Tune the head's hyperparameters and the layer with Optuna, as ``hacknip tune`` does: nested by default (each
     outer fold tuned on its own training rows), or ``protocol="paper"`` (optimistic, labelled so). The result's
     :attr:`~hacknip.workflow.results.RunResult.params` is the configuration to deploy (``hacknip run --params``).
-    ``trials=0`` searches nothing: each candidate is scored with the head's defaults. ``storage``: an SQLite path or
+    ``head="lightgbm,modnet"`` chooses the head inside each training fold too. ``trials=0`` searches nothing: each
+    candidate is scored with the head's defaults. ``storage``: an SQLite path or
     any Optuna RDB URL (default ``$HACKNIP_HOME/studies.db``); ``member_subsets``: also tune every non-empty subset
     of the expression's members (``--member-subsets``); ``options`` as for :func:`run`.
 

@@ -271,7 +271,8 @@ def resolve_jobs(jobs: int | None) -> int:
 def model_options(command):
     """Options shared by the commands that train heads on embeddings (run, tune)."""
     options = [
-        click.option("--head", help="Shallow model (see hacknip list)  [default: lightgbm]"),
+        click.option("--head", help="Shallow model (see hacknip list); tune: several joined by ',' (lightgbm,modnet) to "
+                                    "choose among inside each training fold  [default: lightgbm]"),
         click.option("--head-param", "head_params", multiple=True, help="Head hyperparameter KEY=VALUE (repeatable)."),
         click.option("--pooling", help="mean, sum, max, std, or several joined by '+'  [default: mean; run: the "
                                        "preset's]"),

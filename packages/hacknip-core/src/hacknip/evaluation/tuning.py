@@ -13,6 +13,10 @@ With ``member_subsets``, each candidate layer choice is also tried on every non-
 members (``chgnet@all+matminer:modnet``: CHGNet alone, the descriptors alone, both), one study each, so which
 features to use is chosen inside each training fold like the hyperparameters.
 
+With several heads (``head="lightgbm,modnet"``) each scope tunes each head over the same candidates, in studies of its
+own, and keeps the head whose best validation score wins, so which head to use is chosen inside each training fold
+too.
+
 With ``n_trials=0`` nothing is searched: each candidate is scored once with the head's default hyperparameters (and
 the user's), so the layers and the members are chosen honestly among untuned candidates, at a fiftieth of the cost.
 
@@ -50,6 +54,7 @@ from hacknip.evaluation.crossval import (
 from hacknip.features.compose import format_backbones, parse_backbones
 from hacknip.plugins.descriptor import is_descriptor_identity
 from hacknip.plugins.head import CLASSIFICATION, HeadSpec, merge_head_params, search_space_of
+from hacknip.plugins.registry import get_head_spec
 from hacknip.workflow.provenance import without_passwords
 from hacknip.workflow.run import (
     MemberFeatures,
@@ -102,6 +107,7 @@ class Scope:
 @dataclass
 class ScopeWinner:
     scope: str
+    head: str
     layers: dict[str, list[int]]
     head_params: dict[str, Any]
     validation_score: float
@@ -173,33 +179,61 @@ def tune(config: RunConfig, settings: TuneSettings, progress: Progress = no_prog
         raise InputError(f"--member-subsets needs two or more members joined by '+' in --backbone (e.g. "
                          f"chgnet@all+matminer:modnet), not {config.backbone!r}")
     started = time.perf_counter()
-    prepared = prepare(config, progress)
-    search_space = head_search_space(prepared.head_spec, config.head_params)
+    heads = candidate_heads(config.head)
+    prepared = prepare(replace(config, head=heads[0]), progress)
+    candidates = [_for_head(prepared, head) for head in heads]
     try:
-        return _tune_prepared(prepared, settings, search_space, progress, started)
+        return _tune_prepared(candidates, settings, progress, started)
     except KeyboardInterrupt as interrupt:
         raise TuningInterrupted(without_passwords(settings.storage)) from interrupt
 
 
-def _tune_prepared(prepared: Prepared, settings: TuneSettings, search_space: Callable, progress: Progress,
+def candidate_heads(head: str) -> list[str]:
+    """The heads of ``--head``: one name, or several joined by ',' to choose among inside each training fold."""
+    heads = [name.strip() for name in head.split(",")]
+    if not all(heads) or len(set(heads)) != len(heads):
+        raise InputError(f"--head {head!r}: name one head, or several different ones joined by ',' (e.g. "
+                         f"lightgbm,modnet)")
+    return heads
+
+
+@dataclass
+class HeadCandidate:
+    """One head to tune: the prepared run with that head, and its search space."""
+    prepared: Prepared
+    search_space: Callable
+
+
+def _for_head(prepared: Prepared, head: str) -> HeadCandidate:
+    spec = get_head_spec(head)
+    if prepared.task not in spec.task_kinds:
+        raise InputError(f"head {head!r} does not do {prepared.task} (it does {', '.join(sorted(spec.task_kinds))}); "
+                         f"leave it out of --head")
+    config = replace(prepared.config, head=head)
+    return HeadCandidate(replace(prepared, config=config, head_spec=spec),
+                         head_search_space(spec, prepared.config.head_params))
+
+
+def _tune_prepared(candidates: list[HeadCandidate], settings: TuneSettings, progress: Progress,
                    started: float) -> dict[str, Any]:
-    config = prepared.config
-    tuner = _Tuner(prepared, settings, search_space, progress)
+    prepared = candidates[0].prepared
+    tuners = _Tuners(candidates, settings, progress)
     everything = Scope("all", np.arange(len(prepared.y)),
                        _inner_folds(prepared.y, prepared.task, settings.inner_folds, prepared.groups))
     if settings.protocol == "paper":
-        deploy = tuner.tune_scope(Scope("outer", everything.rows, prepared.folds))
-        final = tuner.cross_validate(deploy)
+        deploy = tuners.tune_scope(Scope("outer", everything.rows, prepared.folds))
+        final = tuners[deploy.head].cross_validate(deploy)
         per_fold = []
     else:
         outer = [_outer_scope(prepared, number, train, settings) for number, (train, _) in enumerate(prepared.folds)]
-        *per_fold, deploy = _tune_scopes([*outer, everything], prepared, settings, search_space, progress)
-        final = tuner.score_outer_folds(per_fold)
-    deployed = replace(prepared, members=[m for m in prepared.members if m.member.name in deploy.layers])
+        *per_fold, deploy = _tune_scopes([*outer, everything], candidates, settings, progress)
+        final = tuners.score_outer_folds(per_fold)
+    chosen = tuners[deploy.head].prepared
+    deployed = replace(chosen, members=[m for m in chosen.members if m.member.name in deploy.layers])
     results = results_dict(_with_head_params(deployed, deploy.head_params), deploy.sweep, deploy.layers, final,
                            prepared.matrix(deploy.layers).shape[1])
-    results["tuning"] = _tuning_summary(settings, prepared, deploy, per_fold)
-    results["params"] = replay_params(config, deploy, prepared.members)
+    results["tuning"] = _tuning_summary(settings, prepared, deploy, per_fold, [c.prepared.config.head for c in candidates])
+    results["params"] = replay_params(chosen.config, deploy, prepared.members)
     results["sweep_folds"] = len(deploy_scope_folds(settings, prepared, everything))
     results["timings_s"] = {"read": round(prepared.read_seconds, 3),
                             "featurize": {m.member.name: round(m.featurize_seconds, 3) for m in prepared.members},
@@ -207,25 +241,25 @@ def _tune_prepared(prepared: Prepared, settings: TuneSettings, search_space: Cal
     return results
 
 
-def _tune_scopes(scopes: list[Scope], prepared: Prepared, settings: TuneSettings, search_space: Callable,
+def _tune_scopes(scopes: list[Scope], candidates: list[HeadCandidate], settings: TuneSettings,
                  progress: Progress) -> list[ScopeWinner]:
     """Tune independent scopes (the outer folds and the deploy scope), up to ``config.jobs`` at once in threads, each
     fitting its trials' inner folds with its share of the jobs. Every study is sequential and seeded, so the winners
     are those of tuning one scope at a time; the heads' fits (LightGBM, XGBoost, torch) run outside the GIL."""
-    at_once = min(prepared.config.jobs, len(scopes))
+    jobs = candidates[0].prepared.config.jobs
+    at_once = min(jobs, len(scopes))
     if at_once <= 1:
-        tuner = _Tuner(prepared, settings, search_space, progress)
-        return [tuner.tune_scope(scope) for scope in scopes]
-    share = replace(prepared, config=replace(prepared.config, jobs=max(1, prepared.config.jobs // at_once)))
-    tuner = _Tuner(share, settings, search_space, progress)
+        tuners = _Tuners(candidates, settings, progress)
+        return [tuners.tune_scope(scope) for scope in scopes]
+    tuners = _Tuners(candidates, settings, progress, jobs=max(1, jobs // at_once))
     with ThreadPoolExecutor(at_once) as pool:
-        futures = [pool.submit(tuner.tune_scope, scope) for scope in scopes]
+        futures = [pool.submit(tuners.tune_scope, scope) for scope in scopes]
         try:
             return [future.result() for future in futures]
         except KeyboardInterrupt:
             # Only this thread sees Ctrl-C: cancel the scopes not started, and have the others stop after the trial
             # each is running (kept in the storage), or leaving the pool would wait for every study to finish.
-            tuner.interrupted.set()
+            tuners.interrupted.set()
             for future in futures:
                 future.cancel()
             raise
@@ -244,12 +278,46 @@ def head_search_space(spec: HeadSpec, fixed: dict[str, Any] | None = None) -> Ca
     return space
 
 
+class _Tuners:
+    """The tuner of each candidate head; a scope keeps the head whose best study scores best."""
+
+    def __init__(self, candidates: list[HeadCandidate], settings: TuneSettings, progress: Progress,
+                 jobs: int | None = None):
+        self.interrupted = threading.Event()
+        self.by_head = {}
+        for candidate in candidates:
+            prepared = candidate.prepared
+            if jobs is not None:
+                prepared = replace(prepared, config=replace(prepared.config, jobs=jobs))
+            tuner = _Tuner(prepared, settings, candidate.search_space, progress, self.interrupted)
+            self.by_head[prepared.config.head] = tuner
+
+    def __getitem__(self, head: str) -> _Tuner:
+        return self.by_head[head]
+
+    def tune_scope(self, scope: Scope) -> ScopeWinner:
+        winners = [tuner.tune_scope(scope) for tuner in self.by_head.values()]
+        metric = next(iter(self.by_head.values())).prepared.metric
+        best = winners[metric.best([winner.validation_score for winner in winners])]
+        return replace(best, candidates=[study for winner in winners for study in winner.candidates])
+
+    def score_outer_folds(self, winners: list[ScopeWinner]) -> CVResult:
+        """Refit each fold's winner (its head, layers and hyperparameters) on its training rows and score it on the
+        test fold it never saw."""
+        first = next(iter(self.by_head.values())).prepared
+        fold_models = [(first.matrix(winner.layers), self[winner.head].new_model(winner.head_params))
+                       for winner in winners]
+        return cross_validate_per_fold(fold_models, first.y, first.folds, task=first.task,
+                                       score_transform=first.score_transform)
+
+
 class _Tuner:
-    def __init__(self, prepared: Prepared, settings: TuneSettings, search_space: Callable, progress: Progress):
+    def __init__(self, prepared: Prepared, settings: TuneSettings, search_space: Callable, progress: Progress,
+                 interrupted: threading.Event):
         self.prepared, self.settings, self.search_space, self.progress = prepared, settings, search_space, progress
         self.y = prepared.y
         self.study_prefix = _study_prefix(prepared, settings, search_space)
-        self.interrupted = threading.Event()
+        self.interrupted = interrupted
 
     def new_model(self, params: dict[str, Any]):
         return model_factory(self.prepared.config, self.prepared.task, tuned=params)
@@ -262,7 +330,8 @@ class _Tuner:
             candidates = [subset for index, subset in enumerate(subsets) if subset not in subsets[:index]]
         tried = [self._study(scope, layers) for layers in candidates]
         best = tried[self.prepared.metric.best([entry["best_value"] for entry in tried])]
-        return ScopeWinner(scope.name, best["layers"], best["head_params"], best["best_value"], tried, sweep)
+        return ScopeWinner(scope.name, self.prepared.config.head, best["layers"], best["head_params"],
+                           best["best_value"], tried, sweep)
 
     def _candidate_layers(self, scope: Scope) -> tuple[list[dict], list[dict[str, list[int]]]]:
         swept = [m for m in self.prepared.members if m.member.resolve(m.n_layers) is None]
@@ -307,22 +376,17 @@ class _Tuner:
             return cross_validate_each(problem, y, scope.folds, task=self.prepared.task, jobs=self.prepared.config.jobs,
                                        score_transform=self.prepared.score_transform)[None].mean()
 
-        advance = self.progress(f"tuning {scope.name}, {features_expression(layers, self.prepared.members)}",
+        head = self.prepared.config.head
+        advance = self.progress(f"tuning {scope.name}, {features_expression(layers, self.prepared.members)} ({head})",
                                 _trials_per_study(self.settings))
         advance(len(_complete(study)))
         if not _study_finished(study, self.settings):
             stop = _StopRule(self.settings, advance, self.interrupted)
             study.optimize(objective, callbacks=[stop])
         best = study.best_trial
-        return {"study": name, "layers": layers, "features": features_expression(layers, self.prepared.members),
+        return {"study": name, "head": head, "layers": layers, "features": features_expression(layers, self.prepared.members),
                 "best_value": float(best.value), "head_params": best.user_attrs["head_params"],
                 "trials": len(_complete(study)), "best_trial": best.number}
-
-    def score_outer_folds(self, winners: list[ScopeWinner]) -> CVResult:
-        """Refit each fold's winner on its training rows and score it on the test fold it never saw."""
-        fold_models = [(self.prepared.matrix(winner.layers), self.new_model(winner.head_params)) for winner in winners]
-        return cross_validate_per_fold(fold_models, self.y, self.prepared.folds, task=self.prepared.task,
-                                       score_transform=self.prepared.score_transform)
 
     def cross_validate(self, winner: ScopeWinner) -> CVResult:
         return self.prepared.cross_validate(self.prepared.matrix(winner.layers), self.new_model(winner.head_params))
@@ -447,15 +511,16 @@ def features_expression(layers: dict[str, list[int]], members: list[MemberFeatur
 def replay_params(config: RunConfig, deploy: ScopeWinner, members: list[MemberFeatures]) -> dict[str, Any]:
     """What ``hacknip run --params FILE`` needs to replay the tuned configuration."""
     expression = features_expression(deploy.layers, members)
-    return {"backbone": expression, "head": config.head,
+    return {"backbone": expression, "head": deploy.head,
             "head_params": merge_head_params(deploy.head_params, config.head_params), "pooling": config.pooling}
 
 
-def _tuning_summary(settings: TuneSettings, prepared: Prepared, deploy: ScopeWinner,
-                    per_fold: list[ScopeWinner]) -> dict[str, Any]:
+def _tuning_summary(settings: TuneSettings, prepared: Prepared, deploy: ScopeWinner, per_fold: list[ScopeWinner],
+                    heads: list[str]) -> dict[str, Any]:
     optimistic = settings.protocol == "paper"
     return {
         **asdict(settings),
+        "heads": heads,
         "storage": without_passwords(settings.storage),
         "optimistic": optimistic,
         "note": ("OPTIMISTIC: hyperparameters and layer were chosen by their score on the same outer test folds that "
@@ -469,6 +534,7 @@ def _tuning_summary(settings: TuneSettings, prepared: Prepared, deploy: ScopeWin
 
 
 def _winner_row(winner: ScopeWinner) -> dict[str, Any]:
-    features = next(study["features"] for study in winner.candidates if study["layers"] == winner.layers)
-    return {"scope": winner.scope, "layers": winner.layers, "features": features, "head_params": winner.head_params,
-            "validation_score": winner.validation_score, "studies": winner.candidates}
+    features = next(study["features"] for study in winner.candidates
+                    if study["layers"] == winner.layers and study["head"] == winner.head)
+    return {"scope": winner.scope, "head": winner.head, "layers": winner.layers, "features": features,
+            "head_params": winner.head_params, "validation_score": winner.validation_score, "studies": winner.candidates}

@@ -129,13 +129,13 @@ def _tuning_table(tuning: dict[str, Any]) -> str:
     rows, kept = [], []
     for winner in [*tuning["per_fold"], tuning["deploy"]]:
         for study in winner["studies"]:
-            rows.append([winner["scope"], study.get("features", str(study["layers"])), study["trials"],
-                         study["best_trial"], study["best_value"]])
-            kept.append(study["layers"] == winner["layers"])
+            rows.append([winner["scope"], study.get("head", ""), study.get("features", str(study["layers"])),
+                         study["trials"], study["best_trial"], study["best_value"]])
+            kept.append(study["layers"] == winner["layers"] and study.get("head") == winner.get("head"))
     metric = METRIC_LABELS.get(tuning["metric"], tuning["metric"])
-    return table(["scope", "features", "trials", "best trial", f"validation {metric}"], rows, highlight=kept,
-                 caption="one Optuna study per candidate; highlighted: the one each scope kept (the last scope chose "
-                         "params.json)")
+    return table(["scope", "head", "features", "trials", "best trial", f"validation {metric}"], rows, highlight=kept,
+                 caption="one Optuna study per candidate head and features; highlighted: the one each scope kept (the "
+                         "last scope chose params.json)")
 
 
 def _rows_table(results: dict[str, Any]) -> str:

@@ -59,8 +59,10 @@ def print_summary(results: dict[str, Any], console) -> None:
         if entry["values"]:
             summary.add_row("undefined", f"{entry['descriptor']}: {entry['values']} values in {entry['structures']} "
                                          f"structures, filled with each training fold's mean (results.json lists them)")
+    several_heads = len(results.get("tuning", {}).get("heads", [])) > 1
     for winner in results.get("tuning", {}).get("per_fold", []):
-        summary.add_row(f"tuned {winner['scope']}", f"{winner.get('features', winner['layers'])}, validation "
+        head = f" → {winner['head']}" if several_heads else ""
+        summary.add_row(f"tuned {winner['scope']}", f"{winner.get('features', winner['layers'])}{head}, validation "
                                                      f"{winner['validation_score']:.4g}")
     summary.add_row("time", f"{results['timings_s']['total']:.1f} s")
     console.print(summary)
