@@ -291,24 +291,25 @@ class _Tuners:
                 prepared = replace(prepared, config=replace(prepared.config, jobs=jobs))
             tuner = _Tuner(prepared, settings, candidate.search_space, progress, self.interrupted)
             self.by_head[prepared.config.head] = tuner
+        self.prepared = candidates[0].prepared
+        """The data, members and folds, which every head shares."""
 
     def __getitem__(self, head: str) -> _Tuner:
         return self.by_head[head]
 
     def tune_scope(self, scope: Scope) -> ScopeWinner:
         winners = [tuner.tune_scope(scope) for tuner in self.by_head.values()]
-        metric = next(iter(self.by_head.values())).prepared.metric
-        best = winners[metric.best([winner.validation_score for winner in winners])]
+        best = winners[self.prepared.metric.best([winner.validation_score for winner in winners])]
         return replace(best, candidates=[study for winner in winners for study in winner.candidates])
 
     def score_outer_folds(self, winners: list[ScopeWinner]) -> CVResult:
         """Refit each fold's winner (its head, layers and hyperparameters) on its training rows and score it on the
         test fold it never saw."""
-        first = next(iter(self.by_head.values())).prepared
-        fold_models = [(first.matrix(winner.layers), self[winner.head].new_model(winner.head_params))
+        shared = self.prepared
+        fold_models = [(shared.matrix(winner.layers), self[winner.head].new_model(winner.head_params))
                        for winner in winners]
-        return cross_validate_per_fold(fold_models, first.y, first.folds, task=first.task,
-                                       score_transform=first.score_transform)
+        return cross_validate_per_fold(fold_models, shared.y, shared.folds, task=shared.task,
+                                       score_transform=shared.score_transform)
 
 
 class _Tuner:
