@@ -405,6 +405,13 @@ def test_a_head_list_with_a_blank_or_a_repeat_is_a_clear_error(toy_plugin, toy_h
     assert result.exit_code == 1 and "name one head, or several different ones joined by ','" in result.output
 
 
+def test_run_refuses_a_list_of_heads_and_points_to_tune(toy_plugin, phonons_path):
+    result = CliRunner().invoke(cli, ["run", "--data", str(phonons_path), "--backbone", "toy@2", "--head",
+                                      "ridge,lightgbm", "--limit", "20"])
+    assert result.exit_code == 1
+    assert "several heads joined by ',' are for hacknip tune" in result.output and "name one head here" in result.output
+
+
 def test_a_subset_leaves_the_other_members_columns_out(toy_plugin, phonons_path, tmp_path):
     from hacknip.workflow.run import RunConfig, prepare
 

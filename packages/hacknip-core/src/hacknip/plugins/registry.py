@@ -299,6 +299,9 @@ def _expression_text(expression: str | Sequence[Member]) -> str:
 def get_head_spec(name: str) -> HeadSpec:
     specs = head_specs()
     spec = _lookup(name, specs)
+    if spec is None and "," in name:
+        raise UnknownNameError(f"head {name!r}: several heads joined by ',' are for hacknip tune, which chooses among "
+                               f"them inside each training fold; name one head here")
     if spec is None:
         raise _unknown("head", name, specs)
     return spec
