@@ -61,6 +61,7 @@ from hacknip.workflow.run import (
     Prepared,
     Progress,
     RunConfig,
+    check_head_does,
     model_factory,
     no_progress,
     prepare,
@@ -206,9 +207,7 @@ class HeadCandidate:
 
 def _for_head(prepared: Prepared, head: str) -> HeadCandidate:
     spec = get_head_spec(head)
-    if prepared.task not in spec.task_kinds:
-        raise InputError(f"head {head!r} does not do {prepared.task} (it does {', '.join(sorted(spec.task_kinds))}); "
-                         f"leave it out of --head")
+    check_head_does(spec, prepared.task)
     config = replace(prepared.config, head=head)
     return HeadCandidate(replace(prepared, config=config, head_spec=spec),
                          head_search_space(spec, prepared.config.head_params))

@@ -326,10 +326,14 @@ def make_folds(dataset: Dataset, config: RunConfig, task: str = REGRESSION,
 def choose_task(config: RunConfig, y: np.ndarray, head_spec) -> str:
     task = infer_task(y) if config.task == "auto" else config.task
     check_task(task, y)
+    check_head_does(head_spec, task)
+    return task
+
+
+def check_head_does(head_spec, task: str) -> None:
     if task not in head_spec.task_kinds:
         raise InputError(f"head {head_spec.name!r} does not do {task} (it does {', '.join(sorted(head_spec.task_kinds))}); "
                          f"pick another with --head (see hacknip list)")
-    return task
 
 
 def model_factory(config: RunConfig, task: str, tuned: dict[str, Any] | None = None) -> Callable[[], Any]:
