@@ -36,6 +36,18 @@ def toy_plugin():
 
 
 @pytest.fixture
+def toy_head():
+    """The k-nearest-neighbours head of toy_head.py: a minimal third-party head, with no random_state."""
+    from toy_head import ToyHeadPlugin
+
+    from hacknip.plugins.manager import pm
+
+    pm.register(ToyHeadPlugin(), name="toy-head-plugin")
+    yield
+    pm.unregister(name="toy-head-plugin")
+
+
+@pytest.fixture
 def toy_trainable_plugin():
     from toy_trainable import ToyTrainablePlugin
 

@@ -123,3 +123,42 @@ def test_a_members_fixed_hyperparameter_keeps_the_others_tuned():
                        head_params={"members": MEMBERS, "params": {"lightgbm": {"n_jobs": 1}}})
     head = model_factory(config, "regression", tuned=tuned)()[-1]
     assert head.params == {"ridge": {"alphas": [0.5]}, "lightgbm": {"n_estimators": 7, "num_leaves": 5, "n_jobs": 1}}
+
+
+SEEDED = {"modnet": {**SMALL["modnet"], "n_feat": None}}
+
+
+def test_seeds_average_one_fit_of_each_member_per_successive_random_state(regression_data):
+    X_train, y_train, X_test, _ = regression_data
+    ensemble = create_head("ensemble", members="modnet", params=SEEDED, seeds=3, random_state=4).fit(X_train, y_train)
+    alone = [create_head("modnet", **SEEDED["modnet"], random_state=seed).fit(X_train, y_train).predict(X_test)
+             for seed in (4, 5, 6)]
+    assert not np.allclose(alone[0], alone[1])  # the seed matters, so a fit that ignored seeds would fail below
+    np.testing.assert_allclose(ensemble.predict(X_test), np.mean(alone, axis=0), rtol=1e-6)
+    assert [name for name, _ in ensemble.members_] == ["modnet"] * 3
+
+
+def test_seeds_refuse_a_member_without_a_random_state(regression_data, toy_head):
+    X_train, y_train, _, _ = regression_data
+    with pytest.raises(HacknipError, match="member 'knn' takes no random_state, so seeds=2 would fit the same head"):
+        create_head("ensemble", members="modnet+knn", params=SEEDED, seeds=2).fit(X_train, y_train)
+    create_head("ensemble", members="modnet+knn", params=SEEDED, seeds=1).fit(X_train, y_train)
+
+
+def test_a_seeded_ensemble_is_saved_and_restored(regression_data):
+    X_train, y_train, X_test, _ = regression_data
+    params = {"members": "modnet", "params": SEEDED, "seeds": 2}
+    fitted = create_head("ensemble", **params).fit(X_train, y_train)
+    meta, arrays = fitted.get_state()
+    restored = type(fitted).from_state(params, meta, arrays)
+    np.testing.assert_array_equal(restored.predict(X_test), fitted.predict(X_test))
+    with pytest.raises(HacknipError, match="saved members .* are not those members='modnet', seeds=3"):
+        type(fitted).from_state({**params, "seeds": 3}, meta, arrays)
+
+
+@pytest.mark.parametrize("seeds", [0, -1, 1.5, True, "3"])
+def test_seeds_that_are_not_a_positive_int_are_one_line(regression_data, seeds):
+    X_train, y_train, _, _ = regression_data
+    with pytest.raises(HacknipError, match="seeds must be a positive int") as error:
+        create_head("ensemble", members="modnet", params=SEEDED, seeds=seeds).fit(X_train, y_train)
+    assert "\n" not in str(error.value)

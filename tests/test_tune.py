@@ -17,17 +17,6 @@ from hacknip.cli import cli
 TESTS = Path(__file__).parent
 
 
-@pytest.fixture
-def toy_head():
-    from toy_head import ToyHeadPlugin
-
-    from hacknip.plugins.manager import pm
-
-    pm.register(ToyHeadPlugin(), name="toy-head-plugin")
-    yield
-    pm.unregister(name="toy-head-plugin")
-
-
 def _tune(phonons_path, tmp_path, *extra, out="tuned"):
     args = ["tune", "--data", str(phonons_path), "--backbone", "toy", "--head", "knn", "--limit", "100",
             "--trials", "6", "--patience", "3", "--storage", str(tmp_path / "studies.db"), "--out", str(tmp_path / out),

@@ -2,10 +2,12 @@
 predictions averaged (regression) or their probabilities of the positive class averaged (classification).
 
 ``members`` names the heads, joined by ``+`` (``"lightgbm+xgboost+modnet"``); ``params`` gives each member its own
-hyperparameters (``{"lightgbm": {"n_estimators": 500}}``). ``hacknip tune --head ensemble`` searches every member's
-space at once (the names of one member's hyperparameters are prefixed with ``MEMBER:`` in the study), so the ensemble
-of tuned heads is scored with the same nested cross-validation as a single head. Saved as each member's own state,
-never pickled. Registered by :mod:`hacknip.plugins.default_heads`.
+hyperparameters (``{"lightgbm": {"n_estimators": 500}}``); ``seeds`` fits each member that many times, with random
+states ``random_state``, ``random_state + 1``, …, so ``members="modnet", seeds=5`` is the average of five MODNet
+networks that differ only in their seed (a network's seed alone can move a score by a standard deviation). ``hacknip
+tune --head ensemble`` searches every member's space at once (the names of one member's hyperparameters are prefixed
+with ``MEMBER:`` in the study), so the ensemble of tuned heads is scored with the same nested cross-validation as a
+single head. Saved as each member's own state, never pickled. Registered by :mod:`hacknip.plugins.default_heads`.
 """
 
 from __future__ import annotations
@@ -42,13 +44,14 @@ def member_names(members: str) -> list[str]:
 
 class EnsembleHead(BaseHead):
     """The average of its members' predictions; each member is created with its own ``params`` entry plus this
-    head's ``task`` and ``random_state`` (for members that take one)."""
+    head's ``task`` and ``random_state`` (for members that take one), ``seeds`` times with successive random states."""
 
     def __init__(self, *, task: str = REGRESSION, members: str = DEFAULT_MEMBERS,
-                 params: dict[str, dict[str, Any]] | None = None, random_state: int | None = 0):
+                 params: dict[str, dict[str, Any]] | None = None, seeds: int = 1, random_state: int | None = 0):
         self.task = task
         self.members = members
         self.params = params
+        self.seeds = seeds
         self.random_state = random_state
 
     @classmethod
@@ -81,15 +84,31 @@ class EnsembleHead(BaseHead):
         from hacknip.plugins.registry import get_head_spec
 
         accepted = inspect.signature(get_head_spec(name).estimator_class()).parameters
+        if self._seed_count() > 1 and "random_state" not in accepted:
+            raise InputError(f"ensemble: member {name!r} takes no random_state, so seeds={self.seeds} would fit the "
+                             "same head several times; leave seeds at 1 or drop that member")
         shared = {"task": self.task, "random_state": self.random_state}
         return {**{key: value for key, value in shared.items() if key in accepted}, **params}
+
+    def _seed_count(self) -> int:
+        if isinstance(self.seeds, bool) or not isinstance(self.seeds, (int, np.integer)) or self.seeds < 1:
+            raise InputError(f"ensemble: seeds must be a positive int (fits of each member), got {self.seeds!r}")
+        return int(self.seeds)
+
+    def _seeded_members(self) -> list[tuple[str, dict[str, Any]]]:
+        """(name, params) of every fit: each member ``seeds`` times, its random state counting up from its own."""
+        fits = []
+        for name, params in self._member_params().items():
+            for offset in range(self._seed_count()):
+                seed = params.get("random_state")
+                fits.append((name, params if offset == 0 or seed is None else {**params, "random_state": seed + offset}))
+        return fits
 
     def _fit(self, X: np.ndarray, y: np.ndarray) -> None:
         from hacknip.plugins.registry import create_head
 
         # the members see the 0/1 labels BaseHead encoded; this head keeps the user's labels in classes_
-        self.members_ = [(name, create_head(name, **params).fit(X, y))
-                         for name, params in self._member_params().items()]
+        self.members_ = [(name, create_head(name, **params).fit(X, y)) for name, params in self._seeded_members()]
 
     def _predict_values(self, X: np.ndarray) -> np.ndarray:
         return np.mean([head.predict(X) for _, head in self.members_], axis=0)
@@ -110,14 +129,17 @@ class EnsembleHead(BaseHead):
     def _restore(self, meta: dict[str, Any], arrays: dict[str, np.ndarray]) -> None:
         from hacknip.plugins.registry import get_head_spec
 
-        params = self._member_params()
+        fits = self._seeded_members()
+        if [name for name, _ in fits] != [saved["name"] for saved in meta["members"]]:
+            raise InputError(f"ensemble: the saved members ({', '.join(saved['name'] for saved in meta['members'])}) "
+                             f"are not those members={self.members!r}, seeds={self.seeds!r} name; the saved model is "
+                             "damaged or its hyperparameters were edited")
         self.members_ = []
-        for index, saved in enumerate(meta["members"]):
-            name = saved["name"]
+        for index, (saved, (name, params)) in enumerate(zip(meta["members"], fits)):
             prefix = f"member{index}."
             member_arrays = {key.removeprefix(prefix): value for key, value in arrays.items() if key.startswith(prefix)}
             head_class = get_head_spec(name).estimator_class()
-            self.members_.append((name, head_class.from_state(params[name], saved["meta"], member_arrays)))
+            self.members_.append((name, head_class.from_state(params, saved["meta"], member_arrays)))
 
 
 class _PrefixedTrial:
