@@ -21,7 +21,8 @@ HEAD_SPECS = (
         name="ensemble",
         factory="hacknip.plugins.ensemble_head:EnsembleHead",
         task_kinds=frozenset({REGRESSION, CLASSIFICATION}),
-        description="The averaged predictions of several heads (members='lightgbm+xgboost', params per member)",
+        description="The averaged predictions of several heads (members='lightgbm+xgboost', params per member), or of one "
+                    "head over several seeds (members='modnet', seeds=5)",
     ),
 )
 
