@@ -99,8 +99,8 @@ class EnsembleHead(BaseHead):
         """(name, params) of every fit: each member ``seeds`` times, its random state counting up from its own."""
         fits = []
         for name, params in self._member_params().items():
+            seed = params.get("random_state")
             for offset in range(self._seed_count()):
-                seed = params.get("random_state")
                 fits.append((name, params if offset == 0 or seed is None else {**params, "random_state": seed + offset}))
         return fits
 
