@@ -387,6 +387,39 @@ def test_several_heads_are_chosen_among_inside_each_training_fold(toy_plugin, to
     assert page[page.index("<h2>Tuning</h2>"):].count('class="highlight"') == 6
 
 
+def test_a_head_param_prefixed_with_a_head_goes_to_that_head_only(toy_plugin, toy_head, phonons_path, tmp_path):
+    """--head-param knn:n_neighbors=3 fixes knn's neighbours and leaves ridge, which has no such hyperparameter (it
+    would fail on it), alone: the knn studies are those of a knn-only tune with n_neighbors=3, resumed, not new."""
+    _, alone = _tune(phonons_path, tmp_path, "--head", "knn", "--trials", "0", "--head-param", "n_neighbors=3",
+                     out="knn")
+    knn_studies = set(_studies(tmp_path / "studies.db"))
+    _, both = _tune(phonons_path, tmp_path, "--head", "knn,ridge", "--trials", "0", "--head-param",
+                    "knn:n_neighbors=3", "--head-param", "ridge:cv=3", out="both")
+    knn_in_both = {study["study"] for winner in both["tuning"]["per_fold"] for study in winner["studies"]
+                   if study["head"] == "knn"}
+    assert knn_in_both and knn_in_both <= knn_studies
+    for number, winner in enumerate(both["tuning"]["per_fold"]):
+        knn = min(study["best_value"] for study in winner["studies"] if study["head"] == "knn")
+        assert knn == alone["tuning"]["per_fold"][number]["validation_score"]
+    params = json.loads((tmp_path / "both" / "params.json").read_text())
+    assert params["head_params"] == ({"n_neighbors": 3} if params["head"] == "knn" else {"cv": 3})
+
+
+def test_a_head_param_prefixed_with_a_head_the_command_does_not_use_is_a_clear_error(toy_plugin, phonons_path):
+    result = CliRunner().invoke(cli, ["run", "--data", str(phonons_path), "--backbone", "toy@2", "--head", "ridge",
+                                      "--head-param", "lightgbm:n_estimators=5", "--limit", "20"])
+    assert result.exit_code == 1
+    assert "'lightgbm' is not a head this command uses (ridge)" in result.output
+
+
+def test_run_takes_a_head_param_prefixed_with_its_own_head(toy_plugin, phonons_path, tmp_path):
+    run = ["run", "--data", str(phonons_path), "--backbone", "toy@2", "--head", "ridge", "--limit", "40"]
+    result = CliRunner().invoke(cli, [*run, "--head-param", "ridge:cv=3", "--out", str(tmp_path / "r")],
+                                catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    assert json.loads((tmp_path / "r" / "results.json").read_text())["head_params"] == {"cv": 3}
+
+
 @pytest.mark.parametrize("head", ["knn,,ridge", "knn,knn"])
 def test_a_head_list_with_a_blank_or_a_repeat_is_a_clear_error(toy_plugin, toy_head, phonons_path, tmp_path, head):
     result = CliRunner().invoke(cli, ["tune", "--data", str(phonons_path), "--backbone", "toy@2", "--head", head,

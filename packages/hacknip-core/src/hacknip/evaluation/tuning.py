@@ -53,7 +53,7 @@ from hacknip.evaluation.crossval import (
 )
 from hacknip.features.compose import format_backbones, parse_backbones
 from hacknip.plugins.descriptor import is_descriptor_identity
-from hacknip.plugins.head import CLASSIFICATION, HeadSpec, merge_head_params, search_space_of
+from hacknip.plugins.head import CLASSIFICATION, HeadSpec, head_params_for, merge_head_params, search_space_of
 from hacknip.plugins.registry import get_head_spec
 from hacknip.workflow.provenance import without_passwords
 from hacknip.workflow.run import (
@@ -181,8 +181,9 @@ def tune(config: RunConfig, settings: TuneSettings, progress: Progress = no_prog
                          f"chgnet@all+matminer:modnet), not {config.backbone!r}")
     started = time.perf_counter()
     heads = candidate_heads(config.head)
-    prepared = prepare(replace(config, head=heads[0]), progress)
-    candidates = [_for_head(prepared, head) for head in heads]
+    prepared = prepare(replace(config, head=heads[0], head_params=head_params_for(heads[0], config.head_params, heads)),
+                       progress)
+    candidates = [_for_head(prepared, head, head_params_for(head, config.head_params, heads)) for head in heads]
     try:
         return _tune_prepared(candidates, settings, progress, started)
     except KeyboardInterrupt as interrupt:
@@ -205,12 +206,11 @@ class HeadCandidate:
     search_space: Callable
 
 
-def _for_head(prepared: Prepared, head: str) -> HeadCandidate:
+def _for_head(prepared: Prepared, head: str, head_params: dict[str, Any]) -> HeadCandidate:
     spec = get_head_spec(head)
     check_head_does(spec, prepared.task)
-    config = replace(prepared.config, head=head)
-    return HeadCandidate(replace(prepared, config=config, head_spec=spec),
-                         head_search_space(spec, prepared.config.head_params))
+    config = replace(prepared.config, head=head, head_params=head_params)
+    return HeadCandidate(replace(prepared, config=config, head_spec=spec), head_search_space(spec, head_params))
 
 
 def _tune_prepared(candidates: list[HeadCandidate], settings: TuneSettings, progress: Progress,

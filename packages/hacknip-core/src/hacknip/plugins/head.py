@@ -23,6 +23,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
+from hacknip.errors import InputError
+
 if TYPE_CHECKING:
     import numpy as np
 
@@ -74,6 +76,24 @@ def search_space_of(head_class: type, fixed: dict[str, Any]) -> Callable[[Any], 
     if len(inspect.signature(space).parameters) >= 2:
         return lambda trial: space(trial, fixed)
     return space
+
+
+def head_params_for(head: str, head_params: dict[str, Any], heads: list[str]) -> dict[str, Any]:
+    """The hyperparameters ``--head-param`` gives ``head``, one of the ``heads`` a command names: every plain
+    ``KEY=VALUE``, and every ``HEAD:KEY=VALUE`` whose prefix is ``head`` (it wins over a plain one), so that
+    ``hacknip tune --head ensemble,lightgbm --head-param ensemble:seeds=3`` gives only the ensemble its seeds."""
+    plain, own = {}, {}
+    for key, value in head_params.items():
+        prefix, _, name = key.rpartition(":")
+        if not prefix:
+            plain[key] = value
+        elif prefix not in heads:
+            raise InputError(f"--head-param {key}=…: {prefix!r} is not a head this command uses ({', '.join(heads)}); "
+                             f"prefix a hyperparameter with one of those, or leave the prefix out to give it to every "
+                             f"head")
+        elif prefix == head:
+            own[name] = value
+    return {**plain, **own}
 
 
 def merge_head_params(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:

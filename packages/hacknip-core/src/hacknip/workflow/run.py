@@ -47,7 +47,7 @@ from hacknip.features.featurize import dataset_keys, featurize, layer_matrix
 from hacknip.features.pooling import parse_pooling
 from hacknip.plugins.descriptor import is_descriptor_identity
 from hacknip.plugins.executor import BackboneRef, Executor
-from hacknip.plugins.head import CLASSIFICATION, REGRESSION, merge_head_params
+from hacknip.plugins.head import CLASSIFICATION, REGRESSION, head_params_for, merge_head_params
 from hacknip.plugins.registry import (
     UnknownNameError,
     check_backbones,
@@ -485,6 +485,7 @@ def run(config: RunConfig, progress: Progress = no_progress, save_to: Path | Non
     With ``save_to``, also fit the chosen configuration on every row and save it there (see
     :mod:`hacknip.workflow.saved_model`)."""
     started = time.perf_counter()
+    config = dataclasses.replace(config, head_params=head_params_for(config.head, config.head_params, [config.head]))
     prepared = prepare(config, progress)
     new_model = model_factory(config, prepared.task)
 
