@@ -459,7 +459,6 @@ def test_an_interrupted_tune_stops_after_the_running_trials_and_resumes_from_the
     start, and the same call resumes from the stored trials."""
     import signal
     import threading
-    import time
 
     from toy_head import KNNHead
 
@@ -474,7 +473,6 @@ def test_an_interrupted_tune_stops_after_the_running_trials_and_resumes_from_the
             main = threading.main_thread().ident
             timers.append(threading.Timer(0.5, signal.pthread_kill, (main, signal.SIGINT)))
             timers[0].start()
-            timers.append(time.perf_counter())
         return fit(head, X, y)
 
     def tune():
@@ -490,12 +488,13 @@ def test_an_interrupted_tune_stops_after_the_running_trials_and_resumes_from_the
     finally:
         KNNHead.fit = fit
         signal.signal(signal.SIGINT, handler)
-    stopped_after = time.perf_counter() - timers[1]
     assert "Run the same command again" in str(interrupted.value)
     kept = _studies(storage)
-    finished = sum(t.state.name == "COMPLETE" for trials in kept.values() for t in trials)
-    # six scopes of 8 trials, each trial 3 inner fits of 0.05 s: about 4 s two scopes at a time
-    assert finished < 6 * 8 and len(kept) < 6 and stopped_after < 1.5
+    # 8 trials of 3 inner fits of 0.05 s take a scope 1.2 s and Ctrl-C comes at 0.5 s: every started scope stopped short
+    # of its end (before, the running ones finished) and the rest never started. Counted, not timed, so that a loaded
+    # machine, which slows every trial alike, cannot fail it.
+    finished = [sum(t.state.name == "COMPLETE" for t in trials) for trials in kept.values()]
+    assert 0 < len(kept) < 6 and all(count < 8 for count in finished)
 
     result = tune()
     assert result.to_dict()["tuning"]["per_fold"]
