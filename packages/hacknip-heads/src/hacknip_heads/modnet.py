@@ -244,6 +244,9 @@ class MODNetHead(BaseHead):
     * ``feature_selection``: "nmi" (upstream) or "first" (the first ``n_feat`` columns, as the paper's scripts).
     * ``remap_out_of_bounds``: upstream ``predict``'s option (default there True, in the paper's scripts False):
       regression predictions beyond the training range widened by 25 % are replaced by uniform draws inside it.
+    * ``clip_features``: not upstream's. A new row's selected features are clipped to the range the training rows
+      spanned before scaling, so that a feature almost constant in training (scaled by a tiny range) cannot drive
+      the network far outside anything it was fitted on.
     """
 
     def __init__(
@@ -263,6 +266,7 @@ class MODNetHead(BaseHead):
         xscale: str | None = "minmax",
         feature_selection: str = "nmi",
         remap_out_of_bounds: bool = False,
+        clip_features: bool = False,
         random_state: int | None = 0,
     ):
         self.task = task
@@ -279,6 +283,7 @@ class MODNetHead(BaseHead):
         self.xscale = xscale
         self.feature_selection = feature_selection
         self.remap_out_of_bounds = remap_out_of_bounds
+        self.clip_features = clip_features
         self.random_state = random_state
 
     @classmethod
@@ -302,6 +307,7 @@ class MODNetHead(BaseHead):
         self.selected_features_ = self._select_features(X, y)
         self.n_feat_ = len(self.selected_features_)
         X = X[:, self.selected_features_]
+        self.feature_range_ = (X.min(axis=0), X.max(axis=0)) if self.clip_features else None
         self.scaler_ = _make_scaler(self.xscale)
         if self.scaler_ is not None:
             X = self.scaler_.fit_transform(X)
@@ -360,6 +366,8 @@ class MODNetHead(BaseHead):
 
     def _network_output(self, X: np.ndarray) -> torch.Tensor:
         X = X[:, self.selected_features_]
+        if self.feature_range_ is not None:
+            X = np.clip(X, *self.feature_range_)
         if self.scaler_ is not None:
             X = self.scaler_.transform(X)
         return predict_in_chunks(self.network_, X).double()
@@ -392,6 +400,8 @@ class MODNetHead(BaseHead):
                   **{f"network/{name}": value.numpy() for name, value in self.network_.state_dict().items()}}
         if self.scaler_ is not None:
             arrays["scaler/multiply"], arrays["scaler/add"] = _affine_coefficients(self.scaler_)
+        if self.feature_range_ is not None:
+            arrays["feature_range/low"], arrays["feature_range/high"] = self.feature_range_
         return meta, arrays
 
     def _restore(self, meta, arrays) -> None:
@@ -400,6 +410,12 @@ class MODNetHead(BaseHead):
         self.target_min_, self.target_max_ = meta["target_min"], meta["target_max"]
         self.hidden_layer_sizes_ = tuple(meta["hidden_layer_sizes"])
         self.scaler_ = _AffineScaler(arrays["scaler/multiply"], arrays["scaler/add"]) if meta["scaled"] else None
+        self.feature_range_ = None
+        if self.clip_features:
+            if "feature_range/low" not in arrays:
+                raise InputError("this saved MODNet head says clip_features=True but holds no training feature range; "
+                                 "save it again with this version of hacknip-heads")
+            self.feature_range_ = (arrays["feature_range/low"], arrays["feature_range/high"])
         self.network_ = _build_network(self.n_feat_, self.hidden_layer_sizes_, self.act, self._output_activation())
         self.network_.load_state_dict({name.removeprefix("network/"): torch.from_numpy(np.array(value))
                                        for name, value in arrays.items() if name.startswith("network/")})
@@ -417,6 +433,8 @@ class MODNetHead(BaseHead):
             _check_choice("loss", self.loss, losses, f" for task={self.task!r}")
         _check_choice("xscale", self.xscale, XSCALES)
         _check_choice("feature_selection", self.feature_selection, FEATURE_SELECTIONS)
+        if not isinstance(self.clip_features, (bool, np.bool_)):
+            raise InputError(f"clip_features must be true or false, got {self.clip_features!r}")
         if not (isinstance(self.lr, (int, float)) and self.lr > 0):
             raise InputError(f"lr (learning rate) must be a positive number, got {self.lr!r}")
         for name in ("batch_size", "epochs"):
