@@ -177,6 +177,30 @@ def test_mlp_leaves_the_global_torch_random_state_alone(regression_data):
     torch.testing.assert_close(torch.rand(3), expected)
 
 
+# -- the networks' clip_features ------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("name", ["mlp", "modnet"])
+def test_clip_features_holds_new_rows_to_the_training_range_and_is_saved(name, regression_data):
+    """A feature almost constant in training (pure Fe's magnetic moment among superconductors) once put a network's
+    ln Tc at -70; clipped, a far row is predicted as the nearest row of the training box."""
+    from hacknip.errors import InputError
+
+    X_train, y_train, X_test, _ = regression_data
+    plain = small_head(name).fit(X_train, y_train)
+    clipped = small_head(name, clip_features=True).fit(X_train, y_train)
+    far = X_test * 1e4
+    inside = np.clip(far, X_train.min(axis=0), X_train.max(axis=0))
+    np.testing.assert_allclose(clipped.predict(far), plain.predict(inside), rtol=1e-6)
+    assert not np.allclose(plain.predict(far), plain.predict(inside))
+    np.testing.assert_array_equal(clipped.predict(X_train), plain.predict(X_train))  # training rows lie inside
+    restored = type(clipped).from_state(clipped.get_params(), *clipped.get_state())
+    np.testing.assert_array_equal(restored.predict(far), clipped.predict(far))
+    with pytest.raises(InputError, match="holds no training feature range"):
+        type(plain).from_state({**plain.get_params(), "clip_features": True}, *plain.get_state())
+    with pytest.raises(InputError, match="clip_features must be true or false"):
+        small_head(name, clip_features="yes").fit(X_train, y_train)
+
+
 # -- the plugin module ----------------------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("module", ["hacknip_heads.plugin", "hacknip.plugins.default_heads"])

@@ -8,7 +8,6 @@ import pytest
 from sklearn.datasets import make_classification, make_friedman1
 from sklearn.preprocessing import StandardScaler
 
-from hacknip.errors import InputError
 from hacknip.plugins.head import CLASSIFICATION, REGRESSION
 from hacknip.plugins.registry import create_head
 from hacknip_heads.modnet import (
@@ -155,25 +154,6 @@ def test_remap_out_of_bounds_keeps_predictions_inside_the_training_range(regress
     np.testing.assert_array_equal(predictions, head.predict(far))
 
 
-def test_clip_features_holds_new_rows_to_the_training_range_and_is_saved(regression_data):
-    """A feature almost constant in training (pure Fe's magnetic moment among superconductors) once put a network's
-    ln Tc at -70; clipped, a far row is predicted as the nearest row of the training box."""
-    X_train, y_train, X_test, _ = regression_data
-    params = {**FAST, "epochs": 5}
-    plain = MODNetHead(**params).fit(X_train, y_train)
-    clipped = MODNetHead(**params, clip_features=True).fit(X_train, y_train)
-    far = X_test * 1e4
-    inside = np.clip(far, X_train.min(axis=0), X_train.max(axis=0))
-    np.testing.assert_allclose(clipped.predict(far), plain.predict(inside), rtol=1e-6)
-    assert not np.allclose(plain.predict(far), plain.predict(inside))
-    np.testing.assert_array_equal(clipped.predict(X_train), plain.predict(X_train))  # training rows lie inside
-    restored = MODNetHead.from_state(clipped.get_params(), *clipped.get_state())
-    np.testing.assert_array_equal(restored.predict(far), clipped.predict(far))
-    meta, arrays = plain.get_state()
-    with pytest.raises(InputError, match="holds no training feature range"):
-        MODNetHead.from_state({**plain.get_params(), "clip_features": True}, meta, arrays)
-
-
 # -- hyperparameters ---------------------------------------------------------------------------------------------
 
 @pytest.mark.parametrize(("params", "message"), [
@@ -190,7 +170,6 @@ def test_clip_features_holds_new_rows_to_the_training_range_and_is_saved(regress
     ({"val_fraction": 1.0}, r"val_fraction must be in \[0, 1\)"),
     ({"xscale": "robust"}, "xscale='robust' is not supported"),
     ({"feature_selection": "mrmr"}, "feature_selection='mrmr' is not supported"),
-    ({"clip_features": "yes"}, "clip_features must be true or false"),
 ])
 def test_bad_hyperparameters_are_named(params, message):
     X, y = make_friedman1(n_samples=40, n_features=5, random_state=0)

@@ -12,6 +12,7 @@ from torch import nn
 from hacknip.errors import InputError
 from hacknip.plugins.head import CLASSIFICATION, REGRESSION
 from hacknip.plugins.head_base import BaseHead
+from hacknip_heads._feature_range import HIGH, LOW, check_clip_flag, clipped, range_arrays, restored_range, training_range
 from hacknip_heads._torch_training import (
     EarlyStopping,
     evaluate_loss,
@@ -30,7 +31,8 @@ class MLPHead(BaseHead):
     training rows (stratified for classification) is held out; training stops once the validation loss has
     not improved for ``patience`` epochs, and the best epoch's weights are restored. Set
     ``validation_fraction=0`` to train all ``max_epochs`` on every row. Regression targets are standardised
-    internally; classification uses binary cross-entropy on logits."""
+    internally; classification uses binary cross-entropy on logits. ``clip_features=True`` clips a new row's
+    features to the range the training rows spanned (:mod:`hacknip_heads._feature_range`)."""
 
     def __init__(
         self,
@@ -44,6 +46,7 @@ class MLPHead(BaseHead):
         max_epochs: int = 400,
         patience: int = 30,
         validation_fraction: float = 0.1,
+        clip_features: bool = False,
         random_state: int | None = 0,
     ):
         self.task = task
@@ -55,6 +58,7 @@ class MLPHead(BaseHead):
         self.max_epochs = max_epochs
         self.patience = patience
         self.validation_fraction = validation_fraction
+        self.clip_features = clip_features
         self.random_state = random_state
 
     @classmethod
@@ -74,6 +78,7 @@ class MLPHead(BaseHead):
         self._check_hyperparameters()
         seed = torch_seed(self.random_state)
         train_rows, validation_rows = (torch.as_tensor(rows) for rows in self._split_rows(y, seed))
+        self.feature_range_ = training_range(X, self.clip_features)
         features = float32_tensor(X)
         targets = float32_tensor(self._scaled_targets(y))
         # A forked RNG keeps weight initialisation, shuffling and dropout reproducible without touching the
@@ -92,6 +97,7 @@ class MLPHead(BaseHead):
         for name in ("batch_size", "max_epochs", "patience"):
             if getattr(self, name) < 1:
                 raise InputError(f"{name} must be at least 1, got {getattr(self, name)}")
+        check_clip_flag(self.clip_features)
 
     def _split_rows(self, y: np.ndarray, seed: int) -> tuple[np.ndarray, np.ndarray]:
         rows = np.arange(len(y))
@@ -139,17 +145,20 @@ class MLPHead(BaseHead):
 
     def _state(self):
         meta = {"target_mean": getattr(self, "target_mean_", None), "target_scale": getattr(self, "target_scale_", None)}
-        return meta, {name: value.numpy() for name, value in self.network_.state_dict().items()}
+        weights = {name: value.numpy() for name, value in self.network_.state_dict().items()}
+        return meta, {**weights, **range_arrays(self.feature_range_)}
 
     def _restore(self, meta, arrays) -> None:
         self.network_ = _build_network(self.n_features_in_, self.hidden_layer_sizes, self.dropout)
-        self.network_.load_state_dict({name: torch.from_numpy(np.array(value)) for name, value in arrays.items()})
+        self.feature_range_ = restored_range(arrays, self.clip_features, "MLP")
+        self.network_.load_state_dict({name: torch.from_numpy(np.array(value)) for name, value in arrays.items()
+                                       if name not in (LOW, HIGH)})
         self.network_.eval()
         if self.task != CLASSIFICATION:
             self.target_mean_, self.target_scale_ = meta["target_mean"], meta["target_scale"]
 
     def _network_output(self, X: np.ndarray) -> torch.Tensor:
-        return predict_in_chunks(self.network_, X)
+        return predict_in_chunks(self.network_, clipped(X, self.feature_range_))
 
     def _predict_values(self, X: np.ndarray) -> np.ndarray:
         return self._network_output(X).double().numpy() * self.target_scale_ + self.target_mean_

@@ -31,6 +31,7 @@ from torch import nn
 from hacknip.errors import InputError
 from hacknip.plugins.head import CLASSIFICATION, REGRESSION
 from hacknip.plugins.head_base import BaseHead
+from hacknip_heads._feature_range import check_clip_flag, clipped, range_arrays, restored_range, training_range
 from hacknip_heads._torch_training import (
     EarlyStopping,
     evaluate_loss,
@@ -307,7 +308,7 @@ class MODNetHead(BaseHead):
         self.selected_features_ = self._select_features(X, y)
         self.n_feat_ = len(self.selected_features_)
         X = X[:, self.selected_features_]
-        self.feature_range_ = (X.min(axis=0), X.max(axis=0)) if self.clip_features else None
+        self.feature_range_ = training_range(X, self.clip_features)
         self.scaler_ = _make_scaler(self.xscale)
         if self.scaler_ is not None:
             X = self.scaler_.fit_transform(X)
@@ -365,9 +366,7 @@ class MODNetHead(BaseHead):
     # -- predicting ------------------------------------------------------------------------------------------
 
     def _network_output(self, X: np.ndarray) -> torch.Tensor:
-        X = X[:, self.selected_features_]
-        if self.feature_range_ is not None:
-            X = np.clip(X, *self.feature_range_)
+        X = clipped(X[:, self.selected_features_], self.feature_range_)
         if self.scaler_ is not None:
             X = self.scaler_.transform(X)
         return predict_in_chunks(self.network_, X).double()
@@ -400,9 +399,7 @@ class MODNetHead(BaseHead):
                   **{f"network/{name}": value.numpy() for name, value in self.network_.state_dict().items()}}
         if self.scaler_ is not None:
             arrays["scaler/multiply"], arrays["scaler/add"] = _affine_coefficients(self.scaler_)
-        if self.feature_range_ is not None:
-            arrays["feature_range/low"], arrays["feature_range/high"] = self.feature_range_
-        return meta, arrays
+        return meta, {**arrays, **range_arrays(self.feature_range_)}
 
     def _restore(self, meta, arrays) -> None:
         self.selected_features_ = arrays["selected_features"]
@@ -410,12 +407,7 @@ class MODNetHead(BaseHead):
         self.target_min_, self.target_max_ = meta["target_min"], meta["target_max"]
         self.hidden_layer_sizes_ = tuple(meta["hidden_layer_sizes"])
         self.scaler_ = _AffineScaler(arrays["scaler/multiply"], arrays["scaler/add"]) if meta["scaled"] else None
-        self.feature_range_ = None
-        if self.clip_features:
-            if "feature_range/low" not in arrays:
-                raise InputError("this saved MODNet head says clip_features=True but holds no training feature range; "
-                                 "save it again with this version of hacknip-heads")
-            self.feature_range_ = (arrays["feature_range/low"], arrays["feature_range/high"])
+        self.feature_range_ = restored_range(arrays, self.clip_features, "MODNet")
         self.network_ = _build_network(self.n_feat_, self.hidden_layer_sizes_, self.act, self._output_activation())
         self.network_.load_state_dict({name.removeprefix("network/"): torch.from_numpy(np.array(value))
                                        for name, value in arrays.items() if name.startswith("network/")})
@@ -433,8 +425,7 @@ class MODNetHead(BaseHead):
             _check_choice("loss", self.loss, losses, f" for task={self.task!r}")
         _check_choice("xscale", self.xscale, XSCALES)
         _check_choice("feature_selection", self.feature_selection, FEATURE_SELECTIONS)
-        if not isinstance(self.clip_features, (bool, np.bool_)):
-            raise InputError(f"clip_features must be true or false, got {self.clip_features!r}")
+        check_clip_flag(self.clip_features)
         if not (isinstance(self.lr, (int, float)) and self.lr > 0):
             raise InputError(f"lr (learning rate) must be a positive number, got {self.lr!r}")
         for name in ("batch_size", "epochs"):
