@@ -126,3 +126,73 @@ def test_everything_rejected_is_an_error(tmp_path):
     pd.DataFrame({"cif": [BROKEN_CIF], "y": [1.0]}).to_csv(path, index=False)
     with pytest.raises(ValueError, match="no usable structures"):
         read_dataset(path, on_error="skip")
+
+
+# -- the parsed-CIF cache ---------------------------------------------------------------------------------------
+
+DISORDERED_CIF = Structure(Lattice.cubic(4.0), [{"Fe": 0.5, "Ni": 0.5}], [[0, 0, 0]]).to(fmt="cif")
+
+
+def _no_parsing(monkeypatch):
+    def refuse(*args, **kwargs):
+        raise AssertionError("parsed a CIF the cache holds")
+
+    monkeypatch.setattr("hacknip.data.structures.cif_text_to_atoms", refuse)
+
+
+def _same_samples(first, second) -> None:
+    assert [s.id for s in first.samples] == [s.id for s in second.samples]
+    for a, b in zip(first.samples, second.samples):
+        assert a.atoms == b.atoms and a.atoms.info == b.atoms.info
+
+
+def test_a_cif_table_is_parsed_once_and_read_back_the_same(tmp_path, monkeypatch):
+    path, cache = tmp_path / "table.csv", tmp_path / "cache" / "parsed.sqlite"
+    pd.DataFrame({"cif": [GOOD_CIF, DISORDERED_CIF, BROKEN_CIF], "y": [1.0, 2.0, 3.0]}).to_csv(path, index=False)
+    options = {"target": "y", "disordered": "approximant", "on_error": "skip"}
+    parsed = read_dataset(path, **options)
+    first = read_dataset(path, **options, parsed_cache=cache)
+    _same_samples(first, parsed)
+    assert "ordered approximant" in first.samples[1].atoms.info["hacknip_warning"]
+    with pytest.MonkeyPatch.context() as patch:
+        _no_parsing(patch)
+        again = read_dataset(path, **options, parsed_cache=cache)
+    _same_samples(again, first)
+    assert [row.row for row in again.skipped] == ["row 4"] and "parsed a CIF" in again.skipped[0].reason  # not kept
+    pd.DataFrame({"cif": [GOOD_CIF, DISORDERED_CIF], "y": [1.0, 2.0]}).to_csv(path, index=False)
+    _no_parsing(monkeypatch)
+    _same_samples(read_dataset(path, **options, parsed_cache=cache), first)
+    with pytest.raises(BadInputError, match="parsed a CIF"):  # another disorder policy is another entry
+        read_dataset(path, target="y", parsed_cache=cache)
+
+
+def test_a_damaged_or_unusable_cache_only_costs_time(tmp_path):
+    import sqlite3
+
+    path, cache = tmp_path / "table.csv", tmp_path / "parsed.sqlite"
+    pd.DataFrame({"cif": [GOOD_CIF], "y": [1.0]}).to_csv(path, index=False)
+    expected = read_dataset(path)
+    read_dataset(path, parsed_cache=cache)
+    with sqlite3.connect(cache) as connection:
+        assert connection.execute("UPDATE parsed SET atoms = '{\"numbers\": [14'").rowcount == 1
+    _same_samples(read_dataset(path, parsed_cache=cache), expected)
+    with sqlite3.connect(cache) as connection:  # parsed again and written over the damaged entry
+        (text,) = connection.execute("SELECT atoms FROM parsed").fetchone()
+    assert json.loads(text)["numbers"] == [14, 14]
+    (tmp_path / "a file").write_text("")
+    _same_samples(read_dataset(path, parsed_cache=tmp_path / "a file" / "parsed.sqlite"), expected)
+    cache.write_text("not a database")
+    _same_samples(read_dataset(path, parsed_cache=cache), expected)
+
+
+def test_runs_keep_the_parsed_rows_beside_the_feature_store(tmp_path, monkeypatch):
+    from hacknip.data.parsed_cache import PARSED_FILE
+    from hacknip.workflow.run import RunConfig, load_data
+
+    path = tmp_path / "table.csv"
+    pd.DataFrame({"cif": [GOOD_CIF, DISORDERED_CIF], "y": [1.0, 2.0]}).to_csv(path, index=False)
+    config = RunConfig(data=path, backbone="chgnet", target="y", disordered="approximant", store=tmp_path / "store")
+    first = load_data(config)
+    assert (tmp_path / "store" / PARSED_FILE).is_file()
+    _no_parsing(monkeypatch)
+    _same_samples(load_data(config), first)

@@ -391,6 +391,7 @@ def predict(model_dir, data, target, structure_column, id_column, targets, on_er
     from hacknip.data.structures import UNLABELLED
     from hacknip.evaluation.crossval import METRICS
     from hacknip.store import FeatureStore
+    from hacknip.workflow.run import parsed_cache_file
     from hacknip.workflow.saved_finetuned import SavedFinetuned, load_saved
 
     model = load_saved(model_dir)
@@ -398,7 +399,8 @@ def predict(model_dir, data, target, structure_column, id_column, targets, on_er
     features_store = FeatureStore(store_path)
     features_store.check_usable()
     dataset = read_dataset(data, target=target or UNLABELLED, structure_column=structure_column, id_column=id_column,
-                           targets=targets, on_error=on_error, disordered=disordered or model.model.get("disordered", "refuse"))
+                           targets=targets, on_error=on_error, disordered=disordered or model.model.get("disordered", "refuse"),
+                           parsed_cache=parsed_cache_file(store_path))
     with progress_bars() as start:
         if isinstance(model, SavedFinetuned):
             dataset, predictions = model.predict_dataset(dataset, batch_size, device, on_error, start,

@@ -20,13 +20,15 @@ from hacknip.errors import InputError
 
 def read_dataset(path: str | Path, *, target: str | None = None, structure_column: str = "cif",
                  id_column: str | None = None, targets: str | Path | None = None,
-                 on_error: str = "raise", smiles_column: str | None = None, disordered: str = "refuse") -> Dataset:
+                 on_error: str = "raise", smiles_column: str | None = None, disordered: str = "refuse",
+                 parsed_cache: str | Path | None = None) -> Dataset:
     """Read any supported input, chosen by what ``path`` is. Molecules (a table with a SMILES column, an SDF file)
     get RDKit geometries, unrelaxed: :func:`hacknip.data.molecules.molecules_to_dataset` relaxes them with a backbone.
     ``disordered="approximant"`` orders CIF/POSCAR structures with partially occupied sites (the ordered cell is
     what gets featurised, and the sample is flagged with its description). ``target=UNLABELLED`` reads structures
-    without targets (for prediction). Bad rows raise a :class:`BadInputError` naming the row, or with
-    ``on_error="skip"`` are listed in ``Dataset.skipped``.
+    without targets (for prediction). ``parsed_cache``, an SQLite file, keeps a CIF table's parsed rows for the next
+    read (:mod:`hacknip.data.parsed_cache`; the command line keeps it beside the feature store). Bad rows raise a
+    :class:`BadInputError` naming the row, or with ``on_error="skip"`` are listed in ``Dataset.skipped``.
 
     Example::
 
@@ -48,7 +50,7 @@ def read_dataset(path: str | Path, *, target: str | None = None, structure_colum
         return molecules_to_dataset(path, smiles_column=smiles_column, target=target, id_column=id_column,
                                     on_error=on_error)
     if name.endswith((".csv", ".parquet")):
-        return read_cif_table(path, structure_column, target, id_column, on_error, disordered)
+        return read_cif_table(path, structure_column, target, id_column, on_error, disordered, parsed_cache)
     if name.endswith((".xyz", ".extxyz", ".db", ".traj")):
         return read_ase_file(path, target, on_error)
     raise InputError(f"{path}: unknown input kind; give a matbench_*.json.gz, a CSV/parquet with a CIF or SMILES "

@@ -18,7 +18,8 @@ import math
 import re
 import warnings
 import zlib
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -543,8 +544,10 @@ def _target_values(frame, target: str) -> list:
 
 
 def read_cif_table(path: Path, structure_column: str = "cif", target: str | None = None,
-                   id_column: str | None = None, on_error: str = "raise", disordered: str = "refuse") -> Dataset:
-    """CSV or parquet with one CIF text per row."""
+                   id_column: str | None = None, on_error: str = "raise", disordered: str = "refuse",
+                   parsed_cache: str | Path | None = None) -> Dataset:
+    """CSV or parquet with one CIF text per row; ``parsed_cache`` keeps the parsed rows
+    (:mod:`hacknip.data.parsed_cache`), so that the next read of the same CIF texts skips pymatgen."""
     frame = _read_table(path)
     if structure_column not in frame.columns:
         raise InputError(f"{path}: no structure column {structure_column!r} (columns: {list(frame.columns)}); "
@@ -552,9 +555,32 @@ def read_cif_table(path: Path, structure_column: str = "cif", target: str | None
     target = _pick_target(frame, target, {structure_column, id_column}, str(path))
     ids = frame[id_column].astype(str) if id_column else [str(i) for i in range(len(frame))]
     collector = _RowCollector(str(path), on_error, labelled=target != UNLABELLED)
-    for index, (text, value, sample_id) in enumerate(zip(frame[structure_column], _target_values(frame, target), ids)):
-        collector.add(f"row {index + 2}", sample_id, lambda text=text: cif_text_to_atoms(text, disordered), value)
+    rows = zip(frame[structure_column], _target_values(frame, target), ids)
+    with _parser(parsed_cache, disordered) as parse:
+        for index, (text, value, sample_id) in enumerate(rows):
+            collector.add(f"row {index + 2}", sample_id, lambda text=text: parse(text), value)
     return collector.dataset(target, flag_duplicates=True)
+
+
+@contextmanager
+def _parser(parsed_cache: str | Path | None, disordered: str) -> Iterator[Callable[[str], Atoms]]:
+    """:func:`cif_text_to_atoms`, through the cache when there is one."""
+    if parsed_cache is None:
+        yield lambda text: cif_text_to_atoms(text, disordered)
+        return
+    from hacknip.data.parsed_cache import ParsedStructures
+
+    with ParsedStructures(parsed_cache) as cache:
+        def parse(text: str) -> Atoms:
+            key = cache.key(text, disordered) if isinstance(text, str) else None
+            atoms = cache.get(key) if key else None
+            if atoms is None:
+                atoms = cif_text_to_atoms(text, disordered)
+                if key:
+                    cache.put(key, atoms)
+            return atoms
+
+        yield parse
 
 
 def read_structure_folder(folder: Path, targets: Path | None = None, target: str | None = None,

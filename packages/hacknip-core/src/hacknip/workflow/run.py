@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 
 from hacknip import __version__
+from hacknip.data.parsed_cache import PARSED_FILE
 from hacknip.data.read import is_molecule_input, read_dataset
 from hacknip.data.structures import (
     BadInputError,
@@ -149,8 +150,14 @@ def load_data(config: RunConfig, progress: Progress = no_progress) -> Dataset:
         return _molecules(config, progress)
     dataset = read_dataset(config.data, target=config.target, structure_column=config.structure_column,
                            id_column=config.id_column, targets=config.targets, on_error=config.on_error,
-                           disordered=config.disordered)
+                           disordered=config.disordered, parsed_cache=parsed_cache_file(config.store))
     return dataset.head(config.limit) if config.limit else dataset
+
+
+def parsed_cache_file(store: Path | str | None) -> Path:
+    """Where parsed CIF rows are kept: beside the feature store's folders (for a store on object storage, in
+    ``$HACKNIP_HOME/features``, as relaxed geometries)."""
+    return FeatureStore(store).local_root / PARSED_FILE
 
 
 def _molecules(config: RunConfig, progress: Progress) -> Dataset:
