@@ -196,3 +196,21 @@ def test_runs_keep_the_parsed_rows_beside_the_feature_store(tmp_path, monkeypatc
     assert (tmp_path / "store" / PARSED_FILE).is_file()
     _no_parsing(monkeypatch)
     _same_samples(load_data(config), first)
+
+
+def test_a_folder_of_structure_files_is_parsed_once_until_a_file_changes(tmp_path, monkeypatch):
+    folder, cache = tmp_path / "structures", tmp_path / "parsed.sqlite"
+    folder.mkdir()
+    write(folder / "si.cif", bulk("Si"))
+    write(folder / "POSCAR_cu", bulk("Cu"), format="vasp")
+    (folder / "targets.csv").write_text("name,y\nsi,1.0\nPOSCAR_cu,2.0\n")
+    first = read_dataset(folder, parsed_cache=cache)
+    _same_samples(first, read_dataset(folder))
+    calls = []
+    monkeypatch.setattr("hacknip.data.structures.structure_file_to_atoms",
+                        lambda path, disordered: calls.append(path.name) or Atoms("Cu", cell=[3, 3, 3], pbc=True))
+    _same_samples(read_dataset(folder, parsed_cache=cache), first)
+    assert calls == []
+    write(folder / "POSCAR_cu", bulk("Cu", a=3.7), format="vasp")
+    read_dataset(folder, parsed_cache=cache)
+    assert calls == ["POSCAR_cu"]

@@ -1,10 +1,11 @@
-"""Parsed CIF texts, kept so that a table is parsed once: pymatgen spends 20–50 ms on a CIF (expanding its symmetry),
-so a table of 7 000 rows cost over two minutes before every run, tune or prediction, even with every feature stored.
+"""Parsed CIF texts and structure files, kept so that a table or folder is parsed once: pymatgen spends 20–50 ms on
+a CIF (expanding its symmetry), so a table of 7 000 rows cost over two minutes before every run, tune or prediction,
+even with every feature stored.
 
-One SQLite file (``parsed-structures.sqlite`` beside the feature store's folders) maps a hash of the CIF text, the
-disorder policy and the parser's version to the parsed atoms, written as ASE's JSON (numbers, positions, cell, pbc,
-info), never pickled. The cache only ever saves time: a row it cannot read or write is parsed as before, and rows
-that fail to parse are not kept, so they fail with the same message next time.
+One SQLite file (``parsed-structures.sqlite`` beside the feature store's folders) maps a hash of the CIF text (or a
+file's name and bytes), the disorder policy and the parser's version to the parsed atoms, written as JSON (numbers,
+positions, cell, pbc, info), never pickled. The cache only ever saves time: a row it cannot read or write is parsed as
+before, and rows that fail to parse are not kept, so they fail with the same message next time.
 """
 
 from __future__ import annotations
@@ -41,11 +42,14 @@ class ParsedStructures:
             self.connection = None  # a read-only or unusable place: parse every row, as without a cache
 
     @staticmethod
-    def key(text: str, disordered: str) -> str:
+    def key(content: str | bytes, disordered: str, file_name: str = "") -> str:
+        """The entry of a CIF text (``file_name`` empty) or of a structure file's bytes (whose name tells pymatgen
+        its format)."""
         from pymatgen.core import __version__ as pymatgen_version
 
-        material = json.dumps([FORMAT, pymatgen_version, disordered, text])
-        return hashlib.sha256(material.encode()).hexdigest()
+        digest = hashlib.sha256(json.dumps([FORMAT, pymatgen_version, disordered, file_name]).encode())
+        digest.update(content.encode() if isinstance(content, str) else content)
+        return digest.hexdigest()
 
     def get(self, key: str) -> Atoms | None:
         if self.connection is None:

@@ -26,9 +26,10 @@ def read_dataset(path: str | Path, *, target: str | None = None, structure_colum
     get RDKit geometries, unrelaxed: :func:`hacknip.data.molecules.molecules_to_dataset` relaxes them with a backbone.
     ``disordered="approximant"`` orders CIF/POSCAR structures with partially occupied sites (the ordered cell is
     what gets featurised, and the sample is flagged with its description). ``target=UNLABELLED`` reads structures
-    without targets (for prediction). ``parsed_cache``, an SQLite file, keeps a CIF table's parsed rows for the next
-    read (:mod:`hacknip.data.parsed_cache`; the command line keeps it beside the feature store). Bad rows raise a
-    :class:`BadInputError` naming the row, or with ``on_error="skip"`` are listed in ``Dataset.skipped``.
+    without targets (for prediction). ``parsed_cache``, an SQLite file, keeps the parsed structures of a CIF table or
+    folder for the next read (:mod:`hacknip.data.parsed_cache`; the command line keeps it beside the feature store).
+    Bad rows raise a :class:`BadInputError` naming the row, or with ``on_error="skip"`` are listed in
+    ``Dataset.skipped``.
 
     Example::
 
@@ -43,7 +44,7 @@ def read_dataset(path: str | Path, *, target: str | None = None, structure_colum
     name = path.name.lower()
     if path.is_dir():
         return read_structure_folder(path, Path(targets) if targets else None, target, id_column, on_error,
-                                     disordered)
+                                     disordered, parsed_cache)
     if name.endswith((".json", ".json.gz")):
         return read_matbench(path, on_error, target)
     if is_molecule_input(path, structure_column, smiles_column):

@@ -556,26 +556,31 @@ def read_cif_table(path: Path, structure_column: str = "cif", target: str | None
     ids = frame[id_column].astype(str) if id_column else [str(i) for i in range(len(frame))]
     collector = _RowCollector(str(path), on_error, labelled=target != UNLABELLED)
     rows = zip(frame[structure_column], _target_values(frame, target), ids)
-    with _parser(parsed_cache, disordered) as parse:
+    with _cached_parsing(parsed_cache, disordered) as parse:
         for index, (text, value, sample_id) in enumerate(rows):
-            collector.add(f"row {index + 2}", sample_id, lambda text=text: parse(text), value)
+            make_atoms = functools.partial(cif_text_to_atoms, text, disordered)
+            collector.add(f"row {index + 2}", sample_id, lambda text=text, make=make_atoms: parse(text, "", make), value)
     return collector.dataset(target, flag_duplicates=True)
 
 
+Parse = Callable[[Any, str, Callable[[], Atoms]], Atoms]
+"""``parse(content, file_name, make_atoms)``: ``make_atoms()``, or what it gave for the same content before."""
+
+
 @contextmanager
-def _parser(parsed_cache: str | Path | None, disordered: str) -> Iterator[Callable[[str], Atoms]]:
-    """:func:`cif_text_to_atoms`, through the cache when there is one."""
+def _cached_parsing(parsed_cache: str | Path | None, disordered: str) -> Iterator[Parse]:
+    """Parsing through the cache of parsed structures (:mod:`hacknip.data.parsed_cache`) when there is one."""
     if parsed_cache is None:
-        yield lambda text: cif_text_to_atoms(text, disordered)
+        yield lambda content, name, make_atoms: make_atoms()
         return
     from hacknip.data.parsed_cache import ParsedStructures
 
     with ParsedStructures(parsed_cache) as cache:
-        def parse(text: str) -> Atoms:
-            key = cache.key(text, disordered) if isinstance(text, str) else None
+        def parse(content, name: str, make_atoms: Callable[[], Atoms]) -> Atoms:
+            key = cache.key(content, disordered, name) if isinstance(content, (str, bytes)) else None
             atoms = cache.get(key) if key else None
             if atoms is None:
-                atoms = cif_text_to_atoms(text, disordered)
+                atoms = make_atoms()
                 if key:
                     cache.put(key, atoms)
             return atoms
@@ -583,16 +588,22 @@ def _parser(parsed_cache: str | Path | None, disordered: str) -> Iterator[Callab
         yield parse
 
 
+def _read_and_parse(path: Path, disordered: str, parse: Parse) -> Atoms:
+    return parse(path.read_bytes(), path.name, functools.partial(structure_file_to_atoms, path, disordered))
+
+
 def read_structure_folder(folder: Path, targets: Path | None = None, target: str | None = None,
-                          id_column: str | None = None, on_error: str = "raise", disordered: str = "refuse") -> Dataset:
+                          id_column: str | None = None, on_error: str = "raise", disordered: str = "refuse",
+                          parsed_cache: str | Path | None = None) -> Dataset:
     """A folder of CIF/POSCAR files with a CSV whose id column names the files (with or without suffix). For
-    prediction (``target=UNLABELLED``) without that CSV, every structure file in the folder, by file name."""
+    prediction (``target=UNLABELLED``) without that CSV, every structure file in the folder, by file name.
+    ``parsed_cache`` as for :func:`read_cif_table` (keyed by file name and content)."""
     structure_files = [path for path in sorted(folder.iterdir())
                        if path.suffix.lower() in STRUCTURE_SUFFIXES or path.name.startswith(("POSCAR", "CONTCAR"))]
     explicit = targets is not None
     targets = targets or folder / "targets.csv"
     if not targets.exists() and target == UNLABELLED and not explicit:
-        return _read_unlabelled_folder(folder, structure_files, on_error, disordered)
+        return _read_unlabelled_folder(folder, structure_files, on_error, disordered, parsed_cache)
     if not targets.exists():
         raise InputError(f"{folder}: needs a CSV of targets (looked for {targets}); pass it with --targets")
     frame = _read_table(targets)
@@ -608,21 +619,25 @@ def read_structure_folder(folder: Path, targets: Path | None = None, target: str
         files.setdefault(path.name, path)
         files.setdefault(path.stem, path)
     collector = _RowCollector(str(targets), on_error, labelled=target != UNLABELLED)
-    for index, (name, value) in enumerate(zip(frame[id_column].astype(str), _target_values(frame, target))):
-        row = f"row {index + 2}"
-        if name not in files:
-            collector.reject(row, name, f"no structure file named {name!r} in {folder}")
-            continue
-        collector.add(row, name, lambda path=files[name]: structure_file_to_atoms(path, disordered), value)
+    with _cached_parsing(parsed_cache, disordered) as parse:
+        for index, (name, value) in enumerate(zip(frame[id_column].astype(str), _target_values(frame, target))):
+            row = f"row {index + 2}"
+            if name not in files:
+                collector.reject(row, name, f"no structure file named {name!r} in {folder}")
+                continue
+            collector.add(row, name, functools.partial(_read_and_parse, files[name], disordered, parse), value)
     return collector.dataset(target, flag_duplicates=True)
 
 
-def _read_unlabelled_folder(folder: Path, files: list[Path], on_error: str, disordered: str) -> Dataset:
+def _read_unlabelled_folder(folder: Path, files: list[Path], on_error: str, disordered: str,
+                            parsed_cache: str | Path | None) -> Dataset:
     if not files:
         raise InputError(f"{folder}: no structure files (looked for *.cif, *.vasp, *.poscar, POSCAR*, CONTCAR*)")
     collector = _RowCollector(str(folder), on_error, labelled=False)
-    for path in files:
-        collector.add(f"file {path.name}", path.name, lambda path=path: structure_file_to_atoms(path, disordered), None)
+    with _cached_parsing(parsed_cache, disordered) as parse:
+        for path in files:
+            collector.add(f"file {path.name}", path.name, functools.partial(_read_and_parse, path, disordered, parse),
+                          None)
     return collector.dataset(UNLABELLED, flag_duplicates=True)
 
 
