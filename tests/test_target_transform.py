@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import warnings
 
 import numpy as np
 import pandas as pd
@@ -111,3 +112,30 @@ def test_extra_features_are_appended_scaled_and_saved(toy_plugin, tmp_path):
     result = CliRunner().invoke(cli, ["run", "--data", str(table_with_gap), "--backbone", "toy@1", "--head", "ridge",
                                       "--target", "y", "--extra-features", "temperature"])
     assert result.exit_code == 1 and "row 6 (id 4): extra feature 'temperature' is nan, not a finite number" in result.output
+
+
+def test_predictions_the_score_scale_cannot_take_are_named_with_what_to_do(tmp_path):
+    """A network fed a feature far outside its training range once predicted ln Tc below -745, so Tc = exp(...) was 0
+    and its fold's MAE on the ln scale infinite, with nothing but numpy's 'divide by zero in log' to say why."""
+    from pymatgen.core import Lattice, Structure
+
+    from hacknip.data.read import read_dataset
+    from hacknip.evaluation.crossval import CVResult
+    from hacknip.workflow.run import RunConfig, UnscorablePredictionsWarning, scored_results
+
+    table = tmp_path / "data.csv"
+    cifs = [Structure(Lattice.cubic(4.0 + 0.1 * i), ["Cu"], [[0, 0, 0]]).to(fmt="cif") for i in range(4)]
+    pd.DataFrame({"name": ["a", "b", "fe", "d"], "cif": cifs, "tc": [1.0, 2.0, 3.0, 4.0]}).to_csv(table, index=False)
+    dataset = read_dataset(table, id_column="name")
+    folds = [(np.array([2, 3]), np.array([0, 1])), (np.array([0, 1]), np.array([2, 3]))]
+    predictions = np.array([1.5, 2.5, 0.0, 3.5])
+    final = CVResult([{"fold": 0, "mae": 0.5}, {"fold": 1, "mae": np.inf}], predictions)
+    config = RunConfig(data=table, backbone="toy", target_transform="ln", score_scale="transformed")
+    with pytest.warns(UnscorablePredictionsWarning, match=r"^1 out-of-fold predictions .* ln scale .* e\.g\. fe "
+                                                          r"\(predicted 0\).* clip_features=true$"):
+        scored_results(config, dataset, final, folds, "two folds")
+    scorable = CVResult([{"fold": 0, "mae": 0.5}, {"fold": 1, "mae": 0.6}], predictions)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # scored on the original scale, or predictions above 0: nothing to say
+        scored_results(RunConfig(data=table, backbone="toy", target_transform="ln"), dataset, scorable, folds, "two")
+        scored_results(config, dataset, CVResult(scorable.folds, predictions + 1.0), folds, "two folds")

@@ -123,7 +123,8 @@ class CVResult:
         return float(np.mean([f[name or self.metric.name] for f in self.folds]))
 
     def std(self, name: str | None = None) -> float:
-        return float(np.std([f[name or self.metric.name] for f in self.folds]))
+        with np.errstate(invalid="ignore"):  # an infinite fold's (run.UnscorablePredictionsWarning says why) gives nan
+            return float(np.std([f[name or self.metric.name] for f in self.folds]))
 
     @property
     def mae_mean(self) -> float:

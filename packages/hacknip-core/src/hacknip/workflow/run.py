@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -582,6 +583,7 @@ def scored_results(config: RunConfig, dataset: Dataset, final: CVResult, folds: 
     }
     if final.task == REGRESSION:
         results["relative_mae"] = final.mae_mean / dummy.mae_mean
+        _warn_unscorable(config, dataset, final)
     if dataset.matbench_task and final.task == REGRESSION:
         summary = config.leaderboard_file or find_matbench_file(Path(config.data), SUMMARY_FILE)
         unranked = summary and why_not_ranked(config, dataset, folds_source)
@@ -605,6 +607,24 @@ def why_not_ranked(config: RunConfig, dataset: Dataset, folds_source: str) -> st
         return (f"the leaderboard ranks scores on all {size} rows of {task}; this run scored {len(dataset.samples)} "
                 f"({'--limit' if config.limit else 'rows skipped'})")
     return None
+
+
+class UnscorablePredictionsWarning(UserWarning):
+    """Out-of-fold predictions the score scale cannot take (ln of 0): their folds' scores are infinite or undefined."""
+
+
+def _warn_unscorable(config: RunConfig, dataset: Dataset, final: CVResult) -> None:
+    transform = score_transform(config)
+    if transform is None:
+        return
+    with np.errstate(all="ignore"):
+        bad = np.flatnonzero(~np.isfinite(transform(final.predictions)))
+    if len(bad):
+        examples = ", ".join(f"{dataset.samples[row].id} (predicted {final.predictions[row]:.3g})" for row in bad[:3])
+        warnings.warn(f"{len(bad)} out-of-fold predictions have no value on the {config.target_transform} scale the "
+                      f"scores use, e.g. {examples}, so their folds' MAE, RMSE and R² are infinite or undefined; a "
+                      "network fed features far outside its training rows' range does this: give the mlp or modnet "
+                      "head clip_features=true", UnscorablePredictionsWarning, stacklevel=3)
 
 
 def results_dict(prepared: Prepared, per_layer: list[dict], chosen: dict[str, list[int]], final: CVResult,
