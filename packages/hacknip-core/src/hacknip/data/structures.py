@@ -559,7 +559,7 @@ def read_cif_table(path: Path, structure_column: str = "cif", target: str | None
     with _cached_parsing(parsed_cache, disordered) as parse:
         for index, (text, value, sample_id) in enumerate(rows):
             make_atoms = functools.partial(cif_text_to_atoms, text, disordered)
-            collector.add(f"row {index + 2}", sample_id, lambda text=text, make=make_atoms: parse(text, "", make), value)
+            collector.add(f"row {index + 2}", sample_id, functools.partial(parse, text, "", make_atoms), value)
     return collector.dataset(target, flag_duplicates=True)
 
 
