@@ -214,3 +214,20 @@ def test_a_folder_of_structure_files_is_parsed_once_until_a_file_changes(tmp_pat
     write(folder / "POSCAR_cu", bulk("Cu", a=3.7), format="vasp")
     read_dataset(folder, parsed_cache=cache)
     assert calls == ["POSCAR_cu"]
+
+
+def test_reading_a_table_or_folder_advances_progress_a_row_at_a_time(tmp_path):
+    table, folder = tmp_path / "table.csv", tmp_path / "structures"
+    pd.DataFrame({"cif": [GOOD_CIF, BROKEN_CIF, GOOD_CIF], "y": [1.0, 2.0, 3.0]}).to_csv(table, index=False)
+    folder.mkdir()
+    write(folder / "si.cif", bulk("Si"))
+    (folder / "targets.csv").write_text("name,y\nsi,1.0\nmissing,2.0\n")
+    for path, expected in ((table, ("reading table.csv", 3)), (folder, ("reading structures", 2))):
+        started, advanced = [], []
+
+        def progress(description, total, started=started, advanced=advanced):
+            started.append((description, total))
+            return advanced.append
+
+        read_dataset(path, target="y", on_error="skip", progress=progress)
+        assert started == [expected] and advanced == [1] * expected[1]

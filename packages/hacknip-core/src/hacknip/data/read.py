@@ -16,18 +16,20 @@ from hacknip.data.structures import (
     read_structure_folder,
 )
 from hacknip.errors import InputError
+from hacknip.progress import Progress, no_progress
 
 
 def read_dataset(path: str | Path, *, target: str | None = None, structure_column: str = "cif",
                  id_column: str | None = None, targets: str | Path | None = None,
                  on_error: str = "raise", smiles_column: str | None = None, disordered: str = "refuse",
-                 parsed_cache: str | Path | None = None) -> Dataset:
+                 parsed_cache: str | Path | None = None, progress: Progress = no_progress) -> Dataset:
     """Read any supported input, chosen by what ``path`` is. Molecules (a table with a SMILES column, an SDF file)
     get RDKit geometries, unrelaxed: :func:`hacknip.data.molecules.molecules_to_dataset` relaxes them with a backbone.
     ``disordered="approximant"`` orders CIF/POSCAR structures with partially occupied sites (the ordered cell is
     what gets featurised, and the sample is flagged with its description). ``target=UNLABELLED`` reads structures
     without targets (for prediction). ``parsed_cache``, an SQLite file, keeps the parsed structures of a CIF table or
-    folder for the next read (:mod:`hacknip.data.parsed_cache`; the command line keeps it beside the feature store).
+    folder for the next read (:mod:`hacknip.data.parsed_cache`; the command line keeps it beside the feature store),
+    and ``progress`` (:mod:`hacknip.progress`) follows their rows.
     Bad rows raise a :class:`BadInputError` naming the row, or with ``on_error="skip"`` are listed in
     ``Dataset.skipped``.
 
@@ -44,14 +46,14 @@ def read_dataset(path: str | Path, *, target: str | None = None, structure_colum
     name = path.name.lower()
     if path.is_dir():
         return read_structure_folder(path, Path(targets) if targets else None, target, id_column, on_error,
-                                     disordered, parsed_cache)
+                                     disordered, parsed_cache, progress)
     if name.endswith((".json", ".json.gz")):
         return read_matbench(path, on_error, target)
     if is_molecule_input(path, structure_column, smiles_column):
         return molecules_to_dataset(path, smiles_column=smiles_column, target=target, id_column=id_column,
                                     on_error=on_error)
     if name.endswith((".csv", ".parquet")):
-        return read_cif_table(path, structure_column, target, id_column, on_error, disordered, parsed_cache)
+        return read_cif_table(path, structure_column, target, id_column, on_error, disordered, parsed_cache, progress)
     if name.endswith((".xyz", ".extxyz", ".db", ".traj")):
         return read_ase_file(path, target, on_error)
     raise InputError(f"{path}: unknown input kind; give a matbench_*.json.gz, a CSV/parquet with a CIF or SMILES "

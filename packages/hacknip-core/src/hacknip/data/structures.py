@@ -28,6 +28,7 @@ import numpy as np
 from ase import Atoms
 
 from hacknip.errors import InputError
+from hacknip.progress import Progress, no_progress
 
 STRUCTURE_SUFFIXES = (".cif", ".vasp", ".poscar")
 ON_ERROR_CHOICES = ("raise", "skip")
@@ -545,9 +546,10 @@ def _target_values(frame, target: str) -> list:
 
 def read_cif_table(path: Path, structure_column: str = "cif", target: str | None = None,
                    id_column: str | None = None, on_error: str = "raise", disordered: str = "refuse",
-                   parsed_cache: str | Path | None = None) -> Dataset:
+                   parsed_cache: str | Path | None = None, progress: Progress = no_progress) -> Dataset:
     """CSV or parquet with one CIF text per row; ``parsed_cache`` keeps the parsed rows
-    (:mod:`hacknip.data.parsed_cache`), so that the next read of the same CIF texts skips pymatgen."""
+    (:mod:`hacknip.data.parsed_cache`), so that the next read of the same CIF texts skips pymatgen; ``progress`` is
+    advanced a row at a time."""
     frame = _read_table(path)
     if structure_column not in frame.columns:
         raise InputError(f"{path}: no structure column {structure_column!r} (columns: {list(frame.columns)}); "
@@ -556,10 +558,12 @@ def read_cif_table(path: Path, structure_column: str = "cif", target: str | None
     ids = frame[id_column].astype(str) if id_column else [str(i) for i in range(len(frame))]
     collector = _RowCollector(str(path), on_error, labelled=target != UNLABELLED)
     rows = zip(frame[structure_column], _target_values(frame, target), ids)
+    advance = progress(f"reading {Path(path).name}", len(frame))
     with _cached_parsing(parsed_cache, disordered) as parse:
         for index, (text, value, sample_id) in enumerate(rows):
             make_atoms = functools.partial(cif_text_to_atoms, text, disordered)
             collector.add(f"row {index + 2}", sample_id, functools.partial(parse, text, "", make_atoms), value)
+            advance(1)
     return collector.dataset(target, flag_duplicates=True)
 
 
@@ -594,16 +598,16 @@ def _read_and_parse(path: Path, disordered: str, parse: Parse) -> Atoms:
 
 def read_structure_folder(folder: Path, targets: Path | None = None, target: str | None = None,
                           id_column: str | None = None, on_error: str = "raise", disordered: str = "refuse",
-                          parsed_cache: str | Path | None = None) -> Dataset:
+                          parsed_cache: str | Path | None = None, progress: Progress = no_progress) -> Dataset:
     """A folder of CIF/POSCAR files with a CSV whose id column names the files (with or without suffix). For
     prediction (``target=UNLABELLED``) without that CSV, every structure file in the folder, by file name.
-    ``parsed_cache`` as for :func:`read_cif_table` (keyed by file name and content)."""
+    ``parsed_cache`` and ``progress`` as for :func:`read_cif_table` (the cache keyed by file name and content)."""
     structure_files = [path for path in sorted(folder.iterdir())
                        if path.suffix.lower() in STRUCTURE_SUFFIXES or path.name.startswith(("POSCAR", "CONTCAR"))]
     explicit = targets is not None
     targets = targets or folder / "targets.csv"
     if not targets.exists() and target == UNLABELLED and not explicit:
-        return _read_unlabelled_folder(folder, structure_files, on_error, disordered, parsed_cache)
+        return _read_unlabelled_folder(folder, structure_files, on_error, disordered, parsed_cache, progress)
     if not targets.exists():
         raise InputError(f"{folder}: needs a CSV of targets (looked for {targets}); pass it with --targets")
     frame = _read_table(targets)
@@ -619,25 +623,29 @@ def read_structure_folder(folder: Path, targets: Path | None = None, target: str
         files.setdefault(path.name, path)
         files.setdefault(path.stem, path)
     collector = _RowCollector(str(targets), on_error, labelled=target != UNLABELLED)
+    advance = progress(f"reading {folder.name}", len(frame))
     with _cached_parsing(parsed_cache, disordered) as parse:
         for index, (name, value) in enumerate(zip(frame[id_column].astype(str), _target_values(frame, target))):
             row = f"row {index + 2}"
-            if name not in files:
+            if name in files:
+                collector.add(row, name, functools.partial(_read_and_parse, files[name], disordered, parse), value)
+            else:
                 collector.reject(row, name, f"no structure file named {name!r} in {folder}")
-                continue
-            collector.add(row, name, functools.partial(_read_and_parse, files[name], disordered, parse), value)
+            advance(1)
     return collector.dataset(target, flag_duplicates=True)
 
 
 def _read_unlabelled_folder(folder: Path, files: list[Path], on_error: str, disordered: str,
-                            parsed_cache: str | Path | None) -> Dataset:
+                            parsed_cache: str | Path | None, progress: Progress) -> Dataset:
     if not files:
         raise InputError(f"{folder}: no structure files (looked for *.cif, *.vasp, *.poscar, POSCAR*, CONTCAR*)")
     collector = _RowCollector(str(folder), on_error, labelled=False)
+    advance = progress(f"reading {folder.name}", len(files))
     with _cached_parsing(parsed_cache, disordered) as parse:
         for path in files:
             collector.add(f"file {path.name}", path.name, functools.partial(_read_and_parse, path, disordered, parse),
                           None)
+            advance(1)
     return collector.dataset(UNLABELLED, flag_duplicates=True)
 
 

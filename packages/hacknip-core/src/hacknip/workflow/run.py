@@ -151,7 +151,8 @@ def load_data(config: RunConfig, progress: Progress = no_progress) -> Dataset:
         return _molecules(config, progress)
     dataset = read_dataset(config.data, target=config.target, structure_column=config.structure_column,
                            id_column=config.id_column, targets=config.targets, on_error=config.on_error,
-                           disordered=config.disordered, parsed_cache=parsed_cache_file(config.store))
+                           disordered=config.disordered, parsed_cache=parsed_cache_file(config.store),
+                           progress=progress)
     return dataset.head(config.limit) if config.limit else dataset
 
 
