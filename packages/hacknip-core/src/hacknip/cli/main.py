@@ -398,10 +398,11 @@ def predict(model_dir, data, target, structure_column, id_column, targets, on_er
     check_output_file(out)
     features_store = FeatureStore(store_path)
     features_store.check_usable()
-    dataset = read_dataset(data, target=target or UNLABELLED, structure_column=structure_column, id_column=id_column,
-                           targets=targets, on_error=on_error, disordered=disordered or model.model.get("disordered", "refuse"),
-                           parsed_cache=parsed_cache_file(store_path))
     with progress_bars() as start:
+        dataset = read_dataset(data, target=target or UNLABELLED, structure_column=structure_column,
+                               id_column=id_column, targets=targets, on_error=on_error,
+                               disordered=disordered or model.model.get("disordered", "refuse"),
+                               parsed_cache=parsed_cache_file(store_path), progress=start)
         if isinstance(model, SavedFinetuned):
             dataset, predictions = model.predict_dataset(dataset, batch_size, device, on_error, start,
                                                          trust_checkpoints=trust_checkpoint)
