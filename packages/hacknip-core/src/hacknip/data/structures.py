@@ -562,38 +562,43 @@ def read_cif_table(path: Path, structure_column: str = "cif", target: str | None
     with _cached_parsing(parsed_cache, disordered) as parse:
         for index, (text, value, sample_id) in enumerate(rows):
             make_atoms = functools.partial(cif_text_to_atoms, text, disordered)
-            collector.add(f"row {index + 2}", sample_id, functools.partial(parse, text, "", make_atoms), value)
+            collector.add(f"row {index + 2}", sample_id, functools.partial(parse, text, make_atoms), value)
             advance(1)
     return collector.dataset(target, flag_duplicates=True)
 
 
-Parse = Callable[[Any, str, Callable[[], Atoms]], Atoms]
-"""``parse(content, file_name, make_atoms)``: ``make_atoms()``, or what it gave for the same content before."""
+Parse = Callable[[Any, Callable[[], Atoms]], Atoms]
+"""``parse(source, make_atoms)``: ``make_atoms()``, or what it gave before for the same source (a CIF text, or a
+structure file's path: the same name and bytes)."""
 
 
 @contextmanager
 def _cached_parsing(parsed_cache: str | Path | None, disordered: str) -> Iterator[Parse]:
     """Parsing through the cache of parsed structures (:mod:`hacknip.data.parsed_cache`) when there is one."""
     if parsed_cache is None:
-        yield lambda content, name, make_atoms: make_atoms()
+        yield lambda source, make_atoms: make_atoms()
         return
     from hacknip.data.parsed_cache import ParsedStructures
 
     with ParsedStructures(parsed_cache) as cache:
-        def parse(content, name: str, make_atoms: Callable[[], Atoms]) -> Atoms:
-            key = cache.key(content, disordered, name) if isinstance(content, (str, bytes)) else None
-            atoms = cache.get(key) if key else None
+        def parse(source, make_atoms: Callable[[], Atoms]) -> Atoms:
+            if isinstance(source, Path):
+                key = cache.key(source.read_bytes(), disordered, source.name)
+            elif isinstance(source, str):
+                key = cache.key(source, disordered)
+            else:
+                return make_atoms()  # an empty table cell: the parser says what is wrong
+            atoms = cache.get(key)
             if atoms is None:
                 atoms = make_atoms()
-                if key:
-                    cache.put(key, atoms)
+                cache.put(key, atoms)
             return atoms
 
         yield parse
 
 
-def _read_and_parse(path: Path, disordered: str, parse: Parse) -> Atoms:
-    return parse(path.read_bytes(), path.name, functools.partial(structure_file_to_atoms, path, disordered))
+def _parsed_file(path: Path, disordered: str, parse: Parse) -> Atoms:
+    return parse(path, functools.partial(structure_file_to_atoms, path, disordered))
 
 
 def read_structure_folder(folder: Path, targets: Path | None = None, target: str | None = None,
@@ -628,7 +633,7 @@ def read_structure_folder(folder: Path, targets: Path | None = None, target: str
         for index, (name, value) in enumerate(zip(frame[id_column].astype(str), _target_values(frame, target))):
             row = f"row {index + 2}"
             if name in files:
-                collector.add(row, name, functools.partial(_read_and_parse, files[name], disordered, parse), value)
+                collector.add(row, name, functools.partial(_parsed_file, files[name], disordered, parse), value)
             else:
                 collector.reject(row, name, f"no structure file named {name!r} in {folder}")
             advance(1)
@@ -643,7 +648,7 @@ def _read_unlabelled_folder(folder: Path, files: list[Path], on_error: str, diso
     advance = progress(f"reading {folder.name}", len(files))
     with _cached_parsing(parsed_cache, disordered) as parse:
         for path in files:
-            collector.add(f"file {path.name}", path.name, functools.partial(_read_and_parse, path, disordered, parse),
+            collector.add(f"file {path.name}", path.name, functools.partial(_parsed_file, path, disordered, parse),
                           None)
             advance(1)
     return collector.dataset(UNLABELLED, flag_duplicates=True)
