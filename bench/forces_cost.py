@@ -45,7 +45,8 @@ def mmff94_conformers(data: Path, n: int, vacuum: float) -> list:
     """The first ``n`` molecules of ``data`` that embed, MMFF94-optimised and boxed as a relaxation boxes them."""
     import pandas as pd
 
-    from hacknip.data.molecules import EmbedOptions, MoleculeError, boxed, embed, parse_smiles
+    from hacknip.data.molecules import EmbedOptions, MoleculeError, embed, parse_smiles
+    from hacknip.data.relaxation import boxed
 
     molecules = []
     for text in pd.read_csv(data)["smiles"]:

@@ -40,7 +40,8 @@ def relax_in_stages(atoms, calculator, max_steps: int):
 
 
 def start_geometry(smiles: str, force_field: str | None, vacuum: float):
-    from hacknip.data.molecules import EmbedOptions, boxed, embed, parse_smiles
+    from hacknip.data.molecules import EmbedOptions, embed, parse_smiles
+    from hacknip.data.relaxation import boxed
 
     return boxed(embed(parse_smiles(smiles), EmbedOptions(force_field=force_field)), vacuum)
 
@@ -79,7 +80,7 @@ def main() -> None:
     import torch
     from ase.build import minimize_rotation_and_translation
 
-    from hacknip.data.molecules import BackboneForces
+    from hacknip.data.relaxation import BackboneForces
     from hacknip.plugins.registry import load_backbone
 
     torch.set_num_threads(1)

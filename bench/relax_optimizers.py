@@ -89,7 +89,7 @@ def main() -> None:
     import numpy as np
     import torch
 
-    from hacknip.data.molecules import BackboneForces
+    from hacknip.data.relaxation import BackboneForces
     from hacknip.plugins.registry import load_backbone
 
     torch.set_num_threads(1)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 from click.testing import CliRunner
 
@@ -53,6 +54,23 @@ def test_molecules_are_relaxed_by_the_first_backbone_and_reused(bbbp, tmp_path):
     assert again.exit_code == 0 and "0 computed, 4 already stored" in again.output
     etkdg = CliRunner().invoke(cli, [*args, "--conformer", "etkdg"], catch_exceptions=False)
     assert etkdg.exit_code == 0 and "4 computed" in etkdg.output  # another start, other geometries
+    # relaxed all four at once, each step's forces in one pass: the same steps and geometries, stored the same way
+    batched = CliRunner().invoke(cli, [*args, "--relax-batch", "4", "--store", str(tmp_path / "batched")],
+                                 catch_exceptions=False)
+    assert batched.exit_code == 0 and "4 computed" in batched.output
+    one_at_a_time = _stored_geometries(tmp_path / "hacknip-home" / "features")
+    together = _stored_geometries(tmp_path / "batched")
+    assert together.keys() <= one_at_a_time.keys() and len(together) == 4  # the home store has etkdg's too
+    for key, record in together.items():
+        assert record["steps"] == one_at_a_time[key]["steps"]
+        np.testing.assert_allclose(record["positions"], one_at_a_time[key]["positions"], atol=1e-4)
+
+
+def _stored_geometries(store) -> dict:
+    """The relaxed geometries under a store, by file name."""
+    files = [file for file in store.glob("geometries/*/*.json") if file.name != "identity.json"]
+    records = {file.name: json.loads(file.read_text()) for file in files}
+    return {name: record for name, record in records.items() if "steps" in record}
 
 
 def test_the_preset_decides_whether_molecules_are_relaxed_unless_told(tmp_path):

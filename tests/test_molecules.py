@@ -315,7 +315,7 @@ def test_the_command_line_relaxes_on_every_available_core_unless_told(monkeypatc
 def test_chgnet_energies_and_forces_are_its_calculators_for_a_molecule_and_a_crystal():
     from ase.build import bulk
 
-    from hacknip.data.molecules import boxed
+    from hacknip.data.relaxation import boxed
     from hacknip.plugins.registry import load_backbone
 
     backbone = load_backbone("chgnet")
@@ -333,7 +333,7 @@ def test_chgnet_energies_and_forces_are_its_calculators_for_a_molecule_and_a_cry
 
 
 def test_molecules_relax_through_energies_and_forces_when_the_backbone_has_it(tmp_path):
-    from hacknip.data.molecules import BackboneForces, _calculator_of
+    from hacknip.data.relaxation import BackboneForces, calculator_of
 
     class WithForces(MorseBackbone):
         passes = 0
@@ -347,7 +347,7 @@ def test_molecules_relax_through_energies_and_forces_when_the_backbone_has_it(tm
                 results.append((atoms.get_potential_energy(), atoms.get_forces()))
             return results
 
-    assert isinstance(_calculator_of(WithForces()), BackboneForces)
+    assert isinstance(calculator_of(WithForces()), BackboneForces)
     CALCULATIONS["count"] = 0
     with_forces = molecules_to_dataset(_table(tmp_path, MOLECULES), backbone=WithForces(), relax_options=FEW_STEPS,
                                        store=FeatureStore(tmp_path / "a"))

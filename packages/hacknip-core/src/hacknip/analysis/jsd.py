@@ -315,7 +315,7 @@ def relax_molecule(atoms: Atoms, backbone: str | Backbone, options: RelaxOptions
     box as wide as its cutoff, as :mod:`hacknip.data.molecules` relaxes molecules. A relaxation that does not converge
     is kept, with a note in ``atoms.info`` that :func:`jsd_map` carries into its result; ``relax_converged``,
     ``relax_steps`` and ``relax_fmax`` (eV/Å) record how it went."""
-    from hacknip.data.molecules import RelaxOptions, _calculator_of, relax
+    from hacknip.data.relaxation import RelaxOptions, calculator_of, relax
     from hacknip.data.structures import WARNING_KEY
     from hacknip.plugins.backbone import check_elements
 
@@ -324,7 +324,7 @@ def relax_molecule(atoms: Atoms, backbone: str | Backbone, options: RelaxOptions
     if backbone.supported_elements is not None:
         check_elements([atoms], backbone.supported_elements, backbone.name)
     vacuum = options.vacuum if options.vacuum is not None else float(backbone.cutoff)
-    relaxation = relax(atoms, _calculator_of(backbone), options, vacuum)
+    relaxation = relax(atoms, calculator_of(backbone), options, vacuum)
     relaxed = relaxation.atoms  # a copy of atoms, info included
     relaxed.info.update(relax_converged=relaxation.converged, relax_steps=relaxation.steps, relax_fmax=relaxation.fmax)
     if not relaxation.converged:

@@ -29,14 +29,13 @@ import time
 import warnings
 from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 from ase import Atoms
-from ase.calculators.calculator import Calculator, all_changes
 
+from hacknip.data.relaxation import Relaxation, RelaxOptions, calculator_of, relax, relax_in_batches
 from hacknip.data.structures import (
     UNLABELLED,
     WARNING_KEY,
@@ -66,6 +65,8 @@ from hacknip.store import (
 
 INSTALL_HINT = "pip install hacknip-core[molecules]"
 NONCONVERGED_CHOICES = ("keep", "skip")
+CUDA_RELAX_BATCH = 64
+"""Molecules relaxed at once by default on a CUDA device (docs/molecules.md, "Relaxing many molecules at once")."""
 
 UNPARSEABLE = "unparseable SMILES"
 EMBEDDING_FAILED = "3D embedding failed"
@@ -108,20 +109,6 @@ def default_embed_options(relaxing: bool) -> EmbedOptions:
     """MMFF94 before a relaxation, which then needs half the steps; ETKDG's conformer as it is otherwise, which gave
     features as good on BBBP and ClinTox for less (docs/benchmarks.md, "Which conformer")."""
     return EmbedOptions(force_field="MMFF94" if relaxing else None)
-
-
-@dataclass(frozen=True)
-class RelaxOptions:
-    """Geometry optimisation with the backbone's forces, from the conformer :class:`EmbedOptions` made."""
-
-    fmax: float = 0.05
-    """Convergence threshold on the largest atomic force, eV/Å (0.05: see docs/molecules.md, "Relaxing faster")."""
-    steps: int = 200
-    optimizer: str = "BFGS"
-    """Any optimiser class in ``ase.optimize`` (``BFGS``, ``LBFGS``, ``FIRE``, ``BFGSLineSearch``...)."""
-    vacuum: float | None = None
-    """Empty space around a molecule in the box given to calculators that need a cell (default: the backbone's
-    cutoff, so no atom sees a periodic image)."""
 
 
 @dataclass(frozen=True)
@@ -235,74 +222,6 @@ def _to_atoms(molecule) -> Atoms:
     return Atoms(numbers=numbers, positions=positions, pbc=False)
 
 
-# --- relaxation -------------------------------------------------------------------------------------------
-
-@dataclass
-class Relaxation:
-    atoms: Atoms
-    converged: bool
-    steps: int
-    fmax: float
-    """Largest atomic force at the end, eV/Å."""
-    energy_initial: float
-    energy: float
-
-
-def boxed(atoms: Atoms, vacuum: float) -> Atoms:
-    """A copy with a cell ``vacuum`` Å wider than the molecule on every non-periodic axis that lacks one, still
-    non-periodic there (CHGNet's and pymatgen's graphs need a full-rank lattice even for a molecule)."""
-    if atoms.cell.rank == 3:
-        return atoms.copy()
-    copy = atoms.copy()
-    copy.center(vacuum=vacuum, axis=[axis for axis in range(3) if not atoms.pbc[axis]])
-    return copy
-
-
-def relax(atoms: Atoms, calculator, options: RelaxOptions = RelaxOptions(), vacuum: float = 6.0) -> Relaxation:
-    """Optimise ``atoms`` with ``calculator``; the returned structure keeps the input's cell and periodicity."""
-    import ase.optimize
-
-    optimizer_class = getattr(ase.optimize, options.optimizer, None)
-    if optimizer_class is None:
-        raise InputError(f"ase.optimize has no optimiser {options.optimizer!r}")
-    working = boxed(atoms, options.vacuum if options.vacuum is not None else vacuum)
-    working.calc = calculator
-    energy_initial = float(working.get_potential_energy())
-    optimizer = optimizer_class(working, logfile=None)
-    converged = bool(optimizer.run(fmax=options.fmax, steps=options.steps))
-    fmax = float(np.linalg.norm(working.get_forces(), axis=1).max())
-    relaxed = atoms.copy()
-    relaxed.positions = working.positions
-    return Relaxation(relaxed, converged, int(optimizer.nsteps), fmax, energy_initial,
-                      float(working.get_potential_energy()))
-
-
-def _calculator_of(backbone: Backbone):
-    """What relaxes molecules with ``backbone``: its ``energies_and_forces`` when it has one (energy and forces
-    only), else its own ASE calculator."""
-    if callable(getattr(backbone, "energies_and_forces", None)):
-        return BackboneForces(backbone)
-    if not callable(getattr(backbone, "calculator", None)):
-        raise InputError(f"{backbone.name} has no ASE calculator, so it cannot relax molecules; relax with another "
-                         "backbone or leave relaxation out")
-    return backbone.calculator()
-
-
-class BackboneForces(Calculator):
-    """An ASE calculator of energy and forces through the backbone's ``energies_and_forces``."""
-
-    implemented_properties = ["energy", "forces"]
-
-    def __init__(self, backbone: Backbone) -> None:
-        super().__init__()
-        self.backbone = backbone
-
-    def calculate(self, atoms=None, properties=None, system_changes=all_changes) -> None:
-        super().calculate(atoms, properties, system_changes)
-        ((energy, forces),) = self.backbone.energies_and_forces([self.atoms])
-        self.results = {"energy": energy, "forces": np.asarray(forces, dtype=np.float64)}
-
-
 # --- the geometry store -----------------------------------------------------------------------------------
 
 class GeometryStore:
@@ -396,8 +315,7 @@ class _Runner:
             return "failed", str(error)
         if self.calculator is None:
             return "ok", _record(job, atoms)
-        if job.smiles:  # what the backbone's warnings call it
-            atoms = labelled_copy(atoms, f"molecule {job.smiles}")
+        atoms = _labelled(job, atoms)
         try:
             relaxation = relax(atoms, self.calculator, self.relax, self.vacuum)
         except Exception as error:  # calculators raise anything; the row is reported, the run goes on
@@ -424,7 +342,7 @@ def _start_worker(backbone_ref, backbone_options, embed_options, relax_options, 
             from hacknip.plugins.registry import load_backbone
 
             backbone_ref = load_backbone(backbone_ref, **backbone_options)
-        calculator = _calculator_of(backbone_ref)
+        calculator = calculator_of(backbone_ref)
     if "torch" in sys.modules:
         sys.modules["torch"].set_num_threads(threads)
     _WORKER = _Runner(embed_options, relax_options, calculator, vacuum, store)
@@ -469,6 +387,41 @@ def run_jobs(jobs: Sequence[MoleculeJob], runner: _Runner, workers: int = 1, wor
         raise
     pool.shutdown()
     return results
+
+
+
+def relax_jobs_in_batches(jobs: Sequence[MoleculeJob], runner: _Runner, backbone: Backbone, batch_size: int,
+                          workers: int = 1, worker_setup: tuple | None = None,
+                          on_progress: Callable[[int], None] | None = None) -> dict[str, tuple[str, Any]]:
+    """Like :func:`run_jobs`, but the molecules are embedded first (in ``workers`` processes) and then relaxed
+    ``batch_size`` at a time in this process, every step's forces for the whole batch in one pass of
+    ``backbone.energies_and_forces`` (:func:`hacknip.data.relaxation.relax_in_batches`). Each relaxed molecule is
+    stored as it finishes."""
+    embedding = replace(runner, calculator=None, store=None)
+    embed_setup = (None, {}, *worker_setup[2:5], None) if worker_setup else None
+    embedded = run_jobs(jobs, embedding, workers, embed_setup)
+    results = {key: result for key, result in embedded.items() if result[0] == "failed"}
+    if on_progress and results:
+        on_progress(len(results))
+    ready = [job for job in jobs if embedded[job.key][0] == "ok"]
+    structures = [_labelled(job, record_atoms(embedded[job.key][1])) for job in ready]
+    for index, outcome in relax_in_batches(structures, backbone, runner.relax, runner.vacuum, batch_size):
+        job = ready[index]
+        if isinstance(outcome, Exception):
+            results[job.key] = ("failed", f"{RELAXATION_FAILED}: {type(outcome).__name__}: {_first_line(outcome)}")
+        else:
+            record = _record(job, outcome.atoms, outcome, outcome.seconds)
+            if runner.store is not None:
+                runner.store.put(job.key, record)
+            results[job.key] = ("ok", record)
+        if on_progress:
+            on_progress(1)
+    return results
+
+
+def _labelled(job: MoleculeJob, atoms: Atoms) -> Atoms:
+    """What the backbone's warnings call the molecule."""
+    return labelled_copy(atoms, f"molecule {job.smiles}") if job.smiles else atoms
 
 
 # --- reading inputs ---------------------------------------------------------------------------------------
@@ -590,6 +543,7 @@ def molecules_to_dataset(
     on_progress: Callable[[int], None] | None = None,
     limit: int | None = None,
     on_total: Callable[[int], None] | None = None,
+    relax_batch: int | None = 1,
 ) -> Dataset:
     """Labelled molecules as 3D structures, ready to featurise: conformers made as ``embed_options`` says (default:
     :func:`default_embed_options`), relaxed with ``backbone``'s forces when ``relax_options`` is given.
@@ -603,7 +557,10 @@ def molecules_to_dataset(
     ``Dataset.flagged`` (``on_nonconverged="skip"`` moves them to ``skipped``). ``on_progress(n)`` is called
     as molecules finish, after ``on_total(n)`` has said how many there are. ``limit`` keeps only the first rows
     (before any embedding or relaxation). ``workers`` is 1 by default here (a script that spawns workers needs the
-    ``if __name__ == "__main__":`` guard); the command line defaults to the available cores.
+    ``if __name__ == "__main__":`` guard); the command line defaults to the available cores. ``relax_batch`` > 1
+    relaxes that many molecules at once in this process, their forces in one batched pass each step (a backbone with
+    ``energies_and_forces``; pays on a GPU, docs/molecules.md); ``workers`` then only make the conformers. None: 1 on
+    a CPU, :data:`CUDA_RELAX_BATCH` for a backbone on a CUDA device that has ``energies_and_forces``.
     """
     if on_nonconverged not in NONCONVERGED_CHOICES:
         raise InputError(f"on_nonconverged must be one of {NONCONVERGED_CHOICES}, not {on_nonconverged!r}")
@@ -629,10 +586,20 @@ def molecules_to_dataset(
     backbone_ref = backbone if isinstance(backbone, str) and loaded is not None else loaded
     worker_setup = (backbone_ref, backbone_options or {}, embed_options, relax_options or RelaxOptions(), runner.vacuum,
                     runner.store)
-    results.update(run_jobs(todo, runner, workers, worker_setup, on_progress))
+    if loaded is not None and (batch := _relax_batch(relax_batch, loaded)) > 1:
+        results.update(relax_jobs_in_batches(todo, runner, loaded, batch, workers, worker_setup, on_progress))
+    else:
+        results.update(run_jobs(todo, runner, workers, worker_setup, on_progress))
     for row in rows:
         _collect(row, results[row.job.key], relax_options, on_nonconverged, collector)
     return collector.dataset(target)
+
+
+def _relax_batch(requested: int | None, backbone: Backbone) -> int:
+    if requested is not None:
+        return requested
+    on_cuda = str(getattr(backbone, "device", "cpu")).startswith("cuda")
+    return CUDA_RELAX_BATCH if on_cuda and callable(getattr(backbone, "energies_and_forces", None)) else 1
 
 
 def _load(backbone: str | Backbone | None, options: dict[str, Any]) -> Backbone | None:
@@ -649,7 +616,7 @@ def _runner(backbone: Backbone | None, embed_options, relax_options, store: Feat
     vacuum = relax_options.vacuum if relax_options.vacuum is not None else float(backbone.cutoff)
     root = (store or FeatureStore()).local_root
     geometry_store = GeometryStore(root, backbone.identity(), relax_options, vacuum)
-    return _Runner(embed_options, relax_options, _calculator_of(backbone), vacuum, geometry_store)
+    return _Runner(embed_options, relax_options, calculator_of(backbone), vacuum, geometry_store)
 
 
 def _elements_known(row: _Row, backbone: Backbone, collector: _RowCollector) -> bool:

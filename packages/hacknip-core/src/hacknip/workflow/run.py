@@ -101,6 +101,9 @@ class RunConfig:
     ``auto``: ``mmff94`` when relaxing (half the steps), else ``etkdg`` (:func:`hacknip.data.molecules.default_embed_options`)."""
     relax_fmax: float = 0.05
     relax_steps: int = 200
+    relax_batch: int | None = None
+    """Molecules relaxed at once, their forces in one batched pass a step (None: 1 on a CPU, more on CUDA:
+    :func:`hacknip.data.molecules.molecules_to_dataset`)."""
     workers: int | None = 1
     """Processes for the parallel steps: molecules' geometries, and the ``ray`` executor's actors (None: as many as
     the machine's cores, or the Ray cluster's)."""
@@ -180,7 +183,7 @@ def _molecules(config: RunConfig, progress: Progress) -> Dataset:
                                 embed_options=embed, relax_options=relax, store=FeatureStore(config.store), workers=workers,
                                 on_error=config.on_error, on_nonconverged=config.on_nonconverged,
                                 on_total=lambda total: bar.append(progress(description, total)),
-                                on_progress=lambda n: bar[0](n), limit=config.limit)
+                                on_progress=lambda n: bar[0](n), limit=config.limit, relax_batch=config.relax_batch)
 
 
 def relaxing_backbone(expression: str) -> str | None:

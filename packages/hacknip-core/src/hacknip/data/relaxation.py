@@ -1,0 +1,216 @@
+"""Geometry optimisation with a backbone's forces: one structure at a time through an ASE calculator, or many at once.
+
+:func:`relax` runs an ASE optimiser on one structure. :func:`relax_in_batches` runs one ASE optimiser per structure
+in lockstep: each round evaluates every unfinished structure's energy and forces in one batched pass of the
+backbone's ``energies_and_forces``, then moves each structure one step with its own optimiser. A structure leaves
+the batch as soon as it meets its own criterion (or runs out of steps) and the next one waiting takes its place, so
+the batch stays full. The optimiser, its state and its steps are the same as one at a time; only the force
+evaluations are shared, which pays where a batched pass costs little more than a single one (a GPU;
+docs/molecules.md, "Relaxing many molecules at once").
+"""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+from ase import Atoms
+from ase.calculators.calculator import Calculator, PropertyNotImplementedError, all_changes
+from ase.calculators.singlepoint import SinglePointCalculator
+
+from hacknip.errors import InputError
+
+
+@dataclass(frozen=True)
+class RelaxOptions:
+    """Geometry optimisation with the backbone's forces, from the conformer :class:`EmbedOptions` made."""
+
+    fmax: float = 0.05
+    """Convergence threshold on the largest atomic force, eV/Å (0.05: see docs/molecules.md, "Relaxing faster")."""
+    steps: int = 200
+    optimizer: str = "BFGS"
+    """Any optimiser class in ``ase.optimize`` (``BFGS``, ``LBFGS``, ``FIRE``, ``BFGSLineSearch``...); in batches,
+    one whose step needs the forces at the current positions only (not a line search)."""
+    vacuum: float | None = None
+    """Empty space around a molecule in the box given to calculators that need a cell (default: the backbone's
+    cutoff, so no atom sees a periodic image)."""
+
+
+@dataclass
+class Relaxation:
+    atoms: Atoms
+    converged: bool
+    steps: int
+    fmax: float
+    """Largest atomic force at the end, eV/Å."""
+    energy_initial: float
+    energy: float
+    seconds: float = 0.0
+    """Wall-clock seconds from the first force evaluation to the last (in batches: shared with the batch)."""
+
+
+def boxed(atoms: Atoms, vacuum: float) -> Atoms:
+    """A copy with a cell ``vacuum`` Å wider than the molecule on every non-periodic axis that lacks one, still
+    non-periodic there (CHGNet's and pymatgen's graphs need a full-rank lattice even for a molecule)."""
+    if atoms.cell.rank == 3:
+        return atoms.copy()
+    copy = atoms.copy()
+    copy.center(vacuum=vacuum, axis=[axis for axis in range(3) if not atoms.pbc[axis]])
+    return copy
+
+
+def _optimizer_class(name: str):
+    import ase.optimize
+
+    optimizer_class = getattr(ase.optimize, name, None)
+    if optimizer_class is None:
+        raise InputError(f"ase.optimize has no optimiser {name!r}")
+    return optimizer_class
+
+
+def largest_force(forces: np.ndarray) -> float:
+    return float(np.linalg.norm(forces, axis=1).max()) if len(forces) else 0.0
+
+
+def relax(atoms: Atoms, calculator, options: RelaxOptions = RelaxOptions(), vacuum: float = 6.0) -> Relaxation:
+    """Optimise ``atoms`` with ``calculator``; the returned structure keeps the input's cell and periodicity."""
+    optimizer_class = _optimizer_class(options.optimizer)
+    started = time.perf_counter()
+    working = boxed(atoms, options.vacuum if options.vacuum is not None else vacuum)
+    working.calc = calculator
+    energy_initial = float(working.get_potential_energy())
+    optimizer = optimizer_class(working, logfile=None)
+    converged = bool(optimizer.run(fmax=options.fmax, steps=options.steps))
+    relaxed = atoms.copy()
+    relaxed.positions = working.positions
+    return Relaxation(relaxed, converged, int(optimizer.nsteps), largest_force(working.get_forces()), energy_initial,
+                      float(working.get_potential_energy()), time.perf_counter() - started)
+
+
+def calculator_of(backbone):
+    """What relaxes structures one at a time with ``backbone``: its ``energies_and_forces`` when it has one (energy
+    and forces only), else its own ASE calculator."""
+    if callable(getattr(backbone, "energies_and_forces", None)):
+        return BackboneForces(backbone)
+    if not callable(getattr(backbone, "calculator", None)):
+        raise InputError(f"{backbone.name} has no ASE calculator, so it cannot relax molecules; relax with another "
+                         "backbone or leave relaxation out")
+    return backbone.calculator()
+
+
+class BackboneForces(Calculator):
+    """An ASE calculator of energy and forces through the backbone's ``energies_and_forces``."""
+
+    implemented_properties = ["energy", "forces"]
+
+    def __init__(self, backbone) -> None:
+        super().__init__()
+        self.backbone = backbone
+
+    def calculate(self, atoms=None, properties=None, system_changes=all_changes) -> None:
+        super().calculate(atoms, properties, system_changes)
+        ((energy, forces),) = self.backbone.energies_and_forces([self.atoms])
+        self.results = {"energy": energy, "forces": np.asarray(forces, dtype=np.float64)}
+
+
+# --- many at once -------------------------------------------------------------------------------------------
+
+class _Walker:
+    """One structure on its way down: its boxed working copy, its own optimiser, its steps so far."""
+
+    def __init__(self, index: int, atoms: Atoms, options: RelaxOptions, vacuum: float) -> None:
+        self.index = index
+        self.atoms = atoms
+        self.working = boxed(atoms, options.vacuum if options.vacuum is not None else vacuum)
+        self.optimizer = _optimizer_class(options.optimizer)(self.working, logfile=None)
+        self.steps = 0
+        self.energy_initial: float | None = None
+        self.started = time.perf_counter()
+
+    def take(self, energy: float, forces: np.ndarray) -> float:
+        """Hand the optimiser this pass's energy and forces at the current positions; the largest force."""
+        self.working.calc = SinglePointCalculator(self.working, energy=energy, forces=np.asarray(forces, np.float64))
+        if self.energy_initial is None:
+            self.energy_initial = float(energy)
+        return largest_force(forces)
+
+    def step(self, optimizer_name: str) -> None:
+        try:
+            self.optimizer.step()
+        except PropertyNotImplementedError as error:  # it asked for forces at positions other than the current ones
+            raise InputError(f"the {optimizer_name} optimiser evaluates forces inside its step (a line search), so it "
+                             "cannot relax in batches: use BFGS, LBFGS or FIRE, or relax one structure at a time "
+                             "(batch size 1)") from error
+        self.steps += 1
+
+    def result(self, energy: float, fmax: float, converged: bool) -> Relaxation:
+        relaxed = self.atoms.copy()
+        relaxed.positions = self.working.positions
+        return Relaxation(relaxed, converged, self.steps, fmax, float(self.energy_initial), float(energy),
+                          time.perf_counter() - self.started)
+
+
+def relax_in_batches(structures: Sequence[Atoms], backbone, options: RelaxOptions = RelaxOptions(),
+                     vacuum: float = 6.0, batch_size: int = 32, batch_atoms: int | None = None,
+                     size_of: Callable[[Atoms], int] = len) -> Iterator[tuple[int, Relaxation | Exception]]:
+    """Relax ``structures`` with ``backbone.energies_and_forces``, at most ``batch_size`` structures (and
+    ``batch_atoms`` atoms, as ``size_of`` counts them; a larger structure goes alone) in each batched pass.
+
+    Yields ``(index, Relaxation)`` as each structure finishes, in the order they finish, or ``(index, error)`` for a
+    structure whose forces the backbone could not compute (found by evaluating the failing batch's structures one
+    at a time); the others go on. A relaxation stops when the largest force is below ``options.fmax`` or after
+    ``options.steps`` steps, exactly as :func:`relax` does with the same optimiser."""
+    if not callable(getattr(backbone, "energies_and_forces", None)):
+        raise InputError(f"{getattr(backbone, 'name', backbone)} has no batched energies_and_forces, so it relaxes one "
+                         "structure at a time (batch size 1)")
+    _optimizer_class(options.optimizer)
+    waiting = deque(enumerate(structures))
+    active: list[_Walker] = []
+    while waiting or active:
+        active += _admit(waiting, active, options, vacuum, batch_size, batch_atoms, size_of)
+        evaluated, failed = _evaluate(backbone, active)
+        for walker, error in failed:
+            yield walker.index, error
+        active = []
+        for walker, (energy, forces) in evaluated:
+            fmax = walker.take(energy, forces)
+            if fmax < options.fmax or walker.steps >= options.steps:
+                yield walker.index, walker.result(energy, fmax, converged=fmax < options.fmax)
+            else:
+                walker.step(options.optimizer)
+                active.append(walker)
+
+
+def _admit(waiting: deque, active: list[_Walker], options: RelaxOptions, vacuum: float, batch_size: int,
+           batch_atoms: int | None, size_of: Callable[[Atoms], int]) -> list[_Walker]:
+    atoms_in = sum(size_of(walker.working) for walker in active)
+    admitted: list[_Walker] = []
+    while waiting and len(active) + len(admitted) < batch_size:
+        index, atoms = waiting[0]
+        walker = _Walker(index, atoms, options, vacuum)
+        size = size_of(walker.working)
+        if batch_atoms is not None and active + admitted and atoms_in + size > batch_atoms:
+            break
+        waiting.popleft()
+        admitted.append(walker)
+        atoms_in += size
+    return admitted
+
+
+def _evaluate(backbone, walkers: list[_Walker]):
+    """``([(walker, (energy, forces))], [(walker, error)])``: one batched pass, or one pass each when it fails."""
+    try:
+        results = backbone.energies_and_forces([walker.working for walker in walkers])
+        return list(zip(walkers, results, strict=True)), []
+    except Exception as error:  # noqa: BLE001  backbones raise anything: find which structure it was
+        if len(walkers) == 1:
+            return [], [(walkers[0], error)]
+    evaluated, failed = [], []
+    for walker in walkers:
+        one_evaluated, one_failed = _evaluate(backbone, [walker])
+        evaluated += one_evaluated
+        failed += one_failed
+    return evaluated, failed
