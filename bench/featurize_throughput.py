@@ -28,6 +28,7 @@ second (the best of its repeats, and per CPU second) and their ratio, and checks
 ``--sweep B1,B2,...`` times featurisation of the ``--n`` structures with budgets of B1, B2, ... atoms per batch and no
 limit on the count (give the backbone a large batch size of its own too, ``--option batch_size=100000``, or it splits
 the passes itself), ``--threads`` (default 1) batches at once, ``--repeats`` times each: how the default budget was chosen.
+On a GPU (``--option device=cuda``) it also reports each budget's peak of allocated GPU memory.
 """
 
 from __future__ import annotations
@@ -190,17 +191,23 @@ def sweep_budgets(args, backbone):
 
     dataset = read_dataset(args.data).head(args.n)
     budgets = sorted(int(b) for b in args.sweep.split(","))
-    backbone.per_atom_features([dataset.samples[0].atoms], list(range(len(backbone.layer_widths))))  # warm-up
-    runs, peak_mb = {budget: [] for budget in budgets}, {}
+    warm_up = [sample.atoms for sample in dataset.samples[:2]]  # two: starts a backbone's graph workers too
+    backbone.per_atom_features(warm_up, list(range(len(backbone.layer_widths))))
+    runs, peak_mb, gpu_peak_mb = {budget: [] for budget in budgets}, {}, {}
     start_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    cuda = cuda_memory()
     for _ in range(args.repeats):
         for budget in budgets:
+            if cuda:
+                cuda.reset_peak_memory_stats()
             with tempfile.TemporaryDirectory() as home:
                 store = FeatureStore(home)
                 _, timing = timed(lambda store=store, budget=budget: featurize(
                     dataset, backbone, store, batch_size=10 ** 9, batch_atoms=budget, threads=args.threads or 1))
             runs[budget].append(timing)
             peak_mb.setdefault(budget, (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - start_kb) / 1024)
+            if cuda:
+                gpu_peak_mb.setdefault(budget, cuda.max_memory_allocated() / 2 ** 20)
     atoms = sum(len(sample.atoms) for sample in dataset.samples)
     print(f"{len(dataset.samples)} structures, {atoms} atoms, {args.threads or 1} batch(es) at once, "
           f"{torch_threads()} torch threads")
@@ -208,7 +215,15 @@ def sweep_budgets(args, backbone):
         per_cpu_s = [len(dataset.samples) / t.cpu for t in timings]
         print(f"batch_atoms {budget:6d}: {max(per_cpu_s):6.1f} structures per CPU second (repeats: "
               f"{', '.join(f'{value:.1f}' for value in per_cpu_s)}), {len(dataset.samples) / min(t.wall for t in timings):.1f}"
-              f" per second, peak memory +{peak_mb[budget]:.0f} MB")
+              f" per second, peak memory +{peak_mb[budget]:.0f} MB"
+              + (f", GPU memory peak {gpu_peak_mb[budget]:.0f} MB" if cuda else ""))
+
+
+def cuda_memory():
+    """torch.cuda when a GPU is there (its peak allocated memory per budget is then reported), else None."""
+    import torch
+
+    return torch.cuda if torch.cuda.is_available() else None
 
 
 def torch_threads():

@@ -19,6 +19,7 @@ have nothing to convolve, with an :class:`IsolatedAtomsWarning` naming the struc
 
 from __future__ import annotations
 
+import threading
 import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -31,17 +32,19 @@ import torch
 from ase import Atoms
 from chgnet.graph import CrystalGraph
 from chgnet.model import CHGNet
-from pymatgen.io.ase import AseAtomsAdaptor
 
-from hacknip.errors import BadStructureError, InputError
+from hacknip.errors import InputError
 from hacknip.plugins.backbone import file_sha256, per_atom_features_in_batches, refusing_pickles, structure_label
 from hacknip.plugins.capture import forward_capturing
 from hacknip.plugins.trainable import groups_by_module
+from hacknip_chgnet.graphs import GraphPool, build_graph
 
 SPEC_NAME = "chgnet"
 DEFAULT_MODEL = "0.3.0"
 PRETRAINED_DIR = Path(chgnet.__file__).parent / "pretrained"
 ISOLATED_ATOM_RESPONSES = ("error", "warn", "ignore")
+CUDA_GRAPH_WORKERS = 8
+"""Graph-building processes of a backbone on a CUDA device (docs/molecules.md, "Relaxing many molecules at once")."""
 
 
 class IsolatedAtomsWarning(UserWarning):
@@ -68,6 +71,7 @@ def load(
     model: str = DEFAULT_MODEL,
     batch_size: int = 16,
     on_isolated_atoms: str = "warn",
+    graph_workers: int | None = None,
 ) -> CHGNetBackbone:
     """CHGNet with pretrained weights from the chgnet package (``model``), or from a local checkpoint file saved
     in CHGNet's own format (``torch.save({"model": net.as_dict()}, path)``, as CHGNet's trainer writes).
@@ -79,6 +83,10 @@ def load(
     cutoff; its features are still well defined (the embedding passed through the convolutions). ``"warn"`` (default)
     and ``"ignore"`` featurise it, with or without an :class:`IsolatedAtomsWarning`; ``"error"`` makes chgnet refuse
     the structure, which featurising raises as :class:`hacknip.errors.BadStructureError`.
+
+    ``graph_workers``: processes that build a batch's graphs (:mod:`hacknip_chgnet.graphs`); 0 or 1 builds them in
+    this process. Default: on a CUDA device, :data:`CUDA_GRAPH_WORKERS` or one fewer than the available cores if
+    less, where the graphs, built on the CPU, are most of a step's time; on a CPU, 0.
     """
     if checkpoint is not None and not Path(checkpoint).is_file() and str(checkpoint) in pretrained_models():
         model, checkpoint = str(checkpoint), None
@@ -96,7 +104,16 @@ def load(
         model = None
         name = f"{SPEC_NAME}:{checkpoint}"
     return CHGNetBackbone(network.to(device), name=name, model=model, checkpoint_sha256=file_sha256(weights),
-                          device=device, batch_size=batch_size, on_isolated_atoms=on_isolated_atoms)
+                          device=device, batch_size=batch_size, on_isolated_atoms=on_isolated_atoms,
+                          graph_workers=default_graph_workers(device) if graph_workers is None else graph_workers)
+
+
+def default_graph_workers(device: str) -> int:
+    if not str(device).startswith("cuda"):
+        return 0
+    from hacknip.data.molecules import available_cores
+
+    return max(0, min(CUDA_GRAPH_WORKERS, available_cores() - 1))
 
 
 def read_checkpoint(path: str | Path) -> dict[str, Any]:
@@ -124,13 +141,19 @@ class CHGNetBackbone:
     """CHGNet's neighbour list (pymatgen) holds every periodic image within the cutoff."""
 
     def __init__(self, network: CHGNet, *, name: str, model: str | None, checkpoint_sha256: str,
-                 device: str = "cpu", batch_size: int = 16, on_isolated_atoms: str = "warn") -> None:
+                 device: str = "cpu", batch_size: int = 16, on_isolated_atoms: str = "warn",
+                 graph_workers: int = 0) -> None:
         if batch_size < 1:
             raise InputError(f"batch_size must be at least 1, got {batch_size}")
         if on_isolated_atoms not in ISOLATED_ATOM_RESPONSES:
             raise InputError(f"on_isolated_atoms must be one of {', '.join(ISOLATED_ATOM_RESPONSES)}, "
                              f"got {on_isolated_atoms!r}")
+        if graph_workers < 0:
+            raise InputError(f"graph_workers must be 0 or more, got {graph_workers}")
         self.on_isolated_atoms = on_isolated_atoms
+        self.graph_workers = graph_workers
+        self._graph_pool: GraphPool | None = None
+        self._graph_pool_lock = threading.Lock()
         # chgnet's own "warn" prints to stderr and names the structure by its place in the batch: warn here instead
         network.graph_converter.set_isolated_atom_response("error" if on_isolated_atoms == "error" else "ignore")
         self.network = network.eval()
@@ -167,7 +190,7 @@ class CHGNetBackbone:
                                             pass_start=True)
 
     def _batch_features(self, batch: list[Atoms], layers: list[int], start: int) -> list[dict[int, np.ndarray]]:
-        graphs = [self._graph(atoms, start + offset) for offset, atoms in enumerate(batch)]
+        graphs = self._graphs(batch, start)
         return self._one_pass(graphs, [len(atoms) for atoms in batch], layers)
 
     def trainable(self, layer: int) -> CHGNetTrainable:
@@ -189,7 +212,7 @@ class CHGNetBackbone:
         The forces are the gradient of the energy with respect to each graph's fractional coordinates, turned into
         Cartesian ones, rather than CHGNet's ``task="ef"``: that one keeps the graph of the gradient for training
         (``create_graph=True``), which a relaxation does not need (bench/forces_cost.py compares the two)."""
-        graphs = [self._graph(atoms, index) for index, atoms in enumerate(structures)]
+        graphs = self._graphs(structures)
         for graph in graphs:
             # no gradient through the cell: forces do not need it, and without it CHGNet's volumes stay plain
             # numbers instead of warning, in every worker, about a tensor with a gradient turned into one
@@ -206,28 +229,31 @@ class CHGNetBackbone:
         return results
 
     def _graph(self, atoms: Atoms, index: int) -> CrystalGraph:
-        structure = AseAtomsAdaptor.get_structure(with_full_rank_cell(atoms, vacuum=self.cutoff))
-        converter = self.network.graph_converter
-        try:
-            graph = converter(structure, graph_id=f"structure {index}")
-        except RuntimeError as error:
-            # chgnet's converter raises this (and writes bond_graph_error.cif) when its bond graph comes out
-            # inconsistent for a structure.
-            if not str(error).startswith("Failed creating bond graph"):
-                raise
-            cause = str(error.__cause__ or error).splitlines()[0]
-            raise BadStructureError(f"{self.name}: chgnet could not build the bond graph of structure {index} "
-                                    f"({atoms.get_chemical_formula()}): {cause}") from error
-        except ValueError as error:
-            # on_isolated_atoms="error": chgnet refuses a structure with an atom that has no neighbour in the cutoff.
-            if self.on_isolated_atoms != "error" or "isolated atom" not in str(error):
-                raise
-            raise BadStructureError(f"{self.name}: structure {index} ({atoms.get_chemical_formula()}) has an atom with "
-                                    f"no neighbour within the {self.cutoff:g} Å cutoff, which on_isolated_atoms='error' "
-                                    "refuses") from error
+        graph = build_graph(self.network.graph_converter, atoms, index, self.on_isolated_atoms, self.name)
         if self.on_isolated_atoms == "warn":
             self._warn_of_isolated_atoms(atoms, index, graph)
         return graph.to(self.device)
+
+    def _graphs(self, structures: Sequence[Atoms], start: int = 0) -> list[CrystalGraph]:
+        """The graphs of a batch, in ``graph_workers`` processes when it has more than one structure."""
+        if self.graph_workers < 2 or len(structures) < 2:
+            return [self._graph(atoms, start + offset) for offset, atoms in enumerate(structures)]
+        with self._graph_pool_lock:  # featurisation may run batches from several threads
+            if self._graph_pool is None:
+                self._graph_pool = GraphPool(self.network.graph_converter, self.graph_workers, self.on_isolated_atoms,
+                                             self.name)
+        graphs = self._graph_pool.graphs(structures, start)
+        if self.on_isolated_atoms == "warn":
+            for offset, (atoms, graph) in enumerate(zip(structures, graphs, strict=True)):
+                self._warn_of_isolated_atoms(atoms, start + offset, graph)
+        return [graph.to(self.device) for graph in graphs]
+
+    def __getstate__(self) -> dict[str, Any]:
+        # processes and locks do not travel; a copy starts its own
+        return {key: value for key, value in self.__dict__.items() if key not in ("_graph_pool", "_graph_pool_lock")}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state, _graph_pool=None, _graph_pool_lock=threading.Lock())
 
     def _warn_of_isolated_atoms(self, atoms: Atoms, index: int, graph: CrystalGraph) -> None:
         centres = graph.atom_graph.reshape(-1, 2)[:, 0]  # (centre, neighbour) pairs; empty: one dimension
@@ -241,18 +267,6 @@ class CHGNetBackbone:
             captured = forward_capturing(lambda: self.network(graphs, task="e"), self._layer_modules, layers)
         per_layer = {layer: torch.split(captured[layer].to("cpu", torch.float32), sizes) for layer in layers}
         return [{layer: per_layer[layer][index].numpy() for layer in layers} for index in range(len(graphs))]
-
-
-def with_full_rank_cell(atoms: Atoms, vacuum: float) -> Atoms:
-    """pymatgen needs three cell vectors: give non-periodic axes without one a box (they stay non-periodic)."""
-    if atoms.cell.rank == 3:
-        return atoms
-    open_axes = [axis for axis in range(3) if not atoms.pbc[axis]]
-    boxed = atoms.copy()
-    boxed.center(vacuum=vacuum, axis=open_axes)
-    if boxed.cell.rank != 3:
-        raise BadStructureError(f"{atoms.get_chemical_formula()}: a periodic axis has no cell vector (cell {atoms.cell})")
-    return boxed
 
 
 def _quietly(function: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:

@@ -117,7 +117,7 @@ def data_options(command=None, *, backbone_required: bool = True):
         click.option("--relax-batch", type=click.IntRange(min=1),
                      help="Molecules: relax this many at once, every step's forces in one batched pass (a backbone "
                           "with batched forces, e.g. chgnet; pays on a GPU)  [default: 1 on a CPU, "
-                          "64 on CUDA]"),
+                          "50 on CUDA]"),
         click.option("--workers", type=click.IntRange(min=1), envvar="HACKNIP_WORKERS",
                      help="Processes, each loading the backbone once: molecules' embedding and relaxing, and the ray "
                           "executor's workers  [default: the available cores (ray: the cluster's); $HACKNIP_WORKERS]"),

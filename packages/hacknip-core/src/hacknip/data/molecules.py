@@ -65,7 +65,7 @@ from hacknip.store import (
 
 INSTALL_HINT = "pip install hacknip-core[molecules]"
 NONCONVERGED_CHOICES = ("keep", "skip")
-CUDA_RELAX_BATCH = 64
+CUDA_RELAX_BATCH = 50
 """Molecules relaxed at once by default on a CUDA device (docs/molecules.md, "Relaxing many molecules at once")."""
 
 UNPARSEABLE = "unparseable SMILES"
