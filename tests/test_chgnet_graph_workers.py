@@ -72,3 +72,18 @@ def test_a_backbone_with_workers_copies_without_its_processes_and_the_default_fo
     assert load_backbone("chgnet").graph_workers == 0
     with pytest.raises(ValueError, match="graph_workers must be 0 or more"):
         load_backbone("chgnet", graph_workers=-1)
+
+
+def test_a_dead_graph_worker_fails_its_batch_and_the_next_batch_gets_new_ones(backbones):
+    import os
+    import signal
+    import time
+
+    _, pooled = backbones
+    pooled.energies_and_forces([bulk("Si"), bulk("Si")])
+    pool = pooled._graph_pool
+    os.kill(next(iter(pool._executor._processes)), signal.SIGKILL)
+    time.sleep(1)  # the executor notices a dead process from its own thread
+    with pytest.raises(RuntimeError, match="a process building chgnet graphs died"):
+        pooled.energies_and_forces([bulk("Si"), bulk("Si")])
+    assert len(pooled.energies_and_forces([bulk("Si"), bulk("Si")])) == 2

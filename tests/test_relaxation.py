@@ -171,8 +171,11 @@ def test_one_molecule_at_a_time_on_a_cpu_and_a_batch_on_cuda_unless_told():
     assert _relax_batch(None, backbone) == CUDA_RELAX_BATCH and _relax_batch(3, backbone) == 3
 
     class CalculatorOnly:
+        name = "morse"
         device = "cuda"
 
-    assert _relax_batch(None, CalculatorOnly()) == 1
+    assert _relax_batch(None, CalculatorOnly()) == 1 and _relax_batch(1, CalculatorOnly()) == 1
+    with pytest.raises(InputError, match="morse has no batched energies_and_forces.*leave out --relax-batch"):
+        _relax_batch(3, CalculatorOnly())
     help_text = " ".join(CliRunner().invoke(cli, ["run", "--help"]).output.split())
     assert f"[default: 1 on a CPU, {CUDA_RELAX_BATCH} on CUDA]" in help_text

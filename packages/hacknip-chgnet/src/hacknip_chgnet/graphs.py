@@ -12,6 +12,7 @@ import multiprocessing
 import weakref
 from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from typing import Any
 
 import torch
@@ -94,11 +95,19 @@ class GraphPool:
     :meth:`close` or when the pool is collected."""
 
     def __init__(self, converter, workers: int, on_isolated_atoms: str, name: str = "chgnet") -> None:
-        # spawn, not fork: a forked copy of a process that has run torch's thread pool can deadlock
-        self._executor = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"),
-                                             initializer=_start_worker, initargs=(converter, on_isolated_atoms, name))
         self.workers = workers
-        self._finalizer = weakref.finalize(self, self._executor.shutdown, wait=True, cancel_futures=True)
+        self._start = (converter, on_isolated_atoms, name)
+        self._executor = self._new_executor()
+        self._finalizer = weakref.finalize(self, self._shutdown, self._executor)
+
+    def _new_executor(self) -> ProcessPoolExecutor:
+        # spawn, not fork: a forked copy of a process that has run torch's thread pool can deadlock
+        return ProcessPoolExecutor(self.workers, mp_context=multiprocessing.get_context("spawn"),
+                                   initializer=_start_worker, initargs=self._start)
+
+    @staticmethod
+    def _shutdown(executor: ProcessPoolExecutor) -> None:
+        executor.shutdown(wait=True, cancel_futures=True)
 
     def graphs(self, structures: Sequence[Atoms], start: int = 0) -> list[CrystalGraph]:
         """Graphs of ``structures`` (numbered from ``start`` in errors), in order; the first structure that fails
@@ -106,8 +115,17 @@ class GraphPool:
         numbered = list(enumerate(structures, start))
         chunks = [numbered[first::self.workers] for first in range(min(self.workers, len(numbered)))]
         built: dict[int, CrystalGraph] = {}
-        for chunk, arrays in zip(chunks, self._executor.map(_build_in_worker, chunks), strict=True):
-            built.update((index, from_arrays(graph)) for (index, _), graph in zip(chunk, arrays, strict=True))
+        try:
+            for chunk, arrays in zip(chunks, self._executor.map(_build_in_worker, chunks), strict=True):
+                built.update((index, from_arrays(graph)) for (index, _), graph in zip(chunk, arrays, strict=True))
+        except BrokenProcessPool as error:  # a worker died (killed, out of memory): the next batch gets new ones
+            self._finalizer.detach()
+            self._shutdown(self._executor)
+            self._executor = self._new_executor()
+            self._finalizer = weakref.finalize(self, self._shutdown, self._executor)
+            raise RuntimeError(f"a process building chgnet graphs died ({error}); the batch of structures "
+                               f"{start}-{start + len(structures) - 1} has no graphs, the next batch gets new "
+                               "processes") from error
         return [built[index] for index, _ in numbered]
 
     def close(self) -> None:

@@ -596,10 +596,14 @@ def molecules_to_dataset(
 
 
 def _relax_batch(requested: int | None, backbone: Backbone) -> int:
-    if requested is not None:
-        return requested
-    on_cuda = str(getattr(backbone, "device", "cpu")).startswith("cuda")
-    return CUDA_RELAX_BATCH if on_cuda and callable(getattr(backbone, "energies_and_forces", None)) else 1
+    batched = callable(getattr(backbone, "energies_and_forces", None))
+    if requested is None:
+        on_cuda = str(getattr(backbone, "device", "cpu")).startswith("cuda")
+        return CUDA_RELAX_BATCH if on_cuda and batched else 1
+    if requested > 1 and not batched:  # said before any conformer is made
+        raise InputError(f"{backbone.name} has no batched energies_and_forces, so it relaxes one molecule at a time: "
+                         "leave out --relax-batch (relax_batch=1)")
+    return requested
 
 
 def _load(backbone: str | Backbone | None, options: dict[str, Any]) -> Backbone | None:
