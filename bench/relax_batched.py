@@ -175,8 +175,8 @@ def main() -> None:
         rows.append(row)
         print(json.dumps(row), flush=True)
     base = rows[0]
-    print(f"\n| arm | converged | mean steps | passes | wall s / molecule | CPU s / molecule | fewer wall s | "
-          f"fewer CPU s |\n|---|---|---|---|---|---|---|---|")
+    print("\n| arm | converged | mean steps | passes | wall s / molecule | CPU s / molecule | fewer wall s | "
+          "fewer CPU s |\n|---|---|---|---|---|---|---|---|")
     for row in rows:
         print(f"| {row['arm']} | {row['converged']}/{row['molecules']} | {row['mean_steps']:.1f} | {row['passes']} | "
               f"{row['wall_s_per_molecule']:.3f} | {row['cpu_s_per_molecule']:.3f} | "
