@@ -46,7 +46,7 @@ def mmff94_conformers(data: Path, n: int, vacuum: float) -> list:
     import pandas as pd
 
     from hacknip.data.molecules import EmbedOptions, MoleculeError, embed, parse_smiles
-    from hacknip.data.relaxation import boxed
+    from hacknip.data.structures import boxed
 
     molecules = []
     for text in pd.read_csv(data)["smiles"]:

@@ -41,7 +41,7 @@ def relax_in_stages(atoms, calculator, max_steps: int):
 
 def start_geometry(smiles: str, force_field: str | None, vacuum: float):
     from hacknip.data.molecules import EmbedOptions, embed, parse_smiles
-    from hacknip.data.relaxation import boxed
+    from hacknip.data.structures import boxed
 
     return boxed(embed(parse_smiles(smiles), EmbedOptions(force_field=force_field)), vacuum)
 

@@ -315,7 +315,7 @@ def test_the_command_line_relaxes_on_every_available_core_unless_told(monkeypatc
 def test_chgnet_energies_and_forces_are_its_calculators_for_a_molecule_and_a_crystal():
     from ase.build import bulk
 
-    from hacknip.data.relaxation import boxed
+    from hacknip.data.structures import boxed
     from hacknip.plugins.registry import load_backbone
 
     backbone = load_backbone("chgnet")

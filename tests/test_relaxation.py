@@ -10,7 +10,8 @@ from ase import Atoms
 from ase.calculators.morse import MorsePotential
 
 from hacknip.data.relaxation import BackboneForces, RelaxOptions, relax, relax_in_batches
-from hacknip.errors import InputError
+from hacknip.data.structures import boxed
+from hacknip.errors import BadStructureError, InputError
 
 
 class MorseForces:
@@ -100,6 +101,27 @@ def test_a_structure_whose_forces_fail_is_reported_and_the_others_relax():
     results = dict(relax_in_batches(_clusters(), backbone, options, batch_size=5))
     assert isinstance(results[2], RuntimeError) and "cannot handle 5 atoms" in str(results[2])
     assert all(results[index].converged for index in (0, 1, 3, 4))
+
+
+def test_a_structure_that_cannot_be_boxed_is_reported_and_the_others_relax():
+    slab_without_cell = Atoms("C3", positions=[[0, 0, 0], [1.2, 0, 0], [0, 1.2, 0]], pbc=[True, False, False])
+    structures = [*_clusters(sizes=(3, 4)), slab_without_cell]
+    results = dict(relax_in_batches(structures, MorseForces(), RelaxOptions(fmax=0.05, steps=150), batch_size=2))
+    assert isinstance(results[2], BadStructureError) and "a periodic axis has no cell vector" in str(results[2])
+    assert results[0].converged and results[1].converged
+
+
+def test_boxed_gives_a_molecule_a_cell_and_keeps_it_open_and_keeps_a_full_cell():
+    molecule = _clusters(sizes=(4,))[0]
+    box = boxed(molecule, vacuum=5.0)
+    assert box.cell.rank == 3 and not box.pbc.any() and box is not molecule
+    np.testing.assert_allclose(box.get_all_distances(), molecule.get_all_distances())
+    np.testing.assert_allclose(box.positions.min(axis=0), 5.0)
+    np.testing.assert_allclose(box.cell.lengths(), np.ptp(molecule.positions, axis=0) + 10.0)
+    crystal = Atoms("C2", positions=[[0, 0, 0], [1.5, 0, 0]], cell=[3, 3, 3], pbc=True)
+    assert boxed(crystal, vacuum=5.0) == crystal
+    wire = Atoms("C2", positions=[[0, 0, 0], [1.5, 0, 0]], cell=[3, 0, 0], pbc=[True, False, False])
+    np.testing.assert_allclose(boxed(wire, vacuum=5.0).cell.lengths(), [3.0, 10.0, 10.0])
 
 
 def test_a_line_search_optimiser_or_a_backbone_without_batched_forces_is_a_one_line_error():

@@ -20,6 +20,7 @@ from ase import Atoms
 from chgnet.graph import CrystalGraph
 from pymatgen.io.ase import AseAtomsAdaptor
 
+from hacknip.data.structures import boxed
 from hacknip.errors import BadStructureError
 
 TENSORS = ("atomic_number", "atom_frac_coord", "atom_graph", "neighbor_image", "directed2undirected",
@@ -31,7 +32,7 @@ def build_graph(converter, atoms: Atoms, index: int, on_isolated_atoms: str, nam
     """CHGNet's graph of one structure (the ``index``-th of its batch, as errors name it, after the backbone's
     ``name``); a structure chgnet cannot make a graph of raises :class:`BadStructureError`."""
     cutoff = float(converter.atom_graph_cutoff)
-    structure = AseAtomsAdaptor.get_structure(with_full_rank_cell(atoms, vacuum=cutoff))
+    structure = AseAtomsAdaptor.get_structure(boxed(atoms, vacuum=cutoff))
     try:
         return converter(structure, graph_id=f"structure {index}")
     except RuntimeError as error:
@@ -49,18 +50,6 @@ def build_graph(converter, atoms: Atoms, index: int, on_isolated_atoms: str, nam
         raise BadStructureError(f"{name}: structure {index} ({atoms.get_chemical_formula()}) has an atom with no "
                                 f"neighbour within the {cutoff:g} Å cutoff, which on_isolated_atoms='error' "
                                 "refuses") from error
-
-
-def with_full_rank_cell(atoms: Atoms, vacuum: float) -> Atoms:
-    """pymatgen needs three cell vectors: give non-periodic axes without one a box (they stay non-periodic)."""
-    if atoms.cell.rank == 3:
-        return atoms
-    open_axes = [axis for axis in range(3) if not atoms.pbc[axis]]
-    boxed = atoms.copy()
-    boxed.center(vacuum=vacuum, axis=open_axes)
-    if boxed.cell.rank != 3:
-        raise BadStructureError(f"{atoms.get_chemical_formula()}: a periodic axis has no cell vector (cell {atoms.cell})")
-    return boxed
 
 
 def to_arrays(graph: CrystalGraph) -> dict[str, Any]:

@@ -21,7 +21,8 @@ from ase import Atoms
 from ase.calculators.calculator import Calculator, PropertyNotImplementedError, all_changes
 from ase.calculators.singlepoint import SinglePointCalculator
 
-from hacknip.errors import InputError
+from hacknip.data.structures import boxed
+from hacknip.errors import BadStructureError, InputError
 
 
 @dataclass(frozen=True)
@@ -50,16 +51,6 @@ class Relaxation:
     energy: float
     seconds: float = 0.0
     """Wall-clock seconds from the first force evaluation to the last (in batches: shared with the batch)."""
-
-
-def boxed(atoms: Atoms, vacuum: float) -> Atoms:
-    """A copy with a cell ``vacuum`` Å wider than the molecule on every non-periodic axis that lacks one, still
-    non-periodic there (CHGNet's and pymatgen's graphs need a full-rank lattice even for a molecule)."""
-    if atoms.cell.rank == 3:
-        return atoms.copy()
-    copy = atoms.copy()
-    copy.center(vacuum=vacuum, axis=[axis for axis in range(3) if not atoms.pbc[axis]])
-    return copy
 
 
 def _optimizer_class(name: str):
@@ -121,11 +112,11 @@ class BackboneForces(Calculator):
 class _Walker:
     """One structure on its way down: its boxed working copy, its own optimiser, its steps so far."""
 
-    def __init__(self, index: int, atoms: Atoms, options: RelaxOptions, vacuum: float) -> None:
+    def __init__(self, index: int, atoms: Atoms, working: Atoms, optimizer_name: str) -> None:
         self.index = index
         self.atoms = atoms
-        self.working = boxed(atoms, options.vacuum if options.vacuum is not None else vacuum)
-        self.optimizer = _optimizer_class(options.optimizer)(self.working, logfile=None)
+        self.working = working
+        self.optimizer = _optimizer_class(optimizer_name)(working, logfile=None)
         self.steps = 0
         self.energy_initial: float | None = None
         self.started = time.perf_counter()
@@ -170,7 +161,9 @@ def relax_in_batches(structures: Sequence[Atoms], backbone, options: RelaxOption
     waiting = deque(enumerate(structures))
     active: list[_Walker] = []
     while waiting or active:
-        active += _admit(waiting, active, options, vacuum, batch_size, batch_atoms, size_of)
+        admitted, refused = _admit(waiting, active, options, vacuum, batch_size, batch_atoms, size_of)
+        yield from refused
+        active += admitted
         evaluated, failed = _evaluate(backbone, active)
         for walker, error in failed:
             yield walker.index, error
@@ -185,19 +178,26 @@ def relax_in_batches(structures: Sequence[Atoms], backbone, options: RelaxOption
 
 
 def _admit(waiting: deque, active: list[_Walker], options: RelaxOptions, vacuum: float, batch_size: int,
-           batch_atoms: int | None, size_of: Callable[[Atoms], int]) -> list[_Walker]:
+           batch_atoms: int | None, size_of: Callable[[Atoms], int]) -> tuple[list[_Walker], list[tuple[int, Exception]]]:
+    """The waiting structures that fit beside ``active``, and those that cannot be boxed, with their errors."""
     atoms_in = sum(size_of(walker.working) for walker in active)
     admitted: list[_Walker] = []
+    refused: list[tuple[int, Exception]] = []
     while waiting and len(active) + len(admitted) < batch_size:
         index, atoms = waiting[0]
-        walker = _Walker(index, atoms, options, vacuum)
-        size = size_of(walker.working)
+        try:
+            working = boxed(atoms, options.vacuum if options.vacuum is not None else vacuum)
+        except BadStructureError as error:
+            waiting.popleft()
+            refused.append((index, error))
+            continue
+        size = size_of(working)
         if batch_atoms is not None and active + admitted and atoms_in + size > batch_atoms:
             break
         waiting.popleft()
-        admitted.append(walker)
+        admitted.append(_Walker(index, atoms, working, options.optimizer))
         atoms_in += size
-    return admitted
+    return admitted, refused
 
 
 def _evaluate(backbone, walkers: list[_Walker]):

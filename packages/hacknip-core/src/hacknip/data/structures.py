@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 from ase import Atoms
 
-from hacknip.errors import InputError
+from hacknip.errors import BadStructureError, InputError
 from hacknip.progress import Progress, no_progress
 
 STRUCTURE_SUFFIXES = (".cif", ".vasp", ".poscar")
@@ -305,6 +305,18 @@ def _check_distances(atoms: Atoms) -> None:
                          f"{MIN_DISTANCE} Å): the cell is far too small; check the lattice parameters")
     raise ValueError(f"atoms {i} ({symbols[i]}) and {j} ({symbols[j]}) (counting from 0) are {distance:.3g} Å apart "
                      f"(closer than {MIN_DISTANCE} Å): almost always a duplicated site; remove one of them")
+
+
+def boxed(atoms: Atoms, vacuum: float) -> Atoms:
+    """A copy; a structure without three cell vectors gets a box ``vacuum`` Å wider than it on each non-periodic axis,
+    which stays non-periodic (CHGNet's and pymatgen's graphs need a full-rank lattice even for a molecule)."""
+    copy = atoms.copy()
+    if atoms.cell.rank == 3:
+        return copy
+    copy.center(vacuum=vacuum, axis=[axis for axis in range(3) if not atoms.pbc[axis]])
+    if copy.cell.rank != 3:
+        raise BadStructureError(f"{atoms.get_chemical_formula()}: a periodic axis has no cell vector (cell {atoms.cell})")
+    return copy
 
 
 def _checked_target(target: Any) -> float:
