@@ -20,7 +20,7 @@ from hacknip.errors import BadStructureError, UntrustedFileError
 from hacknip.features.featurize import featurize
 from hacknip.plugins.backbone import STRUCTURE_LABEL_KEY, file_sha256, identity_key
 from hacknip.plugins.registry import backbone_specs, load_backbone
-from hacknip.plugins.testing import BackboneConformance, TrainableConformance, reference_structures
+from hacknip.plugins.testing import BackboneConformance, ForcesConformance, TrainableConformance, reference_structures
 from hacknip.store import FeatureStore
 from hacknip_chgnet.backbone import CHGNetBackbone, IsolatedAtomsWarning, load, pretrained_checkpoint
 
@@ -31,6 +31,13 @@ def chgnet():
 
 
 class TestCHGNetConformance(BackboneConformance):
+    @pytest.fixture(scope="class")
+    @classmethod
+    def backbone(cls, chgnet):
+        return chgnet
+
+
+class TestCHGNetForces(ForcesConformance):
     @pytest.fixture(scope="class")
     @classmethod
     def backbone(cls, chgnet):

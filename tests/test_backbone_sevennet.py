@@ -17,7 +17,7 @@ from hacknip.errors import BadStructureError, UntrustedFileError
 from hacknip.plugins.backbone import file_sha256, identity_key
 from hacknip.plugins.capture import scalar_channels
 from hacknip.plugins.registry import backbone_specs, load_backbone
-from hacknip.plugins.testing import BackboneConformance, TrainableConformance, reference_structures
+from hacknip.plugins.testing import BackboneConformance, ForcesConformance, TrainableConformance, reference_structures
 from hacknip_sevennet.backbone import SafeCheckpoint, SevenNetBackbone, load, pretrained_checkpoint, read_checkpoint
 from hacknip_sevennet.plugin import SHIPPED_MODELS
 
@@ -28,6 +28,13 @@ def sevennet():
 
 
 class TestSevenNetConformance(BackboneConformance):
+    @pytest.fixture(scope="class")
+    @classmethod
+    def backbone(cls, sevennet):
+        return sevennet
+
+
+class TestSevenNetForces(ForcesConformance):
     @pytest.fixture(scope="class")
     @classmethod
     def backbone(cls, sevennet):

@@ -212,6 +212,8 @@ class CHGNetBackbone:
         The forces are the gradient of the energy with respect to each graph's fractional coordinates, turned into
         Cartesian ones, rather than CHGNet's ``task="ef"``: that one keeps the graph of the gradient for training
         (``create_graph=True``), which a relaxation does not need (bench/forces_cost.py compares the two)."""
+        if not structures:
+            return []
         graphs = self._graphs(structures)
         for graph in graphs:
             # no gradient through the cell: forces do not need it, and without it CHGNet's volumes stay plain

@@ -231,6 +231,17 @@ class SevenNetBackbone:
         return SevenNetCalculator(model=copy.deepcopy(self.network), file_type="model_instance",
                                   device=self.device, modal=self.modal, **options)
 
+    def energies_and_forces(self, structures: Sequence[Atoms]) -> list[tuple[float, np.ndarray]]:
+        """Energy (eV) and forces (eV/Å) of each structure from one pass of the whole network over the batch, as
+        sevenn's calculator computes them one structure at a time (what relaxing many molecules at once needs)."""
+        if not structures:
+            return []
+        batch = self._batch([self._graph(atoms) for atoms in structures], self.device)
+        output = self.network(batch)  # not under no_grad: sevenn takes the forces as a gradient inside its forward
+        energies = output[KEY.PRED_TOTAL_ENERGY].detach().to("cpu", torch.float64).reshape(-1)
+        forces = torch.split(output[KEY.PRED_FORCE].detach().to("cpu", torch.float64), [len(atoms) for atoms in structures])
+        return [(float(energy), force.numpy()) for energy, force in zip(energies, forces, strict=True)]
+
     def _graph(self, atoms: Atoms) -> AtomGraphData:
         graph = AtomGraphData.from_numpy_dict(unlabeled_atoms_to_graph(atoms, self.cutoff))
         if self.modal is not None:

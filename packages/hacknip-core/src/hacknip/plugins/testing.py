@@ -1,5 +1,6 @@
-"""Conformance suites that any backbone or head plugin runs against itself: :class:`BackboneConformance` and
-:class:`HeadConformance` (at the end of this module).
+"""Conformance suites that any backbone or head plugin runs against itself: :class:`BackboneConformance`,
+:class:`ForcesConformance` for a backbone's batched energy and forces, and :class:`HeadConformance` (at the end of
+this module).
 
 Use it from your plugin's tests by subclassing and providing a ``backbone`` fixture::
 
@@ -356,6 +357,83 @@ class TrainableConformance:
                 assert tuple(output.shape) == (len(atoms), backbone.layer_widths[layer])
                 assert_features_close(output.detach().cpu().double().numpy(), expected[index][layer],
                                       f"layer {layer}, structure {index}: trainable network vs per_atom_features")
+
+
+class ForcesConformance:
+    """Checks a backbone's ``energies_and_forces`` (the batched energy and forces that relaxing molecules in batches
+    uses; :mod:`hacknip.data.relaxation`): one energy (float, eV) and an ``(atoms, 3)`` float64 force array (eV/Å)
+    per structure, the same in a batch as one at a time, the forces minus the energy's gradient (central finite
+    differences) and summing to zero, a molecule without a cell handled, and the same numbers as the backbone's own
+    ``calculator()`` when it has one. Subclass it and provide a ``backbone`` fixture, as for
+    :class:`BackboneConformance`; override ``structures`` for elements your model knows."""
+
+    energy_tolerance = 1e-4
+    """eV: float32 networks sum per-atom energies in another order in a batch."""
+    force_tolerance = 1e-4
+    """eV/Å, between a batch and one at a time, and against the calculator."""
+    finite_difference_step = 0.01
+    """Å; central differences of a float32 energy are good to a few meV/Å at this step."""
+    finite_difference_tolerance = 0.02
+    """eV/Å, plus 5 % of the force."""
+
+    @pytest.fixture(scope="class")
+    @classmethod
+    def structures(cls) -> list[Atoms]:
+        from ase.build import molecule
+
+        crystals = reference_structures()
+        return [crystals[2], crystals[3], molecule("H2O"), molecule("CH3CH2OH")]
+
+    @pytest.fixture(scope="class")
+    @classmethod
+    def batched(cls, backbone, structures) -> list[tuple[float, np.ndarray]]:
+        return backbone.energies_and_forces(structures)
+
+    def test_one_energy_and_force_array_per_structure(self, backbone, structures, batched):
+        assert callable(getattr(backbone, "energies_and_forces", None))
+        assert len(batched) == len(structures)
+        for (energy, forces), atoms in zip(batched, structures, strict=True):
+            assert isinstance(energy, float) and np.isfinite(energy)
+            assert isinstance(forces, np.ndarray) and forces.dtype == np.float64 and forces.shape == (len(atoms), 3)
+            assert np.isfinite(forces).all()
+        assert backbone.energies_and_forces([]) == []
+
+    def test_batch_equals_one_by_one(self, backbone, structures, batched):
+        for (energy, forces), atoms in zip(batched, structures, strict=True):
+            ((alone_energy, alone_forces),) = backbone.energies_and_forces([atoms])
+            assert energy == pytest.approx(alone_energy, abs=self.energy_tolerance)
+            np.testing.assert_allclose(forces, alone_forces, atol=self.force_tolerance)
+
+    def test_forces_sum_to_zero(self, batched):
+        for _, forces in batched:
+            np.testing.assert_allclose(forces.sum(axis=0), 0.0, atol=1e-3)
+
+    def test_forces_are_minus_the_gradient_of_the_energy(self, backbone, structures, batched):
+        step = self.finite_difference_step
+        for index in (0, len(structures) - 1):  # a rattled crystal and a molecule
+            atoms, (_, forces) = structures[index], batched[index]
+            atom = int(np.argmax(np.linalg.norm(forces, axis=1)))
+            displaced = []
+            for axis in range(3):
+                for sign in (1, -1):
+                    copy = atoms.copy()
+                    copy.positions[atom, axis] += sign * step
+                    displaced.append(copy)
+            energies = [energy for energy, _ in backbone.energies_and_forces(displaced)]
+            numeric = -(np.array(energies[0::2]) - np.array(energies[1::2])) / (2 * step)
+            np.testing.assert_allclose(forces[atom], numeric, atol=self.finite_difference_tolerance, rtol=0.05,
+                                       err_msg=f"structure {index}, atom {atom}")
+
+    def test_same_as_its_calculator(self, backbone, structures, batched):
+        if not callable(getattr(backbone, "calculator", None)):
+            pytest.skip(f"{backbone.name} has no ASE calculator")
+        from hacknip.data.structures import boxed
+
+        for (energy, forces), atoms in zip(batched, structures, strict=True):
+            copy = boxed(atoms, float(backbone.cutoff))  # some calculators need a cell even for a molecule
+            copy.calc = backbone.calculator()
+            assert energy == pytest.approx(copy.get_potential_energy(), abs=self.energy_tolerance)
+            np.testing.assert_allclose(forces, copy.get_forces(), atol=self.force_tolerance)
 
 
 # ---------------------------------------------------------------------------------------------------------------------
