@@ -93,6 +93,20 @@ def test_unsupported_element_is_a_bad_structure(chgnet):
         chgnet.per_atom_features([bulk("Cu", "fcc", a=3.61), americium], [0])
 
 
+def test_its_calculator_leaves_the_backbones_isolated_atom_policy_alone(capfd):
+    """CHGNetCalculator sets its own isolated-atom response on the network it is given, which the backbone shares."""
+    lone = Atoms("Li", positions=[[10.0, 10.0, 10.0]], cell=[20.0, 20.0, 20.0], pbc=True)
+    warning = load()
+    warning.calculator()
+    with pytest.warns(IsolatedAtomsWarning):
+        warning.per_atom_features([lone], [0])
+    assert capfd.readouterr().err == ""  # not chgnet's own print besides ours
+    refusing = load(on_isolated_atoms="error")
+    refusing.calculator()
+    with pytest.raises(BadStructureError, match="no neighbour within the 6 Å cutoff"):
+        refusing.per_atom_features([lone], [0])
+
+
 def test_isolated_atom_gets_finite_features(chgnet, capfd):
     """An atom with no neighbour within 6 Å (a lone ion, a salt's Li far from its anion) is featurised as chgnet does
     it: its embedding passed through convolutions with nothing to convolve, with a warning by default that counts

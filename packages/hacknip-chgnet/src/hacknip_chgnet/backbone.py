@@ -155,7 +155,7 @@ class CHGNetBackbone:
         self._graph_pool: GraphPool | None = None
         self._graph_pool_lock = threading.Lock()
         # chgnet's own "warn" prints to stderr and names the structure by its place in the batch: warn here instead
-        network.graph_converter.set_isolated_atom_response("error" if on_isolated_atoms == "error" else "ignore")
+        network.graph_converter.set_isolated_atom_response(self._converter_response)
         self.network = network.eval()
         self.name = name
         self.model = model
@@ -202,7 +202,14 @@ class CHGNetBackbone:
         """CHGNet's own ASE calculator on the same network (energy, forces, stress, magmoms)."""
         from chgnet.model.dynamics import CHGNetCalculator
 
+        # CHGNetCalculator sets its isolated-atom response on the converter of the network it is given, which is
+        # this backbone's: by default it would switch this backbone to chgnet's printing (or from "error" to "warn")
+        options.setdefault("on_isolated_atoms", self._converter_response)
         return _quietly(CHGNetCalculator, model=self.network, use_device=str(self.device), **options)
+
+    @property
+    def _converter_response(self) -> str:
+        return "error" if self.on_isolated_atoms == "error" else "ignore"
 
     def energies_and_forces(self, structures: Sequence[Atoms]) -> list[tuple[float, np.ndarray]]:
         """Energy (eV) and forces (eV/Å) of each structure from one forward and backward pass, without the stress
