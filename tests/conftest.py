@@ -5,6 +5,9 @@ import sys
 from pathlib import Path
 
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # see hacknip.cli.main: spinning OpenMP threads stall shared cores
+if "PYTEST_XDIST_WORKER_COUNT" in os.environ:  # pytest -n N: the N workers share the cores rather than oversubscribe
+    os.environ.setdefault("OMP_NUM_THREADS",
+                          str(max(1, len(os.sched_getaffinity(0)) // int(os.environ["PYTEST_XDIST_WORKER_COUNT"]))))
 
 import pytest
 
