@@ -19,6 +19,7 @@ def register_backbones(register):
         needs_supercell=False,
         library="chgnet",
         trainable=True,
+        batched_forces=True,  # CHGNetBackbone.energies_and_forces
         safe_checkpoints=True,  # read with torch.load(weights_only=True), the network built from the dict inside
         description="CHGNet 0.3.0 (MPtrj, 412k params): layer 0 = atom embedding, 1-4 = atom convolutions",
     ))

@@ -45,6 +45,7 @@ def register_backbones(register):
             needs_supercell=False,
             library="sevenn",
             trainable=True,  # SevenNetBackbone.trainable: fine-tuning up to a layer
+            batched_forces=True,  # SevenNetBackbone.energies_and_forces
             safe_checkpoints=True,  # read with torch.load(weights_only=True) (plus numpy arrays), see read_checkpoint
             description=model.description,
         ))

@@ -77,8 +77,8 @@ def list_command(as_json):
     table = Table(title="Backbones")
     # a name is what the user types: never cut it (other columns wrap or go first)
     table.add_column("name", no_wrap=True, min_width=max((len(name) for name in backbones), default=4))
-    columns = ("package", "cutoff Å", "layers", "widths", "supercells", "fine-tune", "verified") if wide else \
-        ("cutoff Å", "layers", "widths", "supercells", "fine-tune")
+    columns = ("package", "cutoff Å", "layers", "widths", "supercells", "fine-tune", "relax batch", "verified") if wide \
+        else ("cutoff Å", "layers", "widths", "supercells", "fine-tune")
     for column in columns:
         table.add_column(column)
     for spec in backbones.values():
@@ -87,7 +87,8 @@ def list_command(as_json):
         cells = [f"{spec.cutoff:g}", str(row["n_layers"]), _widths_text(spec.layer_widths), supercells,
                  "yes" if spec.trainable else "no"]
         if wide:
-            cells = [f"{spec.package} {spec.package_version}", *cells, "yes" if spec.verified else "[yellow]no[/]"]
+            cells = [f"{spec.package} {spec.package_version}", *cells, "yes" if spec.batched_forces else "no",
+                     "yes" if spec.verified else "[yellow]no[/]"]
         table.add_row(spec.name, *cells)
     heads_table = Table(title="Heads")
     heads_table.add_column("name", no_wrap=True, min_width=max((len(name) for name in heads), default=4))
@@ -123,7 +124,7 @@ def _backbone_row(spec) -> dict:
             "cutoff": spec.cutoff, "n_layers": len(spec.layer_widths), "layer_widths": list(spec.layer_widths),
             "needs_supercell": spec.needs_supercell, "supercell_rule": spec.supercell_rule if spec.needs_supercell else None,
             "verified": spec.verified, "safe_checkpoints": spec.safe_checkpoints, "trainable": spec.trainable,
-            "description": spec.description}
+            "batched_forces": spec.batched_forces, "description": spec.description}
 
 
 def _widths_text(widths) -> str:

@@ -102,6 +102,9 @@ class BackboneSpec:
     trainable: bool = False
     """True when the loaded backbone can be fine-tuned: it has ``trainable(layer)`` (see
     :mod:`hacknip.plugins.trainable`)."""
+    batched_forces: bool = False
+    """True when the loaded backbone has ``energies_and_forces`` (:mod:`hacknip.data.relaxation`): molecules relax
+    through it, and many at once with ``--relax-batch``."""
     supercell_rule: str = PERPENDICULAR_WIDTH
     """How far cells are repeated when ``needs_supercell`` (see :mod:`hacknip.features.supercell`)."""
     options: dict[str, Any] = field(default_factory=dict)

@@ -159,10 +159,11 @@ class BackboneConformance(_OnReferenceStructures):
         if spec is None:
             pytest.skip(f"{backbone.name} is not a registered name (a checkpoint's model may differ from its spec; set "
                         f"spec_name when it is of a registered architecture)")
-        loaded = (float(backbone.cutoff), tuple(backbone.layer_widths), backbone.needs_supercell)
-        registered = (float(spec.cutoff), tuple(spec.layer_widths), spec.needs_supercell)
-        assert loaded == registered, f"{spec.name}: the spec registers (cutoff, layer_widths, needs_supercell) = " \
-                                     f"{registered}, the loaded model has {loaded}"
+        loaded = (float(backbone.cutoff), tuple(backbone.layer_widths), backbone.needs_supercell,
+                  callable(getattr(backbone, "energies_and_forces", None)))
+        registered = (float(spec.cutoff), tuple(spec.layer_widths), spec.needs_supercell, spec.batched_forces)
+        assert loaded == registered, f"{spec.name}: the spec registers (cutoff, layer_widths, needs_supercell, " \
+                                     f"batched_forces) = {registered}, the loaded model has {loaded}"
 
     def test_sparse_structures_reach_every_layer(self, backbone, all_layers):
         """Every layer is returned for sparse graphs too: capturing layers with hooks on modules that a model skips
