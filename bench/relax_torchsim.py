@@ -31,20 +31,9 @@ import sys
 import time
 from pathlib import Path
 
+from relax_batched import Counting  # bench/ is on the path when this script runs
+
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-
-
-class Counting:
-    """SevenNet's ``energies_and_forces``, counting the structures passed to it."""
-
-    def __init__(self, backbone) -> None:
-        self.backbone = backbone
-        self.name = backbone.name
-        self.evaluations = 0
-
-    def energies_and_forces(self, structures):
-        self.evaluations += len(structures)
-        return self.backbone.energies_and_forces(structures)
 
 
 def hacknip_arm(backbone, molecules, batch: bool, fmax: float, steps: int) -> tuple[list, int]:
@@ -62,7 +51,7 @@ def hacknip_arm(backbone, molecules, batch: bool, fmax: float, steps: int) -> tu
     failed = [result for result in results if isinstance(result, Exception)]
     if failed:
         raise SystemExit(f"{len(failed)} molecules failed to relax, e.g. {failed[0]!r}")
-    return [(result.atoms, result.converged) for result in results], counting.evaluations
+    return [(result.atoms, result.converged) for result in results], counting.structures
 
 
 def torchsim_arm(backbone, molecules, optimizer: str, fmax: float, steps: int, device: str) -> tuple[list, int]:
