@@ -323,7 +323,7 @@ def relax_molecule(atoms: Atoms, backbone: str | Backbone, options: RelaxOptions
     options = options or RelaxOptions()
     if backbone.supported_elements is not None:
         check_elements([atoms], backbone.supported_elements, backbone.name)
-    vacuum = options.vacuum if options.vacuum is not None else float(backbone.cutoff)
+    vacuum = options.vacuum_or(float(backbone.cutoff))
     relaxation = relax(atoms, calculator_of(backbone), options, vacuum)
     relaxed = relaxation.atoms  # a copy of atoms, info included
     relaxed.info.update(relax_converged=relaxation.converged, relax_steps=relaxation.steps, relax_fmax=relaxation.fmax)

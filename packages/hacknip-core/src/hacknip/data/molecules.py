@@ -617,7 +617,7 @@ def _load(backbone: str | Backbone | None, options: dict[str, Any]) -> Backbone 
 def _runner(backbone: Backbone | None, embed_options, relax_options, store: FeatureStore | None) -> _Runner:
     if backbone is None:
         return _Runner(embed_options, relax_options or RelaxOptions())
-    vacuum = relax_options.vacuum if relax_options.vacuum is not None else float(backbone.cutoff)
+    vacuum = relax_options.vacuum_or(float(backbone.cutoff))
     root = (store or FeatureStore()).local_root
     geometry_store = GeometryStore(root, backbone.identity(), relax_options, vacuum)
     return _Runner(embed_options, relax_options, calculator_of(backbone), vacuum, geometry_store)

@@ -39,6 +39,10 @@ class RelaxOptions:
     """Empty space around a molecule in the box given to calculators that need a cell (default: the backbone's
     cutoff, so no atom sees a periodic image)."""
 
+    def vacuum_or(self, default: float) -> float:
+        """The vacuum to box a molecule in: this option's, or ``default`` (the backbone's cutoff) when unset."""
+        return self.vacuum if self.vacuum is not None else default
+
 
 @dataclass
 class Relaxation:
@@ -70,7 +74,7 @@ def relax(atoms: Atoms, calculator, options: RelaxOptions = RelaxOptions(), vacu
     """Optimise ``atoms`` with ``calculator``; the returned structure keeps the input's cell and periodicity."""
     optimizer_class = _optimizer_class(options.optimizer)
     started = time.perf_counter()
-    working = boxed(atoms, options.vacuum if options.vacuum is not None else vacuum)
+    working = boxed(atoms, options.vacuum_or(vacuum))
     working.calc = calculator
     energy_initial = float(working.get_potential_energy())
     optimizer = optimizer_class(working, logfile=None)
@@ -161,7 +165,8 @@ def relax_in_batches(structures: Sequence[Atoms], backbone, options: RelaxOption
     waiting = deque(enumerate(structures))
     active: list[_Walker] = []
     while waiting or active:
-        admitted, refused = _admit(waiting, active, options, vacuum, batch_size, batch_atoms, size_of)
+        admitted, refused = _admit(waiting, active, options.optimizer, options.vacuum_or(vacuum), batch_size,
+                                   batch_atoms, size_of)
         yield from refused
         active += admitted
         evaluated, failed = _evaluate(backbone, active)
@@ -177,7 +182,7 @@ def relax_in_batches(structures: Sequence[Atoms], backbone, options: RelaxOption
                 active.append(walker)
 
 
-def _admit(waiting: deque, active: list[_Walker], options: RelaxOptions, vacuum: float, batch_size: int,
+def _admit(waiting: deque, active: list[_Walker], optimizer: str, vacuum: float, batch_size: int,
            batch_atoms: int | None, size_of: Callable[[Atoms], int]) -> tuple[list[_Walker], list[tuple[int, Exception]]]:
     """The waiting structures that fit beside ``active``, and those that cannot be boxed, with their errors."""
     atoms_in = sum(size_of(walker.working) for walker in active)
@@ -186,7 +191,7 @@ def _admit(waiting: deque, active: list[_Walker], options: RelaxOptions, vacuum:
     while waiting and len(active) + len(admitted) < batch_size:
         index, atoms = waiting[0]
         try:
-            working = boxed(atoms, options.vacuum if options.vacuum is not None else vacuum)
+            working = boxed(atoms, vacuum)
         except BadStructureError as error:
             waiting.popleft()
             refused.append((index, error))
@@ -195,7 +200,7 @@ def _admit(waiting: deque, active: list[_Walker], options: RelaxOptions, vacuum:
         if batch_atoms is not None and active + admitted and atoms_in + size > batch_atoms:
             break
         waiting.popleft()
-        admitted.append(_Walker(index, atoms, working, options.optimizer))
+        admitted.append(_Walker(index, atoms, working, optimizer))
         atoms_in += size
     return admitted, refused
 
