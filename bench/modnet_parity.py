@@ -30,7 +30,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 # Table S1, "Frequency at last phonon PhDOS peak": the paper's tuned MODNet for matbench_phonons. The paper's
 # scripts call MODNetModel.fit with its defaults otherwise: 200 epochs, no early stopping, MinMax scaling.
 PAPER_PHONONS = {"n_feat": 255, "num_neurons": [[132], [132], [132], []], "out_act": "relu", "batch_size": 32,
-                 "lr": 0.004464, "loss": "mae", "act": "relu", "epochs": 200}
+                 "lr": 0.004464, "loss": "mae", "act": "relu", "epochs": 200,
+                 "clip_features": False}  # upstream has no clipping; our head clips by default
 DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "matbench" / "matbench_phonons.json.gz"
 
 

@@ -186,8 +186,8 @@ def test_clip_features_holds_new_rows_to_the_training_range_and_is_saved(name, r
     from hacknip.errors import InputError
 
     X_train, y_train, X_test, _ = regression_data
-    plain = small_head(name).fit(X_train, y_train)
-    clipped = small_head(name, clip_features=True).fit(X_train, y_train)
+    plain = small_head(name, clip_features=False).fit(X_train, y_train)
+    clipped = small_head(name).fit(X_train, y_train)  # clipping is the default
     far = X_test * 1e4
     inside = np.clip(far, X_train.min(axis=0), X_train.max(axis=0))
     np.testing.assert_allclose(clipped.predict(far), plain.predict(inside), rtol=1e-6)
@@ -195,10 +195,24 @@ def test_clip_features_holds_new_rows_to_the_training_range_and_is_saved(name, r
     np.testing.assert_array_equal(clipped.predict(X_train), plain.predict(X_train))  # training rows lie inside
     restored = type(clipped).from_state(clipped.get_params(), *clipped.get_state())
     np.testing.assert_array_equal(restored.predict(far), clipped.predict(far))
-    with pytest.raises(InputError, match="holds no training feature range"):
-        type(plain).from_state({**plain.get_params(), "clip_features": True}, *plain.get_state())
+    meta, arrays = clipped.get_state()
+    with pytest.raises(InputError, match="holds only one end of its training feature range"):
+        type(clipped).from_state(clipped.get_params(), meta, {k: v for k, v in arrays.items() if "high" not in k})
     with pytest.raises(InputError, match="clip_features must be true or false"):
         small_head(name, clip_features="yes").fit(X_train, y_train)
+
+
+@pytest.mark.parametrize("name", ["mlp", "modnet"])
+def test_a_head_saved_before_clipping_was_the_default_predicts_as_it_did(name, regression_data):
+    """Saved before 2026-12-04, a network head's params name no clip_features and its arrays hold no range: restored
+    under today's default (clip), it must still feed far rows unclipped, as it did when it was saved."""
+    X_train, y_train, X_test, _ = regression_data
+    unclipped = small_head(name, clip_features=False).fit(X_train, y_train)
+    old_params = {key: value for key, value in unclipped.get_params().items() if key != "clip_features"}
+    restored = type(unclipped).from_state(old_params, *unclipped.get_state())
+    far = X_test * 1e4
+    np.testing.assert_array_equal(restored.predict(far), unclipped.predict(far))
+    assert restored.clip_features is False
 
 
 # -- the plugin module ----------------------------------------------------------------------------------------------

@@ -132,7 +132,7 @@ def test_predictions_the_score_scale_cannot_take_are_named_with_what_to_do(tmp_p
     final = CVResult([{"fold": 0, "mae": 0.5}, {"fold": 1, "mae": np.inf}], predictions)
     config = RunConfig(data=table, backbone="toy", target_transform="ln", score_scale="transformed")
     with pytest.warns(UnscorablePredictionsWarning, match=r"^1 out-of-fold predictions .* ln scale .* e\.g\. fe "
-                                                          r"\(predicted 0\).* clip_features=true$"):
+                                                          r"\(predicted 0\).* clip_features on \(the default\)$"):
         scored_results(config, dataset, final, folds, "two folds")
     scorable = CVResult([{"fold": 0, "mae": 0.5}, {"fold": 1, "mae": 0.6}], predictions)
     with warnings.catch_warnings():

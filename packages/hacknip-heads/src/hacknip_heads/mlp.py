@@ -31,8 +31,9 @@ class MLPHead(BaseHead):
     training rows (stratified for classification) is held out; training stops once the validation loss has
     not improved for ``patience`` epochs, and the best epoch's weights are restored. Set
     ``validation_fraction=0`` to train all ``max_epochs`` on every row. Regression targets are standardised
-    internally; classification uses binary cross-entropy on logits. ``clip_features=True`` clips a new row's
-    features to the range the training rows spanned (:mod:`hacknip_heads._feature_range`)."""
+    internally; classification uses binary cross-entropy on logits. ``clip_features`` (default True) clips a new
+    row's features to the range the training rows spanned (:mod:`hacknip_heads._feature_range`); False feeds them
+    as they are."""
 
     def __init__(
         self,
@@ -46,7 +47,7 @@ class MLPHead(BaseHead):
         max_epochs: int = 400,
         patience: int = 30,
         validation_fraction: float = 0.1,
-        clip_features: bool = False,
+        clip_features: bool = True,
         random_state: int | None = 0,
     ):
         self.task = task
@@ -150,7 +151,8 @@ class MLPHead(BaseHead):
 
     def _restore(self, meta, arrays) -> None:
         self.network_ = _build_network(self.n_features_in_, self.hidden_layer_sizes, self.dropout)
-        self.feature_range_ = restored_range(arrays, self.clip_features, "MLP")
+        self.feature_range_ = restored_range(arrays, "MLP")
+        self.clip_features = self.feature_range_ is not None  # what the saved head did
         self.network_.load_state_dict({name: torch.from_numpy(np.array(value)) for name, value in arrays.items()
                                        if name not in (LOW, HIGH)})
         self.network_.eval()

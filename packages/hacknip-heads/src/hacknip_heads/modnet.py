@@ -245,9 +245,9 @@ class MODNetHead(BaseHead):
     * ``feature_selection``: "nmi" (upstream) or "first" (the first ``n_feat`` columns, as the paper's scripts).
     * ``remap_out_of_bounds``: upstream ``predict``'s option (default there True, in the paper's scripts False):
       regression predictions beyond the training range widened by 25 % are replaced by uniform draws inside it.
-    * ``clip_features``: not upstream's. A new row's selected features are clipped to the range the training rows
-      spanned before scaling, so that a feature almost constant in training (scaled by a tiny range) cannot drive
-      the network far outside anything it was fitted on.
+    * ``clip_features``: not upstream's (default True; False is upstream's behaviour). A new row's selected
+      features are clipped to the range the training rows spanned before scaling, so that a feature almost
+      constant in training (scaled by a tiny range) cannot drive the network far outside anything it was fitted on.
     """
 
     def __init__(
@@ -267,7 +267,7 @@ class MODNetHead(BaseHead):
         xscale: str | None = "minmax",
         feature_selection: str = "nmi",
         remap_out_of_bounds: bool = False,
-        clip_features: bool = False,
+        clip_features: bool = True,
         random_state: int | None = 0,
     ):
         self.task = task
@@ -407,7 +407,8 @@ class MODNetHead(BaseHead):
         self.target_min_, self.target_max_ = meta["target_min"], meta["target_max"]
         self.hidden_layer_sizes_ = tuple(meta["hidden_layer_sizes"])
         self.scaler_ = _AffineScaler(arrays["scaler/multiply"], arrays["scaler/add"]) if meta["scaled"] else None
-        self.feature_range_ = restored_range(arrays, self.clip_features, "MODNet")
+        self.feature_range_ = restored_range(arrays, "MODNet")
+        self.clip_features = self.feature_range_ is not None  # what the saved head did
         self.network_ = _build_network(self.n_feat_, self.hidden_layer_sizes_, self.act, self._output_activation())
         self.network_.load_state_dict({name.removeprefix("network/"): torch.from_numpy(np.array(value))
                                        for name, value in arrays.items() if name.startswith("network/")})

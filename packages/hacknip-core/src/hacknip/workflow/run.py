@@ -627,8 +627,8 @@ def _warn_unscorable(config: RunConfig, dataset: Dataset, final: CVResult) -> No
         examples = ", ".join(f"{dataset.samples[row].id} (predicted {final.predictions[row]:.3g})" for row in bad[:3])
         warnings.warn(f"{len(bad)} out-of-fold predictions have no value on the {config.target_transform} scale the "
                       f"scores use, e.g. {examples}, so their folds' MAE, RMSE and R² are infinite or undefined; a "
-                      "network fed features far outside its training rows' range does this: give the mlp or modnet "
-                      "head clip_features=true", UnscorablePredictionsWarning, stacklevel=3)
+                      "network fed features far outside its training rows' range does this: leave the mlp or modnet "
+                      "head's clip_features on (the default)", UnscorablePredictionsWarning, stacklevel=3)
 
 
 def results_dict(prepared: Prepared, per_layer: list[dict], chosen: dict[str, list[int]], final: CVResult,
