@@ -264,6 +264,34 @@ def test_a_head_that_searches_more_starts_studies_of_its_own(toy_plugin, toy_hea
     assert len(set(_studies(tmp_path / "studies.db")) - first) == len(first)
 
 
+def test_a_head_whose_defaults_changed_starts_studies_of_its_own(toy_plugin, toy_head, phonons_path, tmp_path,
+                                                                 monkeypatch):
+    """A head version with another default for a hyperparameter the command leaves unset (the network heads'
+    clip_features became True) must not resume trials fitted with the old one; a default that the search overrides
+    changes nothing."""
+    from toy_head import KNNHead
+
+    from hacknip.plugins.head import REGRESSION
+
+    _tune(phonons_path, tmp_path, "--protocol", "paper", "--layers", "1", "--trials", "2")
+    first = set(_studies(tmp_path / "studies.db"))
+    monkeypatch.setattr(KNNHead.__init__, "__defaults__", (REGRESSION, 7, "uniform", 0.0))  # n_neighbors: searched
+    _tune(phonons_path, tmp_path, "--protocol", "paper", "--layers", "1", "--trials", "2", out="searched")
+    assert set(_studies(tmp_path / "studies.db")) == first
+    monkeypatch.setattr(KNNHead.__init__, "__defaults__", (REGRESSION, 5, "uniform", 0.001))  # fit_delay: not
+    _tune(phonons_path, tmp_path, "--protocol", "paper", "--layers", "1", "--trials", "2", out="other-default")
+    assert len(set(_studies(tmp_path / "studies.db")) - first) == len(first)
+
+
+def test_an_ensembles_study_names_its_members_defaults():
+    from hacknip.plugins.ensemble_head import EnsembleHead
+    from hacknip.plugins.head import defaults_of
+
+    defaults = defaults_of(EnsembleHead, {"members": "lightgbm", "params": {"lightgbm": {"n_estimators": 50}}})
+    assert defaults["seeds"] == "1" and "lightgbm:learning_rate" in defaults
+    assert "members" not in defaults and "lightgbm:n_estimators" not in defaults
+
+
 def _subsets_tune(phonons_path, tmp_path, *extra, out="subsets"):
     args = ["tune", "--data", str(phonons_path), "--backbone", "toy@2+matminer:composition", "--head", "knn",
             "--limit", "60", "--store", str(tmp_path / "store"), "--jobs", "1", "--workers", "1", "--trials", "3",

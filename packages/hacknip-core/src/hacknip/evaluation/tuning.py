@@ -53,7 +53,7 @@ from hacknip.evaluation.crossval import (
 )
 from hacknip.features.compose import format_backbones, parse_backbones
 from hacknip.plugins.descriptor import is_descriptor_identity
-from hacknip.plugins.head import CLASSIFICATION, HeadSpec, head_params_for, merge_head_params, search_space_of
+from hacknip.plugins.head import CLASSIFICATION, HeadSpec, defaults_of, head_params_for, merge_head_params, search_space_of
 from hacknip.plugins.registry import get_head_spec
 from hacknip.workflow.provenance import without_passwords
 from hacknip.workflow.run import (
@@ -466,9 +466,12 @@ def _study_finished(study, settings: TuneSettings) -> bool:
 def _study_prefix(prepared: Prepared, settings: TuneSettings, search_space: Callable) -> str:
     """Same command, same studies: what makes trials comparable goes into the name (hashed for length): the rows'
     target values (so another target column of the same file is another study), for molecules how their geometries
-    were made, and the head's search space (a head version that searches more starts afresh instead of resuming
-    studies that never drew the new hyperparameter)."""
+    were made, the head's search space (a head version that searches more starts afresh instead of resuming
+    studies that never drew the new hyperparameter) and the defaults of what the command leaves unset (a head
+    version whose defaults changed, as the networks' clip_features did, does not resume trials fitted the old way)."""
     config = prepared.config
+    space = search_space_key(search_space)
+    defaults = defaults_of(prepared.head_spec.estimator_class(), config.head_params)  # those searched do not count
     targets = hashlib.sha256(np.ascontiguousarray(prepared.y, dtype=np.float64).tobytes()).hexdigest()
     key = json.dumps({"data": str(Path(config.data).resolve()), "n": len(prepared.y), "backbone": config.backbone,
                       "targets": targets, "geometries": [config.conformer, config.relax, config.relax_fmax,
@@ -477,7 +480,8 @@ def _study_prefix(prepared: Prepared, settings: TuneSettings, search_space: Call
                       "protocol": settings.protocol, "inner_folds": settings.inner_folds,
                       "outer": prepared.folds_source, "target_transform": config.target_transform,
                       "score_scale": config.score_scale, "extras": config.extra_features,
-                      "space": search_space_key(search_space)}, sort_keys=True)
+                      "space": space, "defaults": {name: value for name, value in defaults.items() if name not in space}},
+                     sort_keys=True)
     return f"{config.head}-{hashlib.sha256(key.encode()).hexdigest()[:12]}"
 
 

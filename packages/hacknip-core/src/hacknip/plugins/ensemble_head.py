@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from hacknip.errors import InputError
-from hacknip.plugins.head import REGRESSION, search_space_of
+from hacknip.plugins.head import REGRESSION, search_space_of, signature_defaults
 from hacknip.plugins.head_base import BaseHead
 
 DEFAULT_MEMBERS = "lightgbm+xgboost"
@@ -67,6 +67,19 @@ class EnsembleHead(BaseHead):
                                  "tuned; tune an ensemble of heads that can be")
             spaces[name] = space(_PrefixedTrial(trial, f"{name}:"))
         return {"params": spaces}
+
+    @classmethod
+    def defaults(cls, fixed: dict[str, Any]) -> dict[str, str]:
+        """This head's defaults, and each member's (``"modnet:epochs"``) for what ``params`` leaves unset."""
+        from hacknip.plugins.registry import get_head_spec
+
+        defaults = signature_defaults(cls, fixed)
+        params = fixed.get("params") if isinstance(fixed.get("params"), dict) else {}
+        for name in member_names(fixed.get("members", DEFAULT_MEMBERS)):
+            member = params.get(name) if isinstance(params.get(name), dict) else {}
+            member_defaults = signature_defaults(get_head_spec(name).estimator_class(), member)
+            defaults.update({f"{name}:{key}": value for key, value in member_defaults.items()})
+        return defaults
 
     def _member_params(self) -> dict[str, dict[str, Any]]:
         names = member_names(self.members)

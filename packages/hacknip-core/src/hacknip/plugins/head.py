@@ -78,6 +78,21 @@ def search_space_of(head_class: type, fixed: dict[str, Any]) -> Callable[[Any], 
     return space
 
 
+def defaults_of(head_class: type, fixed: dict[str, Any]) -> dict[str, str]:
+    """The default of each hyperparameter of ``head_class`` that ``fixed`` leaves unset, as ``repr`` text: what a
+    head with these fixed hyperparameters will use. A head made of other heads adds theirs through its own
+    ``defaults(fixed)`` classmethod (the ensemble does)."""
+    own = getattr(head_class, "defaults", None)
+    if callable(own):
+        return own(fixed)
+    return signature_defaults(head_class, fixed)
+
+
+def signature_defaults(head_class: type, fixed: dict[str, Any]) -> dict[str, str]:
+    return {name: repr(parameter.default) for name, parameter in inspect.signature(head_class).parameters.items()
+            if name not in fixed and parameter.default is not inspect.Parameter.empty}
+
+
 def head_params_for(head: str, head_params: dict[str, Any], heads: list[str]) -> dict[str, Any]:
     """The hyperparameters ``--head-param`` gives ``head``, one of the ``heads`` a command names: every plain
     ``KEY=VALUE``, and every ``HEAD:KEY=VALUE`` whose prefix is ``head`` (it wins over a plain one), so that
