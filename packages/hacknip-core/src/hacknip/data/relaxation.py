@@ -162,11 +162,11 @@ def relax_in_batches(structures: Sequence[Atoms], backbone, options: RelaxOption
         raise InputError(f"{getattr(backbone, 'name', backbone)} has no batched energies_and_forces, so it relaxes one "
                          "structure at a time (batch size 1)")
     _optimizer_class(options.optimizer)
+    box_vacuum = options.vacuum_or(vacuum)
     waiting = deque(enumerate(structures))
     active: list[_Walker] = []
     while waiting or active:
-        admitted, refused = _admit(waiting, active, options.optimizer, options.vacuum_or(vacuum), batch_size,
-                                   batch_atoms, size_of)
+        admitted, refused = _admit(waiting, active, options.optimizer, box_vacuum, batch_size, batch_atoms, size_of)
         yield from refused
         active += admitted
         evaluated, failed = _evaluate(backbone, active)
