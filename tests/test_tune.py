@@ -13,6 +13,7 @@ import pytest
 from click.testing import CliRunner
 
 from hacknip.cli import cli
+from hacknip.errors import InputError
 
 TESTS = Path(__file__).parent
 
@@ -281,6 +282,48 @@ def test_a_head_whose_defaults_changed_starts_studies_of_its_own(toy_plugin, toy
     monkeypatch.setattr(KNNHead.__init__, "__defaults__", (REGRESSION, 5, "uniform", 0.001))  # fit_delay: not
     _tune(phonons_path, tmp_path, "--protocol", "paper", "--layers", "1", "--trials", "2", out="other-default")
     assert len(set(_studies(tmp_path / "studies.db")) - first) == len(first)
+
+
+def test_params_replay_with_the_defaults_they_were_tuned_with(toy_plugin, toy_head, phonons_path, tmp_path,
+                                                               monkeypatch):
+    """A params.json tuned before a head's default changed (clip_features became True) replays as it was fitted; a
+    --head-param still chooses."""
+    from toy_head import KNNHead
+
+    from hacknip.plugins.head import REGRESSION
+
+    _, tuned = _tune(phonons_path, tmp_path, "--protocol", "paper", "--layers", "2")
+    params = tmp_path / "tuned" / "params.json"
+    assert json.loads(params.read_text())["head_defaults"] == {"task": "'regression'", "fit_delay": "0.0"}
+    monkeypatch.setattr(KNNHead.__init__, "__defaults__", (REGRESSION, 5, "uniform", 0.001))
+
+    def replay(out, *extra):
+        result = CliRunner().invoke(cli, ["run", "--data", str(phonons_path), "--limit", "100", "--params", str(params),
+                                          "--out", str(tmp_path / out), *extra])
+        assert result.exit_code == 0, result.output
+        return result.output, json.loads((tmp_path / out / "results.json").read_text())
+
+    output, replayed = replay("replay")
+    assert replayed["head_params"] == {**tuned["params"]["head_params"], "fit_delay": 0.0}
+    assert replayed["mae_mean"] == pytest.approx(tuned["mae_mean"])
+    assert "knn's default fit_delay was 0.0 when it was tuned and is 0.001 now; replaying with 0.0" in output
+    output, chosen = replay("chosen", "--head-param", "fit_delay=0.002")
+    assert chosen["head_params"]["fit_delay"] == 0.002 and "default fit_delay" not in output
+
+
+def test_an_ensemble_restores_its_members_defaults_under_params():
+    from hacknip.plugins.ensemble_head import EnsembleHead
+    from hacknip.plugins.head import defaults_of, restore_defaults
+
+    fixed = {"members": "lightgbm", "params": {"lightgbm": {"n_estimators": 50}}}
+    recorded = {**defaults_of(EnsembleHead, fixed), "lightgbm:learning_rate": "0.5", "seeds": "2"}
+    restored, changed = restore_defaults(EnsembleHead, fixed, recorded)
+    assert restored == {"members": "lightgbm", "seeds": 2,
+                        "params": {"lightgbm": {"n_estimators": 50, "learning_rate": 0.5}}}
+    assert set(changed) == {"lightgbm:learning_rate", "seeds"} and fixed["params"]["lightgbm"] == {"n_estimators": 50}
+    assert restore_defaults(EnsembleHead, restored, recorded) == (restored, {})
+    with pytest.raises(InputError, match="seeds=os.system"):
+        restore_defaults(EnsembleHead, fixed, {"seeds": "os.system('true')"})
 
 
 def test_an_ensembles_study_names_its_members_defaults():

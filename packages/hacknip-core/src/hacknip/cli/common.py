@@ -352,8 +352,26 @@ def _replayed(options: dict, replay: dict) -> dict:
     for name in ("head", "pooling"):
         if options[name] and options[name] != replay[name]:
             raise InputError(f"--params was tuned for --{name} {replay[name]}, not {options[name]}; leave --{name} out")
+    head_params = _with_tuned_defaults(replay, merge_head_params(replay["head_params"], options["head_params"]))
     return {"backbone": replay["backbone"], "head": replay["head"], "pooling": replay["pooling"],
-            "head_params": merge_head_params(replay["head_params"], options["head_params"])}
+            "head_params": head_params}
+
+
+def _with_tuned_defaults(replay: dict, head_params: dict) -> dict:
+    """``head_params`` with the defaults the head was tuned with where today's differ and the user set none (a
+    params.json written before ``head_defaults`` was recorded replays with today's)."""
+    from hacknip.plugins.head import restore_defaults
+    from hacknip.plugins.registry import get_head_spec
+
+    recorded = replay.get("head_defaults") or {}
+    if not isinstance(recorded, dict):
+        raise InputError("--params: head_defaults is not a mapping; use the params.json that hacknip tune wrote")
+    head_class = get_head_spec(replay["head"]).estimator_class()
+    head_params, changed = restore_defaults(head_class, head_params, recorded)
+    for key, (then, now) in changed.items():
+        click.echo(f"--params: {replay['head']}'s default {key} was {then} when it was tuned and is {now} now; "
+                   f"replaying with {then} (a --head-param overrides it)", err=True)
+    return head_params
 
 
 def read_params(path: Path | None) -> dict | None:

@@ -513,10 +513,13 @@ def features_expression(layers: dict[str, list[int]], members: list[MemberFeatur
 
 
 def replay_params(config: RunConfig, deploy: ScopeWinner, members: list[MemberFeatures]) -> dict[str, Any]:
-    """What ``hacknip run --params FILE`` needs to replay the tuned configuration."""
+    """What ``hacknip run --params FILE`` needs to replay the tuned configuration; ``head_defaults`` are the
+    defaults of the hyperparameters it leaves unset, so that a later version with other defaults replays it as it
+    was fitted."""
     expression = features_expression(deploy.layers, members)
-    return {"backbone": expression, "head": deploy.head,
-            "head_params": merge_head_params(deploy.head_params, config.head_params), "pooling": config.pooling}
+    head_params = merge_head_params(deploy.head_params, config.head_params)
+    return {"backbone": expression, "head": deploy.head, "head_params": head_params, "pooling": config.pooling,
+            "head_defaults": defaults_of(get_head_spec(deploy.head).estimator_class(), head_params)}
 
 
 def _tuning_summary(settings: TuneSettings, prepared: Prepared, deploy: ScopeWinner, per_fold: list[ScopeWinner],

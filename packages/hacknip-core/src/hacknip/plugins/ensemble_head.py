@@ -81,6 +81,21 @@ class EnsembleHead(BaseHead):
             defaults.update({f"{name}:{key}": value for key, value in member_defaults.items()})
         return defaults
 
+    @classmethod
+    def with_defaults(cls, fixed: dict[str, Any], values: dict[str, Any]) -> dict[str, Any]:
+        """``fixed`` with ``values`` set, keyed as :meth:`defaults` keys them: a member's under ``params``."""
+        params = fixed.get("params") if isinstance(fixed.get("params"), dict) else {}
+        placed = {**fixed, "params": {name: dict(member) for name, member in params.items()}}
+        for key, value in values.items():
+            member, _, name = key.rpartition(":")
+            if member:
+                placed["params"].setdefault(member, {})[name] = value
+            else:
+                placed[name] = value
+        if not placed["params"]:
+            del placed["params"]
+        return placed
+
     def _member_params(self) -> dict[str, dict[str, Any]]:
         names = member_names(self.members)
         params = self.params or {}

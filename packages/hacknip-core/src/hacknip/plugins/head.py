@@ -18,6 +18,7 @@ head reads its ``members`` there).
 
 from __future__ import annotations
 
+import ast
 import inspect
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -91,6 +92,28 @@ def defaults_of(head_class: type, fixed: dict[str, Any]) -> dict[str, str]:
 def signature_defaults(head_class: type, fixed: dict[str, Any]) -> dict[str, str]:
     return {name: repr(parameter.default) for name, parameter in inspect.signature(head_class).parameters.items()
             if name not in fixed and parameter.default is not inspect.Parameter.empty}
+
+
+def restore_defaults(head_class: type, fixed: dict[str, Any], recorded: dict[str, str]) -> tuple[dict[str, Any], dict]:
+    """``fixed`` with every default that differs today from ``recorded`` (:func:`defaults_of` text written when a
+    configuration was tuned) set to its recorded value, so that the configuration replays as it was fitted; and
+    ``{key: (then, now)}`` for each one set. A head made of other heads places its members' (``"modnet:KEY"``)
+    through its own ``with_defaults(fixed, values)`` classmethod."""
+    now = defaults_of(head_class, fixed)
+    changed = {key: (then, now[key]) for key, then in recorded.items() if key in now and now[key] != then}
+    if not changed:
+        return fixed, {}
+    values = {key: _literal(key, then) for key, (then, _) in changed.items()}
+    place = getattr(head_class, "with_defaults", None)
+    return (place(fixed, values) if callable(place) else {**fixed, **values}), changed
+
+
+def _literal(key: str, text: str) -> Any:
+    try:
+        return ast.literal_eval(text)
+    except (ValueError, SyntaxError):
+        raise InputError(f"the head's default {key}={text} when it was tuned cannot be restored (not a Python "
+                         f"literal); set {key} with --head-param") from None
 
 
 def head_params_for(head: str, head_params: dict[str, Any], heads: list[str]) -> dict[str, Any]:
