@@ -40,6 +40,12 @@ def relaxed_records(folder: Path) -> list[dict]:
     return [record for record in records if "converged" in record]
 
 
+def is_relaxation_folder(folder: Path) -> bool:
+    """A folder of relaxed geometries, not the one of unrelaxed conformers beside them."""
+    identity = folder / "identity.json"
+    return identity.exists() and "relax" in json.loads(identity.read_text())
+
+
 def summarise(folder: Path) -> str:
     identity = json.loads((folder / "identity.json").read_text())
     cutoff = float(identity["backbone"].get("atom_graph_cutoff", identity["relax"]["vacuum"]))
@@ -100,7 +106,7 @@ def main() -> None:
             parser.error("--against compares one folder with another: give exactly one folder before it")
         print(compare(args.folders[0], args.against))
         return
-    folders = args.folders or sorted(path for path in default_root().glob("*") if (path / "identity.json").exists())
+    folders = args.folders or sorted(path for path in default_root().glob("*") if is_relaxation_folder(path))
     for folder in folders:
         print(summarise(folder))
 

@@ -1,5 +1,5 @@
 """Molecules from SMILES / SDF: per-row failures, seeded embedding, relaxation with the backbone's calculator, the
-relaxed-geometry store, parallel workers, scaffold folds, and no supercell for non-periodic structures."""
+stores of conformers and relaxed geometries, parallel workers, scaffold folds, and no supercell for non-periodic structures."""
 
 from __future__ import annotations
 
@@ -131,6 +131,46 @@ def test_geometry_store_avoids_recomputation(tmp_path):
     changed = molecules_to_dataset(path, backbone=MorseBackbone(), relax_options=RelaxOptions(steps=11), store=store)
     assert CALCULATIONS["count"] > 0 and not np.allclose(changed.samples[0].atoms.positions,
                                                          first.samples[0].atoms.positions)
+
+
+def test_conformers_are_made_once_and_read_back_after(tmp_path, monkeypatch):
+    import hacknip.data.molecules as molecules
+
+    made = []
+    monkeypatch.setattr(molecules, "embed", lambda molecule, options: made.append(options) or embed(molecule, options))
+    path, store = _table(tmp_path, MOLECULES), FeatureStore(tmp_path / "store")
+    first = molecules_to_dataset(path, store=store)
+    assert len(made) == 3
+    progress = []
+    again = molecules_to_dataset(path, store=store, on_progress=progress.append)
+    assert len(made) == 3 and progress == [3]
+    for one, other in zip(first.samples, again.samples):
+        assert one.id == other.id and one.atoms == other.atoms
+    other_seed = molecules_to_dataset(path, store=store, embed_options=EmbedOptions(seed=1))
+    assert len(made) == 6  # other settings, other conformers
+    for sample, (_, smiles, _) in zip(other_seed.samples, MOLECULES):
+        np.testing.assert_array_equal(sample.atoms.positions, embed(parse_smiles(smiles), EmbedOptions(seed=1)).positions)
+    assert len(list((tmp_path / "store").glob("geometries/conformers-*/*.json"))) == 6 + 1  # and identity.json
+
+
+def test_a_molecule_rdkit_cannot_embed_is_stored_as_such_and_not_tried_again(tmp_path, monkeypatch):
+    import hacknip.data.molecules as molecules
+
+    tried = []
+
+    def embed_but_pyridine(molecule, options):
+        tried.append(molecules.canonical_smiles(molecule))
+        if tried[-1] == "c1ccncc1":
+            raise molecules.MoleculeError(f"{molecules.EMBEDDING_FAILED}: RDKit ETKDG found no conformer (seed 0)")
+        return embed(molecule, options)
+
+    monkeypatch.setattr(molecules, "embed", embed_but_pyridine)
+    path, store = _table(tmp_path, MOLECULES), FeatureStore(tmp_path / "store")
+    for expected_tries in (3, 3):
+        dataset = molecules_to_dataset(path, store=store, on_error="skip")
+        assert len(tried) == expected_tries and [sample.id for sample in dataset.samples] == ["0", "1"]
+        assert [(row.id, row.reason) for row in dataset.skipped] == [
+            ("2", "3D embedding failed: RDKit ETKDG found no conformer (seed 0)")]
 
 
 def test_a_damaged_stored_geometry_is_set_aside_and_relaxed_again(tmp_path):
@@ -383,7 +423,8 @@ def test_molecules_are_unrelaxed_unless_asked_and_each_conformer_relaxes_apart_i
     path = _table(tmp_path, MOLECULES)
     store = FeatureStore(tmp_path / "store")
     unrelaxed = molecules_to_dataset(path, backbone=MorseBackbone(), store=store)
-    assert not (tmp_path / "store" / "geometries").exists()  # a backbone alone does not relax
+    stored = [folder.name.split("-")[0] for folder in (tmp_path / "store" / "geometries").iterdir()]
+    assert stored == ["conformers"]  # a backbone alone does not relax
     np.testing.assert_array_equal(unrelaxed.samples[1].atoms.positions, embed(parse_smiles("CC(=O)O")).positions)
     mmff = EmbedOptions(force_field="MMFF94")
     optimised = molecules_to_dataset(path, embed_options=mmff)
@@ -395,5 +436,5 @@ def test_molecules_are_unrelaxed_unless_asked_and_each_conformer_relaxes_apart_i
     from_etkdg = molecules_to_dataset(path, backbone=MorseBackbone(), relax_options=FEW_STEPS, store=store,
                                       embed_options=EmbedOptions())
     assert not np.allclose(from_mmff.samples[1].atoms.positions, from_etkdg.samples[1].atoms.positions)
-    records = [file for file in (tmp_path / "store").glob("geometries/*/*.json") if file.name != "identity.json"]
+    records = [file for file in (tmp_path / "store").glob("geometries/morse-*/*.json") if file.name != "identity.json"]
     assert len(records) == 2 * len(from_mmff.samples)  # the ETKDG start found none of the MMFF94 ones

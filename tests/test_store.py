@@ -391,10 +391,11 @@ def test_relaxed_geometries_beside_the_backbones_are_not_taken_for_a_backbone_fo
     from click.testing import CliRunner
 
     from hacknip.cli.main import cli
-    from hacknip.data.molecules import GeometryStore, RelaxOptions
+    from hacknip.data.molecules import RelaxOptions, relaxed_geometries, stored_conformers
 
     _write_store(tmp_path, monkeypatch, n=4)
-    GeometryStore(tmp_path, ToyBackbone().identity(), RelaxOptions(), vacuum=6.0)  # as relaxing molecules makes it
+    relaxed_geometries(tmp_path, ToyBackbone().identity(), RelaxOptions(), vacuum=6.0)  # as relaxing molecules does
+    stored_conformers(tmp_path)
     assert (tmp_path / "geometries").is_dir()
     backbone_folders = sorted(path.name for path in tmp_path.iterdir() if path.is_dir() and path.name != "geometries")
     assert len(backbone_folders) == 1

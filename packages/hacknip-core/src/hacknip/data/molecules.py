@@ -10,8 +10,10 @@ Relaxed geometries are stored beside the features, one JSON file per molecule, u
 ``<feature store>/geometries/<backbone>-<key>/`` where the key hashes the backbone identity and the relaxation
 settings, and each file name hashes the canonical SMILES with the embedding settings and the RDKit version (or
 the content hash of a given 3D geometry). A molecule whose file exists is never embedded or relaxed again, so
-an interrupted run resumes where it stopped. Unrelaxed conformers are not stored: making one again is cheaper than
-reading it.
+an interrupted run resumes where it stopped. Unrelaxed conformers are stored the same way, under
+``<feature store>/geometries/conformers-<key>/``: BBBP's 2 038 are read back 70 times faster than they are made
+(``bench/conformer_cost.py``, docs/molecules.md). A molecule RDKit cannot embed is stored as such: with a seed it fails
+the same way every time, and failing can take most of a minute.
 
 Every row that cannot be used is reported with its row and id, under one of the :data:`FAILURES` categories.
 Relaxations that do not converge are kept and flagged (``Dataset.flagged``), or skipped on request.
@@ -65,6 +67,9 @@ from hacknip.store import (
 
 INSTALL_HINT = "pip install hacknip-core[molecules]"
 NONCONVERGED_CHOICES = ("keep", "skip")
+CONFORMERS_FOLDER = "conformers"
+FAILED_KEY = "failed"
+"""A stored record with this key is a molecule RDKit could not embed, and why (a 3D embedding failure)."""
 CUDA_RELAX_BATCH = 50
 """Molecules relaxed at once by default on a CUDA device (docs/molecules.md, "Relaxing many molecules at once")."""
 
@@ -225,11 +230,12 @@ def _to_atoms(molecule) -> Atoms:
 # --- the geometry store -----------------------------------------------------------------------------------
 
 class GeometryStore:
-    """Relaxed geometries of one backbone identity and one set of relaxation settings (see the module docstring)."""
+    """Stored geometries, one JSON record per molecule, in a folder of their own under ``root`` (see the module
+    docstring): :func:`relaxed_geometries` for one backbone and relaxation settings, :func:`stored_conformers` for
+    conformers as RDKit made them."""
 
-    def __init__(self, root: str | Path, backbone_identity: dict[str, Any], relax: RelaxOptions, vacuum: float):
-        identity = {"backbone": backbone_identity, "relax": {**asdict(relax), "vacuum": vacuum}}
-        self.path = Path(root) / GEOMETRIES_FOLDER / f"{slug(backbone_identity['name'])}-{identity_key(identity)}"
+    def __init__(self, root: str | Path, folder: str, identity: dict[str, Any]):
+        self.path = Path(root) / GEOMETRIES_FOLDER / f"{folder}-{identity_key(identity)}"
         self.path.mkdir(parents=True, exist_ok=True)
         identity_file = self.path / "identity.json"
         if not identity_file.exists():
@@ -255,13 +261,26 @@ class GeometryStore:
         target = self.path / DAMAGED_FOLDER / file.name
         target.parent.mkdir(exist_ok=True)
         os.replace(file, target)
-        warnings.warn(f"{file}: damaged stored geometry ({error}); moved to {target}, the molecule will be relaxed again",
+        warnings.warn(f"{file}: damaged stored geometry ({error}); moved to {target}, the molecule will be made again",
                       DamagedShardWarning, stacklevel=2)
         return None
 
     def put(self, key: str, record: dict[str, Any]) -> None:
         text = json.dumps(record).encode()
         atomic_write(self._file(key), lambda stream: stream.write(text))
+
+
+def relaxed_geometries(root: str | Path, backbone_identity: dict[str, Any], relax: RelaxOptions,
+                       vacuum: float) -> GeometryStore:
+    """The molecules relaxed with one backbone identity and one set of relaxation settings."""
+    identity = {"backbone": backbone_identity, "relax": {**asdict(relax), "vacuum": vacuum}}
+    return GeometryStore(root, slug(backbone_identity["name"]), identity)
+
+
+def stored_conformers(root: str | Path) -> GeometryStore:
+    """Conformers as RDKit made them, unrelaxed: each file's key (:func:`smiles_key`) already holds the embedding
+    settings and the RDKit version, so one folder serves them all."""
+    return GeometryStore(root, CONFORMERS_FOLDER, {"conformers": "RDKit ETKDG; settings and RDKit version in each key"})
 
 
 def smiles_key(smiles: str, options: EmbedOptions) -> str:
@@ -312,9 +331,14 @@ class _Runner:
         try:
             atoms = job.atoms if job.atoms is not None else embed(parse_smiles(job.smiles), self.embed)
         except MoleculeError as error:
+            if self.store is not None:  # ETKDG with a seed fails the same way every time, after up to a minute
+                self.store.put(job.key, {"smiles": job.smiles, FAILED_KEY: str(error)})
             return "failed", str(error)
         if self.calculator is None:
-            return "ok", _record(job, atoms)
+            record = _record(job, atoms)
+            if self.store is not None and job.atoms is None:
+                self.store.put(job.key, record)
+            return "ok", record
         atoms = _labelled(job, atoms)
         try:
             relaxation = relax(atoms, self.calculator, self.relax, self.vacuum)
@@ -552,7 +576,8 @@ def molecules_to_dataset(
     any case), an SDF file, or an (ext)xyz file. ``backbone``: a registered name (each worker process loads it
     once) or a loaded backbone, used only to relax (``relax_options=None``, the default, or ``backbone=None`` gives
     the conformers and input geometries unrelaxed: relaxing with CHGNet lowered ROC-AUC on ClinTox, see
-    docs/benchmarks.md). Relaxed geometries are stored under ``store``'s folder and reused. ``on_error="skip"``
+    docs/benchmarks.md). Conformers and relaxed geometries are stored under ``store``'s folder (default: the
+    default feature store's) and reused. ``on_error="skip"``
     lists unusable rows in ``Dataset.skipped`` instead of raising; non-converged relaxations are kept and listed in
     ``Dataset.flagged`` (``on_nonconverged="skip"`` moves them to ``skipped``). ``on_progress(n)`` is called
     as molecules finish, after ``on_total(n)`` has said how many there are. ``limit`` keeps only the first rows
@@ -615,11 +640,11 @@ def _load(backbone: str | Backbone | None, options: dict[str, Any]) -> Backbone 
 
 
 def _runner(backbone: Backbone | None, embed_options, relax_options, store: FeatureStore | None) -> _Runner:
-    if backbone is None:
-        return _Runner(embed_options, relax_options or RelaxOptions())
-    vacuum = relax_options.vacuum_or(float(backbone.cutoff))
     root = (store or FeatureStore()).local_root
-    geometry_store = GeometryStore(root, backbone.identity(), relax_options, vacuum)
+    if backbone is None:
+        return _Runner(embed_options, relax_options or RelaxOptions(), store=stored_conformers(root))
+    vacuum = relax_options.vacuum_or(float(backbone.cutoff))
+    geometry_store = relaxed_geometries(root, backbone.identity(), relax_options, vacuum)
     return _Runner(embed_options, relax_options, calculator_of(backbone), vacuum, geometry_store)
 
 
@@ -644,7 +669,8 @@ def _results_from_store(rows: Sequence[_Row], store: GeometryStore | None) -> di
     if store is None:
         return {}
     stored = {row.job.key: store.get(row.job.key) for row in rows}
-    return {key: ("ok", record) for key, record in stored.items() if record is not None}
+    return {key: ("failed", str(record[FAILED_KEY])) if FAILED_KEY in record else ("ok", record)
+            for key, record in stored.items() if record is not None}
 
 
 def _collect(row: _Row, result: tuple[str, Any], relax_options, on_nonconverged: str,
