@@ -69,8 +69,8 @@ def test_molecules_are_relaxed_by_the_first_backbone_and_reused(bbbp, tmp_path):
 def _stored_geometries(store) -> dict:
     """The relaxed geometries under a store, by file name."""
     files = [file for file in store.glob("geometries/*/*.json") if file.name != "identity.json"]
-    records = {file.name: json.loads(file.read_text()) for file in files}
-    return {name: record for name, record in records.items() if "steps" in record}
+    records = [(file.name, json.loads(file.read_text())) for file in files]
+    return {name: record for name, record in records if "steps" in record}  # not their conformers, of the same name
 
 
 def test_the_preset_decides_whether_molecules_are_relaxed_unless_told(tmp_path):

@@ -173,12 +173,50 @@ def test_a_molecule_rdkit_cannot_embed_is_stored_as_such_and_not_tried_again(tmp
             ("2", "3D embedding failed: RDKit ETKDG found no conformer (seed 0)")]
 
 
+class MorseForcesBackbone(MorseBackbone):
+    """Relaxes through a batched ``energies_and_forces``, as the real backbones do with ``relax_batch`` > 1."""
+
+    def energies_and_forces(self, structures):
+        results = []
+        for atoms in structures:
+            atoms = atoms.copy()
+            atoms.calc = MorsePotential(r0=1.2, rho0=6.0)
+            results.append((atoms.get_potential_energy(), atoms.get_forces()))
+        return results
+
+
+@pytest.mark.parametrize("relax_batch", [1, 2])
+def test_relaxed_molecules_start_from_the_stored_conformers_and_their_failures(tmp_path, monkeypatch, relax_batch):
+    import hacknip.data.molecules as molecules
+
+    tried = []
+
+    def embed_but_pyridine(molecule, options):
+        tried.append(molecules.canonical_smiles(molecule))
+        if tried[-1] == "c1ccncc1":
+            raise molecules.MoleculeError(f"{molecules.EMBEDDING_FAILED}: RDKit ETKDG found no conformer (seed 0)")
+        return embed(molecule, options)
+
+    monkeypatch.setattr(molecules, "embed", embed_but_pyridine)
+    path, store = _table(tmp_path, MOLECULES), FeatureStore(tmp_path / "store")
+    for relax_options in (FEW_STEPS, RelaxOptions(steps=11), RelaxOptions(steps=11, fmax=0.1)):
+        dataset = molecules_to_dataset(path, backbone=MorseForcesBackbone(), relax_options=relax_options, store=store,
+                                       on_error="skip", relax_batch=relax_batch)
+        assert len(tried) == 3, "the second and third relaxations start from the first one's conformers"
+        assert [sample.id for sample in dataset.samples] == ["0", "1"]
+        assert [row.reason for row in dataset.skipped] == ["3D embedding failed: RDKit ETKDG found no conformer (seed 0)"]
+    relaxed = [folder for folder in (tmp_path / "store" / "geometries").iterdir() if folder.name.startswith("morse-")]
+    assert len(relaxed) == 3
+    unrelaxed = molecules_to_dataset(path, store=store, on_error="skip", embed_options=EmbedOptions(force_field="MMFF94"))
+    assert len(tried) == 3 and len(unrelaxed.samples) == 2  # the same conformers, unrelaxed
+
+
 def test_a_damaged_stored_geometry_is_set_aside_and_relaxed_again(tmp_path):
     from hacknip.store import DamagedShardWarning
 
     path, store = _table(tmp_path, MOLECULES), FeatureStore(tmp_path / "store")
     first = molecules_to_dataset(path, backbone=MorseBackbone(), relax_options=FEW_STEPS, store=store)
-    records = sorted((tmp_path / "store").glob("geometries/*/*.json"))
+    records = sorted((tmp_path / "store").glob("geometries/morse-*/*.json"))
     damaged = next(r for r in records if r.name != "identity.json")
     damaged.write_text(damaged.read_text()[:40])
     CALCULATIONS["count"] = 0
@@ -241,7 +279,7 @@ def test_an_interrupt_stops_the_workers_after_the_molecules_they_are_relaxing(tm
     with pytest.raises(KeyboardInterrupt):
         molecules_to_dataset(_table(tmp_path, alkanes), backbone=SlowMorseBackbone(), relax_options=FEW_STEPS,
                              workers=2, store=store, on_progress=interrupt)
-    relaxed = [path for path in (store.local_root / "geometries").rglob("*.json") if path.name != "identity.json"]
+    relaxed = [path for path in (store.local_root / "geometries").glob("morse-*/*.json") if path.name != "identity.json"]
     # the first result, the molecules in the workers' hands and the few already queued to them; not all 40
     assert 1 <= len(relaxed) <= 10
 

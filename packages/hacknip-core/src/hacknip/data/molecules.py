@@ -10,8 +10,9 @@ Relaxed geometries are stored beside the features, one JSON file per molecule, u
 ``<feature store>/geometries/<backbone>-<key>/`` where the key hashes the backbone identity and the relaxation
 settings, and each file name hashes the canonical SMILES with the embedding settings and the RDKit version (or
 the content hash of a given 3D geometry). A molecule whose file exists is never embedded or relaxed again, so
-an interrupted run resumes where it stopped. Unrelaxed conformers are stored the same way, under
-``<feature store>/geometries/conformers-<key>/``: BBBP's 2 038 are read back 70 times faster than they are made
+an interrupted run resumes where it stopped. The conformers are stored the same way, relaxed after or not, under
+``<feature store>/geometries/conformers-<key>/`` (so another backbone or other relaxation settings start from the same
+ones, made once): BBBP's 2 038 are read back 70 times faster than they are made
 (``bench/conformer_cost.py``, docs/molecules.md). A molecule RDKit cannot embed is stored as such: with a seed it fails
 the same way every time, and failing can take most of a minute.
 
@@ -317,29 +318,45 @@ def record_atoms(record: dict[str, Any]) -> Atoms:
 
 @dataclass
 class _Runner:
-    """What a process needs to make molecules: ``calculator`` is None when nothing is relaxed."""
+    """What a process needs to make molecules: ``calculator`` is None when nothing is relaxed; ``conformers`` holds
+    the conformers (and the embedding failures) whether they are then relaxed or not, ``store`` the relaxed
+    geometries."""
 
     embed: EmbedOptions
     relax: RelaxOptions
     calculator: Any = None
     vacuum: float = 6.0
     store: GeometryStore | None = None
+    conformers: GeometryStore | None = None
+
+    @property
+    def results(self) -> GeometryStore | None:
+        """Where a finished molecule's record is found: its relaxed geometry, or its conformer when none is relaxed."""
+        return self.store if self.calculator is not None else self.conformers
+
+    def conformer(self, job: MoleculeJob) -> tuple[str, dict[str, Any] | str]:
+        """``("ok", record)`` of the input geometry or the conformer (stored, or made and stored), or
+        ``("failed", reason)``."""
+        if job.atoms is not None:
+            return "ok", _record(job, job.atoms)
+        stored = self.conformers.get(job.key) if self.conformers is not None else None
+        if stored is not None:
+            return ("failed", str(stored[FAILED_KEY])) if FAILED_KEY in stored else ("ok", stored)
+        try:
+            record = _record(job, embed(parse_smiles(job.smiles), self.embed))
+        except MoleculeError as error:  # ETKDG with a seed fails the same way every time, after up to a minute
+            record = {"smiles": job.smiles, FAILED_KEY: str(error)}
+        if self.conformers is not None:
+            self.conformers.put(job.key, record)
+        return ("failed", record[FAILED_KEY]) if FAILED_KEY in record else ("ok", record)
 
     def run(self, job: MoleculeJob) -> tuple[str, dict[str, Any] | str]:
         """``("ok", record)`` or ``("failed", reason)``."""
         started = time.perf_counter()
-        try:
-            atoms = job.atoms if job.atoms is not None else embed(parse_smiles(job.smiles), self.embed)
-        except MoleculeError as error:
-            if self.store is not None:  # ETKDG with a seed fails the same way every time, after up to a minute
-                self.store.put(job.key, {"smiles": job.smiles, FAILED_KEY: str(error)})
-            return "failed", str(error)
-        if self.calculator is None:
-            record = _record(job, atoms)
-            if self.store is not None and job.atoms is None:
-                self.store.put(job.key, record)
-            return "ok", record
-        atoms = _labelled(job, atoms)
+        status, conformer = self.conformer(job)
+        if status == "failed" or self.calculator is None:
+            return status, conformer
+        atoms = _labelled(job, job.atoms if job.atoms is not None else record_atoms(conformer))
         try:
             relaxation = relax(atoms, self.calculator, self.relax, self.vacuum)
         except Exception as error:  # calculators raise anything; the row is reported, the run goes on
@@ -358,7 +375,8 @@ def _first_line(error: Exception) -> str:
 _WORKER: _Runner | None = None
 
 
-def _start_worker(backbone_ref, backbone_options, embed_options, relax_options, vacuum, store, threads) -> None:
+def _start_worker(backbone_ref, backbone_options, embed_options, relax_options, vacuum, store, conformers,
+                  threads) -> None:
     global _WORKER
     calculator = None
     if backbone_ref is not None:
@@ -369,7 +387,7 @@ def _start_worker(backbone_ref, backbone_options, embed_options, relax_options, 
         calculator = calculator_of(backbone_ref)
     if "torch" in sys.modules:
         sys.modules["torch"].set_num_threads(threads)
-    _WORKER = _Runner(embed_options, relax_options, calculator, vacuum, store)
+    _WORKER = _Runner(embed_options, relax_options, calculator, vacuum, store, conformers)
 
 
 def _run_in_worker(job: MoleculeJob):
@@ -422,7 +440,7 @@ def relax_jobs_in_batches(jobs: Sequence[MoleculeJob], runner: _Runner, backbone
     ``backbone.energies_and_forces`` (:func:`hacknip.data.relaxation.relax_in_batches`). Each relaxed molecule is
     stored as it finishes."""
     embedding = replace(runner, calculator=None, store=None)
-    embed_setup = (None, {}, *worker_setup[2:5], None) if worker_setup else None
+    embed_setup = (None, {}, *worker_setup[2:5], None, worker_setup[6]) if worker_setup else None
     embedded = run_jobs(jobs, embedding, workers, embed_setup)
     results = {key: result for key, result in embedded.items() if result[0] == "failed"}
     if on_progress and results:
@@ -602,7 +620,7 @@ def molecules_to_dataset(
     runner = _runner(loaded, embed_options, relax_options, store)
     if loaded is not None:
         rows = [row for row in rows if _elements_known(row, loaded, collector)]
-    results = _results_from_store(rows, runner.store)
+    results = _results_from_store(rows, runner.results)
     todo = list({row.job.key: row.job for row in rows if row.job.key not in results}.values())
     if on_total:
         on_total(len(rows))
@@ -610,7 +628,7 @@ def molecules_to_dataset(
         on_progress(len(rows) - len(todo))
     backbone_ref = backbone if isinstance(backbone, str) and loaded is not None else loaded
     worker_setup = (backbone_ref, backbone_options or {}, embed_options, relax_options or RelaxOptions(), runner.vacuum,
-                    runner.store)
+                    runner.store, runner.conformers)
     if loaded is not None and (batch := _relax_batch(relax_batch, loaded)) > 1:
         results.update(relax_jobs_in_batches(todo, runner, loaded, batch, workers, worker_setup, on_progress))
     else:
@@ -641,11 +659,12 @@ def _load(backbone: str | Backbone | None, options: dict[str, Any]) -> Backbone 
 
 def _runner(backbone: Backbone | None, embed_options, relax_options, store: FeatureStore | None) -> _Runner:
     root = (store or FeatureStore()).local_root
+    conformers = stored_conformers(root)
     if backbone is None:
-        return _Runner(embed_options, relax_options or RelaxOptions(), store=stored_conformers(root))
+        return _Runner(embed_options, relax_options or RelaxOptions(), conformers=conformers)
     vacuum = relax_options.vacuum_or(float(backbone.cutoff))
     geometry_store = relaxed_geometries(root, backbone.identity(), relax_options, vacuum)
-    return _Runner(embed_options, relax_options, calculator_of(backbone), vacuum, geometry_store)
+    return _Runner(embed_options, relax_options, calculator_of(backbone), vacuum, geometry_store, conformers)
 
 
 def _elements_known(row: _Row, backbone: Backbone, collector: _RowCollector) -> bool:
