@@ -153,7 +153,9 @@ def test_conformers_are_made_once_and_read_back_after(tmp_path, monkeypatch):
     assert len(list((tmp_path / "store").glob("geometries/conformers-*/*.json"))) == 6 + 1  # and identity.json
 
 
-def test_a_molecule_rdkit_cannot_embed_is_stored_as_such_and_not_tried_again(tmp_path, monkeypatch):
+def _embedding_fails_for_pyridine(monkeypatch) -> list[str]:
+    """RDKit's embedding, except that pyridine fails as a molecule ETKDG finds no conformer for; returns the canonical
+    SMILES of every molecule embedding is tried on."""
     import hacknip.data.molecules as molecules
 
     tried = []
@@ -165,6 +167,11 @@ def test_a_molecule_rdkit_cannot_embed_is_stored_as_such_and_not_tried_again(tmp
         return embed(molecule, options)
 
     monkeypatch.setattr(molecules, "embed", embed_but_pyridine)
+    return tried
+
+
+def test_a_molecule_rdkit_cannot_embed_is_stored_as_such_and_not_tried_again(tmp_path, monkeypatch):
+    tried = _embedding_fails_for_pyridine(monkeypatch)
     path, store = _table(tmp_path, MOLECULES), FeatureStore(tmp_path / "store")
     for expected_tries in (3, 3):
         dataset = molecules_to_dataset(path, store=store, on_error="skip")
@@ -187,17 +194,7 @@ class MorseForcesBackbone(MorseBackbone):
 
 @pytest.mark.parametrize("relax_batch", [1, 2])
 def test_relaxed_molecules_start_from_the_stored_conformers_and_their_failures(tmp_path, monkeypatch, relax_batch):
-    import hacknip.data.molecules as molecules
-
-    tried = []
-
-    def embed_but_pyridine(molecule, options):
-        tried.append(molecules.canonical_smiles(molecule))
-        if tried[-1] == "c1ccncc1":
-            raise molecules.MoleculeError(f"{molecules.EMBEDDING_FAILED}: RDKit ETKDG found no conformer (seed 0)")
-        return embed(molecule, options)
-
-    monkeypatch.setattr(molecules, "embed", embed_but_pyridine)
+    tried = _embedding_fails_for_pyridine(monkeypatch)
     path, store = _table(tmp_path, MOLECULES), FeatureStore(tmp_path / "store")
     for relax_options in (FEW_STEPS, RelaxOptions(steps=11), RelaxOptions(steps=11, fmax=0.1)):
         dataset = molecules_to_dataset(path, backbone=MorseForcesBackbone(), relax_options=relax_options, store=store,
@@ -413,17 +410,12 @@ def test_chgnet_energies_and_forces_are_its_calculators_for_a_molecule_and_a_cry
 def test_molecules_relax_through_energies_and_forces_when_the_backbone_has_it(tmp_path):
     from hacknip.data.relaxation import BackboneForces, calculator_of
 
-    class WithForces(MorseBackbone):
+    class WithForces(MorseForcesBackbone):
         passes = 0
 
         def energies_and_forces(self, structures):
             WithForces.passes += 1
-            results = []
-            for atoms in structures:
-                atoms = atoms.copy()
-                atoms.calc = MorsePotential(r0=1.2, rho0=6.0)
-                results.append((atoms.get_potential_energy(), atoms.get_forces()))
-            return results
+            return super().energies_and_forces(structures)
 
     assert isinstance(calculator_of(WithForces()), BackboneForces)
     CALCULATIONS["count"] = 0
