@@ -199,7 +199,7 @@ def test_untrainable_data_and_bad_output_paths_fail_before_any_work(toy_plugin, 
     result = _invoke("run", "--data", table, "--id-column", "name", "--backbone", "toy@1", "--head", "ridge",
                      "--out", old, "--overwrite")
     assert result.exit_code == 0, result.output
-    assert sorted(p.name for p in old.iterdir()) == ["parity.png", "report.html", "results.json"]  # fixed layer: no layers.png
+    assert sorted(p.name for p in old.iterdir()) == ["parity.png", "report.html", "results.json", "run.log"]  # no layers.png
 
 
 def test_a_home_that_is_a_file_is_one_line_before_any_work(toy_plugin, table, tmp_path, monkeypatch):

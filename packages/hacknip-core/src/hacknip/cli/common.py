@@ -13,6 +13,7 @@ from pathlib import Path
 
 import click
 
+from hacknip.cli.command_log import active_log, terminal
 from hacknip.errors import InputError
 from hacknip.plugins.head import merge_head_params
 
@@ -142,11 +143,13 @@ PLAIN_PROGRESS_SECONDS = 5.0
 
 @contextmanager
 def progress_bars():
-    """A rich progress display in a terminal, plain progress lines elsewhere; yields ``start(description, total) ->
-    advance(n)`` (``advance.restart(total)`` starts its count again)."""
+    """A rich progress display in a terminal, plain progress lines elsewhere (and in the command's log file, if it
+    keeps one); yields ``start(description, total) -> advance(n)`` (``advance.restart(total)`` starts its count
+    again)."""
     if not sys.stdout.isatty():
-        yield PlainProgress(sys.stdout, PLAIN_PROGRESS_SECONDS).start
+        yield PlainProgress(sys.stdout, PLAIN_PROGRESS_SECONDS).start  # copied to the log file with all the rest
         return
+    from rich.console import Console
     from rich.progress import (
         BarColumn,
         MofNCompleteColumn,
@@ -158,14 +161,24 @@ def progress_bars():
 
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                TextColumn("eta"), TimeRemainingColumn())
-    with Progress(*columns, transient=False) as progress:
+    log = active_log()
+    in_log = PlainProgress(log, PLAIN_PROGRESS_SECONDS).start if log is not None else None
+    with Progress(*columns, console=Console(file=terminal(sys.stdout)), transient=False) as progress:
         def start(description: str, total: int):
             task = progress.add_task(description, total=total)
+            logged = in_log(description, total) if in_log else None
 
             def advance(n: int = 1) -> None:
                 progress.advance(task, n)
+                if logged:
+                    logged(n)
 
-            advance.restart = lambda total: progress.reset(task, total=total)  # type: ignore[attr-defined]
+            def restart(total: int) -> None:
+                progress.reset(task, total=total)
+                if logged:
+                    logged.restart(total)
+
+            advance.restart = restart  # type: ignore[attr-defined]
             return advance
 
         yield start
@@ -390,14 +403,18 @@ def read_params(path: Path | None) -> dict | None:
     return content
 
 
+COMMAND_LOGS = ("run.log", "tune.log")
+"""What ``hacknip run`` and ``tune`` write first; alone in a folder, they are all that is left of a run that stopped."""
 RUN_OUTPUTS = ("results.json", "parity.png", "roc.png", "layers.png", "epochs.png", "report.html", "umap.png",
-               "umap.csv", "params.json", "finetune.log", "curve.json", "curve.png", "update_ratios.png", "curve.log")
+               "umap.csv", "params.json", *COMMAND_LOGS, "finetune.log", "curve.json", "curve.png",
+               "update_ratios.png", "curve.log")
 MODEL_OUTPUTS = ("model.json", "arrays.npz", "weights.safetensors")
 
 
 def check_output_folder(folder: Path, option: str, ours: tuple[str, ...], overwrite: bool) -> None:
     """Before any work: ``folder`` must be new, empty, or (with --overwrite) hold only what hacknip writes there, which
-    is then removed, so that old and new results never mix."""
+    is then removed, so that old and new results never mix. A folder holding only a command's log (of a run that
+    stopped before its results) is used again without --overwrite."""
     if folder.exists() and not folder.is_dir():
         raise InputError(f"{option} {folder} is a file; name a folder")
     for parent in folder.parents:
@@ -406,7 +423,9 @@ def check_output_folder(folder: Path, option: str, ours: tuple[str, ...], overwr
                 raise InputError(f"{option} {folder}: {parent} is a file, so the folder cannot be made")
             break
     present = sorted(p.name for p in folder.iterdir()) if folder.is_dir() else []
-    if not present:
+    if set(present) <= set(COMMAND_LOGS):
+        for name in present:
+            (folder / name).unlink()
         return
     others = [name for name in present if name not in ours]
     if not overwrite or others:
@@ -435,9 +454,9 @@ def check_outputs(out: Path | None, save_to: Path | None, store, overwrite: bool
 
 
 def write_and_print(results: dict, out: Path | None, data: Path, extra_files: dict | None = None,
-                    umap_of=None) -> None:
+                    umap_of=None, log: Path | None = None) -> None:
     """Write the run's files and page (with ``umap_of``, the RunConfig of a run whose features are stored, also its
-    UMAPs), print the summary and what was written."""
+    UMAPs), print the summary and what was written (``log`` too: the command's log file, still being written)."""
     from rich.console import Console
 
     from hacknip.report import print_summary, strict_json
@@ -452,6 +471,7 @@ def write_and_print(results: dict, out: Path | None, data: Path, extra_files: di
     if umap_of is not None:
         figures.append(umap_page_figure(out, umap_of, written))
     written.append(write_run_page(out, figures))
+    written += [log] if log is not None else []
     console = Console()
     print_summary(results, console)
     console.print("wrote " + ", ".join(str(path) for path in written))
@@ -566,6 +586,11 @@ def command_line() -> str | None:
     from hacknip.workflow.provenance import without_passwords
 
     return without_passwords(shlex.join(["hacknip", *argv])) if argv is not None else None
+
+
+def output_folder(out: Path | None, config) -> Path:
+    """``--out``, or a new folder under ``runs/`` named after the data, the backbones, the head and the time."""
+    return out or Path("runs") / run_name(config.data, config.backbone, config.head)
 
 
 def run_name(data: Path, backbone: str, head: str) -> str:

@@ -13,6 +13,7 @@ import click
 
 from hacknip import __version__
 from hacknip.cli.analyze import analyze
+from hacknip.cli.command_log import command_log, note
 from hacknip.cli.common import (
     RecordingGroup,
     check_output_file,
@@ -25,6 +26,7 @@ from hacknip.cli.common import (
     jobs_option,
     model_config,
     model_options,
+    output_folder,
     parse_key_values,
     progress_bars,
     read_params,
@@ -245,10 +247,12 @@ def run(out, params_file, save_to, overwrite, **options):
     from hacknip.workflow.run import run as run_pipeline
 
     config = model_config(options, read_params(params_file))
+    out = output_folder(out, config)
     check_outputs(out, save_to, config.store, overwrite)
-    with progress_bars() as start:
-        results = run_pipeline(config, start, save_to=save_to)
-    write_and_print(results, out, config.data, umap_of=config if options["umap"] else None)
+    with command_log(out / "run.log", command_line()):
+        with progress_bars() as start:
+            results = run_pipeline(config, start, save_to=save_to)
+        write_and_print(results, out, config.data, umap_of=config if options["umap"] else None, log=out / "run.log")
 
 
 @cli.command()
@@ -451,16 +455,18 @@ def tune(out, overwrite, protocol, n_trials, patience, layers_text, inner_folds,
     from hacknip.evaluation.tuning import tune as tune_pipeline
 
     config = model_config(options)
+    out = output_folder(out, config)
     check_outputs(out, None, config.store, overwrite)
     settings = TuneSettings(n_trials=n_trials, patience=patience, protocol=protocol, inner_folds=inner_folds,
                             layers=_parse_layer_list(layers_text), storage=storage_url(storage), seed=seed,
                             member_subsets=member_subsets)
     _quiet_optuna()
-    with progress_bars() as start:
-        results = tune_pipeline(config, settings, start)
-    write_and_print(results, out, config.data, {"params.json": results["params"]},
-                    umap_of=config if options["umap"] else None)
-    Console().print(("[bold red]" if results["tuning"]["optimistic"] else "[green]") + results["tuning"]["note"])
+    with command_log(out / "tune.log", command_line()):
+        with progress_bars() as start:
+            results = tune_pipeline(config, settings, start)
+        write_and_print(results, out, config.data, {"params.json": results["params"]},
+                        umap_of=config if options["umap"] else None, log=out / "tune.log")
+        Console().print(("[bold red]" if results["tuning"]["optimistic"] else "[green]") + results["tuning"]["note"])
 
 
 def _quiet_optuna() -> None:
@@ -490,7 +496,9 @@ def _terminate(signum, frame):
 
 
 def _show_warning(message, category, filename, lineno, file=None, line=None):
-    click.echo(f"warning: {' '.join(str(message).split())}", err=True)
+    text = f"warning: {' '.join(str(message).split())}"
+    click.echo(text, err=True)
+    note(text)
 
 
 def main():
