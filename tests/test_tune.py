@@ -92,6 +92,11 @@ def test_paper_protocol_is_labelled_optimistic_and_reports_its_best_trial(toy_pl
     # the reported MAE is the winning trial's own score on the outer folds: that is what makes it optimistic
     assert results["mae_mean"] == pytest.approx(deploy["validation_score"])
     assert results["best_layer"] in (1, 2)
+    from hacknip.report.figures import tuning_figure
+
+    axes = tuning_figure(results).axes[0]  # its map says so too: one row, scored on the outer folds
+    assert "outer test folds: optimistic" in axes.get_title()
+    assert [label.get_text() for label in axes.get_yticklabels()] == ["outer folds"]
 
 
 def test_a_rerun_resumes_its_studies_instead_of_starting_again(toy_plugin, toy_head, phonons_path, tmp_path):
@@ -108,6 +113,7 @@ def test_a_rerun_resumes_its_studies_instead_of_starting_again(toy_plugin, toy_h
 
 def test_run_replays_a_tuned_configuration(toy_plugin, toy_head, phonons_path, tmp_path):
     _, tuned = _tune(phonons_path, tmp_path, "--protocol", "paper", "--layers", "2")
+    assert not (tmp_path / "tuned" / "tuning.png").exists()  # one candidate: nothing to compare
     result = CliRunner().invoke(cli, ["run", "--data", str(phonons_path), "--backbone", "toy", "--limit", "100",
                                       "--params", str(tmp_path / "tuned" / "params.json"), "--out", str(tmp_path / "replay")])
     assert result.exit_code == 0, result.output
@@ -378,6 +384,7 @@ def test_member_subsets_choose_the_features_inside_each_training_fold(toy_plugin
     tuning = page[page.index("<h2>Tuning</h2>"):]
     assert tuning.count("<tr") == 1 + 6 * 3 and tuning.count('class="highlight"') == 6
     assert ">toy@2+matminer:composition<" in tuning and ">matminer:composition<" in tuning
+    _check_tuning_figure(results, tmp_path / "subsets")
     # replayed with the tune's own --backbone: a subset of it is what runs
     replay = CliRunner().invoke(cli, ["run", "--data", str(phonons_path), "--backbone", "toy@2+matminer:composition",
                                       "--limit", "60", "--store", str(tmp_path / "store"), "--jobs", "1", "--workers",
@@ -386,6 +393,26 @@ def test_member_subsets_choose_the_features_inside_each_training_fold(toy_plugin
     assert replay.exit_code == 0, replay.output
     replayed = json.loads((tmp_path / "replay" / "results.json").read_text())
     assert [b["name"] for b in replayed["backbones"]] == list(deployed)
+
+
+def _check_tuning_figure(results: dict, out: Path) -> None:
+    """tuning.png (and the page) show every study's best validation score, one row per scope, the kept one framed."""
+    from hacknip.report.figures import tuning_candidates, tuning_figure
+
+    assert (out / "tuning.png").stat().st_size > 10_000 and 'alt="Validation MAE of each candidate' in \
+        (out / "report.html").read_text()
+    scopes = [*results["tuning"]["per_fold"], results["tuning"]["deploy"]]
+    candidates = tuning_candidates(results["tuning"])
+    axes = tuning_figure(results).axes[0]
+    frames = [(round(p.get_x() + 0.5), round(p.get_y() + 0.5)) for p in axes.patches]
+    assert frames == [(candidates.index((w["head"], w["features"])), row) for row, w in enumerate(scopes)]
+    cells = {(round(t.get_position()[0]), round(t.get_position()[1])): t.get_text() for t in axes.texts}
+    assert len(cells) == len(scopes) * len(candidates)
+    for row, winner in enumerate(scopes):
+        for study in winner["studies"]:
+            assert cells[candidates.index((study["head"], study["features"])), row] == f"{study['best_value']:.4g}"
+    labels = [label.get_text() for label in axes.get_yticklabels()]
+    assert labels[-1] == "all rows" and labels[0] == f"fold 1 (test {results['folds'][0]['mae']:.4g})"
 
 
 def test_member_subsets_with_a_swept_layer_tune_each_subset_once(toy_plugin, toy_head, phonons_path, tmp_path):
@@ -456,6 +483,12 @@ def test_several_heads_are_chosen_among_inside_each_training_fold(toy_plugin, to
     assert params["head_params"] == alone[deploy["head"]]["params"]["head_params"]
     page = (tmp_path / "both" / "report.html").read_text()
     assert page[page.index("<h2>Tuning</h2>"):].count('class="highlight"') == 6
+    _check_tuning_figure(both, tmp_path / "both")
+    _check_tuning_figure(alone["knn"], tmp_path / "knn")  # one head, three layers: a column each
+    from hacknip.report.figures import tuning_figure
+
+    columns = [label.get_text() for label in tuning_figure(alone["knn"]).axes[0].get_xticklabels()]
+    assert columns == ["toy@0", "toy@1", "toy@2"]
 
 
 def test_a_head_param_prefixed_with_a_head_goes_to_that_head_only(toy_plugin, toy_head, phonons_path, tmp_path):

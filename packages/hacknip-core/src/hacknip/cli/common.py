@@ -406,7 +406,7 @@ def read_params(path: Path | None) -> dict | None:
 COMMAND_LOGS = ("run.log", "tune.log")
 """What ``hacknip run`` and ``tune`` write first; alone in a folder, they are all that is left of a run that stopped."""
 RUN_OUTPUTS = ("results.json", "parity.png", "roc.png", "layers.png", "epochs.png", "report.html", "umap.png",
-               "umap.csv", "params.json", *COMMAND_LOGS, "finetune.log", "curve.json", "curve.png",
+               "umap.csv", "params.json", "tuning.png", *COMMAND_LOGS, "finetune.log", "curve.json", "curve.png",
                "update_ratios.png", "curve.log")
 MODEL_OUTPUTS = ("model.json", "arrays.npz", "weights.safetensors")
 

@@ -221,6 +221,74 @@ def _draw_ratio_density(axes, method: str, r: np.ndarray, edges: np.ndarray) -> 
                      label=f"{method} median {median:.2g}")
 
 
+def tuning_candidates(tuning: dict[str, Any]) -> list[tuple[str, str]]:
+    """The candidates a tune compared, in their order: the (head, features) of its studies (the features are a
+    backbone expression: members and layers)."""
+    return list(dict.fromkeys(_candidate(study) for winner in [*tuning["per_fold"], tuning["deploy"]]
+                              for study in winner["studies"]))
+
+
+def _candidate(study: dict[str, Any]) -> tuple[str, str]:
+    return study.get("head", ""), study.get("features") or str(study["layers"])
+
+
+def tuning_figure(results: dict[str, Any]):
+    """A tune's choice, as a map: one row per scope (each outer fold, then all rows, which chose params.json), one
+    column per candidate head and features, each cell its best validation score, the kept one framed; an outer
+    fold's test score beside its name."""
+    from hacknip.evaluation.crossval import PRIMARY_METRIC
+
+    tuning = results["tuning"]
+    candidates = tuning_candidates(tuning)
+    scopes = [*tuning["per_fold"], tuning["deploy"]]
+    scores = np.full((len(scopes), len(candidates)), np.nan)
+    kept = []
+    for row, winner in enumerate(scopes):
+        for study in winner["studies"]:
+            scores[row, candidates.index(_candidate(study))] = study["best_value"]
+        kept.append(candidates.index(_candidate(winner)))
+    greater = any(m.name == tuning["metric"] and m.greater_is_better for m in PRIMARY_METRIC.values())
+    figure, axes = _figure(max(5.0, 1.0 + 1.1 * len(candidates)), 1.6 + 0.45 * len(scopes))
+    image = axes.imshow(scores, cmap="viridis" if greater else "viridis_r", aspect="auto")
+    for row, column in np.ndindex(scores.shape):
+        if not np.isnan(scores[row, column]):
+            red, green, blue, _ = image.cmap(image.norm(scores[row, column]))
+            axes.text(column, row, f"{scores[row, column]:.4g}", ha="center", va="center", fontsize=7,
+                      fontweight="bold" if column == kept[row] else "normal",
+                      color="black" if 0.3 * red + 0.6 * green + 0.1 * blue > 0.5 else "white")
+    for row, column in enumerate(kept):
+        axes.add_patch(_frame(column, row))
+    axes.set_xticks(range(len(candidates)), [_candidate_label(c, candidates) for c in candidates], fontsize=7)
+    axes.set_yticks(range(len(scopes)), [_scope_label(w["scope"], results) for w in scopes], fontsize=8)
+    label = METRIC_LABELS.get(tuning["metric"], tuning["metric"])
+    where = "the outer test folds: optimistic" if tuning.get("optimistic") else f"{tuning['inner_folds']} inner folds"
+    axes.set_title(f"validation {label} of each candidate in each scope ({where}; framed: kept, "
+                   f"{'higher' if greater else 'lower'} is better)", fontsize=9)
+    figure.tight_layout()
+    return figure
+
+
+def _frame(column: int, row: int):
+    from matplotlib.patches import Rectangle
+
+    return Rectangle((column - 0.5, row - 0.5), 1, 1, fill=False, edgecolor="red", linewidth=2)
+
+
+def _candidate_label(candidate: tuple[str, str], candidates: list) -> str:
+    head, features = candidate
+    parts = [head] if len({c[0] for c in candidates}) > 1 else []
+    parts += [features.replace("+", "+\n")] if len({c[1] for c in candidates}) > 1 else []
+    return "\n".join(parts) or head
+
+
+def _scope_label(scope: str, results: dict[str, Any]) -> str:
+    if not scope.startswith("fold"):
+        return {"all": "all rows", "outer": "outer folds"}.get(scope, scope)
+    fold = int(scope.removeprefix("fold"))
+    test = next((f[results["metric"]] for f in results["folds"] if f["fold"] == fold), None)
+    return f"fold {fold + 1}" + (f" (test {test:.4g})" if test is not None else "")
+
+
 def save(figure, path: Path) -> Path:
     figure.savefig(path)
     return path

@@ -14,12 +14,15 @@ if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
 from hacknip.report.figures import (
+    METRIC_LABELS,
     curve_figure,
     is_classification,
     layer_figure,
     parity_figure,
     roc_figure,
     training_figure,
+    tuning_candidates,
+    tuning_figure,
     update_ratio_figure,
 )
 from hacknip.report.html import PageFigure, png_bytes
@@ -78,6 +81,10 @@ def run_figures(results: dict[str, Any]) -> list[tuple[str, Figure, str]]:
     if results["per_layer"]:
         figures.append(("layers.png", layer_figure(results),
                         f"Cross-validated {results['metric']} of each layer of {results['backbone']}"))
+    if results.get("tuning") and len(tuning_candidates(results["tuning"])) > 1:
+        figures.append(("tuning.png", tuning_figure(results),
+                        f"Validation {METRIC_LABELS.get(results['metric'], results['metric'])} of each candidate "
+                        f"the tune compared, in each fold"))
     if results.get("finetune", {}).get("folds"):
         figures.append(("epochs.png", training_figure(results), "Validation score per epoch of each fine-tuned fold"))
     return figures
