@@ -33,6 +33,7 @@ class _LogFile:
             self.file = open(self.path, "w", encoding="utf-8")  # noqa: SIM115 (closed by command_log)
             self.file.write(f"{time.strftime('%Y-%m-%d %H:%M:%S %Z')}: {self.command or 'hacknip'}\n")
         self.file.write(text)
+        self.file.flush()  # on disk at once: a killed run keeps its log, and a forked process has no copy to repeat
 
     def flush(self) -> None:
         if self.file is not None:
