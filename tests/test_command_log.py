@@ -100,3 +100,16 @@ def test_a_warning_is_logged_once_outside_the_bars(tmp_path):
         print("warning: printed", file=sys.stderr)
         note("warning: printed")  # stderr is copied already: not twice
     assert (tmp_path / "run.log").read_text().count("warning: printed") == 1
+
+
+def test_featurize_logs_where_log_says(toy_plugin, phonons_path, tmp_path):
+    args = ["featurize", "--data", str(phonons_path), "--backbone", "toy", "--limit", "30", "--store",
+            str(tmp_path / "store")]
+    result = _invoke([*args, "--log", str(tmp_path / "featurize.log")])
+    assert result.exit_code == 0, result.output
+    log = (tmp_path / "featurize.log").read_text()
+    assert "featurising with toy: 30/30" in log and "toy: 30 computed, 0 already stored" in log
+    assert log.splitlines()[-1].startswith("finished in ")
+    refused = _invoke([*args, "--log", str(tmp_path)])
+    assert refused.exit_code == 2 and "--log" in refused.output  # a folder is not a log file
+    assert _invoke(args).exit_code == 0 and sorted(p.name for p in tmp_path.iterdir()) == ["featurize.log", "store"]

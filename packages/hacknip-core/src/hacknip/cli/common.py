@@ -437,11 +437,11 @@ def check_output_folder(folder: Path, option: str, ours: tuple[str, ...], overwr
         (folder / name).unlink()
 
 
-def check_output_file(path: Path) -> None:
+def check_output_file(path: Path, option: str = "--out", what: str = "a CSV file") -> None:
     if path.is_dir():
-        raise InputError(f"--out {path} is a folder; name a CSV file")
+        raise InputError(f"{option} {path} is a folder; name {what}")
     if not path.parent.is_dir():
-        raise InputError(f"--out {path}: the folder {path.parent} does not exist")
+        raise InputError(f"{option} {path}: the folder {path.parent} does not exist")
 
 
 def check_outputs(out: Path | None, save_to: Path | None, store, overwrite: bool) -> None:

@@ -7,6 +7,7 @@ import json
 import os
 import signal
 import warnings
+from contextlib import nullcontext
 from pathlib import Path
 
 import click
@@ -153,8 +154,10 @@ def plugins(as_json):
 
 @cli.command()
 @data_options
+@click.option("--log", "log_file", type=click.Path(dir_okay=False, path_type=Path),
+              help="Also write what it prints, its progress as plain lines and how it ended to this file (replaced).")
 @friendly_errors
-def featurize(**options):
+def featurize(log_file, **options):
     """Featurise a dataset into the feature store (every layer, resumable, nothing computed twice)."""
     from rich.console import Console
 
@@ -165,15 +168,18 @@ def featurize(**options):
     config = run_config(**options)
     FeatureStore(config.store).check_usable()
     backbones = checked_backbones(config)
-    with progress_bars() as start:
-        dataset = load_data(config, start)
-        dataset, members = featurize_members(dataset, backbones, config, FeatureStore(config.store), start)
-    console = Console()
-    for item in members:
-        console.print(f"{item.member.name}: {item.computed} computed, {item.reused} already stored "
-                      f"({item.featurize_seconds:.1f} s) → {item.features.path}")
-    for entry in dataset.skipped:
-        console.print(f"[yellow]skipped[/] {entry.row} ({entry.id}): {entry.reason}")
+    if log_file is not None:
+        check_output_file(log_file, "--log", "a file")
+    with command_log(log_file, command_line()) if log_file is not None else nullcontext():
+        with progress_bars() as start:
+            dataset = load_data(config, start)
+            dataset, members = featurize_members(dataset, backbones, config, FeatureStore(config.store), start)
+        console = Console()
+        for item in members:
+            console.print(f"{item.member.name}: {item.computed} computed, {item.reused} already stored "
+                          f"({item.featurize_seconds:.1f} s) → {item.features.path}")
+        for entry in dataset.skipped:
+            console.print(f"[yellow]skipped[/] {entry.row} ({entry.id}): {entry.reason}")
 
 
 @cli.group()
