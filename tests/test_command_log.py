@@ -113,3 +113,12 @@ def test_featurize_logs_where_log_says(toy_plugin, phonons_path, tmp_path):
     refused = _invoke([*args, "--log", str(tmp_path)])
     assert refused.exit_code == 2 and "--log" in refused.output  # a folder is not a log file
     assert _invoke(args).exit_code == 0 and sorted(p.name for p in tmp_path.iterdir()) == ["featurize.log", "store"]
+
+
+def test_only_an_output_folder_forgets_a_stopped_runs_log(toy_plugin, phonons_path, tmp_path):
+    model = tmp_path / "model"
+    model.mkdir()
+    (model / "run.log").write_text("mine")  # not what --save writes: kept, and the run refused
+    result = _invoke(["run", "--data", str(phonons_path), "--backbone", "toy@1", "--head", "ridge", "--limit", "30",
+                      "--out", str(tmp_path / "run"), "--save", str(model)])
+    assert result.exit_code == 1 and "--save" in result.output and (model / "run.log").read_text() == "mine"

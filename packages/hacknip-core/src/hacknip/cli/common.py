@@ -423,7 +423,7 @@ def check_output_folder(folder: Path, option: str, ours: tuple[str, ...], overwr
                 raise InputError(f"{option} {folder}: {parent} is a file, so the folder cannot be made")
             break
     present = sorted(p.name for p in folder.iterdir()) if folder.is_dir() else []
-    if set(present) <= set(COMMAND_LOGS):
+    if set(present) <= set(COMMAND_LOGS) & set(ours):
         for name in present:
             (folder / name).unlink()
         return
