@@ -122,3 +122,10 @@ def test_only_an_output_folder_forgets_a_stopped_runs_log(toy_plugin, phonons_pa
     result = _invoke(["run", "--data", str(phonons_path), "--backbone", "toy@1", "--head", "ridge", "--limit", "30",
                       "--out", str(tmp_path / "run"), "--save", str(model)])
     assert result.exit_code == 1 and "--save" in result.output and (model / "run.log").read_text() == "mine"
+
+
+def test_a_database_password_never_reaches_the_log(tmp_path):
+    with command_log(tmp_path / "tune.log", "hacknip tune --storage postgresql://me:***@db/h"):
+        print("could not reach postgresql+psycopg://me:s3cr3t@db:5432/hacknip")
+    log = (tmp_path / "tune.log").read_text()
+    assert "s3cr3t" not in log and "postgresql+psycopg://me:***@db:5432/hacknip" in log

@@ -13,6 +13,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TextIO
 
+from hacknip.workflow.provenance import without_passwords
+
 TERMINAL_CODES = re.compile(r"\x1b\[[0-9;?]*[ -/]*[@-~]")
 """Colours and cursor moves (ANSI escape sequences): the terminal's, not the log's."""
 
@@ -32,7 +34,7 @@ class _LogFile:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self.file = open(self.path, "w", encoding="utf-8")  # noqa: SIM115 (closed by command_log)
             self.file.write(f"{time.strftime('%Y-%m-%d %H:%M:%S %Z')}: {self.command or 'hacknip'}\n")
-        self.file.write(text)
+        self.file.write(without_passwords(text))  # a log is shared like results.json
         self.file.flush()  # on disk at once: a killed run keeps its log, and a forked process has no copy to repeat
 
     def flush(self) -> None:
@@ -43,7 +45,7 @@ class _LogFile:
         """The last line, when there is a log: ``how`` the command ended (``"finished in"``), after how long, and
         why it stopped."""
         if self.file is not None:
-            self.file.write(f"{how} {time.monotonic() - self.started:.0f} s" + (f": {reason}" if reason else "") + "\n")
+            self.write(f"{how} {time.monotonic() - self.started:.0f} s" + (f": {reason}" if reason else "") + "\n")
             self.file.close()
 
 
