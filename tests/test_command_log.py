@@ -131,3 +131,20 @@ def test_a_database_password_never_reaches_the_log(tmp_path):
         print("could not reach postgresql+psycopg://me:s3cr3t@db:5432/hacknip")
     log = (tmp_path / "tune.log").read_text()
     assert "s3cr3t" not in log and "postgresql+psycopg://me:***@db:5432/hacknip" in log
+
+
+def test_a_stream_kept_from_the_command_writes_on_after_it(tmp_path, capsys):
+    import logging
+
+    with command_log(tmp_path / "run.log", None):
+        handler = logging.StreamHandler()  # binds sys.stderr as it is now: the copy to the log
+        print("during")
+    logger = logging.getLogger("hacknip-test-kept-stream")
+    logger.addHandler(handler)
+    try:
+        logger.warning("after the command")  # no "--- Logging error ---": the closed log is left alone
+    finally:
+        logger.removeHandler(handler)
+    err = capsys.readouterr().err
+    assert "after the command" in err and "Logging error" not in err
+    assert "after the command" not in (tmp_path / "run.log").read_text()

@@ -27,9 +27,11 @@ class _LogFile:
 
     def __init__(self, path: Path, command: str | None) -> None:
         self.path, self.command, self.file = path, command, None
-        self.started = time.monotonic()
+        self.started, self.ended = time.monotonic(), False
 
     def write(self, text: str) -> None:
+        if self.ended:  # a library that kept sys.stderr (a logging handler) writes on after the command
+            return
         if self.file is None:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self.file = open(self.path, "w", encoding="utf-8")  # noqa: SIM115 (closed by command_log)
@@ -38,7 +40,7 @@ class _LogFile:
         self.file.flush()  # on disk at once: a killed run keeps its log, and a forked process has no copy to repeat
 
     def flush(self) -> None:
-        if self.file is not None:
+        if self.file is not None and not self.ended:
             self.file.flush()
 
     def end(self, how: str, reason: str = "") -> None:
@@ -46,6 +48,11 @@ class _LogFile:
         why it stopped."""
         if self.file is not None:
             self.write(f"{how} {time.monotonic() - self.started:.0f} s" + (f": {reason}" if reason else "") + "\n")
+        self.close()
+
+    def close(self) -> None:
+        self.ended = True
+        if self.file is not None:
             self.file.close()
 
 
@@ -114,5 +121,4 @@ def command_log(path: Path, command: str | None) -> Iterator[None]:
         log.end("finished in")
     finally:
         sys.stdout, sys.stderr, _active = stdout, stderr, None
-        if log.file is not None and not log.file.closed:
-            log.file.close()
+        log.close()
