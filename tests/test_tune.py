@@ -468,6 +468,7 @@ def test_several_heads_are_chosen_among_inside_each_training_fold(toy_plugin, to
     studies = set(_studies(tmp_path / "studies.db"))
     result, both = _tune(phonons_path, tmp_path, "--head", "knn,ridge", "--trials", "3", out="both")
     assert set(_studies(tmp_path / "studies.db")) == studies  # each head's studies resumed, none added
+    assert "tuned scopes (5 outer folds, then all rows): 6/6" in result.output  # the whole search's progress
     tuning = both["tuning"]
     assert tuning["heads"] == ["knn", "ridge"]
     for number, winner in enumerate(tuning["per_fold"]):

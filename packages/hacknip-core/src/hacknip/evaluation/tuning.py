@@ -247,12 +247,19 @@ def _tune_scopes(scopes: list[Scope], candidates: list[HeadCandidate], settings:
     are those of tuning one scope at a time; the heads' fits (LightGBM, XGBoost, torch) run outside the GIL."""
     jobs = candidates[0].prepared.config.jobs
     at_once = min(jobs, len(scopes))
+    done = progress(f"tuned scopes ({len(scopes) - 1} outer folds, then all rows)", len(scopes))  # the whole search
+
+    def tune(tuners: _Tuners, scope: Scope) -> ScopeWinner:
+        winner = tuners.tune_scope(scope)
+        done(1)
+        return winner
+
     if at_once <= 1:
         tuners = _Tuners(candidates, settings, progress)
-        return [tuners.tune_scope(scope) for scope in scopes]
+        return [tune(tuners, scope) for scope in scopes]
     tuners = _Tuners(candidates, settings, progress, jobs=max(1, jobs // at_once))
     with ThreadPoolExecutor(at_once) as pool:
-        futures = [pool.submit(tuners.tune_scope, scope) for scope in scopes]
+        futures = [pool.submit(tune, tuners, scope) for scope in scopes]
         try:
             return [future.result() for future in futures]
         except KeyboardInterrupt:
