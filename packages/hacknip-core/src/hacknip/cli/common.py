@@ -205,7 +205,8 @@ class PlainProgress:
                 first_time, first_done = state["first"]
                 if done > first_done and now > first_time:
                     line += f", eta {(now - first_time) / (done - first_done) * (planned - done):.0f} s"
-            print(line, file=self.stream, flush=True)
+            self.stream.write(line + "\n")  # one write: lines from scopes tuned in threads never interleave
+            self.stream.flush()
             state["written"] = now
 
         def advance(n: int = 1) -> None:
