@@ -262,7 +262,7 @@ def tuning_figure(results: dict[str, Any]):
     axes.set_yticks(range(len(scopes)), [_scope_label(w["scope"], results) for w in scopes], fontsize=8)
     label = METRIC_LABELS.get(tuning["metric"], tuning["metric"])
     where = "the outer test folds: optimistic" if tuning.get("optimistic") else f"{tuning['inner_folds']} inner folds"
-    axes.set_title(f"validation {label} of each candidate in each scope ({where}; framed: kept, "
+    axes.set_title(f"validation {label} of each candidate in each scope\n({where}; framed: kept, "
                    f"{'higher' if greater else 'lower'} is better)", fontsize=9)
     figure.tight_layout()
     return figure
