@@ -48,7 +48,6 @@ class _LogFile:
         why it stopped."""
         if self.file is not None:
             self.write(f"{how} {time.monotonic() - self.started:.0f} s" + (f": {reason}" if reason else "") + "\n")
-        self.close()
 
     def close(self) -> None:
         self.ended = True
@@ -97,7 +96,6 @@ def note(text: str) -> None:
     over while it draws)."""
     if _active is not None and not isinstance(sys.stderr, _Copied):
         _active.write(text.rstrip("\n") + "\n")
-        _active.flush()
 
 
 @contextmanager

@@ -236,7 +236,7 @@ def tuning_figure(results: dict[str, Any]):
     """A tune's choice, as a map: one row per scope (each outer fold, then all rows, which chose params.json), one
     column per candidate head and features, each cell its best validation score, the kept one framed; an outer
     fold's test score beside its name."""
-    from hacknip.evaluation.crossval import PRIMARY_METRIC
+    from hacknip.analysis.depth import HIGHER_IS_BETTER
 
     tuning = results["tuning"]
     candidates = tuning_candidates(tuning)
@@ -247,7 +247,7 @@ def tuning_figure(results: dict[str, Any]):
         for study in winner["studies"]:
             scores[row, candidates.index(_candidate(study))] = study["best_value"]
         kept.append(candidates.index(_candidate(winner)))
-    greater = any(m.name == tuning["metric"] and m.greater_is_better for m in PRIMARY_METRIC.values())
+    greater = tuning["metric"] in HIGHER_IS_BETTER
     figure, axes = _figure(max(5.0, 1.0 + 1.1 * len(candidates)), 1.6 + 0.45 * len(scopes))
     image = axes.imshow(scores, cmap="viridis" if greater else "viridis_r", aspect="auto")
     for row, column in np.ndindex(scores.shape):
