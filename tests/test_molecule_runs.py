@@ -87,3 +87,37 @@ def test_the_preset_decides_whether_molecules_are_relaxed_unless_told(tmp_path):
     assert config(preset="all-layers", conformer="mmff94").conformer == "mmff94"
     with pytest.raises(ValueError, match="unknown conformer 'uff'.*mmff94"):
         config(conformer="uff")
+
+
+def test_sella_relaxes_molecules_from_the_command_line_and_is_recorded(tmp_path):
+    """``--relax-optimizer Sella``: its own stored geometries (another optimiser, another minimum), one molecule at a
+    time (a batch is a one-line error), and the optimiser named where ``analyze umap`` reads how geometries were made."""
+    pytest.importorskip("rdkit")
+    pytest.importorskip("hacknip_chgnet")
+    pytest.importorskip("sella")
+    import pandas as pd
+
+    from hacknip.analysis.projection import _recorded_geometries
+    from hacknip.workflow.run import RunConfig, geometries_settings
+
+    table = tmp_path / "small.csv"
+    pd.DataFrame({"smiles": ["CCO", "CC(=O)[O-].[Na+]"], "y": [1, 2]}).to_csv(table, index=False)
+    args = ["featurize", "--data", str(table), "--backbone", "chgnet@1", "--relax-fmax", "0.05",
+            "--store", str(tmp_path / "store")]
+    sella = CliRunner().invoke(cli, [*args, "--relax-optimizer", "Sella"], catch_exceptions=False)
+    assert sella.exit_code == 0 and "2 computed" in sella.output, sella.output
+    bfgs = CliRunner().invoke(cli, args, catch_exceptions=False)
+    assert bfgs.exit_code == 0 and "2 computed" in bfgs.output, bfgs.output  # not Sella's geometries
+    files = [file for file in (tmp_path / "store").glob("geometries/chgnet-*/*.json") if file.name != "identity.json"]
+    relaxed = [json.loads(file.read_text()) for file in files]
+    assert len({file.parent for file in files}) == 2, files  # a folder each: the optimiser is part of its identity
+    assert len(relaxed) == 4 and all(record["converged"] for record in relaxed)
+    batch = CliRunner().invoke(cli, [*args, "--relax-optimizer", "Sella", "--relax-batch", "2"])
+    assert batch.exit_code != 0 and "Sella optimiser evaluates forces inside its step" in batch.output
+    unknown = CliRunner().invoke(cli, [*args, "--relax-optimizer", "Nope"])
+    assert unknown.exit_code != 0 and "ase.optimize has no optimiser 'Nope'" in unknown.output
+
+    config = RunConfig(data=table, backbone="chgnet", relax=True, relax_optimizer="Sella")
+    recorded = geometries_settings(config)
+    assert recorded == {"conformer": "mmff94", "relaxed": True, "fmax": 0.05, "steps": 200, "optimizer": "Sella"}
+    assert _recorded_geometries({"geometries": recorded})["relax_optimizer"] == "Sella"

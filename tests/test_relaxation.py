@@ -188,16 +188,62 @@ def test_one_molecule_at_a_time_on_a_cpu_and_a_batch_on_cuda_unless_told():
     from hacknip.data.molecules import CUDA_RELAX_BATCH, _relax_batch
 
     backbone = MorseForces()
-    assert _relax_batch(None, backbone) == 1
+    assert _relax_batch(None, backbone, "BFGS") == 1
     backbone.device = "cuda:0"
-    assert _relax_batch(None, backbone) == CUDA_RELAX_BATCH and _relax_batch(3, backbone) == 3
+    assert _relax_batch(None, backbone, "BFGS") == CUDA_RELAX_BATCH and _relax_batch(3, backbone, "BFGS") == 3
 
     class CalculatorOnly:
         name = "morse"
         device = "cuda"
 
-    assert _relax_batch(None, CalculatorOnly()) == 1 and _relax_batch(1, CalculatorOnly()) == 1
+    assert _relax_batch(None, CalculatorOnly(), "BFGS") == 1 and _relax_batch(1, CalculatorOnly(), "BFGS") == 1
     with pytest.raises(InputError, match="morse has no batched energies_and_forces.*leave out --relax-batch"):
-        _relax_batch(3, CalculatorOnly())
+        _relax_batch(3, CalculatorOnly(), "BFGS")
     help_text = " ".join(CliRunner().invoke(cli, ["run", "--help"]).output.split())
     assert f"[default: 1 on a CPU, {CUDA_RELAX_BATCH} on CUDA]" in help_text
+
+
+# --- Sella: internal coordinates, one structure at a time ------------------------------------------------------
+
+def test_sella_reaches_a_tight_fmax_in_far_fewer_steps_than_bfgs_to_the_same_minimum():
+    """Hexanol's soft torsions are what Cartesian BFGS is slow on near 0.01 eV/Å (docs/molecules.md)."""
+    pytest.importorskip("sella")
+    pytest.importorskip("chgnet")
+    pytest.importorskip("rdkit")
+    from hacknip.data.molecules import EmbedOptions, embed, parse_smiles
+    from hacknip.plugins.registry import load_backbone
+
+    backbone = load_backbone("chgnet")
+    molecule = embed(parse_smiles("CCCCCCO"), EmbedOptions(force_field="MMFF94"))
+    bfgs, sella = (relax(molecule, BackboneForces(backbone), RelaxOptions(fmax=0.01, steps=300, optimizer=name),
+                         vacuum=backbone.cutoff) for name in ("BFGS", "Sella"))
+    assert bfgs.converged and sella.converged and sella.fmax < 0.01
+    assert sella.steps < bfgs.steps / 2, (sella.steps, bfgs.steps)
+    assert sella.energy == pytest.approx(bfgs.energy, abs=0.01) and sella.energy < sella.energy_initial
+    assert not sella.atoms.pbc.any() and sella.atoms.get_chemical_symbols() == molecule.get_chemical_symbols()
+
+
+def test_sella_relaxes_one_structure_at_a_time_and_says_so():
+    from hacknip.data.molecules import _relax_batch
+
+    with pytest.raises(InputError, match="Sella optimiser evaluates forces inside its step.*leave out --relax-batch"):
+        list(relax_in_batches(_clusters(sizes=(5,)), MorseForces(), RelaxOptions(optimizer="Sella")))
+    on_cuda = MorseForces()
+    on_cuda.device = "cuda:0"
+    assert _relax_batch(None, on_cuda, "Sella") == 1 and _relax_batch(1, on_cuda, "Sella") == 1
+    with pytest.raises(InputError, match="relaxes one structure at a time"):
+        _relax_batch(3, on_cuda, "Sella")
+
+
+def test_an_optimiser_not_installed_or_not_an_optimiser_is_a_one_line_error_before_any_work(tmp_path, monkeypatch):
+    import sys
+
+    from hacknip.data.molecules import molecules_to_dataset
+
+    monkeypatch.setitem(sys.modules, "sella", None)  # as if not installed
+    with pytest.raises(InputError, match=r"needs the sella package: pip install 'hacknip-core\[sella\]'"):
+        relax(_clusters(sizes=(3,))[0], BackboneForces(MorseForces()), RelaxOptions(optimizer="Sella"))
+    with pytest.raises(InputError, match="ase.optimize has no optimiser 'RestartError'"):  # in ase.optimize: an error class
+        relax(_clusters(sizes=(3,))[0], BackboneForces(MorseForces()), RelaxOptions(optimizer="RestartError"))
+    with pytest.raises(InputError, match="ase.optimize has no optimiser 'Nope'"):  # said before the file is read
+        molecules_to_dataset(tmp_path / "not-there.csv", backbone=MorseForces(), relax_options=RelaxOptions(optimizer="Nope"))

@@ -286,7 +286,7 @@ def _recorded_geometries(results: dict[str, Any]) -> dict[str, Any]:
         return {}
     fields = {"conformer": recorded.get("conformer") or recorded.get("start") or "etkdg",
               "relax": bool(recorded.get("relaxed"))}
-    fields.update({f"relax_{name}": recorded[name] for name in ("fmax", "steps") if name in recorded})
+    fields.update({f"relax_{name}": recorded[name] for name in ("fmax", "steps", "optimizer") if name in recorded})
     return fields
 
 

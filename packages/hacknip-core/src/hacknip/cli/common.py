@@ -108,13 +108,17 @@ def data_options(command=None, *, backbone_required: bool = True):
         store_option(),
         click.option("--smiles-column", help="Molecules: the SMILES column of a table (default: a column called smiles)."),
         click.option("--relax/--no-relax", default=None,
-                     help="Molecules: relax the conformers with the first backbone's forces (BFGS) before featurising "
-                          "[default: relax, as the paper did; run --preset all-layers: not, as measured]."),
+                     help="Molecules: relax the conformers with the first backbone's forces (see --relax-optimizer) "
+                          "before featurising [default: relax, as the paper did; run --preset all-layers: not, as measured]."),
         click.option("--conformer", type=click.Choice(["auto", "mmff94", "etkdg"]), default="auto", show_default=True,
                      help="Molecules from SMILES: RDKit's ETKDG conformer optimised with the MMFF94 force field, or as "
                           "it is; auto: mmff94 when relaxing (half the steps), else etkdg."),
         click.option("--relax-fmax", default=0.05, show_default=True, help="Molecules: relaxation force threshold, eV/Å."),
         click.option("--relax-steps", default=200, show_default=True, help="Molecules: most relaxation steps."),
+        click.option("--relax-optimizer", default="BFGS", show_default=True,
+                     help="Molecules: the optimiser that relaxes them: BFGS, LBFGS, FIRE or another class of "
+                          "ase.optimize, or Sella (internal coordinates: far fewer steps to a tight --relax-fmax, one "
+                          "molecule at a time; pip install 'hacknip-core[sella]')."),
         click.option("--relax-batch", type=click.IntRange(min=1),
                      help="Molecules: relax this many at once, every step's forces in one batched pass (a backbone "
                           "with batched forces, e.g. chgnet; pays on a GPU)  [default: 1 on a CPU, "

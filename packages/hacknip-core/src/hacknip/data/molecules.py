@@ -38,7 +38,16 @@ from typing import Any
 
 from ase import Atoms
 
-from hacknip.data.relaxation import Relaxation, RelaxOptions, calculator_of, relax, relax_in_batches
+from hacknip.data.relaxation import (
+    SELLA,
+    Relaxation,
+    RelaxOptions,
+    calculator_of,
+    check_batchable,
+    optimizer_class,
+    relax,
+    relax_in_batches,
+)
 from hacknip.data.structures import (
     UNLABELLED,
     WARNING_KEY,
@@ -603,11 +612,14 @@ def molecules_to_dataset(
     ``if __name__ == "__main__":`` guard); the command line defaults to the available cores. ``relax_batch`` > 1
     relaxes that many molecules at once in this process, their forces in one batched pass each step (a backbone with
     ``energies_and_forces``; pays on a GPU, docs/molecules.md); ``workers`` then only make the conformers. None: 1 on
-    a CPU, :data:`CUDA_RELAX_BATCH` for a backbone on a CUDA device that has ``energies_and_forces``.
+    a CPU, :data:`CUDA_RELAX_BATCH` for a backbone on a CUDA device that has ``energies_and_forces`` (1 with the
+    Sella optimiser, which evaluates forces inside its step).
     """
     if on_nonconverged not in NONCONVERGED_CHOICES:
         raise InputError(f"on_nonconverged must be one of {NONCONVERGED_CHOICES}, not {on_nonconverged!r}")
     check_on_error(on_error)
+    if relax_options is not None:
+        optimizer_class(relax_options.optimizer)  # an unknown name, or Sella not installed: said before any work
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"no such file: {path}")
@@ -629,7 +641,8 @@ def molecules_to_dataset(
     backbone_ref = backbone if isinstance(backbone, str) and loaded is not None else loaded
     worker_setup = (backbone_ref, backbone_options or {}, embed_options, relax_options or RelaxOptions(), runner.vacuum,
                     runner.store, runner.conformers)
-    if loaded is not None and (batch := _relax_batch(relax_batch, loaded)) > 1:
+    optimizer = (relax_options or RelaxOptions()).optimizer
+    if loaded is not None and (batch := _relax_batch(relax_batch, loaded, optimizer)) > 1:
         results.update(relax_jobs_in_batches(todo, runner, loaded, batch, workers, worker_setup, on_progress))
     else:
         results.update(run_jobs(todo, runner, workers, worker_setup, on_progress))
@@ -638,14 +651,16 @@ def molecules_to_dataset(
     return collector.dataset(target)
 
 
-def _relax_batch(requested: int | None, backbone: Backbone) -> int:
+def _relax_batch(requested: int | None, backbone: Backbone, optimizer: str) -> int:
     batched = callable(getattr(backbone, "energies_and_forces", None))
     if requested is None:
         on_cuda = str(getattr(backbone, "device", "cpu")).startswith("cuda")
-        return CUDA_RELAX_BATCH if on_cuda and batched else 1
+        return CUDA_RELAX_BATCH if on_cuda and batched and optimizer != SELLA else 1
     if requested > 1 and not batched:  # said before any conformer is made
         raise InputError(f"{backbone.name} has no batched energies_and_forces, so it relaxes one molecule at a time: "
                          "leave out --relax-batch (relax_batch=1)")
+    if requested > 1:
+        check_batchable(optimizer)
     return requested
 
 

@@ -480,9 +480,11 @@ def _study_prefix(prepared: Prepared, settings: TuneSettings, search_space: Call
     space = search_space_key(search_space)
     defaults = defaults_of(prepared.head_spec.estimator_class(), config.head_params)  # those searched do not count
     targets = hashlib.sha256(np.ascontiguousarray(prepared.y, dtype=np.float64).tobytes()).hexdigest()
+    geometries = [config.conformer, config.relax, config.relax_fmax, config.relax_steps]
+    if config.relax_optimizer != "BFGS":  # named only when not the default, so studies made before it was a choice resume
+        geometries.append(config.relax_optimizer)
     key = json.dumps({"data": str(Path(config.data).resolve()), "n": len(prepared.y), "backbone": config.backbone,
-                      "targets": targets, "geometries": [config.conformer, config.relax, config.relax_fmax,
-                                                         config.relax_steps],
+                      "targets": targets, "geometries": geometries,
                       "head": config.head, "fixed": config.head_params, "pooling": config.pooling, "task": prepared.task,
                       "protocol": settings.protocol, "inner_folds": settings.inner_folds,
                       "outer": prepared.folds_source, "target_transform": config.target_transform,

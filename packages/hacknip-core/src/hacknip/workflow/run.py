@@ -101,6 +101,8 @@ class RunConfig:
     ``auto``: ``mmff94`` when relaxing (half the steps), else ``etkdg`` (:func:`hacknip.data.molecules.default_embed_options`)."""
     relax_fmax: float = 0.05
     relax_steps: int = 200
+    relax_optimizer: str = "BFGS"
+    """Molecules: the optimiser that relaxes them (:attr:`hacknip.data.relaxation.RelaxOptions.optimizer`)."""
     relax_batch: int | None = None
     """Molecules relaxed at once, their forces in one batched pass a step (None: 1 on a CPU, more on CUDA:
     :func:`hacknip.data.molecules.molecules_to_dataset`)."""
@@ -173,7 +175,8 @@ def _molecules(config: RunConfig, progress: Progress) -> Dataset:
     if config.relax and relaxing is None:
         raise InputError(f"--relax relaxes molecules with a backbone's forces, and {config.backbone!r} names only "
                          "descriptors: add a backbone to --backbone, or pass --no-relax")
-    relax = RelaxOptions(fmax=config.relax_fmax, steps=config.relax_steps) if config.relax else None
+    relax = (RelaxOptions(fmax=config.relax_fmax, steps=config.relax_steps, optimizer=config.relax_optimizer)
+             if config.relax else None)
     embed = EmbedOptions(force_field=force_field_of(config.conformer))
     bar: list[Callable[[int], None]] = []
     description = (f"3D geometries ({config.conformer}{f', relaxed with {relaxing}' if relaxing else ''})"
@@ -551,7 +554,8 @@ def out_of_fold_predictions(dataset: Dataset, final: CVResult, folds) -> dict[st
 
 def geometries_settings(config: RunConfig) -> dict[str, Any]:
     """How a molecule run made its geometries (``analyze umap`` makes them again from this)."""
-    relaxation = {"fmax": config.relax_fmax, "steps": config.relax_steps} if config.relax else {}
+    relaxation = ({"fmax": config.relax_fmax, "steps": config.relax_steps, "optimizer": config.relax_optimizer}
+                  if config.relax else {})
     return {"conformer": config.conformer, "relaxed": config.relax, **relaxation}
 
 
