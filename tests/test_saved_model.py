@@ -73,3 +73,55 @@ def test_a_saved_classifier_predicts_probabilities(toy_plugin, cif_table, tmp_pa
 def test_not_a_model_folder_is_a_clear_error(tmp_path, cif_table):
     result = CliRunner().invoke(cli, ["predict", str(tmp_path), "--data", str(cif_table)])
     assert result.exit_code == 1 and "not a hacknip model folder" in result.output
+
+
+def test_predict_makes_molecules_as_the_model_was_trained_on_them(tmp_path):
+    """A model trained on molecules relaxed with CHGNet from MMFF94 starts records so, and ``predict`` relaxes new
+    SMILES the same way (the stored geometries of the training rows are reused), instead of featurising RDKit's
+    unrelaxed ETKDG conformers that the head never saw; a folder that does not say is predicted as before, with a
+    warning, and an edited record is refused with the field named."""
+    pytest.importorskip("rdkit")
+    pytest.importorskip("hacknip_chgnet")
+    smiles = ["CCO", "CCCO", "CCCCO", "CC(C)O", "CCN", "CCCN", "CC(=O)O", "CCC(=O)O", "OCCO", "CCOC"]
+    table = tmp_path / "molecules.csv"
+    pd.DataFrame({"smiles": smiles, "y": np.arange(len(smiles), dtype=float)}).to_csv(table, index=False)
+    store, model_dir = tmp_path / "store", tmp_path / "model"
+    result = _invoke("run", "--data", table, "--backbone", "chgnet@1", "--head", "ridge", "--relax", "--relax-steps", 3,
+                     "--split", "random", "--workers", 1, "--store", store, "--save", model_dir, "--out", tmp_path / "run")
+    assert result.exit_code == 0, result.output
+    model = json.loads((model_dir / "model.json").read_text())
+    assert model["geometries"] == {"conformer": "mmff94", "relaxed": True, "fmax": 0.05, "steps": 3, "optimizer": "BFGS",
+                                   "relaxed_with": "chgnet"}
+    relaxed = sorted(store.glob("geometries/chgnet-*/*.json"))
+
+    unlabelled = tmp_path / "new.csv"
+    pd.DataFrame({"smiles": smiles}).to_csv(unlabelled, index=False)
+    result = _invoke("predict", model_dir, "--data", unlabelled, "--store", store, "--out", tmp_path / "p.csv")
+    assert result.exit_code == 0, result.output
+    assert "warning" not in result.output
+    assert sorted(store.glob("geometries/chgnet-*/*.json")) == relaxed  # the training rows' relaxed geometries, reused
+    predicted = pd.read_csv(tmp_path / "p.csv")["predicted"]
+
+    del model["geometries"]  # as saved before hacknip recorded it
+    (model_dir / "model.json").write_text(json.dumps(model))
+    result = _invoke("predict", model_dir, "--data", unlabelled, "--store", store, "--out", tmp_path / "old.csv")
+    assert result.exit_code == 0 and "does not record how its molecules' geometries were made" in result.output
+    assert not np.allclose(pd.read_csv(tmp_path / "old.csv")["predicted"], predicted)  # other geometries, other features
+
+    model["geometries"] = {"conformer": "uff", "relaxed": False}
+    (model_dir / "model.json").write_text(json.dumps(model))
+    result = CliRunner().invoke(cli, ["predict", str(model_dir), "--data", str(unlabelled), "--store", str(store)])
+    assert result.exit_code == 1 and "field 'geometries'" in result.output and "save it again" in result.output
+
+
+def test_only_molecule_inputs_record_their_geometries(tmp_path, cif_table):
+    from hacknip.workflow.run import RunConfig, saved_geometries
+
+    molecules = tmp_path / "molecules.csv"
+    pd.DataFrame({"smiles": ["CCO"], "y": [1.0]}).to_csv(molecules, index=False)
+    relaxed = RunConfig(data=molecules, backbone="rdkit:descriptors+chgnet@1", relax=True, relax_optimizer="Sella")
+    assert saved_geometries(relaxed) == {"conformer": "mmff94", "relaxed": True, "fmax": 0.05, "steps": 200,
+                                         "optimizer": "Sella", "relaxed_with": "chgnet"}  # the first backbone
+    assert saved_geometries(RunConfig(data=molecules, backbone="chgnet", relax=False)) == {"conformer": "etkdg",
+                                                                                          "relaxed": False}
+    assert saved_geometries(RunConfig(data=cif_table, backbone="chgnet")) is None

@@ -398,22 +398,28 @@ def predict(model_dir, data, target, structure_column, id_column, targets, on_er
     import pandas as pd
     from rich.console import Console
 
-    from hacknip.data.read import read_dataset
+    from hacknip.data.read import is_molecule_input
     from hacknip.data.structures import UNLABELLED
     from hacknip.evaluation.crossval import METRICS
     from hacknip.store import FeatureStore
     from hacknip.workflow.run import parsed_cache_file
     from hacknip.workflow.saved_finetuned import SavedFinetuned, load_saved
+    from hacknip.workflow.saved_model import read_prediction_data
 
     model = load_saved(model_dir)
     check_output_file(out)
     features_store = FeatureStore(store_path)
     features_store.check_usable()
+    if "geometries" not in model.model and is_molecule_input(data, structure_column):
+        click.echo(f"warning: {model_dir} does not record how its molecules' geometries were made (saved before "
+                   "hacknip recorded it): predicting on RDKit's ETKDG conformers, unrelaxed; if it was trained on "
+                   "relaxed or MMFF94 geometries, save it again with this hacknip", err=True)
     with progress_bars() as start:
-        dataset = read_dataset(data, target=target or UNLABELLED, structure_column=structure_column,
-                               id_column=id_column, targets=targets, on_error=on_error,
-                               disordered=disordered or model.model.get("disordered", "refuse"),
-                               parsed_cache=parsed_cache_file(store_path), progress=start)
+        dataset = read_prediction_data(model, data, store=features_store, device=device,
+                                       trust_checkpoints=trust_checkpoint, progress=start, target=target or UNLABELLED,
+                                       structure_column=structure_column, id_column=id_column, targets=targets,
+                                       on_error=on_error, disordered=disordered or model.model.get("disordered", "refuse"),
+                                       parsed_cache=parsed_cache_file(store_path))
         if isinstance(model, SavedFinetuned):
             dataset, predictions = model.predict_dataset(dataset, batch_size, device, on_error, start,
                                                          trust_checkpoints=trust_checkpoint)

@@ -120,6 +120,20 @@ class EmbedOptions:
                              "for the ETKDG conformer as it is")
 
 
+CONFORMERS = {"etkdg": None, "mmff94": "MMFF94"}
+"""What ``--conformer`` names: the force field that optimises RDKit's ETKDG conformer (None: none)."""
+
+
+def conformer_name(force_field: str | None) -> str:
+    return next(name for name, field in CONFORMERS.items() if field == force_field)
+
+
+def force_field_of(conformer: str) -> str | None:
+    if conformer not in CONFORMERS:
+        raise InputError(f"unknown conformer {conformer!r}: use one of auto, {', '.join(CONFORMERS)}")
+    return CONFORMERS[conformer]
+
+
 def default_embed_options(relaxing: bool) -> EmbedOptions:
     """MMFF94 before a relaxation, which then needs half the steps; ETKDG's conformer as it is otherwise, which gave
     features as good on BBBP and ClinTox for less (docs/benchmarks.md, "Which conformer")."""

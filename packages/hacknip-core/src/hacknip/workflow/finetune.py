@@ -28,6 +28,7 @@ from hacknip.workflow.run import (
     load_data,
     make_folds,
     no_progress,
+    saved_geometries,
     score_transform,
     scored_results,
     split_groups,
@@ -146,7 +147,8 @@ def finetune(config: RunConfig, options: FinetuneOptions, progress: Progress = n
             from hacknip.workflow.saved_finetuned import save_finetuned
 
             results["saved_model"] = str(save_finetuned(save_to, run, checkpoints, on_epoch,
-                                                        results["finetune"]["cross_validation"]))
+                                                        results["finetune"]["cross_validation"],
+                                                        saved_geometries(run.config)))
     finally:
         run.prepared.restore_pretrained()
     results["timings_s"] = {"read": round(run.read_seconds, 3), "graphs": round(run.inputs_seconds, 3),

@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 
 from hacknip import __version__
+from hacknip.data.molecules import conformer_name, default_embed_options, force_field_of
 from hacknip.data.parsed_cache import PARSED_FILE
 from hacknip.data.read import is_molecule_input, read_dataset
 from hacknip.data.structures import (
@@ -133,8 +134,6 @@ class RunConfig:
         if self.relax is None:  # a preset relaxes with a backbone; an expression of descriptors has none to relax with
             self.relax = get_preset(self.preset).relax_molecules and relaxing_backbone(self.backbone) is not None
         if self.conformer == "auto":
-            from hacknip.data.molecules import default_embed_options
-
             self.conformer = conformer_name(default_embed_options(relaxing=self.relax).force_field)
         force_field_of(self.conformer)  # an unknown conformer fails before any work
 
@@ -192,20 +191,6 @@ def _molecules(config: RunConfig, progress: Progress) -> Dataset:
 def relaxing_backbone(expression: str) -> str | None:
     """The backbone that relaxes molecules: the expression's first member that is not a descriptor (None: none is)."""
     return next((member.name for member in parse_backbones(expression) if descriptor_spec(member.name) is None), None)
-
-
-CONFORMERS = {"etkdg": None, "mmff94": "MMFF94"}
-"""What ``--conformer`` names: the force field that optimises RDKit's ETKDG conformer (None: none)."""
-
-
-def conformer_name(force_field: str | None) -> str:
-    return next(name for name, field in CONFORMERS.items() if field == force_field)
-
-
-def force_field_of(conformer: str) -> str | None:
-    if conformer not in CONFORMERS:
-        raise InputError(f"unknown conformer {conformer!r}: use one of auto, {', '.join(CONFORMERS)}")
-    return CONFORMERS[conformer]
 
 
 def checked_backbones(config: RunConfig) -> list[Member]:
@@ -520,7 +505,8 @@ def run(config: RunConfig, progress: Progress = no_progress, save_to: Path | Non
     if save_to is not None:
         from hacknip.workflow.saved_model import save_model
 
-        results["saved_model"] = str(save_model(save_to, prepared, chosen, config.head_params, final.summary()))
+        results["saved_model"] = str(save_model(save_to, prepared, chosen, config.head_params, final.summary(),
+                                                saved_geometries(config)))
     results["preset"] = {"name": config.preset, "summary": get_preset(config.preset).summary}
     results["timings_s"] = {
         "read": round(prepared.read_seconds, 3),
@@ -557,6 +543,15 @@ def geometries_settings(config: RunConfig) -> dict[str, Any]:
     relaxation = ({"fmax": config.relax_fmax, "steps": config.relax_steps, "optimizer": config.relax_optimizer}
                   if config.relax else {})
     return {"conformer": config.conformer, "relaxed": config.relax, **relaxation}
+
+
+def saved_geometries(config: RunConfig) -> dict[str, Any] | None:
+    """What a model folder records of how its molecules' geometries were made, so that ``hacknip predict`` makes them
+    the same way: :func:`geometries_settings`, and the backbone that relaxed them; None for other inputs."""
+    if not is_molecule_input(config.data, config.structure_column, config.smiles_column):
+        return None
+    relaxed_with = {"relaxed_with": relaxing_backbone(config.backbone)} if config.relax else {}
+    return {**geometries_settings(config), **relaxed_with}
 
 
 def scored_results(config: RunConfig, dataset: Dataset, final: CVResult, folds: list, folds_source: str) -> dict[str, Any]:

@@ -38,9 +38,11 @@ FORMAT = "hacknip-finetuned/1"
 WEIGHTS_FILE = "weights.safetensors"
 
 
-def save_finetuned(folder: Path, run, checkpoints: Path | None, on_epoch, cv_summary: dict[str, float]) -> Path:
+def save_finetuned(folder: Path, run, checkpoints: Path | None, on_epoch, cv_summary: dict[str, float],
+                   geometries: dict[str, Any] | None = None) -> Path:
     """Fine-tune on every row of ``run`` (a :class:`hacknip.workflow.finetune.Finetuning`; validation carved as in
-    each fold) and write the model folder."""
+    each fold) and write the model folder; ``geometries``: how molecules' geometries were made
+    (:func:`hacknip.workflow.run.saved_geometries`), for ``hacknip predict`` to make them alike."""
     from hacknip.finetuning.checkpoint import save_tensors
 
     report = (lambda entry, planned: on_epoch(-1, entry, planned)) if on_epoch else None
@@ -55,6 +57,7 @@ def save_finetuned(folder: Path, run, checkpoints: Path | None, on_epoch, cv_sum
         "target": run.dataset.target_name,
         "target_transform": run.config.target_transform,
         "disordered": run.config.disordered,
+        **({"geometries": geometries} if geometries else {}),
         "recipe": run.options.as_dict(),
         "target_centre": tuner.centre,
         "target_scale": tuner.scale,

@@ -23,6 +23,8 @@ from typing import Any
 import numpy as np
 
 from hacknip import __version__
+from hacknip.data.molecules import CONFORMERS
+from hacknip.data.read import is_molecule_input, read_dataset
 from hacknip.data.structures import DISORDERED_CHOICES, Dataset, read_extra_features
 from hacknip.errors import InputError, UntrustedFileError
 from hacknip.evaluation.crossval import TARGET_TRANSFORMS, fitted_pipeline, get_target_transform, make_model
@@ -34,6 +36,7 @@ from hacknip.plugins.backbone import file_sha256
 from hacknip.plugins.descriptor import is_descriptor_identity, store_identity
 from hacknip.plugins.head import CLASSIFICATION, REGRESSION
 from hacknip.plugins.registry import get_head_spec, load_backbone, load_descriptor, resolve_backbone
+from hacknip.progress import Progress, no_progress
 from hacknip.report import strict_json
 from hacknip.store import FeatureStore
 
@@ -44,10 +47,11 @@ HEAD_ARRAY_PREFIX = "head/"
 
 
 def save_model(folder: Path, prepared, layers: dict[str, list[int]], head_params: dict[str, Any],
-               cv_summary: dict[str, float]) -> Path:
+               cv_summary: dict[str, float], geometries: dict[str, Any] | None = None) -> Path:
     """Fit the model (:func:`~hacknip.evaluation.crossval.make_model`: scaler, head, target transform) on every row of
     ``prepared`` at ``layers`` and write each step to the model folder: the scaler's arrays, the head's JSON state
-    and arrays, the transform's name."""
+    and arrays, the transform's name; ``geometries``: how molecules' geometries were made
+    (:func:`hacknip.workflow.run.saved_geometries`), for ``hacknip predict`` to make them alike."""
     config = prepared.config
     head_class = _head_class(config.head)
     if not hasattr(head_class, "from_state"):
@@ -70,6 +74,7 @@ def save_model(folder: Path, prepared, layers: dict[str, list[int]], head_params
         "target_transform": config.target_transform,
         "extra_features": list(config.extra_features),
         "disordered": config.disordered,
+        **({"geometries": geometries} if geometries else {}),
         "head": config.head,
         "head_params": {**head_params, **task_param},
         "head_state": meta,
@@ -215,6 +220,22 @@ def check_prediction_fields(model: dict[str, Any], field: Callable[[str, bool, s
     field("target_transform", model.get("target_transform") in (None, "none", *TARGET_TRANSFORMS),
           f"null or one of {', '.join(TARGET_TRANSFORMS)}")
     field("disordered", model.get("disordered", "refuse") in DISORDERED_CHOICES, f"one of {', '.join(DISORDERED_CHOICES)}")
+    geometries = model.get("geometries")
+    field("geometries", geometries is None or _geometries_ok(geometries),
+          "an object with a conformer (etkdg or mmff94) and relaxed (true or false); when relaxed, a positive fmax, "
+          "a number of steps, an optimiser and the backbone it relaxed with (relaxed_with)")
+
+
+def _geometries_ok(geometries: Any) -> bool:
+    if not (isinstance(geometries, dict) and geometries.get("conformer") in CONFORMERS
+            and isinstance(geometries.get("relaxed"), bool)):
+        return False
+    if not geometries["relaxed"]:
+        return True
+    fmax = geometries.get("fmax")
+    return (isinstance(fmax, (int, float)) and not isinstance(fmax, bool) and fmax > 0
+            and is_count(geometries.get("steps"), 0) and isinstance(geometries.get("optimizer"), str)
+            and isinstance(geometries.get("relaxed_with"), str) and bool(geometries["relaxed_with"]))
 
 
 def is_count(value: Any, minimum: int) -> bool:
@@ -271,6 +292,47 @@ def checkpoint_file(checkpoint: str | None) -> Path | None:
     parts = checkpoint.split(":")
     candidates = [":".join(parts[:end]) for end in range(len(parts), 0, -1)]
     return next((Path(c) for c in candidates if c and Path(c).is_file()), None)
+
+
+def read_prediction_data(saved, data: str | Path, *, store: FeatureStore, device: str = "cpu",
+                         trust_checkpoints: bool = False, workers: int | None = None, progress: Progress = no_progress,
+                         **read_options: Any) -> Dataset:
+    """The structures of ``data`` to predict with ``saved`` (a model folder of either kind), read as
+    :func:`hacknip.data.read.read_dataset` reads them (``read_options``: its keyword arguments), except molecules
+    when the model records how its training molecules' geometries were made: those are made the same way (the same
+    conformer, relaxed with the same backbone and settings; stored and reused as in training), so that their features
+    mean what they meant when the head learnt them. ``workers``: processes for the geometries (default: the cores)."""
+    from hacknip.data.molecules import EmbedOptions, RelaxOptions, available_cores, force_field_of, molecules_to_dataset
+
+    geometries = saved.model.get("geometries")
+    if geometries is None or not is_molecule_input(Path(data), read_options.get("structure_column", "cif")):
+        return read_dataset(data, progress=progress, **read_options)
+    relaxing = geometries["relaxed_with"] if geometries["relaxed"] else None
+    if relaxing is not None:
+        _check_relaxing_backbone(saved, relaxing, device, trust_checkpoints)
+    relax = (RelaxOptions(fmax=geometries["fmax"], steps=geometries["steps"], optimizer=geometries["optimizer"])
+             if relaxing else None)
+    bar: list[Callable[[int], None]] = []
+    description = f"3D geometries ({geometries['conformer']}{f', relaxed with {relaxing}' if relaxing else ''})"
+    return molecules_to_dataset(data, smiles_column=read_options.get("smiles_column"), target=read_options.get("target"),
+                                id_column=read_options.get("id_column"),
+                                backbone=relaxing, backbone_options={"device": device},
+                                embed_options=EmbedOptions(force_field=force_field_of(geometries["conformer"])),
+                                relax_options=relax, store=store, workers=workers or available_cores(),
+                                on_error=read_options.get("on_error", "raise"),
+                                on_total=lambda total: bar.append(progress(description, total)),
+                                on_progress=lambda n: bar[0](n))
+
+
+def _check_relaxing_backbone(saved, name: str, device: str, trust_checkpoints: bool) -> None:
+    """The backbone that relaxed the training molecules, checked as featurising checks it, before hours of relaxing."""
+    entries = saved.model.get("backbones") or [saved.model["backbone"]]
+    entry = next((entry for entry in entries if entry["name"] == name), None)
+    if entry is None:
+        raise InputError(f"{saved.folder}: its molecules were relaxed with {name!r}, which is not among its backbones; "
+                         "the model folder was edited: save it again")
+    check_checkpoint(entry, saved.folder, trust_checkpoints)
+    check_identity(entry, load_backbone(name, device=device).identity(), saved.folder)
 
 
 def check_checkpoint(saved: dict[str, Any], folder: Path, trust: bool) -> None:
