@@ -275,3 +275,21 @@ def test_python_api_finetune_and_load_model(toy_trainable_plugin, phonons_path, 
     assert list(table.columns) == ["id", "predicted"] and len(table) == 3
     with pytest.raises(InputError, match="unknown option"):
         hacknip.finetune(phonons_path, "toy-trainable", head="mlp")
+
+
+def test_a_finetuned_model_of_molecules_records_their_geometries_for_predict(toy_trainable_plugin, tmp_path):
+    pytest.importorskip("rdkit")
+    import pandas as pd
+
+    smiles = ["CCO", "CCCO", "CCCCO", "CC(C)O", "CCN", "CCCN", "CC(=O)O", "CCC(=O)O", "OCCO", "CCOC"]
+    table = tmp_path / "molecules.csv"
+    pd.DataFrame({"smiles": smiles, "y": [float(len(s)) for s in smiles]}).to_csv(table, index=False)
+    model = tmp_path / "model"
+    result = invoke(["finetune", "--data", str(table), "--backbone", "toy-trainable", "--no-relax", "--conformer",
+                     "mmff94", "--split", "random", "--epochs", "1", "--hidden", "8", "--workers", "1",
+                     "--out", str(tmp_path / "run"), "--save", str(model)])
+    assert result.exit_code == 0, result.output
+    assert json.loads((model / "model.json").read_text())["geometries"] == {"conformer": "mmff94", "relaxed": False}
+    result = invoke(["predict", str(model), "--data", str(table), "--out", str(tmp_path / "p.csv")])
+    assert result.exit_code == 0 and "warning" not in result.output, result.output
+    assert len(pd.read_csv(tmp_path / "p.csv")) == len(smiles)
