@@ -247,3 +247,23 @@ def test_an_optimiser_not_installed_or_not_an_optimiser_is_a_one_line_error_befo
         relax(_clusters(sizes=(3,))[0], BackboneForces(MorseForces()), RelaxOptions(optimizer="RestartError"))
     with pytest.raises(InputError, match="ase.optimize has no optimiser 'Nope'"):  # said before the file is read
         molecules_to_dataset(tmp_path / "not-there.csv", backbone=MorseForces(), relax_options=RelaxOptions(optimizer="Nope"))
+
+
+def test_an_optimiser_that_stops_above_fmax_by_its_own_test_goes_on_until_the_largest_force_is_below(monkeypatch):
+    """As Sella can, judging its forces with the rigid motions projected out: relax asks again, tighter."""
+    from ase.optimize import BFGS
+
+    import hacknip.data.relaxation as relaxation
+
+    asked = []
+
+    class StopsEarly(BFGS):
+        def run(self, fmax=0.05, steps=100):
+            asked.append(fmax)
+            return super().run(fmax=fmax * 3, steps=steps)
+
+    monkeypatch.setattr(relaxation, "optimizer_class", lambda name: StopsEarly)
+    options = RelaxOptions(fmax=0.01, steps=300)
+    result = relax(_clusters(sizes=(6,))[0], BackboneForces(MorseForces()), options)
+    assert result.converged and result.fmax < 0.01 and asked[:2] == [0.01, 0.005]
+    assert len(asked) <= 3 and result.steps <= options.steps

@@ -99,12 +99,26 @@ def relax(atoms: Atoms, calculator, options: RelaxOptions = RelaxOptions(), vacu
     working.calc = calculator
     energy_initial = float(working.get_potential_energy())
     optimizer = optimizer_type(working, logfile=None)
-    optimizer.run(fmax=options.fmax, steps=options.steps)
-    fmax = largest_force(working.get_forces())  # every optimiser judged alike (Sella's own test projects the forces)
+    fmax = _run_until_converged(optimizer, working, options)
     relaxed = atoms.copy()
     relaxed.positions = working.positions
     return Relaxation(relaxed, fmax < options.fmax, int(optimizer.nsteps), fmax, energy_initial,
                       float(working.get_potential_energy()), time.perf_counter() - started)
+
+
+def _run_until_converged(optimizer, working: Atoms, options: RelaxOptions) -> float:
+    """Run ``optimizer`` until the largest atomic force is below ``options.fmax`` or the steps are spent, judging
+    every optimiser alike; the largest force at the end. Sella tests its own convergence on forces with the rigid
+    motions projected out, which can stop it a little above the threshold (0.0109 against 0.01 eV/Å on one BBBP
+    molecule of 50): it then goes on with its own threshold halved, at most twice."""
+    threshold = options.fmax
+    for _ in range(3):
+        optimizer.run(fmax=threshold, steps=options.steps - optimizer.nsteps)
+        fmax = largest_force(working.get_forces())
+        if fmax < options.fmax or optimizer.nsteps >= options.steps:
+            break
+        threshold /= 2
+    return fmax
 
 
 def calculator_of(backbone):
