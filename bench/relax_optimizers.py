@@ -5,7 +5,9 @@ the backbone's own energy-and-forces pass.
     OMP_NUM_THREADS=1 python bench/relax_optimizers.py --backbone chgnet --n 8
 
 Optimisers: ASE ``BFGS`` (Cartesian); geomeTRIC's TRIC (translation-rotation internal coordinates, ``pip install
-geometric``); Sella in internal coordinates (``pip install sella``, which brings jax). One missing is left out.
+geometric``); Sella in internal coordinates as hacknip runs it (``pip install 'hacknip-core[sella]'``, which brings
+jax). One missing is left out. Sella compiles its functions with JAX on first use and keeps them in JAX's persistent
+cache (``$JAX_COMPILATION_CACHE_DIR``): point that at an empty folder to count the compilation.
 Convergence is the same for all: the largest force on an atom below ``--fmax`` (geomeTRIC's other criteria are
 switched off), at most ``--max-steps`` evaluations. One process, one torch thread, ``time.process_time``.
 """
@@ -34,9 +36,10 @@ def bfgs(atoms, fmax: float, max_steps: int) -> None:
 
 
 def sella(atoms, fmax: float, max_steps: int) -> None:
-    from sella import Sella
+    """Sella as hacknip runs it (``--relax-optimizer Sella``: internal coordinates, a minimum)."""
+    from hacknip.data.relaxation import SELLA, optimizer_class
 
-    Sella(atoms, internal=True, order=0, logfile=None).run(fmax=fmax, steps=max_steps)
+    optimizer_class(SELLA)(atoms, logfile=None).run(fmax=fmax, steps=max_steps)
 
 
 def tric(atoms, fmax: float, max_steps: int) -> None:
@@ -103,13 +106,13 @@ def main() -> None:
             CountingForces.evaluations += 1
             super().calculate(*args, **kwargs)
 
-    summary = {}
+    summary, energies = {}, {}
     for name in args.optimizers.split(","):
         optimizer, module = OPTIMIZERS[name]
         if module and importlib.util.find_spec(module) is None:
             print(f"{name}: {module} is not installed, left out")
             continue
-        evaluations, seconds, converged = [], [], 0
+        evaluations, seconds, converged, energies[name] = [], [], 0, []
         for start in starts:
             atoms = start.copy()
             atoms.calc = CountingForces(backbone)
@@ -120,14 +123,18 @@ def main() -> None:
             evaluations.append(CountingForces.evaluations)
             fmax = float(np.sqrt((atoms.get_forces() ** 2).sum(axis=1)).max())
             converged += fmax < args.fmax
+            energies[name].append(float(atoms.get_potential_energy()))
             print(f"{name}: {len(atoms)} atoms, {evaluations[-1]} force evaluations, {seconds[-1]:.2f} CPU s, "
-                  f"fmax {fmax:.3f}", flush=True)
+                  f"fmax {fmax:.3f}, energy {energies[name][-1]:.4f} eV", flush=True)
         summary[name] = (converged, statistics.mean(evaluations), statistics.mean(seconds))
     reference = summary.get("bfgs")
-    print(f"\n{'optimiser':<10} converged  evaluations  CPU s/molecule  fewer CPU s than BFGS")
+    print(f"\n{'optimiser':<10} converged  evaluations  CPU s/molecule  fewer CPU s than BFGS  final energy - BFGS's, "
+          "mean (most above), eV")
     for name, (converged, evaluations, seconds) in summary.items():
         ratio = f"{reference[2] / seconds:.2f}x" if reference else "-"
-        print(f"{name:<10} {converged}/{len(starts):<8} {evaluations:>11.1f}  {seconds:>14.2f}  {ratio}")
+        above = np.subtract(energies[name], energies["bfgs"]) if reference else None
+        gap = f"{above.mean():+.4f} ({above.max():+.4f})" if above is not None else "-"
+        print(f"{name:<10} {converged}/{len(starts):<8} {evaluations:>11.1f}  {seconds:>14.2f}  {ratio:>21}  {gap}")
 
 
 if __name__ == "__main__":
