@@ -318,7 +318,7 @@ def read_prediction_data(saved, data: str | Path, *, store: FeatureStore, device
                                 id_column=read_options.get("id_column"),
                                 backbone=relaxing, backbone_options={"device": device},
                                 embed_options=EmbedOptions(force_field=force_field_of(geometries["conformer"])),
-                                relax_options=relax, store=store, workers=workers or available_cores(),
+                                relax_options=relax, relax_batch=None, store=store, workers=workers or available_cores(),
                                 on_error=read_options.get("on_error", "raise"),
                                 on_total=lambda total: bar.append(progress(description, total)),
                                 on_progress=lambda n: bar[0](n))
