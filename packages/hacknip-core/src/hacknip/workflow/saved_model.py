@@ -23,7 +23,14 @@ from typing import Any
 import numpy as np
 
 from hacknip import __version__
-from hacknip.data.molecules import CONFORMERS
+from hacknip.data.molecules import (
+    CONFORMERS,
+    EmbedOptions,
+    RelaxOptions,
+    available_cores,
+    force_field_of,
+    molecules_to_dataset,
+)
 from hacknip.data.read import is_molecule_input, read_dataset
 from hacknip.data.structures import DISORDERED_CHOICES, Dataset, read_extra_features
 from hacknip.errors import InputError, UntrustedFileError
@@ -302,8 +309,6 @@ def read_prediction_data(saved, data: str | Path, *, store: FeatureStore, device
     when the model records how its training molecules' geometries were made: those are made the same way (the same
     conformer, relaxed with the same backbone and settings; stored and reused as in training), so that their features
     mean what they meant when the head learnt them. ``workers``: processes for the geometries (default: the cores)."""
-    from hacknip.data.molecules import EmbedOptions, RelaxOptions, available_cores, force_field_of, molecules_to_dataset
-
     geometries = saved.model.get("geometries")
     if geometries is None or not is_molecule_input(Path(data), read_options.get("structure_column", "cif")):
         return read_dataset(data, progress=progress, **read_options)
