@@ -39,7 +39,6 @@ from typing import Any
 from ase import Atoms
 
 from hacknip.data.relaxation import (
-    SELLA,
     Relaxation,
     RelaxOptions,
     calculator_of,
@@ -47,6 +46,7 @@ from hacknip.data.relaxation import (
     optimizer_class,
     relax,
     relax_in_batches,
+    relaxes_in_batches,
 )
 from hacknip.data.structures import (
     UNLABELLED,
@@ -669,7 +669,7 @@ def _relax_batch(requested: int | None, backbone: Backbone, optimizer: str) -> i
     batched = callable(getattr(backbone, "energies_and_forces", None))
     if requested is None:
         on_cuda = str(getattr(backbone, "device", "cpu")).startswith("cuda")
-        return CUDA_RELAX_BATCH if on_cuda and batched and optimizer != SELLA else 1
+        return CUDA_RELAX_BATCH if on_cuda and batched and relaxes_in_batches(optimizer) else 1
     if requested > 1 and not batched:  # said before any conformer is made
         raise InputError(f"{backbone.name} has no batched energies_and_forces, so it relaxes one molecule at a time: "
                          "leave out --relax-batch (relax_batch=1)")

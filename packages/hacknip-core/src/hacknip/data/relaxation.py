@@ -149,10 +149,15 @@ class BackboneForces(Calculator):
 
 # --- many at once -------------------------------------------------------------------------------------------
 
+def relaxes_in_batches(optimizer: str) -> bool:
+    """Whether ``optimizer`` can relax structures in batches (Sella evaluates forces inside its step)."""
+    return optimizer != SELLA
+
+
 def check_batchable(optimizer: str) -> None:
     """An :class:`~hacknip.errors.InputError` unless ``optimizer`` can relax structures in batches."""
     optimizer_class(optimizer)
-    if optimizer == SELLA:
+    if not relaxes_in_batches(optimizer):
         raise InputError(f"the {SELLA} optimiser evaluates forces inside its step, so it relaxes one structure at a "
                          "time: leave out --relax-batch (relax_batch=1), or relax in batches with BFGS")
 
