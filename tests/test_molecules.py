@@ -3,6 +3,7 @@ stores of conformers and relaxed geometries, parallel workers, scaffold folds, a
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 import warnings
@@ -252,6 +253,38 @@ def test_parallel_workers_give_the_serial_result(tmp_path):
     for one, other in zip(serial.samples, parallel.samples):
         np.testing.assert_allclose(one.atoms.positions, other.atoms.positions, atol=1e-8)
         assert one.atoms.info == other.atoms.info
+
+
+def _thread_pools_seen_by_a_worker():
+    import scipy.linalg  # noqa: F401  (Sella's: scipy's own OpenBLAS, loaded after the worker started)
+    import torch
+    from threadpoolctl import threadpool_info
+
+    return ({pool["filepath"]: pool["num_threads"] for pool in threadpool_info()}, torch.get_num_threads(),
+            os.environ.get("XLA_FLAGS", ""))
+
+
+def test_a_worker_on_one_thread_holds_every_thread_pool_to_one(monkeypatch):
+    """Sella on two workers ran 1.6× slower than on one until each worker held numpy's, scipy's and JAX's pools to
+    its share of the cores, as it did torch's."""
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    from hacknip.data.molecules import _start_worker, available_cores
+
+    if available_cores() < 2:
+        pytest.skip("on one core every pool has one thread anyway")
+    monkeypatch.setenv("XLA_FLAGS", "--xla_dump_to=/nonexistent")
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    monkeypatch.delenv("OPENBLAS_NUM_THREADS", raising=False)
+    setup = (None, {}, EmbedOptions(), RelaxOptions(), 6.0, None, None, 1)
+    with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"), initializer=_start_worker,
+                             initargs=setup) as pool:
+        pools, torch_threads, xla_flags = pool.submit(_thread_pools_seen_by_a_worker).result()
+    assert len(pools) >= 2, pools  # numpy's BLAS and scipy's at least
+    assert set(pools.values()) == {1}, pools
+    assert torch_threads == 1
+    assert xla_flags == "--xla_dump_to=/nonexistent --xla_cpu_multi_thread_eigen=false", "the user's flags are kept"
 
 
 class SlowMorse(MorsePotential):

@@ -401,6 +401,7 @@ _WORKER: _Runner | None = None
 def _start_worker(backbone_ref, backbone_options, embed_options, relax_options, vacuum, store, conformers,
                   threads) -> None:
     global _WORKER
+    _hold_to_threads(threads)  # first: a library reads its thread count from the environment when it loads
     calculator = None
     if backbone_ref is not None:
         if isinstance(backbone_ref, str):
@@ -408,9 +409,28 @@ def _start_worker(backbone_ref, backbone_options, embed_options, relax_options, 
 
             backbone_ref = load_backbone(backbone_ref, **backbone_options)
         calculator = calculator_of(backbone_ref)
+    _WORKER = _Runner(embed_options, relax_options, calculator, vacuum, store, conformers)
+
+
+_THREAD_COUNT_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
+_XLA_ONE_THREAD = "--xla_cpu_multi_thread_eigen=false"
+
+
+def _hold_to_threads(threads: int) -> None:
+    """Keep this worker process to ``threads`` threads in every pool it runs: torch's, the BLAS libraries already
+    loaded (numpy's), those loaded later (scipy's own OpenBLAS, read from the environment when first imported) and, at
+    one thread, JAX's (Sella's internal coordinates). Each pool otherwise takes every core: Sella on two workers ran
+    1.6× slower than on one, and 3.4× faster once each worker kept to one thread (docs/molecules.md)."""
+    from threadpoolctl import threadpool_limits
+
     if "torch" in sys.modules:
         sys.modules["torch"].set_num_threads(threads)
-    _WORKER = _Runner(embed_options, relax_options, calculator, vacuum, store, conformers)
+    threadpool_limits(threads)
+    for variable in _THREAD_COUNT_VARIABLES:
+        os.environ[variable] = str(threads)
+    flags = os.environ.get("XLA_FLAGS", "")
+    if threads == 1 and _XLA_ONE_THREAD not in flags:
+        os.environ["XLA_FLAGS"] = f"{flags} {_XLA_ONE_THREAD}".strip()
 
 
 def _run_in_worker(job: MoleculeJob):
