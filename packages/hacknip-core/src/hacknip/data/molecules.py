@@ -65,6 +65,7 @@ from hacknip.data.structures import (
 )
 from hacknip.errors import InputError
 from hacknip.plugins.backbone import Backbone, check_elements, identity_key, labelled_copy
+from hacknip.progress import Progress, no_progress
 from hacknip.store import (
     DAMAGED_FOLDER,
     GEOMETRIES_FOLDER,
@@ -683,6 +684,22 @@ def molecules_to_dataset(
     for row in rows:
         _collect(row, results[row.job.key], relax_options, on_nonconverged, collector)
     return collector.dataset(target)
+
+
+def molecules_with_progress(path: str | Path, *, conformer: str, relaxed_with: str | None,
+                            relax_options: RelaxOptions | None, workers: int, progress: Progress = no_progress,
+                            **options: Any) -> Dataset:
+    """:func:`molecules_to_dataset` as a run and a prediction call it: the conformer named as the CLI names it
+    (:data:`CONFORMERS`), relaxed with the backbone ``relaxed_with`` when ``relax_options`` is given, behind one
+    progress bar that says so. ``options``: the rest of :func:`molecules_to_dataset`'s keyword arguments."""
+    relaxed_with = relaxed_with if relax_options is not None else None
+    description = (f"3D geometries ({conformer}{f', relaxed with {relaxed_with}' if relaxed_with else ''})"
+                   + (f" ({workers} workers)" if workers > 1 else ""))
+    bar: list[Callable[[int], None]] = []
+    return molecules_to_dataset(path, backbone=relaxed_with, embed_options=EmbedOptions(force_field=force_field_of(conformer)),
+                                relax_options=relax_options, workers=workers,
+                                on_total=lambda total: bar.append(progress(description, total)),
+                                on_progress=lambda done: bar[0](done), **options)
 
 
 def _relax_batch(requested: int | None, backbone: Backbone, optimizer: str) -> int:

@@ -25,6 +25,8 @@ from ase.calculators.singlepoint import SinglePointCalculator
 from hacknip.data.structures import boxed
 from hacknip.errors import BadStructureError, InputError
 
+DEFAULT_OPTIMIZER = "BFGS"
+
 
 @dataclass(frozen=True)
 class RelaxOptions:
@@ -33,7 +35,7 @@ class RelaxOptions:
     fmax: float = 0.05
     """Convergence threshold on the largest atomic force, eV/Å (0.05: see docs/molecules.md, "Relaxing faster")."""
     steps: int = 200
-    optimizer: str = "BFGS"
+    optimizer: str = DEFAULT_OPTIMIZER
     """Any optimiser class in ``ase.optimize`` (``BFGS``, ``LBFGS``, ``FIRE``, ``BFGSLineSearch``...), or ``Sella``
     (:data:`SELLA`: internal coordinates, far fewer steps to a tight fmax; ``pip install 'hacknip-core[sella]'``). In
     batches, one whose step needs the forces at the current positions only (not a line search, not Sella)."""

@@ -41,6 +41,7 @@ from typing import Any
 
 import numpy as np
 
+from hacknip.data.relaxation import DEFAULT_OPTIMIZER
 from hacknip.errors import InputError, Interrupted
 from hacknip.evaluation.crossval import (
     CVResult,
@@ -481,7 +482,7 @@ def _study_prefix(prepared: Prepared, settings: TuneSettings, search_space: Call
     defaults = defaults_of(prepared.head_spec.estimator_class(), config.head_params)  # those searched do not count
     targets = hashlib.sha256(np.ascontiguousarray(prepared.y, dtype=np.float64).tobytes()).hexdigest()
     geometries = [config.conformer, config.relax, config.relax_fmax, config.relax_steps]
-    if config.relax_optimizer != "BFGS":  # named only when not the default, so studies made before it was a choice resume
+    if config.relax_optimizer != DEFAULT_OPTIMIZER:  # named only when not: studies made before it was a choice resume
         geometries.append(config.relax_optimizer)
     key = json.dumps({"data": str(Path(config.data).resolve()), "n": len(prepared.y), "backbone": config.backbone,
                       "targets": targets, "geometries": geometries,

@@ -17,6 +17,7 @@ from hacknip import __version__
 from hacknip.data.molecules import conformer_name, default_embed_options, force_field_of
 from hacknip.data.parsed_cache import PARSED_FILE
 from hacknip.data.read import is_molecule_input, read_dataset
+from hacknip.data.relaxation import DEFAULT_OPTIMIZER
 from hacknip.data.structures import (
     BadInputError,
     Dataset,
@@ -102,7 +103,7 @@ class RunConfig:
     ``auto``: ``mmff94`` when relaxing (half the steps), else ``etkdg`` (:func:`hacknip.data.molecules.default_embed_options`)."""
     relax_fmax: float = 0.05
     relax_steps: int = 200
-    relax_optimizer: str = "BFGS"
+    relax_optimizer: str = DEFAULT_OPTIMIZER
     """Molecules: the optimiser that relaxes them (:attr:`hacknip.data.relaxation.RelaxOptions.optimizer`)."""
     relax_batch: int | None = None
     """Molecules relaxed at once, their forces in one batched pass a step (None: 1 on a CPU, more on CUDA:
@@ -168,7 +169,7 @@ def parsed_cache_file(store: Path | str | None) -> Path:
 
 def _molecules(config: RunConfig, progress: Progress) -> Dataset:
     """Molecules get 3D conformers, relaxed with the first backbone of the expression when asked (stored, reused)."""
-    from hacknip.data.molecules import EmbedOptions, RelaxOptions, available_cores, molecules_to_dataset
+    from hacknip.data.molecules import RelaxOptions, available_cores, molecules_with_progress
 
     relaxing = relaxing_backbone(config.backbone) if config.relax else None
     if config.relax and relaxing is None:
@@ -176,16 +177,12 @@ def _molecules(config: RunConfig, progress: Progress) -> Dataset:
                          "descriptors: add a backbone to --backbone, or pass --no-relax")
     relax = (RelaxOptions(fmax=config.relax_fmax, steps=config.relax_steps, optimizer=config.relax_optimizer)
              if config.relax else None)
-    embed = EmbedOptions(force_field=force_field_of(config.conformer))
-    bar: list[Callable[[int], None]] = []
-    description = (f"3D geometries ({config.conformer}{f', relaxed with {relaxing}' if relaxing else ''})"
-                   + (f" ({workers} workers)" if (workers := config.workers or available_cores()) > 1 else ""))
-    return molecules_to_dataset(config.data, smiles_column=config.smiles_column, target=config.target,
-                                id_column=config.id_column, backbone=relaxing, backbone_options=config.backbone_options,
-                                embed_options=embed, relax_options=relax, store=FeatureStore(config.store), workers=workers,
-                                on_error=config.on_error, on_nonconverged=config.on_nonconverged,
-                                on_total=lambda total: bar.append(progress(description, total)),
-                                on_progress=lambda n: bar[0](n), limit=config.limit, relax_batch=config.relax_batch)
+    return molecules_with_progress(config.data, conformer=config.conformer, relaxed_with=relaxing, relax_options=relax,
+                                   workers=config.workers or available_cores(), progress=progress,
+                                   smiles_column=config.smiles_column, target=config.target, id_column=config.id_column,
+                                   backbone_options=config.backbone_options, store=FeatureStore(config.store),
+                                   on_error=config.on_error, on_nonconverged=config.on_nonconverged, limit=config.limit,
+                                   relax_batch=config.relax_batch)
 
 
 def relaxing_backbone(expression: str) -> str | None:

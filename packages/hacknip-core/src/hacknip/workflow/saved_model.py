@@ -25,11 +25,9 @@ import numpy as np
 from hacknip import __version__
 from hacknip.data.molecules import (
     CONFORMERS,
-    EmbedOptions,
     RelaxOptions,
     available_cores,
-    force_field_of,
-    molecules_to_dataset,
+    molecules_with_progress,
 )
 from hacknip.data.read import is_molecule_input, read_dataset
 from hacknip.data.structures import DISORDERED_CHOICES, Dataset, read_extra_features
@@ -317,16 +315,11 @@ def read_prediction_data(saved, data: str | Path, *, store: FeatureStore, device
         _check_relaxing_backbone(saved, relaxing, device, trust_checkpoints)
     relax = (RelaxOptions(fmax=geometries["fmax"], steps=geometries["steps"], optimizer=geometries["optimizer"])
              if relaxing else None)
-    bar: list[Callable[[int], None]] = []
-    description = f"3D geometries ({geometries['conformer']}{f', relaxed with {relaxing}' if relaxing else ''})"
-    return molecules_to_dataset(data, smiles_column=read_options.get("smiles_column"), target=read_options.get("target"),
-                                id_column=read_options.get("id_column"),
-                                backbone=relaxing, backbone_options={"device": device},
-                                embed_options=EmbedOptions(force_field=force_field_of(geometries["conformer"])),
-                                relax_options=relax, relax_batch=None, store=store, workers=workers or available_cores(),
-                                on_error=read_options.get("on_error", "raise"),
-                                on_total=lambda total: bar.append(progress(description, total)),
-                                on_progress=lambda n: bar[0](n))
+    return molecules_with_progress(data, conformer=geometries["conformer"], relaxed_with=relaxing, relax_options=relax,
+                                   workers=workers or available_cores(), progress=progress,
+                                   smiles_column=read_options.get("smiles_column"), target=read_options.get("target"),
+                                   id_column=read_options.get("id_column"), backbone_options={"device": device},
+                                   relax_batch=None, store=store, on_error=read_options.get("on_error", "raise"))
 
 
 def _check_relaxing_backbone(saved, name: str, device: str, trust_checkpoints: bool) -> None:
