@@ -115,3 +115,77 @@ def test_molecules_with_descriptors_only_run_unrelaxed_and_refuse_relax(tmp_path
                                        "--head", "ridge", "--relax", "--out", str(tmp_path / "refused")])
     assert refused.exit_code != 0
     assert "names only descriptors: add a backbone to --backbone, or pass --no-relax" in refused.output
+
+
+ISOMERS = ("CCO", "COC", "C[C@H](N)C(=O)O", "C[C@@H](N)C(=O)O")
+"""Ethanol and dimethyl ether (the same atoms), and alanine's two enantiomers (the same atoms and bonds)."""
+
+
+def _table(tmp_path, smiles) -> str:
+    table = tmp_path / "molecules.csv"
+    table.write_text("smiles,y\n" + "".join(f"{s},{i % 2}\n" for i, s in enumerate(smiles)))
+    return str(table)
+
+
+def test_molecules_without_geometry_are_their_smiles_and_embed_nothing(tmp_path, monkeypatch):
+    """--conformer none: no conformer is made (so none can fail), the atoms sit at the origin, and the store tells
+    molecules apart by their canonical SMILES; the descriptors are those of the embedded molecule."""
+    import hacknip.data.molecules as molecules
+    from hacknip.data.molecules import EmbedOptions, molecules_to_dataset
+    from hacknip.features.featurize import dataset_keys
+
+    def no_embedding(*args, **kwargs):
+        raise AssertionError("a molecule without geometry was embedded")
+
+    monkeypatch.setattr(molecules, "embed", no_embedding)
+    dataset = molecules_to_dataset(_table(tmp_path, [*ISOMERS, "CCO"]), embed_options=EmbedOptions(geometry=False))
+    assert len(dataset.samples) == 5 and not dataset.skipped
+    assert [len(sample.atoms) for sample in dataset.samples] == [9, 9, 13, 13, 9]  # hydrogens included
+    assert all(not sample.atoms.positions.any() for sample in dataset.samples)
+    keys = dataset_keys(dataset)
+    assert len(set(keys[:4])) == 4, "isomers share their atoms, not their key"
+    assert keys[4] == keys[0], "the same SMILES twice is one structure"
+    monkeypatch.undo()
+    described = load_descriptor("rdkit:descriptors")
+    for sample, smiles in zip(dataset.samples, ISOMERS):
+        np.testing.assert_array_equal(described.describe(sample.atoms), described.describe(molecule(smiles)))
+
+
+def test_a_backbone_refuses_molecules_without_geometry(tmp_path):
+    from hacknip.data.molecules import EmbedOptions, RelaxOptions, molecules_to_dataset
+    from hacknip.errors import InputError
+    from hacknip.features.featurize import featurize
+    from hacknip.store import FeatureStore
+    from toy_backbone import ToyBackbone
+
+    table = _table(tmp_path, ISOMERS)
+    dataset = molecules_to_dataset(table, embed_options=EmbedOptions(geometry=False))
+    with pytest.raises(InputError, match=r"made without 3-D geometries \(--conformer none\), and toy needs atomic"):
+        featurize(dataset, ToyBackbone(), FeatureStore(tmp_path / "store"))
+    with pytest.raises(InputError, match="relaxing molecules needs a geometry to start from"):
+        molecules_to_dataset(table, backbone=ToyBackbone(), relax_options=RelaxOptions(),
+                             embed_options=EmbedOptions(geometry=False))
+    with pytest.raises(InputError, match="optimises a conformer, and geometry=False makes none"):
+        EmbedOptions(force_field="MMFF94", geometry=False)
+    refused = CliRunner().invoke(cli, ["run", "--data", table, "--target", "y", "--backbone", "chgnet+rdkit:morgan",
+                                       "--conformer", "none", "--no-relax", "--out", str(tmp_path / "refused")])
+    assert refused.exit_code != 0
+    assert "'chgnet+rdkit:morgan' names a backbone, which needs them: use --conformer etkdg or mmff94" in refused.output
+
+
+def test_a_descriptor_run_without_geometry_is_saved_and_predicts_the_same_way(tmp_path):
+    smiles = [*ISOMERS, "CC(=O)O", "CCN", "OCCO", "c1ccccc1", "CC(C)O", "CCCC", "CC=O", "NCCO"]
+    table = _table(tmp_path, smiles)
+    model = tmp_path / "model"
+    result = CliRunner().invoke(cli, ["run", "--data", table, "--target", "y", "--task", "classification",
+                                      "--backbone", "rdkit:descriptors", "--conformer", "none", "--head", "ridge",
+                                      "--split", "random", "--out", str(tmp_path / "run"), "--save", str(model)],
+                                catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    results = json.loads((tmp_path / "run" / "results.json").read_text())
+    assert results["geometries"] == {"conformer": "none", "relaxed": False} and results["n_samples"] == len(smiles)
+    assert json.loads((model / "model.json").read_text())["geometries"]["conformer"] == "none"
+    predicted = CliRunner().invoke(cli, ["predict", str(model), "--data", table, "--out", str(tmp_path / "p.csv")],
+                                   catch_exceptions=False)
+    assert predicted.exit_code == 0, predicted.output
+    assert len((tmp_path / "p.csv").read_text().splitlines()) == 1 + len(smiles), "every molecule predicted"

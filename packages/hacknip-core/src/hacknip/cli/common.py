@@ -110,9 +110,10 @@ def data_options(command=None, *, backbone_required: bool = True):
         click.option("--relax/--no-relax", default=None,
                      help="Molecules: relax the conformers with the first backbone's forces (see --relax-optimizer) "
                           "before featurising [default: relax, as the paper did; run --preset all-layers: not, as measured]."),
-        click.option("--conformer", type=click.Choice(["auto", "mmff94", "etkdg"]), default="auto", show_default=True,
+        click.option("--conformer", type=click.Choice(["auto", "mmff94", "etkdg", "none"]), default="auto", show_default=True,
                      help="Molecules from SMILES: RDKit's ETKDG conformer optimised with the MMFF94 force field, or as "
-                          "it is; auto: mmff94 when relaxing (half the steps), else etkdg."),
+                          "it is; none: no 3-D geometry, for descriptors that read the SMILES (rdkit:...; no backbone, "
+                          "no molecule lost to a failed embedding); auto: mmff94 when relaxing (half the steps), else etkdg."),
         click.option("--relax-fmax", default=0.05, show_default=True, help="Molecules: relaxation force threshold, eV/Å."),
         click.option("--relax-steps", default=200, show_default=True, help="Molecules: most relaxation steps."),
         click.option("--relax-optimizer", default="BFGS", show_default=True,

@@ -69,6 +69,7 @@ from hacknip.progress import Progress, no_progress
 from hacknip.store import (
     DAMAGED_FOLDER,
     GEOMETRIES_FOLDER,
+    NO_GEOMETRY_KEY,
     DamagedShardWarning,
     FeatureStore,
     atomic_write,
@@ -114,22 +115,31 @@ class EmbedOptions:
     force_field: str | None = None
     """Optimise the ETKDG conformer with this RDKit force field (``"MMFF94"``; a molecule it has no parameters for
     keeps its ETKDG geometry); None: the ETKDG conformer as it is. Given 3D geometries (SDF, xyz) are used as given."""
+    geometry: bool = True
+    """False: no conformer at all, for descriptors that read the SMILES (``--conformer none``): the molecule's atoms,
+    hydrogens added, all at the origin (:data:`hacknip.store.NO_GEOMETRY_KEY`). Nothing is embedded, so no molecule
+    fails to embed (ETKDG cannot embed 4 of ClinTox's) and none costs time; a backbone refuses such molecules."""
 
     def __post_init__(self) -> None:
         if self.force_field is not None and self.force_field not in FORCE_FIELDS:
             raise InputError(f"unknown force field {self.force_field!r}: use one of {', '.join(FORCE_FIELDS)}, or None "
                              "for the ETKDG conformer as it is")
+        if self.force_field is not None and not self.geometry:
+            raise InputError(f"a force field ({self.force_field}) optimises a conformer, and geometry=False makes none")
 
 
-CONFORMERS = {"etkdg": None, "mmff94": "MMFF94"}
-"""What ``--conformer`` names: the force field that optimises RDKit's ETKDG conformer (None: none)."""
+CONFORMERS = {"etkdg": EmbedOptions(), "mmff94": EmbedOptions(force_field="MMFF94"), "none": EmbedOptions(geometry=False)}
+"""What ``--conformer`` names: RDKit's ETKDG conformer as it is, optimised with MMFF94, or no geometry at all."""
 
 
-def conformer_name(force_field: str | None) -> str:
-    return next(name for name, field in CONFORMERS.items() if field == force_field)
+def conformer_name(options: EmbedOptions) -> str:
+    """The ``--conformer`` name of ``options``' way of making a molecule's geometry."""
+    return next(name for name, named in CONFORMERS.items()
+                if (named.force_field, named.geometry) == (options.force_field, options.geometry))
 
 
-def force_field_of(conformer: str) -> str | None:
+def embed_options_for(conformer: str) -> EmbedOptions:
+    """The embedding options ``--conformer NAME`` stands for (a one-line error for a name it does not know)."""
     if conformer not in CONFORMERS:
         raise InputError(f"unknown conformer {conformer!r}: use one of auto, {', '.join(CONFORMERS)}")
     return CONFORMERS[conformer]
@@ -246,6 +256,13 @@ def separate_fragments(atoms: Atoms, fragments: Sequence[Sequence[int]], gap: fl
         next_start = positions[:, 0].max() + shift + gap
 
 
+def without_geometry(molecule) -> Atoms:
+    """The atoms of ``molecule`` with its hydrogens, all at the origin and marked so (:data:`NO_GEOMETRY_KEY`)."""
+    atoms = Atoms(numbers=[atom.GetAtomicNum() for atom in _rdkit().AddHs(molecule).GetAtoms()], pbc=False)
+    atoms.info[NO_GEOMETRY_KEY] = True
+    return atoms
+
+
 def _to_atoms(molecule) -> Atoms:
     numbers = [atom.GetAtomicNum() for atom in molecule.GetAtoms()]
     positions = molecule.GetConformer().GetPositions()
@@ -322,6 +339,8 @@ def _record(job: MoleculeJob, atoms: Atoms, relaxation: Relaxation | None = None
         "cell": atoms.cell.array.tolist(),
         "pbc": atoms.pbc.tolist(),
     }
+    if atoms.info.get(NO_GEOMETRY_KEY):
+        record[NO_GEOMETRY_KEY] = True
     if relaxation is not None:
         record.update(converged=relaxation.converged, steps=relaxation.steps, fmax=relaxation.fmax,
                       energy_initial=relaxation.energy_initial, energy=relaxation.energy, seconds=seconds)
@@ -331,6 +350,8 @@ def _record(job: MoleculeJob, atoms: Atoms, relaxation: Relaxation | None = None
 def record_atoms(record: dict[str, Any]) -> Atoms:
     atoms = Atoms(numbers=record["numbers"], positions=record["positions"], cell=record["cell"], pbc=record["pbc"])
     info = {"smiles": record["smiles"]} if record.get("smiles") else {}
+    if record.get(NO_GEOMETRY_KEY):
+        info[NO_GEOMETRY_KEY] = True
     if "converged" in record:
         info.update(relax_converged=record["converged"], relax_steps=record["steps"], relax_fmax=record["fmax"],
                     relax_energy=record["energy"])
@@ -363,6 +384,8 @@ class _Runner:
         ``("failed", reason)``."""
         if job.atoms is not None:
             return "ok", _record(job, job.atoms)
+        if not self.embed.geometry:  # made in microseconds: nothing to store
+            return "ok", _record(job, without_geometry(parse_smiles(job.smiles)))
         stored = self.conformers.get(job.key) if self.conformers is not None else None
         if stored is not None:
             return ("failed", str(stored[FAILED_KEY])) if FAILED_KEY in stored else ("ok", stored)
@@ -659,6 +682,11 @@ def molecules_to_dataset(
     if not path.exists():
         raise FileNotFoundError(f"no such file: {path}")
     embed_options = embed_options or default_embed_options(relax_options is not None and backbone is not None)
+    if relax_options is not None and backbone is not None and not embed_options.geometry:
+        raise InputError(f"{path}: relaxing molecules needs a geometry to start from, and geometry=False (--conformer "
+                         "none) makes none: choose one or the other")
+    if not embed_options.geometry:
+        workers = 1  # nothing to embed: starting worker processes would cost more than the molecules
     collector = _RowCollector(str(path), on_error, labelled=target != UNLABELLED)
     rows, target = _read_rows(path, smiles_column, target, id_column, embed_options, collector)
     rows = rows[:limit] if limit else rows
@@ -693,10 +721,11 @@ def molecules_with_progress(path: str | Path, *, conformer: str, relaxed_with: s
     (:data:`CONFORMERS`), relaxed with the backbone ``relaxed_with`` when ``relax_options`` is given, behind one
     progress bar that says so. ``options``: the rest of :func:`molecules_to_dataset`'s keyword arguments."""
     relaxed_with = relaxed_with if relax_options is not None else None
+    embed_options = embed_options_for(conformer)
     description = (f"3D geometries ({conformer}{f', relaxed with {relaxed_with}' if relaxed_with else ''})"
-                   + (f" ({workers} workers)" if workers > 1 else ""))
+                   + (f" ({workers} workers)" if workers > 1 and embed_options.geometry else ""))
     bar: list[Callable[[int], None]] = []
-    return molecules_to_dataset(path, backbone=relaxed_with, embed_options=EmbedOptions(force_field=force_field_of(conformer)),
+    return molecules_to_dataset(path, backbone=relaxed_with, embed_options=embed_options,
                                 relax_options=relax_options, workers=workers,
                                 on_total=lambda total: bar.append(progress(description, total)),
                                 on_progress=lambda done: bar[0](done), **options)

@@ -216,8 +216,24 @@ def checked_atoms(atoms: Atoms) -> Atoms:
         raise ValueError("periodic structure with a zero-volume cell")
     if not np.isfinite(atoms.positions).all():
         raise ValueError("non-finite atomic positions")
-    _check_distances(atoms)
+    if not has_no_geometry(atoms):  # a molecule made without one has all its atoms at the origin
+        _check_distances(atoms)
     return atoms
+
+
+def has_no_geometry(atoms: Atoms) -> bool:
+    """A molecule made without a 3-D geometry (``--conformer none``), for descriptors that read its SMILES."""
+    from hacknip.store import NO_GEOMETRY_KEY
+
+    return bool(atoms.info.get(NO_GEOMETRY_KEY))
+
+
+def require_geometries(dataset: Dataset, user: str) -> None:
+    """``user`` (a backbone's name) needs atomic positions: refuse molecules made without a geometry."""
+    if any(has_no_geometry(sample.atoms) for sample in dataset.samples):
+        raise InputError(f"{dataset.source}: its molecules were made without 3-D geometries (--conformer none), and "
+                         f"{user} needs atomic positions: use --conformer etkdg or mmff94, or only descriptors that "
+                         "read the SMILES (rdkit:descriptors, rdkit:morgan)")
 
 
 PAIRWISE_MAX_ATOMS = 200

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from ase.data import chemical_symbols
 
-from hacknip.data.structures import Dataset, Sample, SkippedRow
+from hacknip.data.structures import Dataset, Sample, SkippedRow, require_geometries
 from hacknip.errors import InputError, Interrupted
 from hacknip.features.batch import batch_computation, reject
 from hacknip.features.batching import (
@@ -98,6 +98,7 @@ def featurize(
     here and are written to the store by this process.
     """
     started = time.perf_counter()
+    require_geometries(dataset, backbone.name)
     batch_atoms = default_batch_atoms(backbone) if batch_atoms is None else batch_atoms
     check_batch_limits(batch_size, batch_atoms)
     layers = check_layers(backbone, range(len(backbone.layer_widths)) if layers is None else layers)

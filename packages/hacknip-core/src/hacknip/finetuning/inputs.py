@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 from typing import Any
 
-from hacknip.data.structures import Dataset
+from hacknip.data.structures import Dataset, require_geometries
 from hacknip.errors import BadStructureError
 from hacknip.features.featurize import dataset_keys, reject_row
 from hacknip.features.supercell import cutoff_supercell
@@ -26,6 +26,7 @@ def build_inputs(dataset: Dataset, backbone: Any, network: Any, on_error: str,
     """Each structure's network input (through a cutoff supercell where the backbone needs one); a structure the
     backbone cannot take is a :class:`~hacknip.data.structures.BadInputError`, or with ``on_error="skip"`` a rejected
     row."""
+    require_geometries(dataset, backbone.name)
     advance = progress(f"building {backbone.name} graphs", len(dataset.samples))
     inputs, rejected = [], []
     for sample in dataset.samples:

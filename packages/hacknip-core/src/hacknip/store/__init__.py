@@ -56,16 +56,25 @@ from hacknip.store.files import (
 from hacknip.store.folder import LocalFolder, RemoteFolder, is_url, open_folder
 
 __all__ = ["DAMAGED_FOLDER", "GEOMETRIES_FOLDER", "BackboneFeatures", "Claims", "CompactionReport", "DamagedFeaturesError",
-           "DamagedShardWarning", "FeatureStore", "Record", "atomic_write", "hacknip_home", "slug", "structure_hash"]
+           "DamagedShardWarning", "FeatureStore", "NO_GEOMETRY_KEY", "Record", "atomic_write", "hacknip_home", "slug",
+           "structure_hash"]
+
+
+NO_GEOMETRY_KEY = "hacknip_no_geometry"
+"""``atoms.info`` key of a molecule made without a 3-D geometry (``--conformer none``): its atoms, hydrogens included,
+all at the origin, and its canonical SMILES in ``atoms.info["smiles"]``, which is then what tells it apart."""
 
 
 def structure_hash(atoms: Atoms) -> str:
-    """Content hash of a structure: species, positions and cell to 1e-6 Å, and periodicity."""
+    """Content hash of a structure: species, positions and cell to 1e-6 Å, and periodicity; for a molecule without a
+    geometry (:data:`NO_GEOMETRY_KEY`), its canonical SMILES too (isomers have the same atoms at the same origin)."""
     digest = hashlib.sha256()
     digest.update(np.asarray(atoms.numbers, dtype=np.int64).tobytes())
     for array in (atoms.positions, atoms.cell.array):
         digest.update((np.round(np.asarray(array, dtype=np.float64), 6) + 0.0).tobytes())
     digest.update(np.asarray(atoms.pbc, dtype=np.bool_).tobytes())
+    if atoms.info.get(NO_GEOMETRY_KEY):
+        digest.update(atoms.info["smiles"].encode())
     return digest.hexdigest()[:32]
 
 

@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from hacknip import __version__
-from hacknip.data.molecules import conformer_name, default_embed_options, force_field_of
+from hacknip.data.molecules import conformer_name, default_embed_options, embed_options_for
 from hacknip.data.parsed_cache import PARSED_FILE
 from hacknip.data.read import is_molecule_input, read_dataset
 from hacknip.data.relaxation import DEFAULT_OPTIMIZER
@@ -99,7 +99,8 @@ class RunConfig:
     relax: bool | None = None
     """Molecules: relax the conformer with the first backbone's forces before featurising (None: as the preset says)."""
     conformer: str = "auto"
-    """Molecules made from SMILES: RDKit's ETKDG conformer optimised with MMFF94 (``mmff94``) or as it is (``etkdg``);
+    """Molecules made from SMILES: RDKit's ETKDG conformer optimised with MMFF94 (``mmff94``) or as it is (``etkdg``),
+    or none for descriptors that read the SMILES (``none``: refused with a backbone);
     ``auto``: ``mmff94`` when relaxing (half the steps), else ``etkdg`` (:func:`hacknip.data.molecules.default_embed_options`)."""
     relax_fmax: float = 0.05
     relax_steps: int = 200
@@ -135,8 +136,11 @@ class RunConfig:
         if self.relax is None:  # a preset relaxes with a backbone; an expression of descriptors has none to relax with
             self.relax = get_preset(self.preset).relax_molecules and relaxing_backbone(self.backbone) is not None
         if self.conformer == "auto":
-            self.conformer = conformer_name(default_embed_options(relaxing=self.relax).force_field)
-        force_field_of(self.conformer)  # an unknown conformer fails before any work
+            self.conformer = conformer_name(default_embed_options(relaxing=self.relax))
+        if not embed_options_for(self.conformer).geometry and relaxing_backbone(self.backbone) is not None:
+            raise InputError(f"--conformer none makes molecules without 3-D geometries, and {self.backbone!r} names a "
+                             "backbone, which needs them: use --conformer etkdg or mmff94, or only descriptors "
+                             "(rdkit:descriptors, rdkit:morgan)")
 
 
 @dataclass
