@@ -723,7 +723,7 @@ def molecules_with_progress(path: str | Path, *, conformer: str, relaxed_with: s
     relaxed_with = relaxed_with if relax_options is not None else None
     embed_options = embed_options_for(conformer)
     description = (f"3D geometries ({conformer}{f', relaxed with {relaxed_with}' if relaxed_with else ''})"
-                   + (f" ({workers} workers)" if workers > 1 and embed_options.geometry else ""))
+                   + (f" ({workers} workers)" if workers > 1 else "")) if embed_options.geometry else "molecules (no geometry)"
     bar: list[Callable[[int], None]] = []
     return molecules_to_dataset(path, backbone=relaxed_with, embed_options=embed_options,
                                 relax_options=relax_options, workers=workers,
