@@ -152,11 +152,12 @@ def test_molecules_without_geometry_are_their_smiles_and_embed_nothing(tmp_path,
 
 
 def test_a_backbone_refuses_molecules_without_geometry(tmp_path):
+    from toy_backbone import ToyBackbone
+
     from hacknip.data.molecules import EmbedOptions, RelaxOptions, molecules_to_dataset
     from hacknip.errors import InputError
     from hacknip.features.featurize import featurize
     from hacknip.store import FeatureStore
-    from toy_backbone import ToyBackbone
 
     table = _table(tmp_path, ISOMERS)
     dataset = molecules_to_dataset(table, embed_options=EmbedOptions(geometry=False))
