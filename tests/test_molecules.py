@@ -15,6 +15,7 @@ from ase.calculators.morse import MorsePotential
 
 from hacknip.data.molecules import (
     EmbedOptions,
+    MoleculeJob,
     RelaxOptions,
     embed,
     failure_counts,
@@ -285,6 +286,33 @@ def test_a_worker_on_one_thread_holds_every_thread_pool_to_one(monkeypatch):
     assert set(pools.values()) == {1}, pools
     assert torch_threads == 1
     assert xla_flags == "--xla_dump_to=/nonexistent --xla_cpu_multi_thread_eigen=false", "the user's flags are kept"
+
+
+def test_workers_are_replaced_after_their_share_of_jobs(tmp_path, monkeypatch):
+    """Sella keeps memory it never gives back (13 GB a worker after 400 BBBP molecules), so its workers are replaced
+    every few molecules: fresh pools of the same workers, every molecule's result the serial one's."""
+    import hacknip.data.molecules as molecules
+    from hacknip.data.relaxation import molecules_per_process
+
+    pools = []
+
+    class CountedPool(molecules.ProcessPoolExecutor):
+        def __init__(self, *args, **kwargs):
+            pools.append(args[0])
+            super().__init__(*args, **kwargs)
+
+    monkeypatch.setattr(molecules, "ProcessPoolExecutor", CountedPool)
+    smiles = ["CCO", "CCN", "CCC", "OCCO", "CC(=O)O", "NCCN", "CCCO"]
+    jobs = [MoleculeJob(str(index), smiles=text) for index, text in enumerate(smiles)]
+    runner = molecules._Runner(EmbedOptions(), RelaxOptions())
+    setup = (None, {}, EmbedOptions(), RelaxOptions(), 6.0, None, None)
+    serial = molecules.run_jobs(jobs, runner)
+    assert pools == []
+    assert molecules.run_jobs(jobs, runner, 2, setup, jobs_per_worker=2) == serial
+    assert pools == [2, 2], "7 jobs, 2 workers replaced after 2 jobs each: two pools"
+    assert molecules.run_jobs(jobs, runner, 1, setup, jobs_per_worker=5) == serial
+    assert pools == [2, 2, 1, 1], "one worker is replaced too"
+    assert molecules_per_process("Sella") and molecules_per_process("BFGS") is None
 
 
 class SlowMorse(MorsePotential):

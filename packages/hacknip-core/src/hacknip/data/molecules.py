@@ -43,6 +43,7 @@ from hacknip.data.relaxation import (
     RelaxOptions,
     calculator_of,
     check_batchable,
+    molecules_per_process,
     optimizer_class,
     relax,
     relax_in_batches,
@@ -470,15 +471,28 @@ def available_cores() -> int:
 
 
 def run_jobs(jobs: Sequence[MoleculeJob], runner: _Runner, workers: int = 1, worker_setup: tuple | None = None,
-             on_progress: Callable[[int], None] | None = None) -> dict[str, tuple[str, Any]]:
-    """Results by job key; ``worker_setup`` is what :func:`_start_worker` gets in each of ``workers`` processes."""
+             on_progress: Callable[[int], None] | None = None,
+             jobs_per_worker: int | None = None) -> dict[str, tuple[str, Any]]:
+    """Results by job key; ``worker_setup`` is what :func:`_start_worker` gets in each of ``workers`` processes.
+    ``jobs_per_worker``: replace the worker processes after that many jobs each (even with one worker), for work that
+    keeps memory it never gives back (:func:`hacknip.data.relaxation.molecules_per_process`)."""
     results: dict[str, tuple[str, Any]] = {}
-    if workers <= 1 or len(jobs) <= 1:
+    if len(jobs) <= 1 or (workers <= 1 and jobs_per_worker is None):
         for job in jobs:
             results[job.key] = runner.run(job)
             if on_progress:
                 on_progress(1)
         return results
+    # fresh pools, not max_tasks_per_child: Python 3.11's ProcessPoolExecutor hangs with it
+    step = max(1, workers) * jobs_per_worker if jobs_per_worker else len(jobs)
+    for start in range(0, len(jobs), step):
+        results.update(_run_in_pool(jobs[start:start + step], max(1, workers), worker_setup, on_progress))
+    return results
+
+
+def _run_in_pool(jobs: Sequence[MoleculeJob], workers: int, worker_setup: tuple,
+                 on_progress: Callable[[int], None] | None) -> dict[str, tuple[str, Any]]:
+    results: dict[str, tuple[str, Any]] = {}
     threads = max(1, available_cores() // workers)
     # spawn, not fork: a forked copy of a process that has run torch's thread pool can deadlock
     pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"), initializer=_start_worker,
@@ -708,7 +722,8 @@ def molecules_to_dataset(
     if loaded is not None and (batch := _relax_batch(relax_batch, loaded, optimizer)) > 1:
         results.update(relax_jobs_in_batches(todo, runner, loaded, batch, workers, worker_setup, on_progress))
     else:
-        results.update(run_jobs(todo, runner, workers, worker_setup, on_progress))
+        per_worker = molecules_per_process(optimizer) if loaded is not None else None
+        results.update(run_jobs(todo, runner, workers, worker_setup, on_progress, per_worker))
     for row in rows:
         _collect(row, results[row.job.key], relax_options, on_nonconverged, collector)
     return collector.dataset(target)
