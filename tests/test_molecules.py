@@ -288,6 +288,21 @@ def test_a_worker_on_one_thread_holds_every_thread_pool_to_one(monkeypatch):
     assert xla_flags == "--xla_dump_to=/nonexistent --xla_cpu_multi_thread_eigen=false", "the user's flags are kept"
 
 
+def test_the_store_keys_of_molecules_made_before_a_new_setting_are_unchanged():
+    """A stored conformer or relaxed geometry is found by its key: a setting added to EmbedOptions must not change
+    the keys of molecules made with its default (`geometry` once did, and 791 relaxed BBBP molecules went unfound)."""
+    import hashlib
+    import json
+
+    from hacknip.data.molecules import rdkit_version, smiles_key
+
+    before = {"seed": 0, "max_attempts": 0, "random_coords_fallback": True, "largest_fragment_only": False,
+              "fragment_gap": 3.0, "force_field": "MMFF94"}  # EmbedOptions' fields when the store format was set
+    text = json.dumps({"smiles": "CCO", "embed": before, "rdkit": rdkit_version()}, sort_keys=True)
+    assert smiles_key("CCO", EmbedOptions(force_field="MMFF94")) == hashlib.sha256(text.encode()).hexdigest()[:32]
+    assert smiles_key("CCO", EmbedOptions(geometry=False)) != smiles_key("CCO", EmbedOptions())
+
+
 def test_workers_are_replaced_after_their_share_of_jobs(tmp_path, monkeypatch):
     """Sella keeps memory it never gives back (13 GB a worker after 400 BBBP molecules), so its workers are replaced
     every few molecules: fresh pools of the same workers, every molecule's result the serial one's."""

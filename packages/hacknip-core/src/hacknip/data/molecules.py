@@ -327,8 +327,10 @@ def stored_conformers(root: str | Path) -> GeometryStore:
 
 
 def smiles_key(smiles: str, options: EmbedOptions) -> str:
-    """Store key of a molecule made from SMILES: canonical SMILES, embedding settings and RDKit version."""
-    text = json.dumps({"smiles": smiles, "embed": asdict(options), "rdkit": rdkit_version()}, sort_keys=True)
+    """Store key of a molecule made from SMILES: canonical SMILES, embedding settings and RDKit version. A setting
+    added later is left out while it has its default, so that the molecules stored before it are still found."""
+    embed = {name: value for name, value in asdict(options).items() if (name, value) != ("geometry", True)}
+    text = json.dumps({"smiles": smiles, "embed": embed, "rdkit": rdkit_version()}, sort_keys=True)
     return hashlib.sha256(text.encode()).hexdigest()[:32]
 
 
