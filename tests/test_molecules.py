@@ -305,7 +305,7 @@ def test_the_store_keys_of_molecules_made_before_a_new_setting_are_unchanged():
 
 def test_workers_are_replaced_after_their_share_of_jobs(tmp_path, monkeypatch):
     """Sella keeps memory it never gives back (13 GB a worker after 400 BBBP molecules), so its workers are replaced
-    every few molecules: fresh pools of the same workers, every molecule's result the serial one's."""
+    every few molecules, each on its own, every molecule's result the serial one's."""
     import hacknip.data.molecules as molecules
     from hacknip.data.relaxation import molecules_per_process
 
@@ -323,10 +323,12 @@ def test_workers_are_replaced_after_their_share_of_jobs(tmp_path, monkeypatch):
     setup = (None, {}, EmbedOptions(), RelaxOptions(), 6.0, None, None)
     serial = molecules.run_jobs(jobs, runner)
     assert pools == []
+    assert molecules.run_jobs(jobs, runner, 2, setup) == serial
+    assert pools == [1, 1], "a process for each worker"
     assert molecules.run_jobs(jobs, runner, 2, setup, jobs_per_worker=2) == serial
-    assert pools == [2, 2], "7 jobs, 2 workers replaced after 2 jobs each: two pools"
+    assert pools == [1, 1] + [1] * 4, "7 jobs, each worker replaced after 2: 4 processes"
     assert molecules.run_jobs(jobs, runner, 1, setup, jobs_per_worker=5) == serial
-    assert pools == [2, 2, 1, 1], "one worker is replaced too"
+    assert pools == [1] * 6 + [1, 1], "one worker is replaced too"
     assert molecules_per_process("Sella") and molecules_per_process("BFGS") is None
 
 

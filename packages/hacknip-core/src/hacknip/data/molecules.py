@@ -30,8 +30,9 @@ import os
 import sys
 import time
 import warnings
+from collections import deque
 from collections.abc import Callable, Sequence
-from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -485,34 +486,66 @@ def run_jobs(jobs: Sequence[MoleculeJob], runner: _Runner, workers: int = 1, wor
             if on_progress:
                 on_progress(1)
         return results
-    # fresh pools, not max_tasks_per_child: Python 3.11's ProcessPoolExecutor hangs with it
-    step = max(1, workers) * jobs_per_worker if jobs_per_worker else len(jobs)
-    for start in range(0, len(jobs), step):
-        results.update(_run_in_pool(jobs[start:start + step], max(1, workers), worker_setup, on_progress))
-    return results
+    return _run_in_workers(jobs, max(1, workers), worker_setup, on_progress, jobs_per_worker)
 
 
-def _run_in_pool(jobs: Sequence[MoleculeJob], workers: int, worker_setup: tuple,
-                 on_progress: Callable[[int], None] | None) -> dict[str, tuple[str, Any]]:
-    results: dict[str, tuple[str, Any]] = {}
+class _Worker:
+    """One worker process (a pool of one), replaced by a fresh one after ``jobs_per_worker`` jobs. Each worker is
+    replaced on its own, so the others go on while it restarts. (Not ``max_tasks_per_child``: Python 3.11's
+    ProcessPoolExecutor hangs with it.)"""
+
+    def __init__(self, initargs: tuple, jobs_per_worker: int | None):
+        self.initargs, self.jobs_per_worker = initargs, jobs_per_worker
+        self.pool: ProcessPoolExecutor | None = None
+        self.done = 0
+
+    def submit(self, job: MoleculeJob):
+        if self.pool is None or self.done == self.jobs_per_worker:
+            self.close()
+            # spawn, not fork: a forked copy of a process that has run torch's thread pool can deadlock
+            self.pool = ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"),
+                                            initializer=_start_worker, initargs=self.initargs)
+            self.done = 0
+        self.done += 1
+        return self.pool.submit(_run_in_worker, job)
+
+    def close(self) -> None:
+        if self.pool is not None:
+            self.pool.shutdown(cancel_futures=True)  # waits for the molecule it is on, which is then stored
+            self.pool = None
+
+
+def _run_in_workers(jobs: Sequence[MoleculeJob], workers: int, worker_setup: tuple,
+                    on_progress: Callable[[int], None] | None,
+                    jobs_per_worker: int | None) -> dict[str, tuple[str, Any]]:
+    """Each worker is handed one molecule at a time; on Ctrl-C or SIGTERM the molecules not yet handed over are
+    dropped and those being made finish and are stored, so a rerun resumes after them."""
     threads = max(1, available_cores() // workers)
-    # spawn, not fork: a forked copy of a process that has run torch's thread pool can deadlock
-    pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"), initializer=_start_worker,
-                               initargs=(*worker_setup, threads))
-    try:
-        futures = {pool.submit(_run_in_worker, job): job.key for job in jobs}
-        for future in as_completed(futures):
-            results[futures[future]] = future.result()
-            if on_progress:
-                on_progress(1)
-    except BaseException:
-        # Ctrl-C or SIGTERM: the molecules not yet handed to a worker are dropped (a `with` block would run them all
-        # before the interrupt got through); those handed over finish and are stored, so a rerun resumes after them.
-        pool.shutdown(cancel_futures=True)
-        raise
-    pool.shutdown()
-    return results
+    waiting = deque(jobs)
+    pool = [_Worker((*worker_setup, threads), jobs_per_worker) for _ in range(min(workers, len(jobs)))]
+    running: dict[Any, tuple[_Worker, str]] = {}
+    results: dict[str, tuple[str, Any]] = {}
 
+    def hand_over(worker: _Worker) -> None:
+        if waiting:
+            job = waiting.popleft()
+            running[worker.submit(job)] = (worker, job.key)
+
+    try:
+        for worker in pool:
+            hand_over(worker)
+        while running:
+            finished, _ = wait(running, return_when=FIRST_COMPLETED)
+            for future in finished:
+                worker, key = running.pop(future)
+                results[key] = future.result()
+                hand_over(worker)
+                if on_progress:
+                    on_progress(1)
+    finally:
+        for worker in pool:
+            worker.close()
+    return results
 
 
 def relax_jobs_in_batches(jobs: Sequence[MoleculeJob], runner: _Runner, backbone: Backbone, batch_size: int,
