@@ -216,9 +216,10 @@ def test_interrupted_concurrent_run_keeps_every_batch_it_finished(tmp_path, monk
         featurize(dataset, ToyBackbone(concurrent=True), FeatureStore(tmp_path), batch_size=4, threads=2,
                   on_progress=interrupt_after_three_batches)
     resumed = featurize(dataset, ToyBackbone(concurrent=True), FeatureStore(tmp_path), batch_size=4, threads=2)
-    # three batches reported; the two running beside them when the interrupt came finished and were stored
-    # too; the five never started were left for the resumed run
-    assert (resumed.reused, resumed.computed) == (20, 20)
+    # three batches reported, and the fourth, running beside the third, finished and was stored too; the fifth was
+    # queued when the third finished: a free thread may take it up before the interrupt cancels it (then it is kept
+    # too) or not (on a loaded machine, CI once); those never started were left for the resumed run
+    assert resumed.reused in (16, 20) and resumed.reused + resumed.computed == 40
 
 
 def test_identity_change_means_new_features(tmp_path):
