@@ -38,19 +38,23 @@ def main() -> None:
     parser.add_argument("--start", type=int, default=900)
     parser.add_argument("--n", type=int, default=30)
     parser.add_argument("--data", type=Path, default=BBBP)
+    parser.add_argument("--target", default="p_np", help="the table's target column (read, not used)")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as folder:
         table = Path(folder) / "rows.csv"
         pd.read_csv(args.data).iloc[args.start:args.start + args.n].to_csv(table, index=False)
-        molecules = molecules_to_dataset(table, target="p_np", embed_options=EmbedOptions(force_field="MMFF94"),
+        molecules = molecules_to_dataset(table, target=args.target, embed_options=EmbedOptions(force_field="MMFF94"),
                                          on_error="skip")
         calculator = calculator_of(load_backbone("chgnet"))
         print(f"before: {resident_mb()} MB", flush=True)
+        options = RelaxOptions(optimizer=args.optimizer)
         started = time.perf_counter()
         for done, sample in enumerate(molecules.samples, 1):
-            relax(sample.atoms, calculator, RelaxOptions(optimizer=args.optimizer))
+            relax(sample.atoms, calculator, options)
             print(f"{done} molecules: {resident_mb()} MB", flush=True)
-        print(f"{args.optimizer}: {done} molecules in {time.perf_counter() - started:.0f} s, {resident_mb()} MB at the end")
+        print(f"{args.optimizer}: {len(molecules.samples)} molecules in {time.perf_counter() - started:.0f} s, "
+              f"{resident_mb()} MB at the end")
+
 
 if __name__ == "__main__":
     main()

@@ -5,6 +5,10 @@ neighbour within the backbone's cutoff (an ion that drifted away from its counte
     python bench/relaxed_geometries.py                       # every folder under $HACKNIP_HOME/features/geometries
     python bench/relaxed_geometries.py ~/.cache/hacknip/features/geometries/chgnet-dfab674c65098983
     python bench/relaxed_geometries.py FOLDER --against OTHER_FOLDER  # the molecules both relaxed: how far apart
+    python bench/relaxed_geometries.py FOLDER --data ../shared/data/moleculenet/clintox.csv  # only this table's molecules
+
+A folder holds every molecule relaxed with its settings, whichever table it came from; ``--data`` keeps those whose
+canonical SMILES is one of the table's rows (canonicalised as hacknip does when it reads the table).
 
 Seconds are each worker's wall clock for one molecule (embedding, MMFF94 start and relaxation), as the store records
 them; with one torch thread per worker and no other load they are CPU seconds.
@@ -40,16 +44,36 @@ def relaxed_records(folder: Path) -> list[dict]:
     return [record for record in records if "converged" in record]
 
 
+def table_smiles(path: Path, smiles_column: str = "smiles") -> set[str]:
+    """The canonical SMILES of a table's rows, as the store records them; rows RDKit cannot read are left out."""
+    import pandas as pd
+
+    from hacknip.data.molecules import MoleculeError, canonical_smiles, parse_smiles
+
+    frame = pd.read_csv(path)
+    if smiles_column not in frame.columns:
+        raise SystemExit(f"{path}: no column {smiles_column!r} (columns: {list(frame.columns)}); name it with "
+                         "--smiles-column")
+    found = set()
+    for smiles in frame[smiles_column]:
+        try:
+            found.add(canonical_smiles(parse_smiles(smiles)))
+        except MoleculeError:  # the dummy atom '*', say: never relaxed
+            continue
+    return found
+
+
 def is_relaxation_folder(folder: Path) -> bool:
     """A folder of relaxed geometries, not the one of unrelaxed conformers beside them."""
     identity = folder / "identity.json"
     return identity.exists() and "relax" in json.loads(identity.read_text())
 
 
-def summarise(folder: Path) -> str:
+def summarise(folder: Path, only: set[str] | None = None) -> str:
+    """``only``: the SMILES to count (:func:`table_smiles`); every relaxed molecule in the folder when None."""
     identity = json.loads((folder / "identity.json").read_text())
     cutoff = float(identity["backbone"].get("atom_graph_cutoff", identity["relax"]["vacuum"]))
-    records = relaxed_records(folder)
+    records = [record for record in relaxed_records(folder) if only is None or record["smiles"] in only]
     if not records:
         return f"{folder}: no relaxed molecules"
     steps = [record["steps"] for record in records]
@@ -100,6 +124,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("folders", nargs="*", type=Path)
     parser.add_argument("--against", type=Path, help="compare the one folder given with this one")
+    parser.add_argument("--data", type=Path, help="count only the molecules of this table (CSV with SMILES)")
+    parser.add_argument("--smiles-column", default="smiles")
     args = parser.parse_args()
     if args.against is not None:
         if len(args.folders) != 1:
@@ -107,8 +133,9 @@ def main() -> None:
         print(compare(args.folders[0], args.against))
         return
     folders = args.folders or sorted(path for path in default_root().glob("*") if is_relaxation_folder(path))
+    only = table_smiles(args.data, args.smiles_column) if args.data else None
     for folder in folders:
-        print(summarise(folder))
+        print(summarise(folder, only))
 
 
 if __name__ == "__main__":
